@@ -1,0 +1,137 @@
+"""Actions are data: what the executor will do, comparable in tests and printable in a plan."""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+from dataclasses import dataclass, field
+
+MASK = "********"
+
+
+@dataclass(frozen=True)
+class Action:
+    """Base of every change fleet can make; `describe` is the plan line."""
+
+    def describe(self) -> str:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class WriteFile(Action):
+    path: str
+    content: bytes
+    mode: int
+    owner: str = "root"
+    group: str = "root"
+    old: bytes | None = field(default=None, compare=False)
+    secret: bool = False  # never show the content (env files)
+    why: str = ""
+
+    def describe(self) -> str:
+        verb = "create" if self.old is None else "update"
+        suffix = f" ({self.why})" if self.why else ""
+        return f"{verb} {self.path} [{self.owner}:{self.group} {self.mode:04o}]{suffix}"
+
+    def diff(self) -> str:
+        """Unified diff of the change, with secrets masked."""
+        if self.secret:
+            return f"--- {self.path}\n+++ {self.path}\n(secret content, {MASK})\n"
+        old = (self.old or b"").decode(errors="replace").splitlines(keepends=True)
+        new = self.content.decode(errors="replace").splitlines(keepends=True)
+        before = self.path if self.old is not None else "/dev/null"
+        return "".join(difflib.unified_diff(old, new, before, self.path))
+
+
+@dataclass(frozen=True)
+class SetAttrs(Action):
+    """Fix owner/group/mode of an existing path (content already right)."""
+
+    path: str
+    mode: int
+    owner: str
+    group: str
+
+    def describe(self) -> str:
+        return f"set {self.path} to {self.owner}:{self.group} {self.mode:04o}"
+
+
+@dataclass(frozen=True)
+class MakeDir(Action):
+    path: str
+    mode: int
+    owner: str = "root"
+    group: str = "root"
+
+    def describe(self) -> str:
+        return f"create directory {self.path} [{self.owner}:{self.group} {self.mode:04o}]"
+
+
+@dataclass(frozen=True)
+class Symlink(Action):
+    path: str
+    target: str
+
+    def describe(self) -> str:
+        return f"link {self.path} -> {self.target}"
+
+
+@dataclass(frozen=True)
+class Remove(Action):
+    path: str
+    why: str = ""
+
+    def describe(self) -> str:
+        return f"remove {self.path}" + (f" ({self.why})" if self.why else "")
+
+
+@dataclass(frozen=True)
+class Run(Action):
+    argv: tuple[str, ...]
+    why: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+    timeout: float | None = None
+    secrets: tuple[str, ...] = field(default=(), compare=False)
+
+    def describe(self) -> str:
+        return (self.why + ": " if self.why else "run: ") + self.command_line()
+
+    def command_line(self) -> str:
+        text = shlex.join(self.argv)
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, MASK)
+        return text
+
+
+@dataclass(frozen=True)
+class BuildVenv(Action):
+    """Create a virtualenv with the system Python (done in-process with `virtualenv`)."""
+
+    path: str
+    python: str = "/usr/bin/python3"
+
+    def describe(self) -> str:
+        return f"build virtualenv {self.path} with {self.python}"
+
+
+@dataclass(frozen=True)
+class Unknown(Action):
+    """A step whose actions depend on one that has not run yet (shown by `plan`)."""
+
+    what: str
+
+    def describe(self) -> str:
+        return f"{self.what} (decided when the steps before it have run)"
+
+
+@dataclass(frozen=True)
+class Move(Action):
+    """Rename into place: the last step of building something that must appear whole."""
+
+    src: str
+    dest: str
+
+    def describe(self) -> str:
+        return f"move {self.src} -> {self.dest}"

@@ -1,0 +1,384 @@
+"""The desired state: parse and validate fleet's TOML into typed, frozen settings.
+
+Every problem becomes one ConfigError naming the file, the dotted key and what is wrong,
+raised before anything on the server is touched.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from fleet.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+APP_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+DOMAIN_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+SIZE_RE = re.compile(r"^[0-9]+[kKmMgG]?$")
+MODULE_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*(\(\))?)?$")
+URL_PREFIX_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+
+
+@dataclass(frozen=True)
+class PipSettings:
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    cert: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    packages: tuple[str, ...] = ()
+    pip: PipSettings = field(default_factory=PipSettings)
+    client_max_body_size: str = "10m"
+
+
+@dataclass(frozen=True)
+class EmperorConfig:
+    thunder_lock: bool = True
+    vassal_set: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    path: str = "/"
+    status: tuple[int, ...] = ()  # empty: any 2xx or 3xx
+    contains: str | None = None
+    timeout: float = 30.0
+
+    def accepts(self, status: int) -> bool:
+        if self.status:
+            return status in self.status
+        return 200 <= status < 400
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    name: str
+    repo: str
+    domains: tuple[str, ...]
+    ref: str | None = None
+    path: str = "."
+    module: str = "wsgi:app"
+    processes: int = 2
+    threads: int = 1
+    env: tuple[tuple[str, str], ...] = ()
+    static: tuple[tuple[str, str], ...] = ()
+    user: str = ""
+    health: HealthConfig = field(default_factory=HealthConfig)
+    persist: tuple[str, ...] = ("instance",)
+    keep_releases: int = 5
+
+    @property
+    def owner(self) -> str:
+        return self.user or self.name
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    emperor: EmperorConfig
+    apps: tuple[AppConfig, ...]
+
+    def app(self, name: str) -> AppConfig | None:
+        return next((a for a in self.apps if a.name == name), None)
+
+
+# --------------------------------------------------------------------------- checking helpers
+
+
+class Checker:
+    """Reads one TOML table, remembering which keys were used so unknown ones can be named."""
+
+    def __init__(self, source: str, prefix: str, table: Any) -> None:
+        self.source = source
+        self.prefix = prefix
+        if not isinstance(table, Mapping):
+            self.fail("", f"expected a table, got {type_name(table)}")
+        self.table = table
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, problem: str) -> None:
+        raise ConfigError(self.source, self.key(name) if name else self.prefix, problem)
+
+    def check_known(self, known: list[str]) -> None:
+        for name in self.table:
+            if name not in known:
+                close = difflib.get_close_matches(str(name), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.fail(str(name), f"unknown key{hint}")
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None,
+            required: bool = False) -> Any:
+        if name not in self.table:
+            if required:
+                self.fail(name, "required key is missing")
+            return default
+        value = self.table[name]
+        # TOML booleans are ints in Python; never accept one for the other.
+        if isinstance(value, bool) and bool not in _as_tuple(kind):
+            self.fail(name, f"expected {kind_name(kind)}, got boolean")
+        if not isinstance(value, kind):
+            self.fail(name, f"expected {kind_name(kind)}, got {type_name(value)}")
+        return value
+
+    def get_str(self, name: str, default: str | None = None, required: bool = False,
+                pattern: re.Pattern[str] | None = None, what: str = "") -> Any:
+        value = self.get(name, str, default, required)
+        if value is not None and pattern is not None and not pattern.match(value):
+            self.fail(name, f"{value!r} is not {what}")
+        if isinstance(value, str) and ("\n" in value or "\x00" in value):
+            self.fail(name, "must be a single line")
+        return value
+
+    def get_str_list(self, name: str, default: tuple[str, ...] = (),
+                     required: bool = False) -> tuple[str, ...]:
+        value = self.get(name, list, None, required)
+        if value is None:
+            return default
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                self.fail(f"{name}[{index}]", f"expected a string, got {type_name(item)}")
+            if "\n" in item or "\x00" in item:
+                self.fail(f"{name}[{index}]", "must be a single line")
+        return tuple(value)
+
+    def get_int(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.get(name, int, default)
+        if not low <= value <= high:
+            self.fail(name, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def sub(self, name: str) -> Checker:
+        return Checker(self.source, self.key(name), self.table.get(name, {}))
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def type_name(value: Any) -> str:
+    return {
+        str: "string", int: "integer", float: "float", bool: "boolean",
+        list: "array", dict: "table",
+    }.get(type(value), type(value).__name__)
+
+
+def kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+             list: "an array", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
+
+
+# --------------------------------------------------------------------------- sections
+
+SERVER_KEYS = ["packages", "pip", "client_max_body_size"]
+PIP_KEYS = ["index_url", "extra_index_urls", "cert"]
+EMPEROR_KEYS = ["thunder_lock", "vassal_set"]
+APP_KEYS = ["repo", "ref", "path", "domains", "module", "processes", "threads", "env", "static",
+            "user", "health", "persist", "keep_releases"]
+HEALTH_KEYS = ["path", "status", "contains", "timeout"]
+
+
+def parse_server(c: Checker) -> ServerConfig:
+    c.check_known(SERVER_KEYS)
+    packages = c.get_str_list("packages")
+    for index, package in enumerate(packages):
+        if not PACKAGE_RE.match(package):
+            c.fail(f"packages[{index}]", f"{package!r} is not a Debian package name")
+    pip = c.sub("pip")
+    pip.check_known(PIP_KEYS)
+    cert = pip.get_str("cert")
+    if cert is not None and not cert.startswith("/"):
+        pip.fail("cert", "must be an absolute path")
+    body = c.get_str("client_max_body_size", "10m", pattern=SIZE_RE,
+                     what="a size such as 10m, 512k or 1g")
+    return ServerConfig(
+        packages=packages,
+        pip=PipSettings(pip.get_str("index_url"), pip.get_str_list("extra_index_urls"), cert),
+        client_max_body_size=body,
+    )
+
+
+def parse_emperor(c: Checker) -> EmperorConfig:
+    c.check_known(EMPEROR_KEYS)
+    vassal_set = c.sub("vassal_set")
+    pairs = []
+    for key, value in vassal_set.table.items():
+        if not re.match(r"^[a-z][a-z0-9-]*$", str(key)):
+            vassal_set.fail(str(key), "is not a uWSGI option name")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if not isinstance(value, (str, int)):
+            vassal_set.fail(str(key), f"expected a string or integer, got {type_name(value)}")
+        if "\n" in str(value):
+            vassal_set.fail(str(key), "must be a single line")
+        pairs.append((str(key), str(value)))
+    return EmperorConfig(thunder_lock=c.get("thunder_lock", bool, True),
+                         vassal_set=tuple(sorted(pairs)))
+
+
+def check_domain(c: Checker, key: str, domain: str) -> None:
+    labels = domain.split(".")
+    if len(domain) > 253 or not all(DOMAIN_LABEL_RE.match(label) for label in labels):
+        c.fail(key, f"{domain!r} is not a valid lower-case domain name")
+
+
+def check_relative(c: Checker, key: str, value: str) -> str:
+    """Refuse absolute paths and any '..' so a path can never leave its base directory."""
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts:
+        c.fail(key, f"{value!r} must be a relative path inside the app (no '..', not absolute)")
+    return str(path)
+
+
+def parse_health(c: Checker) -> HealthConfig:
+    c.check_known(HEALTH_KEYS)
+    path = c.get_str("path", "/")
+    if not path.startswith("/"):
+        c.fail("path", f"{path!r} must start with '/'")
+    status = c.get("status", (int, list), None)
+    statuses: tuple[int, ...] = ()
+    if isinstance(status, int):
+        statuses = (status,)
+    elif isinstance(status, list):
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in status):
+            c.fail("status", "expected an integer or a list of integers")
+        statuses = tuple(status)
+    for s in statuses:
+        if not 100 <= s <= 599:
+            c.fail("status", f"{s} is not an HTTP status")
+    timeout = c.get("timeout", (int, float), 30)
+    if not 0 < timeout <= 3600:
+        c.fail("timeout", f"must be between 0 and 3600 seconds, got {timeout}")
+    return HealthConfig(path, statuses, c.get_str("contains"), float(timeout))
+
+
+def parse_app(c: Checker, name: str) -> AppConfig:
+    if not APP_NAME_RE.match(name):
+        c.fail("", f"invalid app name {name!r}: use lowercase letters, digits and dashes, "
+                   "starting with a letter, at most 32 characters")
+    c.check_known(APP_KEYS)
+    repo = c.get_str("repo", required=True)
+    if not repo.strip():
+        c.fail("repo", "must not be empty")
+    domains = c.get_str_list("domains", required=True)
+    if not domains:
+        c.fail("domains", "must list at least one domain")
+    for index, domain in enumerate(domains):
+        check_domain(c, f"domains[{index}]", domain)
+    if len(set(domains)) != len(domains):
+        c.fail("domains", "lists the same domain twice")
+    ref = c.get_str("ref")
+    if ref is not None and (not ref or ref.startswith("-") or " " in ref):
+        c.fail("ref", f"{ref!r} is not a git branch, tag or commit")
+    env = c.sub("env")
+    env_pairs = []
+    for key, value in env.table.items():
+        if not ENV_NAME_RE.match(str(key)):
+            env.fail(str(key), "is not a valid environment variable name")
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            env.fail(str(key), f"expected a string or number, got {type_name(value)}")
+        if "\n" in str(value) or "\x00" in str(value):
+            env.fail(str(key), "must be a single line")
+        env_pairs.append((str(key), str(value)))
+    static = c.sub("static")
+    static_pairs = []
+    for url, directory in static.table.items():
+        if not URL_PREFIX_RE.match(str(url)) or "/../" in f"{url}/":
+            static.fail(str(url), "URL prefix must start with '/' and use plain path characters")
+        if not isinstance(directory, str):
+            static.fail(str(url), f"expected a directory name, got {type_name(directory)}")
+        static_pairs.append((str(url), check_relative(static, str(url), directory)))
+    persist = c.get_str_list("persist", ("instance",))
+    for index, item in enumerate(persist):
+        check_relative(c, f"persist[{index}]", item)
+        if item in (".", ""):
+            c.fail(f"persist[{index}]", "must name a directory inside the app")
+    user = c.get_str("user", "", pattern=APP_NAME_RE, what="a valid user name")
+    if user == "root":
+        c.fail("user", "apps never run as root")
+    return AppConfig(
+        name=name,
+        repo=repo,
+        ref=ref,
+        path=check_relative(c, "path", c.get_str("path", ".")),
+        domains=domains,
+        module=c.get_str("module", "wsgi:app", pattern=MODULE_RE,
+                         what="a module spec such as 'wsgi:app' or 'pkg:create_app()'"),
+        processes=c.get_int("processes", 2, 1, 256),
+        threads=c.get_int("threads", 1, 1, 256),
+        env=tuple(sorted(env_pairs)),
+        static=tuple(sorted(static_pairs)),
+        user=user,
+        health=parse_health(c.sub("health")),
+        persist=persist,
+        keep_releases=c.get_int("keep_releases", 5, 1, 100),
+    )
+
+
+def check_across_apps(source: str, apps: list[AppConfig]) -> None:
+    owners: dict[str, str] = {}
+    for app in apps:
+        for domain in app.domains:
+            if domain in owners:
+                raise ConfigError(source, f"apps.{app.name}.domains",
+                                  f"{domain!r} is already used by app {owners[domain]!r}")
+            owners[domain] = app.name
+    users: dict[str, str] = {}
+    for app in apps:
+        if app.owner in users:
+            raise ConfigError(source, f"apps.{app.name}.user",
+                              f"user {app.owner!r} is already used by app {users[app.owner]!r}")
+        users[app.owner] = app.name
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def parse_toml(source: str, text: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"invalid TOML: {exc}") from None
+
+
+TOP_KEYS = ["server", "emperor", "apps"]
+
+
+def parse_document(source: str, data: Mapping[str, Any]) -> tuple[
+        ServerConfig | None, EmperorConfig | None, dict[str, AppConfig]]:
+    """Parse one operator file; sections it omits come back as None so they can be merged."""
+    top = Checker(source, "", data)
+    top.check_known(TOP_KEYS)
+    server = parse_server(top.sub("server")) if "server" in data else None
+    emperor = parse_emperor(top.sub("emperor")) if "emperor" in data else None
+    apps_table = top.sub("apps")
+    apps = {str(n): parse_app(apps_table.sub(str(n)), str(n)) for n in apps_table.table}
+    return server, emperor, apps
+
+
+def parse_app_document(source: str, name: str, data: Mapping[str, Any]) -> AppConfig:
+    """Parse a stored apps/NAME.toml, whose keys sit at the top level."""
+    return parse_app(Checker(source, "", data), name)
+
+
+def build_config(source: str, server: ServerConfig | None, emperor: EmperorConfig | None,
+                 apps: Mapping[str, AppConfig]) -> Config:
+    ordered = [apps[name] for name in sorted(apps)]
+    check_across_apps(source, ordered)
+    return Config(server or ServerConfig(), emperor or EmperorConfig(), tuple(ordered))
+

@@ -1,0 +1,47 @@
+"""Error types and exit codes: one root error so the CLI can print one line, never a traceback."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # something did not converge or a health check failed
+EXIT_INVALID = 2  # invalid input: nothing on the server was touched
+
+
+class FleetError(Exception):
+    """Root of every error fleet reports to a user as one line."""
+
+    exit_code = EXIT_FAILED
+
+
+class ConfigError(FleetError):
+    """Invalid configuration or command-line input; raised before anything is changed."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + problem)
+
+
+class CommandError(FleetError):
+    """A command fleet ran exited non-zero; carries its output for the report."""
+
+    def __init__(self, argv: list[str], returncode: int, stdout: str, stderr: str) -> None:
+        self.argv = argv
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        tail = (stderr.strip() or stdout.strip()).splitlines()[-1:] or [""]
+        super().__init__(f"{argv[0]} exited {returncode}: {tail[0]}")
+
+    def output_tail(self, lines: int = 20) -> str:
+        """The last lines of the command's output, where its reason for failing usually is."""
+        text = (self.stdout + "\n" + self.stderr).strip()
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class LockError(FleetError):
+    """Another fleet run holds the lock."""

@@ -1,0 +1,197 @@
+"""The only code that touches the machine: run commands and read/write files.
+
+Resources read facts through a Host and the executor applies actions through it, so unit
+tests swap in a fake host and the real one stays small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import shutil
+import os
+import pwd
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from fleet.errors import CommandError
+
+CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What fleet compares a managed file (or directory, or link) against."""
+
+    kind: str  # "file", "dir", "link", "other"
+    mode: int
+    owner: str
+    group: str
+    target: str = ""  # symlink target
+
+
+class Host(Protocol):
+    def run(self, argv: Sequence[str], *, check: bool = True, cwd: str | None = None,
+            env: Mapping[str, str] | None = None, input: str | None = None,
+            timeout: float | None = None) -> RunResult: ...
+
+    def read(self, path: str) -> bytes | None: ...
+
+    def state(self, path: str) -> FileState | None: ...
+
+    def write(self, path: str, content: bytes, mode: int, owner: str, group: str) -> None: ...
+
+    def mkdir(self, path: str, mode: int, owner: str, group: str) -> None: ...
+
+    def chown(self, path: str, mode: int, owner: str, group: str) -> None: ...
+
+    def symlink(self, path: str, target: str) -> None: ...
+
+    def remove(self, path: str) -> None: ...
+
+    def listdir(self, path: str) -> list[str]: ...
+
+    def build_venv(self, path: str, python: str) -> None: ...
+
+
+CommandLogger = Callable[[Sequence[str]], None]
+
+
+class LocalHost:
+    """The machine fleet runs on (as root, on the server)."""
+
+    def __init__(self, log_command: CommandLogger | None = None) -> None:
+        self.log_command = log_command
+
+    def run(self, argv: Sequence[str], *, check: bool = True, cwd: str | None = None,
+            env: Mapping[str, str] | None = None, input: str | None = None,
+            timeout: float | None = None) -> RunResult:
+        if self.log_command:
+            self.log_command(argv)
+        full_env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "HOME": "/root"}
+        full_env.update(env or {})
+        try:
+            proc = subprocess.run(list(argv), cwd=cwd, env=full_env, input=input,
+                                  capture_output=True, text=True, timeout=timeout,
+                                  errors="replace", check=False)
+        except FileNotFoundError:
+            result = RunResult(127, "", f"{argv[0]}: command not found")
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+            result = RunResult(124, out, f"timed out after {timeout} s: {shlex.join(argv)}")
+        else:
+            result = RunResult(proc.returncode, proc.stdout, proc.stderr)
+        if check and not result.ok:
+            raise CommandError(list(argv), result.returncode, result.stdout, result.stderr)
+        return result
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def state(self, path: str) -> FileState | None:
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if os.path.islink(path):
+            return FileState("link", 0o777, _user(st.st_uid), _group(st.st_gid),
+                             os.readlink(path))
+        kind = "dir" if os.path.isdir(path) else "file" if os.path.isfile(path) else "other"
+        return FileState(kind, st.st_mode & 0o7777, _user(st.st_uid), _group(st.st_gid))
+
+    def write(self, path: str, content: bytes, mode: int, owner: str, group: str) -> None:
+        """Write atomically: a reader sees the old file or the new one, never half of one."""
+        directory = os.path.dirname(path)
+        fd, tmp = tempfile.mkstemp(prefix=".fleet-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chown(tmp, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def mkdir(self, path: str, mode: int, owner: str, group: str) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.chown(path, mode, owner, group)
+
+    def chown(self, path: str, mode: int, owner: str, group: str) -> None:
+        os.chown(path, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid,
+                 follow_symlinks=False)
+        os.chmod(path, mode)
+
+    def symlink(self, path: str, target: str) -> None:
+        """Point a link at a new target atomically (rename over the old link)."""
+        tmp = f"{path}.fleet-tmp"
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        os.symlink(target, tmp)
+        os.replace(tmp, path)
+
+    def remove(self, path: str) -> None:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def build_venv(self, path: str, python: str) -> None:
+        if self.log_command:
+            self.log_command(["virtualenv", path, "--python", python])
+        build_venv(path, python)
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def build_venv(path: str, python: str) -> None:
+    """Build a virtualenv in-process: works from inside the zipapp, whose wheels are real files."""
+    from virtualenv import cli_run
+
+    cli_run([path, "--python", python, "--no-periodic-update", "--quiet"], setup_logging=False)

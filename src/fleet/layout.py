@@ -1,0 +1,98 @@
+"""Where fleet keeps things on the server: one place, so templates and code agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ETC = "/etc/fleet"
+SERVER_FILE = f"{ETC}/fleet.toml"
+APPS_DIR = f"{ETC}/apps"
+ENV_DIR = f"{ETC}/env"
+STATE_DIR = "/var/lib/fleet"
+LOCK_FILE = "/run/fleet.lock"
+SRV = "/srv/fleet"
+RUN = "/run/fleet"
+UWSGI_DIR = "/etc/uwsgi"
+EMPEROR_INI = f"{UWSGI_DIR}/emperor.ini"
+VASSALS_DIR = f"{UWSGI_DIR}/vassals"
+EMPEROR_UNIT_NAME = "fleet-emperor.service"
+EMPEROR_UNIT = f"/etc/systemd/system/{EMPEROR_UNIT_NAME}"
+EMPEROR_STATS = f"{RUN}/emperor-stats.sock"
+TMPFILES = "/etc/tmpfiles.d/fleet.conf"
+NGINX_DIR = "/etc/nginx"
+NGINX_GLOBAL = f"{NGINX_DIR}/conf.d/fleet.conf"
+NGINX_SITES = f"{NGINX_DIR}/sites-enabled"
+NGINX_DEFAULT_SITE = f"{NGINX_SITES}/default"
+NGINX_USER = "www-data"
+SYSTEM_PYTHON = "/usr/bin/python3"
+UWSGI_BIN = "/usr/bin/uwsgi-core"
+BASE_PACKAGES = ("nginx", "uwsgi-core", "uwsgi-plugin-python3", "python3-venv", "git")
+
+
+@dataclass(frozen=True)
+class AppPaths:
+    """Every path that belongs to one app."""
+
+    name: str
+
+    @property
+    def home(self) -> str:
+        return f"{SRV}/{self.name}"
+
+    @property
+    def repo(self) -> str:
+        return f"{self.home}/repo.git"
+
+    @property
+    def releases(self) -> str:
+        return f"{self.home}/releases"
+
+    def release(self, release_id: str) -> str:
+        return f"{self.releases}/{release_id}"
+
+    @property
+    def venvs(self) -> str:
+        return f"{self.home}/venvs"
+
+    def venv(self, key: str) -> str:
+        return f"{self.venvs}/{key}"
+
+    @property
+    def shared(self) -> str:
+        return f"{self.home}/shared"
+
+    @property
+    def current(self) -> str:
+        return f"{self.home}/current"
+
+    @property
+    def run_dir(self) -> str:
+        return f"{RUN}/{self.name}"
+
+    @property
+    def socket(self) -> str:
+        return f"{self.run_dir}/app.sock"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.run_dir}/stats.sock"
+
+    @property
+    def vassal(self) -> str:
+        return f"{VASSALS_DIR}/{self.name}.ini"
+
+    @property
+    def env_file(self) -> str:
+        return f"{ENV_DIR}/{self.name}.env"
+
+    @property
+    def config_file(self) -> str:
+        return f"{APPS_DIR}/{self.name}.toml"
+
+    @property
+    def nginx_site(self) -> str:
+        return f"{NGINX_SITES}/fleet-{self.name}.conf"
+
+    @property
+    def state_file(self) -> str:
+        return f"{STATE_DIR}/apps/{self.name}.json"

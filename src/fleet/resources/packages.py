@@ -1,0 +1,38 @@
+"""Debian packages: install what is missing, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fleet.actions import Action, Run
+from fleet.host import Host
+
+APT_ENV = (("DEBIAN_FRONTEND", "noninteractive"),)
+
+
+def parse_dpkg_query(output: str) -> set[str]:
+    """Installed packages from `dpkg-query -W -f '${Package} ${db:Status-Abbrev}\\n'`."""
+    installed = set()
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].startswith("ii"):
+            installed.add(parts[0].split(":")[0])
+    return installed
+
+
+def installed_packages(host: Host, names: Sequence[str]) -> set[str]:
+    result = host.run(["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *names],
+                      check=False)
+    return parse_dpkg_query(result.stdout)
+
+
+def plan_packages(host: Host, wanted: Sequence[str]) -> list[Action]:
+    missing = [p for p in dict.fromkeys(wanted) if p not in installed_packages(host, wanted)]
+    if not missing:
+        return []
+    return [
+        Run(("apt-get", "update", "-q"), "refresh package lists", APT_ENV, timeout=600),
+        Run(("apt-get", "install", "-y", "-q", "--no-install-recommends",
+             "-o", "Dpkg::Options::=--force-confold", *missing),
+            f"install {' '.join(missing)}", APT_ENV, timeout=1800),
+    ]

@@ -84,8 +84,11 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
         return outcome
     for app in selected:
         result = outcome.apps[app.name]
-        if not result.failed:
+        if result.vassal is not None:
             activate_app(app, result, session)
+        elif not result.failed:  # a plan that cannot know the commit yet
+            with session.step("vassal", app.name) as step:
+                session.apply(step, [Unknown("write the vassal of the new release")])
     try:
         converge_nginx(config, selected, outcome, session)
         if only is None:
@@ -263,7 +266,7 @@ def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
         actions = (plan_file(host, layout.NGINX_GLOBAL, render("nginx-fleet.conf.j2"), 0o644)
                    + plan_absent(host, layout.NGINX_DEFAULT_SITE, "fleet's catch-all replaces it"))
         changed |= session.apply(step, actions)
-        problem = nginx_test(session)
+        problem = nginx_test(session) if actions else None
         if problem:
             revert(session, actions)
             raise FleetError(f"nginx rejected fleet's global config: {problem}")

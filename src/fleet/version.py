@@ -1,21 +1,16 @@
-"""Version and build id (the zipapp's shiv build id, or "source" when run from a checkout)."""
+"""Version and build id: build.py bakes the id into the zipapp; a checkout says "source"."""
 
 from __future__ import annotations
 
-import json
-import sys
-import zipfile
+from importlib import resources
 
 from fleet import __version__
 
 
 def build_id() -> str:
-    """shiv records its build id in environment.json at the root of the zipapp."""
-    archive = sys.argv[0] if sys.argv and sys.argv[0].endswith((".pyz", "fleet")) else ""
     try:
-        with zipfile.ZipFile(archive) as zf:
-            return str(json.loads(zf.read("environment.json")).get("build_id", "unknown"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return resources.files("fleet").joinpath("_build_id.txt").read_text("ascii").strip()
+    except OSError:
         return "source"
 
 

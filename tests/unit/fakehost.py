@@ -1,0 +1,212 @@
+"""An in-memory host for unit tests: a tiny filesystem plus a simulated Debian server.
+
+It knows just enough about the commands fleet runs (dpkg-query, getent, git, systemctl, ...)
+to let converge run end to end in memory, so plans and idempotence can be checked quickly.
+The real behaviour is proven by the end-to-end tests on a booted Debian.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from fleet.errors import CommandError
+from fleet.host import FileState, RunResult
+
+
+@dataclass
+class Entry:
+    kind: str
+    content: bytes = b""
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    target: str = ""
+
+
+Handler = Callable[["FakeHost", list[str]], RunResult | None]
+
+
+@dataclass
+class FakeHost:
+    files: dict[str, Entry] = field(default_factory=dict)
+    packages: set[str] = field(default_factory=set)
+    users: set[str] = field(default_factory=lambda: {"root", "www-data"})
+    active: set[str] = field(default_factory=set)
+    enabled: set[str] = field(default_factory=set)
+    commits: dict[str, dict[str, str]] = field(default_factory=dict)  # url -> ref -> sha
+    repo_files: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sha -> path -> data
+    commands: list[list[str]] = field(default_factory=list)
+    handlers: list[Handler] = field(default_factory=list)
+    nginx_ok: bool = True
+    pip_fails: bool = False
+
+    def __post_init__(self) -> None:
+        for d in ("/", "/etc", "/etc/systemd/system", "/etc/tmpfiles.d", "/etc/nginx",
+                  "/etc/nginx/conf.d", "/etc/nginx/sites-enabled", "/etc/uwsgi", "/srv",
+                  "/run", "/var", "/var/lib"):
+            self.files.setdefault(d, Entry("dir", mode=0o755))
+
+    # ------------------------------------------------------------------ Host protocol
+    def run(self, argv: Sequence[str], *, check: bool = True, cwd: str | None = None,
+            env: Mapping[str, str] | None = None, input: str | None = None,
+            timeout: float | None = None) -> RunResult:
+        argv = list(argv)
+        self.commands.append(argv)
+        result = None
+        for handler in self.handlers:
+            result = handler(self, argv)
+            if result is not None:
+                break
+        if result is None:
+            result = self.simulate(argv)
+        if check and not result.ok:
+            raise CommandError(argv, result.returncode, result.stdout, result.stderr)
+        return result
+
+    def read(self, path: str) -> bytes | None:
+        entry = self.files.get(path)
+        return entry.content if entry and entry.kind == "file" else None
+
+    def state(self, path: str) -> FileState | None:
+        entry = self.files.get(path)
+        if entry is None:
+            return None
+        return FileState(entry.kind, entry.mode, entry.owner, entry.group, entry.target)
+
+    def write(self, path: str, content: bytes, mode: int, owner: str, group: str) -> None:
+        self._need_parent(path)
+        self.files[path] = Entry("file", content, mode, owner, group)
+
+    def mkdir(self, path: str, mode: int, owner: str, group: str) -> None:
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts)):
+            self.files.setdefault("/" + "/".join(parts[:i]), Entry("dir", mode=0o755))
+        self.files[path] = Entry("dir", mode=mode, owner=owner, group=group)
+
+    def chown(self, path: str, mode: int, owner: str, group: str) -> None:
+        entry = self.files[path]
+        entry.mode, entry.owner, entry.group = mode, owner, group
+
+    def symlink(self, path: str, target: str) -> None:
+        self._need_parent(path)
+        self.files[path] = Entry("link", mode=0o777, target=target)
+
+    def remove(self, path: str) -> None:
+        for key in [k for k in self.files if k == path or k.startswith(path + "/")]:
+            del self.files[key]
+
+    def listdir(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        return sorted({k[len(prefix):].split("/")[0] for k in self.files
+                       if k.startswith(prefix) and k != prefix})
+
+    def build_venv(self, path: str, python: str) -> None:
+        self.mkdir(f"{path}/bin", 0o755, "root", "root")
+        self.write(f"{path}/bin/python", b"", 0o755, "root", "root")
+
+    # ------------------------------------------------------------------ helpers
+    def _need_parent(self, path: str) -> None:
+        parent = posixpath.dirname(path)
+        if self.files.get(parent, Entry("none")).kind != "dir":
+            raise FileNotFoundError(2, "No such file or directory", path)
+
+    def ran(self, *prefix: str) -> list[list[str]]:
+        return [c for c in self.commands if c[: len(prefix)] == list(prefix)]
+
+    def simulate(self, argv: list[str]) -> RunResult:  # noqa: C901 - a dispatch table
+        ok = RunResult(0, "", "")
+        cmd = argv[0]
+        if cmd == "dpkg-query":
+            names = argv[3:]
+            lines = [f"{n} ii " for n in names if n in self.packages]
+            return RunResult(0 if len(lines) == len(names) else 1, "\n".join(lines), "")
+        if cmd == "apt-get":
+            if argv[1] == "install":
+                self.packages.update(a for a in argv[2:] if not a.startswith("-")
+                                     and "::" not in a)
+            return ok
+        if cmd == "getent":
+            return ok if argv[2] in self.users else RunResult(2, "", "")
+        if cmd == "useradd":
+            self.users.add(argv[-1])
+            return ok
+        if cmd == "git":
+            return self.simulate_git(argv)
+        if cmd == "tar":
+            src, dest = argv[3], argv[5]
+            sha = self.read(src).decode()  # our fake archive holds just the commit id
+            for rel, data in self.repo_files.get(sha, {}).items():
+                self.mkdir(posixpath.dirname(f"{dest}/{rel}"), 0o755, "root", "root")
+                self.write(f"{dest}/{rel}", data, 0o644, "root", "root")
+            return ok
+        if cmd == "mv":
+            src, dest = argv[2], argv[3]
+            for key in [k for k in self.files if k == src or k.startswith(src + "/")]:
+                self.files[dest + key[len(src):]] = self.files.pop(key)
+            return ok
+        if cmd == "systemctl":
+            return self.simulate_systemctl(argv)
+        if cmd == "nginx":
+            return ok if self.nginx_ok else RunResult(1, "", "nginx: [emerg] bad config")
+        if cmd.endswith("/bin/python"):
+            if argv[1:3] == ["-m", "pip"] and self.pip_fails:
+                return RunResult(1, "", "ERROR: No matching distribution found")
+            return ok
+        if cmd == "/usr/bin/python3":
+            return RunResult(0, "3.11.2 (main) [GCC 12.2.0]\n", "")
+        if cmd == "systemd-tmpfiles":
+            for line in (self.read(argv[-1]) or b"").decode().splitlines():
+                parts = line.split()
+                if parts and parts[0] == "d":
+                    self.mkdir(parts[1], int(parts[2], 8), parts[3], parts[4])
+            return ok
+        return ok  # chown, chmod, ...
+
+    def simulate_git(self, argv: list[str]) -> RunResult:
+        args = argv[3:]  # past "git -c safe.directory=*"
+        repo = None
+        if args[0] == "-C":
+            repo, args = args[1], args[2:]
+        if args[0] == "clone":
+            url, dest = args[-2], args[-1]
+            if url not in self.commits:
+                return RunResult(128, "", f"fatal: repository '{url}' not found")
+            self.mkdir(dest, 0o755, "root", "root")
+            self.write(f"{dest}/url", url.encode(), 0o644, "root", "root")
+            return RunResult(0, "", "")
+        url = self.read(f"{repo}/url").decode() if repo and self.read(f"{repo}/url") else ""
+        refs = self.commits.get(url, {})
+        if args[0] == "config":
+            return RunResult(0, url + "\n", "")
+        if args[0] == "rev-parse":
+            ref = args[-1].removesuffix("^{commit}")
+            sha = refs.get(ref) or (ref if ref in refs.values() else None)
+            return RunResult(0, sha + "\n", "") if sha else RunResult(1, "", "")
+        if args[0] == "archive":
+            self.write(args[3], args[4].encode(), 0o644, "root", "root")
+            return RunResult(0, "", "")
+        if args[0] in ("show", "cat-file"):
+            sha, _, path = args[-1].partition(":")
+            path = posixpath.normpath(path)
+            data = self.repo_files.get(sha, {}).get(path)
+            if data is None:
+                return RunResult(128, "", "fatal: path does not exist")
+            return RunResult(0, data.decode() if args[0] == "show" else "", "")
+        if args[0] == "ls-remote":
+            return RunResult(0, "".join(f"{s}\trefs/heads/{r}\n" if r != "HEAD" else
+                                        f"{s}\tHEAD\n" for r, s in refs.items()), "")
+        return RunResult(0, "", "")
+
+    def simulate_systemctl(self, argv: list[str]) -> RunResult:
+        verb, unit = argv[1], argv[-1]
+        if verb == "is-active":
+            return RunResult(0 if unit in self.active else 3, "", "")
+        if verb == "is-enabled":
+            return RunResult(0 if unit in self.enabled else 1, "", "")
+        if verb in ("start", "restart"):
+            self.active.add(unit)
+        if verb == "enable":
+            self.enabled.add(unit)
+        return RunResult(0, "", "")

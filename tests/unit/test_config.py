@@ -1,0 +1,146 @@
+"""Config validation: every bad input is one line naming the file, the key and the problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet.config import parse_document, parse_toml
+from fleet.errors import EXIT_INVALID, ConfigError
+from fleet.store import desired_state
+from tests.unit.fakehost import FakeHost
+
+GOOD_APP = 'repo = "git://example/a.git"\ndomains = ["a.example.com"]\n'
+
+
+def parse(text: str):
+    return parse_document("f.toml", parse_toml("f.toml", text))
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert info.value.exit_code == EXIT_INVALID
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("f.toml: ")
+    return message
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[server\n", "f.toml: invalid TOML"),
+    ("[serverr]\n", "serverr: unknown key (did you mean 'server'?)"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nprocesess = 3\n",
+     "apps.a.procesess: unknown key (did you mean 'processes'?)"),
+    ("[apps.a]\ndomains = ['a.com']\n", "apps.a.repo: required key is missing"),
+    ("[apps.a]\nrepo = 'x'\n", "apps.a.domains: required key is missing"),
+    ("[apps.a]\nrepo = 'x'\ndomains = 'a.com'\n", "apps.a.domains: expected an array, got string"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nprocesses = '2'\n",
+     "apps.a.processes: expected an integer, got string"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nprocesses = true\n",
+     "apps.a.processes: expected an integer, got boolean"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nprocesses = 0\n",
+     "apps.a.processes: must be between 1 and 256"),
+    ("[apps.Alpha]\nrepo = 'x'\ndomains = ['a.com']\n", "invalid app name 'Alpha'"),
+    ('[apps."../x"]\nrepo = "x"\ndomains = ["a.com"]\n', "invalid app name '../x'"),
+    (f"[apps.{'a' * 33}]\nrepo = 'x'\ndomains = ['a.com']\n", "invalid app name"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['-bad.com']\n",
+     "apps.a.domains[0]: '-bad.com' is not a valid lower-case domain name"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a b.com']\n", "apps.a.domains[0]"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\npath = '../other'\n",
+     "apps.a.path: '../other' must be a relative path inside the app"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\npath = '/etc'\n", "apps.a.path"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\n[apps.a.static]\n'/s' = '../../etc'\n",
+     "apps.a.static./s: '../../etc' must be a relative path"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nmodule = 'wsgi app'\n", "apps.a.module"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\n[apps.a.env]\n'1X' = 'v'\n",
+     "apps.a.env.1X: is not a valid environment variable name"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\n[apps.a.env]\nX = \"a\\nb\"\n",
+     "apps.a.env.X: must be a single line"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\n[apps.a.health]\npath = 'x'\n",
+     "apps.a.health.path: 'x' must start with '/'"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nuser = 'root'\n",
+     "apps.a.user: apps never run as root"),
+    ("[server]\npackages = ['Bad Name']\n", "server.packages[0]"),
+    ("[server]\nclient_max_body_size = 'lots'\n", "server.client_max_body_size"),
+    ("[server.pip]\ncert = 'relative.pem'\n", "server.pip.cert: must be an absolute path"),
+    ("[emperor]\nthunder_lock = 'yes'\n", "emperor.thunder_lock: expected a boolean"),
+])
+def test_invalid_input_names_file_key_and_problem(text: str, expected: str) -> None:
+    assert expected in error_of(text)
+
+
+def test_same_domain_in_two_apps_is_refused() -> None:
+    host = FakeHost()
+    text = ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\n"
+            "[apps.b]\nrepo = 'y'\ndomains = ['b.com', 'a.com']\n")
+    with pytest.raises(ConfigError, match="apps.b.domains: 'a.com' is already used by app 'a'"):
+        desired_state(host, "f.toml", text)
+
+
+def test_defaults() -> None:
+    _, _, apps = parse(f"[apps.a]\n{GOOD_APP}")
+    app = apps["a"]
+    assert (app.module, app.processes, app.threads, app.path, app.ref) == (
+        "wsgi:app", 2, 1, ".", None)
+    assert app.owner == "a"
+    assert app.health.path == "/" and app.health.timeout == 30
+    assert app.health.accepts(200) and app.health.accepts(302) and not app.health.accepts(500)
+
+
+def test_full_example_parses() -> None:
+    server, emperor, apps = parse("""
+[server]
+packages = ["sqlite3"]
+client_max_body_size = "20m"
+[server.pip]
+index_url = "https://pypi.example/simple"
+extra_index_urls = ["https://extra.example/simple"]
+cert = "/etc/ssl/corp.pem"
+[emperor]
+thunder_lock = false
+[emperor.vassal_set]
+max-requests = 1000
+[apps.shop]
+repo = "https://git.example/shop.git"
+ref = "v1.2"
+path = "src"
+domains = ["shop.example.com", "www.shop.example.com"]
+module = "shop:create_app()"
+processes = 4
+threads = 2
+user = "shopper"
+[apps.shop.env]
+SECRET_KEY = "s3cret"
+[apps.shop.static]
+"/static" = "shop/static"
+[apps.shop.health]
+path = "/healthz"
+status = 200
+contains = "ok"
+timeout = 10
+""")
+    assert server is not None and server.pip.cert == "/etc/ssl/corp.pem"
+    assert emperor is not None and emperor.vassal_set == (("max-requests", "1000"),)
+    shop = apps["shop"]
+    assert shop.owner == "shopper" and shop.env == (("SECRET_KEY", "s3cret"),)
+    assert shop.static == (("/static", "shop/static"),)
+    assert shop.health.accepts(200) and not shop.health.accepts(302)
+
+
+def test_merge_keeps_unnamed_apps_and_prune_drops_them() -> None:
+    host = FakeHost()
+    host.mkdir("/etc/fleet/apps", 0o700, "root", "root")
+    host.write("/etc/fleet/apps/old.toml", GOOD_APP.encode(), 0o600, "root", "root")
+    text = "[apps.new]\nrepo = 'x'\ndomains = ['n.example.com']\n"
+    kept = desired_state(host, "f.toml", text)
+    assert [a.name for a in kept.config.apps] == ["new", "old"] and kept.kept == ["old"]
+    pruned = desired_state(host, "f.toml", text, prune=True)
+    assert [a.name for a in pruned.config.apps] == ["new"] and pruned.pruned == ["old"]
+
+
+def test_broken_stored_file_names_that_file() -> None:
+    host = FakeHost()
+    host.mkdir("/etc/fleet/apps", 0o700, "root", "root")
+    host.write("/etc/fleet/apps/old.toml", b"repo = 1\n", 0o600, "root", "root")
+    with pytest.raises(ConfigError, match="/etc/fleet/apps/old.toml: repo: expected a string"):
+        desired_state(host, None, None)

@@ -1,0 +1,208 @@
+"""converge against the in-memory host: the plan logic, idempotence and failure isolation."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet import converge as converge_mod
+from fleet.actions import Run, Unknown, WriteFile
+from fleet.config import Config
+from fleet.converge import converge
+from fleet.health import HealthResult
+from fleet.session import Session, Status
+from fleet.store import desired_state
+from tests.unit.fakehost import FakeHost
+
+SHA_A1 = "a" * 40
+SHA_A2 = "b" * 40
+SHA_B1 = "c" * 40
+
+CONFIG = """
+[apps.alpha]
+repo = "git://remote/alpha.git"
+domains = ["alpha.test"]
+[apps.beta]
+repo = "git://remote/beta.git"
+domains = ["beta.test"]
+[apps.beta.env]
+SECRET = "hunter2"
+"""
+
+
+class Quiet:
+    def step_started(self, step) -> None:  # noqa: ANN001
+        pass
+
+    def step_finished(self, step) -> None:  # noqa: ANN001
+        pass
+
+
+@pytest.fixture(autouse=True)
+def healthy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    checked: list[str] = []
+
+    def fake_check(app, **_kwargs):  # noqa: ANN001, ANN003
+        checked.append(app.name)
+        return HealthResult(True, 200, "HTTP 200", 0.0)
+
+    monkeypatch.setattr(converge_mod, "check_app", fake_check)
+    return checked
+
+
+def server() -> FakeHost:
+    host = FakeHost()
+    host.commits = {"git://remote/alpha.git": {"HEAD": SHA_A1, "main": SHA_A1},
+                    "git://remote/beta.git": {"HEAD": SHA_B1, "main": SHA_B1}}
+    host.repo_files = {SHA_A1: {"requirements.txt": b"flask\n", "wsgi.py": b"app = 1\n"},
+                       SHA_A2: {"requirements.txt": b"flask\n", "wsgi.py": b"app = 2\n"},
+                       SHA_B1: {"pyproject.toml": b"[project]\n", "wsgi.py": b""}}
+    return host
+
+
+def config(host: FakeHost, text: str = CONFIG) -> Config:
+    return desired_state(host, "fleet.toml", text).config
+
+
+def run(host: FakeHost, cfg: Config, check: bool = False, only: set[str] | None = None):
+    session = Session(host, Quiet(), check=check)
+    outcome = converge(cfg, session, only=only)
+    return session, outcome
+
+
+def changed_steps(session: Session) -> list[str]:
+    return [f"{s.name} {s.app or ''}".strip() for s in session.steps
+            if s.status in (Status.CHANGED, Status.PENDING)]
+
+
+def test_fresh_server_is_provisioned_then_nothing_changes() -> None:
+    host = server()
+    cfg = config(host)
+    session, outcome = run(host, cfg)
+    assert outcome.aborted is None
+    assert {n: r.commit for n, r in outcome.apps.items()} == {"alpha": SHA_A1, "beta": SHA_B1}
+    assert all(r.health == "passed" for r in outcome.apps.values())
+    assert host.ran("apt-get", "install")
+    assert ["useradd", "--system", "--user-group", "--home-dir", "/srv/fleet/alpha",
+            "--no-create-home", "--shell", "/usr/sbin/nologin", "alpha"] in host.commands
+    ini = host.read("/etc/uwsgi/vassals/alpha.ini").decode()
+    assert "uid = alpha" in ini and "need-app = true" in ini and "strict = true" in ini
+    assert "chdir = /srv/fleet/alpha/releases/aaaaaaaaaaaa" in ini
+    assert host.state("/etc/uwsgi/vassals/alpha.ini").mode == 0o600
+    env = host.files["/etc/fleet/env/beta.env"]
+    assert env.content == b"SECRET=hunter2\n" and env.mode == 0o600
+    assert "hunter2" not in host.read("/etc/uwsgi/vassals/beta.ini").decode()
+    assert host.state("/srv/fleet/alpha/current").target == "/srv/fleet/alpha/releases/aaaaaaaaaaaa"
+    assert host.state("/etc/nginx/sites-enabled/default") is None
+    assert host.ran("systemctl", "start", "fleet-emperor.service")
+
+    host.commands.clear()
+    again, outcome = run(host, cfg)
+    assert changed_steps(again) == []
+    assert again.counts()["changed"] == 0 and again.counts()["failed"] == 0
+    assert not [c for c in host.commands if c[0] == "systemctl" and c[1] in
+                ("start", "restart", "reload")]
+
+
+def test_plan_on_fresh_server_changes_nothing_and_marks_unknowns() -> None:
+    host = server()
+    before = dict(host.files)
+    session, _ = run(host, config(host), check=True)
+    assert host.files.keys() == before.keys()
+    assert not host.ran("apt-get") and not host.ran("useradd")
+    repo_step = next(s for s in session.steps if s.name == "repo" and s.app == "alpha")
+    assert any(isinstance(a, Unknown) for a in repo_step.actions)
+    assert "packages" in changed_steps(session)
+
+
+def test_new_commit_builds_release_reuses_venv_and_rewrites_only_that_vassal() -> None:
+    host = server()
+    cfg = config(host)
+    run(host, cfg)
+    beta_ini = host.read("/etc/uwsgi/vassals/beta.ini")
+    host.commits["git://remote/alpha.git"] = {"HEAD": SHA_A2, "main": SHA_A2}
+    host.commands.clear()
+    session, outcome = run(host, cfg)
+    assert outcome.apps["alpha"].commit == SHA_A2
+    assert changed_steps(session) == ["release alpha", "vassal alpha"]
+    assert not [c for c in host.commands if "pip" in c]  # same requirements: venv reused
+    assert host.read("/etc/uwsgi/vassals/beta.ini") == beta_ini
+
+
+def test_secret_change_rewrites_only_that_apps_env_and_vassal() -> None:
+    host = server()
+    run(host, config(host))
+    session, _ = run(host, config(host, CONFIG.replace("hunter2", "changed")))
+    assert changed_steps(session) == ["vassal beta"]
+    step = next(s for s in session.steps if s.name == "vassal" and s.app == "beta")
+    env_write = next(a for a in step.actions if isinstance(a, WriteFile) and a.secret)
+    assert "changed" not in env_write.diff() and "hunter2" not in env_write.diff()
+
+
+def test_failing_app_fails_alone() -> None:
+    host = server()
+    text = CONFIG.replace("git://remote/beta.git", "git://remote/missing.git")
+    session, outcome = run(host, config(host, text))
+    assert outcome.apps["beta"].failed and "repository" in (outcome.apps["beta"].error or "")
+    assert outcome.apps["alpha"].health == "passed"
+    assert host.state("/etc/uwsgi/vassals/beta.ini") is None
+    assert session.counts()["failed"] == 1
+
+
+def test_failed_pip_keeps_previous_release_and_removes_half_built_venv() -> None:
+    host = server()
+    cfg = config(host)
+    run(host, cfg)
+    old_ini = host.read("/etc/uwsgi/vassals/alpha.ini")
+    host.repo_files[SHA_A2] = {"requirements.txt": b"nonexistent==9\n", "wsgi.py": b""}
+    host.commits["git://remote/alpha.git"] = {"HEAD": SHA_A2}
+    host.pip_fails = True
+    _, outcome = run(host, cfg)
+    assert outcome.apps["alpha"].failed and outcome.apps["alpha"].error.startswith("virtualenv")
+    assert host.read("/etc/uwsgi/vassals/alpha.ini") == old_ini
+    assert len(host.listdir("/srv/fleet/alpha/venvs")) == 1
+
+
+def test_invalid_nginx_site_is_reverted_and_blamed_on_its_app() -> None:
+    host = server()
+    run(host, config(host))
+    old_site = host.read("/etc/nginx/sites-enabled/fleet-alpha.conf")
+    host.nginx_ok = False
+    session, outcome = run(host, config(host, CONFIG.replace('"alpha.test"',
+                                                             '"alpha.test", "a2.test"')))
+    assert outcome.apps["alpha"].failed
+    assert "nginx rejected this app's site" in (outcome.apps["alpha"].error or "")
+    assert host.read("/etc/nginx/sites-enabled/fleet-alpha.conf") == old_site
+    assert not outcome.apps["beta"].failed
+
+
+def test_only_converges_the_named_app(healthy: list[str]) -> None:
+    host = server()
+    run(host, config(host))
+    healthy.clear()
+    text = CONFIG + '[apps.gamma]\nrepo = "git://remote/alpha.git"\ndomains = ["g.test"]\n'
+    session, _ = run(host, config(host, text), only={"gamma"})
+    assert {s.app for s in session.steps if s.app} == {"gamma"}
+    assert healthy == ["gamma"]
+
+
+def test_stale_vassal_and_site_are_removed() -> None:
+    host = server()
+    run(host, config(host))
+    one = "[apps.alpha]\nrepo = 'git://remote/alpha.git'\ndomains = ['alpha.test']\n"
+    host.remove("/etc/fleet/apps/beta.toml")
+    session, _ = run(host, desired_state(host, "f.toml", one).config)
+    assert host.state("/etc/uwsgi/vassals/beta.ini") is None
+    assert host.state("/etc/nginx/sites-enabled/fleet-beta.conf") is None
+    assert host.state("/srv/fleet/beta/shared") is not None  # data stays
+    assert any(isinstance(a, Run) and a.argv[:2] == ("systemctl", "reload")
+               for s in session.steps for a in s.actions)
+
+
+def test_drifted_file_mode_is_repaired() -> None:
+    host = server()
+    cfg = config(host)
+    run(host, cfg)
+    host.chown("/etc/uwsgi/vassals/alpha.ini", 0o644, "root", "root")
+    session, _ = run(host, cfg)
+    assert changed_steps(session) == ["vassal alpha"]
+    assert host.state("/etc/uwsgi/vassals/alpha.ini").mode == 0o600

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from fleet import layout
 from fleet.actions import Action, Remove, Run, Unknown, WriteFile
 from fleet.config import AppConfig, Config
+from fleet.emperor import wait_for_vassal
 from fleet.errors import FleetError
 from fleet.executor import perform
 from fleet.files import plan_absent, plan_dir, plan_file, plan_link
@@ -45,6 +46,7 @@ class AppResult:
     error: str | None = None
     vassal: bytes | None = None  # rendered ini, once its release and venv are ready
     env: bytes | None = None
+    vassal_written: float | None = None  # mtime of the ini this run wrote
 
     def to_json(self, changed: bool) -> dict[str, object]:
         data: dict[str, object] = {"commit": self.commit, "health": self.health,
@@ -231,8 +233,10 @@ def activate_app(app: AppConfig, result: AppResult, session: Session) -> None:
         with session.step("vassal", app.name) as step:
             session.apply(step, plan_file(host, paths.env_file, result.env, 0o600, secret=True,
                                           why="environment"))
-            session.apply(step, plan_file(host, paths.vassal, result.vassal, 0o600,
-                                          why="vassal"))
+            if session.apply(step, plan_file(host, paths.vassal, result.vassal, 0o600,
+                                             why="vassal")) and not session.check:
+                state = host.state(paths.vassal)
+                result.vassal_written = state.mtime if state else None
             session.apply(step, plan_link(host, paths.current,
                                           paths.release(release_id(result.commit))))
     except StepFailed as exc:
@@ -326,6 +330,11 @@ def health_check(app: AppConfig, result: AppResult, session: Session) -> None:
         return
     try:
         with session.step("health", app.name) as step:
+            if result.vassal_written is not None and not wait_for_vassal(
+                    app.name, result.vassal_written, app.health.timeout):
+                raise FleetError("the Emperor did not load the new vassal within "
+                                 f"{app.health.timeout:.0f} s (see journalctl -u "
+                                 f"{layout.EMPEROR_UNIT_NAME})")
             outcome = check_app(app)
             step.notes.append(f"{outcome.detail} after {outcome.elapsed:.1f} s")
             if not outcome.passed:

@@ -17,19 +17,35 @@ class HealthResult:
     elapsed: float
 
 
+PROBE_HEADER = "X-Fleet-Probe"
+SITE_HEADER = "X-Fleet-Site"
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: str
+    site: str | None  # which fleet site answered (nginx sends it to probes only)
+
+
 def probe(host_header: str, path: str, timeout: float = 5.0, address: str = "127.0.0.1",
-          port: int = 80) -> tuple[int, str]:
+          port: int = 80) -> Response:
     conn = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
-        conn.request("GET", path, headers={"Host": host_header, "User-Agent": "fleet-health"})
+        conn.request("GET", path, headers={"Host": host_header, "User-Agent": "fleet-health",
+                                           PROBE_HEADER: "1"})
         response = conn.getresponse()
-        return response.status, response.read(65536).decode(errors="replace")
+        return Response(response.status, response.read(65536).decode(errors="replace"),
+                        response.getheader(SITE_HEADER))
     finally:
         conn.close()
 
 
-def judge(app: AppConfig, status: int, body: str) -> str | None:
+def judge(app: AppConfig, response: Response) -> str | None:
     """Why a response fails the app's health check, or None when it passes."""
+    status, body = response.status, response.body
+    if response.site != app.domains[0]:
+        return f"HTTP {status} not from this app's nginx site (configuration not live yet?)"
     if not app.health.accepts(status):
         return f"HTTP {status}"
     if app.health.contains is not None and app.health.contains not in body:
@@ -46,9 +62,10 @@ def check_app(app: AppConfig, *, timeout: float | None = None, interval: float =
     status: int | None = None
     while True:
         try:
-            status, body = probe(app.domains[0], app.health.path,
-                                 timeout=min(5.0, deadline_after))
-            problem = judge(app, status, body) or ""
+            response = probe(app.domains[0], app.health.path,
+                             timeout=min(5.0, deadline_after))
+            status = response.status
+            problem = judge(app, response) or ""
             if not problem:
                 return HealthResult(True, status, f"HTTP {status}", clock.monotonic() - start)
         except (OSError, http.client.HTTPException) as exc:

@@ -15,7 +15,7 @@ import shlex
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -44,6 +44,7 @@ class FileState:
     owner: str
     group: str
     target: str = ""  # symlink target
+    mtime: float = field(default=0.0, compare=False)
 
 
 class Host(Protocol):
@@ -116,7 +117,8 @@ class LocalHost:
             return FileState("link", 0o777, _user(st.st_uid), _group(st.st_gid),
                              os.readlink(path))
         kind = "dir" if os.path.isdir(path) else "file" if os.path.isfile(path) else "other"
-        return FileState(kind, st.st_mode & 0o7777, _user(st.st_uid), _group(st.st_gid))
+        return FileState(kind, st.st_mode & 0o7777, _user(st.st_uid), _group(st.st_gid),
+                         mtime=st.st_mtime)
 
     def write(self, path: str, content: bytes, mode: int, owner: str, group: str) -> None:
         """Write atomically: a reader sees the old file or the new one, never half of one."""

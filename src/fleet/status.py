@@ -79,8 +79,7 @@ def app_status(host: Host, config: Config, name: str) -> AppStatus:
     except (OSError, ValueError) as exc:
         result.problem = f"vassal not answering on its stats socket ({exc.__class__.__name__})"
     try:
-        status, body = probe(app.domains[0], app.health.path, timeout=5)
-        why = judge(app, status, body)
+        why = judge(app, probe(app.domains[0], app.health.path, timeout=5))
         result.health = "failed" if why else "passed"
         if why:
             result.problem = result.problem or why

@@ -46,6 +46,7 @@ def healthy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return HealthResult(True, 200, "HTTP 200", 0.0)
 
     monkeypatch.setattr(converge_mod, "check_app", fake_check)
+    monkeypatch.setattr(converge_mod, "wait_for_vassal", lambda *_a, **_k: True)
     return checked
 
 

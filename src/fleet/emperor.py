@@ -1,0 +1,36 @@
+"""The Emperor's own view of its vassals, from its stats socket."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fleet import layout
+from fleet.status import read_stats
+
+
+def vassal_entry(stats: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((v for v in stats.get("vassals", []) if v.get("id") == f"{name}.ini"), None)
+
+
+def has_loaded(stats: dict[str, Any], name: str, mtime: float) -> bool:
+    """True once the Emperor has (re)started the vassal for an ini at least this new.
+
+    It rescans every 3 s and records the ini's mtime (whole seconds) when it acts on it.
+    """
+    entry = vassal_entry(stats, name)
+    return entry is not None and int(entry.get("last_mod", 0)) >= int(mtime)
+
+
+def wait_for_vassal(name: str, mtime: float, timeout: float, interval: float = 0.25,
+                    stats_path: str = layout.EMPEROR_STATS) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if has_loaded(read_stats(stats_path), name, mtime):
+                return True
+        except (OSError, ValueError):
+            pass  # the Emperor may be (re)starting
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

@@ -20,6 +20,7 @@ from fleet.files import plan_absent, plan_dir, plan_file, plan_link
 from fleet.health import check_app
 from fleet.host import Host
 from fleet.layout import AppPaths
+from fleet.logs import app_log_tail
 from fleet.render import render
 from fleet.resources import repo as repo_res
 from fleet.resources.packages import plan_packages
@@ -338,6 +339,7 @@ def health_check(app: AppConfig, result: AppResult, session: Session) -> None:
             outcome = check_app(app)
             step.notes.append(f"{outcome.detail} after {outcome.elapsed:.1f} s")
             if not outcome.passed:
+                step.log = app_log_tail(session.host, app.name) or None
                 raise FleetError(f"GET {app.health.path} with Host {app.domains[0]}: "
                                    f"{outcome.detail} (waited {outcome.elapsed:.0f} s)")
         result.health = "passed"

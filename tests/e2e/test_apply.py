@@ -22,7 +22,7 @@ from tests.harness.server import BareServer, NoResponse
 APPS_DIR = Path(__file__).resolve().parents[1] / "apps"
 
 
-def fleet_toml(git_remote) -> str:  # noqa: ANN001
+def fleet_toml(git_remote) -> str:
     return f"""
 [server]
 packages = ["sqlite3"]
@@ -47,7 +47,7 @@ module = "gamma:create_app()"
 
 
 @pytest.fixture(scope="module")
-def box(server_factory, git_remote, fleet_pyz):  # noqa: ANN001
+def box(server_factory, git_remote, fleet_pyz):
     for name in ("alpha", "beta", "gamma", "delta"):
         if name not in git_remote.repos_created:
             source = APPS_DIR / ("alpha" if name == "delta" else name)
@@ -65,7 +65,7 @@ def first_apply(box: BareServer):
     return result
 
 
-def test_bootstrap_provisions_apps_with_their_own_dependencies(box, first_apply) -> None:  # noqa: ANN001
+def test_bootstrap_provisions_apps_with_their_own_dependencies(box, first_apply) -> None:
     import json
 
     assert first_apply.returncode == 0, first_apply.stdout[-4000:] + first_apply.stderr[-4000:]
@@ -84,7 +84,7 @@ def test_bootstrap_provisions_apps_with_their_own_dependencies(box, first_apply)
     assert status == 200 and "gamma factory" in body, body
 
 
-def test_vassal_workers_run_as_their_app_user(box, first_apply) -> None:  # noqa: ANN001
+def test_vassal_workers_run_as_their_app_user(box, first_apply) -> None:
     procs = uwsgi_processes(box)
     by_user: dict[str, int] = {}
     for p in procs:
@@ -95,7 +95,7 @@ def test_vassal_workers_run_as_their_app_user(box, first_apply) -> None:  # noqa
     assert all(by_user[u] >= 3 for u in ("alpha", "beta", "gamma")), procs
 
 
-def test_files_are_root_owned_and_private(box, first_apply) -> None:  # noqa: ANN001
+def test_files_are_root_owned_and_private(box, first_apply) -> None:
     out = box.run(["stat", "-c", "%U:%G %a %n", "/etc/uwsgi/vassals/alpha.ini",
                    "/etc/fleet/env/alpha.env", "/srv/fleet/alpha", "/run/fleet/alpha",
                    "/run/fleet/alpha/app.sock", "/srv/fleet/alpha/shared/instance"],
@@ -114,7 +114,7 @@ def test_files_are_root_owned_and_private(box, first_apply) -> None:  # noqa: AN
     assert cannot.returncode != 0
 
 
-def test_second_apply_changes_nothing_and_restarts_nothing(box, first_apply) -> None:  # noqa: ANN001
+def test_second_apply_changes_nothing_and_restarts_nothing(box, first_apply) -> None:
     before = service_pids(box)
     run = fleet_json(box, "apply")
     assert run.returncode == 0, describe(run)
@@ -125,12 +125,12 @@ def test_second_apply_changes_nothing_and_restarts_nothing(box, first_apply) -> 
     assert "0 changed" in text.stdout and "Nothing changed" in text.stdout, text.stdout
 
 
-def test_unknown_host_gets_no_app_content(box, first_apply) -> None:  # noqa: ANN001
+def test_unknown_host_gets_no_app_content(box, first_apply) -> None:
     with pytest.raises(NoResponse):
         box.http("/", host="unknown.example")
 
 
-def test_add_app_leaves_other_vassals_alone(box, first_apply, git_remote) -> None:  # noqa: ANN001
+def test_add_app_leaves_other_vassals_alone(box, first_apply, git_remote) -> None:
     before = service_pids(box)
     run = fleet_json(box, "add-app", "delta", "--repo", git_remote.url("delta"),
                      "--domain", "delta.test", "--env", "A=1")
@@ -145,7 +145,7 @@ def test_add_app_leaves_other_vassals_alone(box, first_apply, git_remote) -> Non
     assert box.exists("/etc/fleet/apps/delta.toml")
 
 
-def test_status_reads_workers_from_uwsgi(box, first_apply) -> None:  # noqa: ANN001
+def test_status_reads_workers_from_uwsgi(box, first_apply) -> None:
     import json
 
     result = fleet(box, "status", "--json")
@@ -160,7 +160,7 @@ def test_status_reads_workers_from_uwsgi(box, first_apply) -> None:  # noqa: ANN
     assert data["emperor"]["active"] and data["nginx"]["active"]
 
 
-def test_everything_serves_after_reboot_without_fleet(box, first_apply) -> None:  # noqa: ANN001
+def test_everything_serves_after_reboot_without_fleet(box, first_apply) -> None:
     box.reboot()
     for host, prefix in (("alpha.test", "alpha"), ("beta.test", "beta"),
                          ("gamma.test", "gamma"), ("delta.test", "alpha")):

@@ -1,0 +1,16 @@
+"""Fixture app alpha: reports the SQLAlchemy it actually imported (1.4.x pin)."""
+
+import sqlalchemy
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.get("/")
+def index():
+    return f"alpha sqlalchemy={sqlalchemy.__version__}", 200, {"Content-Type": "text/plain"}
+
+
+@app.get("/health")
+def health():
+    return "ok", 200, {"Content-Type": "text/plain"}

@@ -1,0 +1,668 @@
+"""A real bare Debian server, booted with systemd-nspawn from a copy of the cached rootfs.
+
+The container shares the host's network (port 80 inside is 127.0.0.1:80 here), so only one
+server may be booted at a time. Teardown is layered because a leaked container would break
+every later run: ``destroy()`` (fixtures), an atexit hook, PR_SET_PDEATHSIG on nspawn (it
+shuts its container down cleanly when our process dies, even by SIGKILL) and a sweep of
+leftovers from dead sessions whenever a new server is created.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import fcntl
+import http.client
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import IO
+
+from ._util import (
+    HarnessError,
+    descendants,
+    die_with_parent,
+    kill_quietly,
+    pid_alive,
+    read_cmdline,
+    read_comm,
+    safe_rmtree,
+    wait_until,
+)
+from .rootfs import base_rootfs, cache_dir, default_suite
+
+SERVERS_ROOT = Path(os.environ.get("FLEET_TEST_SERVERS", "/var/tmp/fleet-test-servers"))
+CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BOOT_TIMEOUT = 90.0
+POWEROFF_TIMEOUT = 30.0
+_PROPAGATE_DIR = Path("/run/systemd/nspawn/propagate")
+# Port 80 is per network namespace, so the "one booted server" lock is too.
+HOST_LOCK = Path(f"/run/fleet-tests-booted-net{os.stat('/proc/self/ns/net').st_ino}.lock")
+# How long boot() waits for another session's server to go away before failing.
+LOCK_WAIT = float(os.environ.get("FLEET_TEST_LOCK_WAIT", "1800"))
+
+
+@dataclass(frozen=True)
+class Completed:
+    """Result of a command run inside the server."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """An HTTP answer; header names are lower-cased for easy lookup."""
+
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+class CommandFailed(HarnessError):
+    """``run(..., check=True)`` saw a non-zero exit status."""
+
+    def __init__(self, result: Completed) -> None:
+        self.result = result
+        super().__init__(
+            f"command failed with exit status {result.returncode}: {shlex.join(result.argv)}\n"
+            f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}"
+        )
+
+
+class NoResponse(ConnectionError):
+    """No HTTP response at all: refused, reset, closed early (nginx's 444) or timed out.
+
+    ``reason`` is one of "refused", "closed", "reset", "timeout".
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(f"no HTTP response ({reason}): {detail}")
+
+
+_booted_lock = threading.Lock()
+_booted: BareServer | None = None
+_live: set[BareServer] = set()
+_swept = False
+
+
+class BareServer:
+    """One bare Debian server: a private copy of the base rootfs, booted on demand."""
+
+    def __init__(self, suite: str | None = None) -> None:
+        self.suite = suite or default_suite()
+        _sweep_leftovers_once()
+        base = base_rootfs(self.suite)
+        self.name = f"fleet-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.dir = SERVERS_ROOT / self.name
+        self.root = self.dir / "rootfs"
+        self.log_path = self.dir / "nspawn.log"
+        self.boot_seconds: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._init_pid: int | None = None
+        self._boot_lock_fh: IO[str] | None = None
+        self._destroyed = False
+        self.dir.mkdir(parents=True)
+        (self.dir / "owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+        _live.add(self)
+        try:
+            subprocess.run(
+                ["cp", "-a", "--reflink=auto", str(base), str(self.root)],
+                check=True,
+                capture_output=True,
+            )
+            # A unique machine id per server: a shared one would merge their journals.
+            (self.root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+        except BaseException:
+            self.destroy()
+            raise
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def booted(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def init_pid(self) -> int:
+        """Host PID of the container's systemd (for nsenter)."""
+        if not self.booted or self._init_pid is None:
+            raise HarnessError(f"server {self.name} is not booted")
+        return self._init_pid
+
+    def boot(self, timeout: float = BOOT_TIMEOUT) -> None:
+        """Boot and wait until systemd reports running or degraded."""
+        global _booted
+        if self._destroyed:
+            raise HarnessError(f"server {self.name} was destroyed")
+        if self.booted:
+            return
+        with _booted_lock:
+            if _booted is not None and _booted is not self:
+                raise HarnessError(
+                    f"server {_booted.name} is still booted: servers share the host network "
+                    "(port 80), so only one may run at a time"
+                )
+            self._take_host_lock()
+            _booted = self
+        try:
+            self._start(timeout)
+        except BaseException:
+            self._stop(timeout=0)  # a failed boot gets no clean shutdown: signal at once
+            raise
+
+    def _start(self, timeout: float) -> None:
+        started = time.monotonic()
+        _require_free_port(80)
+        apt_cache = cache_dir("apt", self.suite)
+        (apt_cache / "partial").mkdir(exist_ok=True)
+        pip_cache = cache_dir("pip", self.suite)
+        argv = [
+            "systemd-nspawn",
+            "--quiet",
+            f"--directory={self.root}",
+            f"--machine={self.name}",
+            "--boot",
+            "--register=no",
+            "--keep-unit",
+            "--console=read-only",
+            f"--bind={apt_cache}:/var/cache/apt/archives",
+            f"--bind={pip_cache}:/root/.cache/pip",
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # nspawn: SIGTERM = clean shutdown
+                env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"},
+            )
+        finally:
+            log.close()
+        self._init_pid = wait_until(
+            self._find_init, timeout=timeout, what=f"systemd of {self.name} to start"
+        )
+        deadline = started + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            state = self._exec(["systemctl", "is-system-running"], timeout=10).stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            time.sleep(0.1)
+        else:
+            raise HarnessError(
+                f"{self.name} did not finish booting within {timeout:.0f}s "
+                f"(state {state!r})\n{self.log_tail()}"
+            )
+        self.boot_seconds = time.monotonic() - started
+
+    def _find_init(self) -> int | None:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise HarnessError(
+                f"systemd-nspawn exited with {self._proc.returncode} during boot\n{self.log_tail()}"
+            )
+        for pid in descendants(self._proc.pid):
+            if read_comm(pid) == "systemd":
+                return pid
+        return None
+
+    def poweroff(self, timeout: float = POWEROFF_TIMEOUT) -> None:
+        """Clean shutdown via systemctl; escalate to signals if it hangs."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
+                self._exec(["systemctl", "poweroff"], timeout=10)
+        self._stop(timeout)
+
+    def _stop(self, timeout: float = POWEROFF_TIMEOUT) -> None:
+        global _booted
+        proc = self._proc
+        if proc is not None:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                kill_quietly(proc.pid, signal.SIGTERM)  # nspawn: orderly container shutdown
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    if self._init_pid and pid_alive(self._init_pid):
+                        kill_quietly(self._init_pid)  # kills the whole container pid ns
+                    kill_quietly(proc.pid, group=True)
+                    proc.wait(timeout=10)
+        self._proc = None
+        self._init_pid = None
+        with _booted_lock:
+            if _booted is self:
+                _booted = None
+            self._release_host_lock()
+
+    def reboot(self, timeout: float = BOOT_TIMEOUT) -> None:
+        """Power off and boot the same tree (a reboot inside makes nspawn exit anyway)."""
+        self.poweroff()
+        self.boot(timeout)
+
+    def destroy(self) -> None:
+        """Power off, kill leftovers and delete the copy; safe to call more than once."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        try:
+            self.poweroff()
+        finally:
+            _kill_nspawns_for(self.dir)
+            safe_rmtree(self.dir)
+            shutil.rmtree(_PROPAGATE_DIR / self.name, ignore_errors=True)
+            _live.discard(self)
+
+    def __enter__(self) -> BareServer:
+        if not self.booted:
+            self.boot()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.destroy()
+
+    def __repr__(self) -> str:
+        state = "booted" if self.booted else "down"
+        return f"<BareServer {self.name} {self.suite} {state}>"
+
+    # -- commands --------------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: list[str] | str,
+        *,
+        check: bool = False,
+        input: bytes | str | None = None,
+        timeout: float = 600,
+        env: dict[str, str] | None = None,
+    ) -> Completed:
+        """Run a command as root inside the server with a clean environment.
+
+        A string is run with ``sh -c``. Output is decoded as UTF-8 (invalid bytes replaced).
+        """
+        full = ["sh", "-c", argv] if isinstance(argv, str) else list(argv)
+        data = input.encode() if isinstance(input, str) else input
+        result = self._exec(full, input=data, timeout=timeout, env=env)
+        if check and result.returncode != 0:
+            raise CommandFailed(result)
+        return result
+
+    def _exec(
+        self,
+        argv: list[str],
+        *,
+        input: bytes | None = None,
+        timeout: float = 600,
+        env: dict[str, str] | None = None,
+    ) -> Completed:
+        rc, out, err = self._exec_bytes(argv, input=input, timeout=timeout, env=env)
+        return Completed(rc, out.decode(errors="replace"), err.decode(errors="replace"), argv)
+
+    def _exec_bytes(
+        self,
+        argv: list[str],
+        *,
+        input: bytes | None = None,
+        timeout: float = 600,
+        env: dict[str, str] | None = None,
+    ) -> tuple[int, bytes, bytes]:
+        clean = {"PATH": CLEAN_PATH, "HOME": "/root", "LANG": "C.UTF-8", "USER": "root"}
+        clean.update(env or {})
+        cmd = [
+            "nsenter", f"--target={self.init_pid}", "--all", "--root", "--wd",
+            "env", "-i", *(f"{k}={v}" for k, v in clean.items()), *argv,
+        ]  # fmt: skip
+        # Own process group: on timeout we must kill nsenter's forked child too.
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_quietly(proc.pid, group=True)
+            proc.communicate()
+            raise
+        except BaseException:
+            kill_quietly(proc.pid, group=True)
+            proc.wait()
+            raise
+        return proc.returncode, out, err
+
+    # -- files -----------------------------------------------------------------------------
+    # Through the container while it runs (it sees its own /run and tmpfs /tmp), else
+    # through the tree on the host.
+
+    def write_file(self, dest: str, data: bytes | str, mode: int = 0o644) -> None:
+        """Write *data* to *dest* (parents created), owned by root, atomically."""
+        raw = data.encode() if isinstance(data, str) else data
+        if self.booted:
+            script = (
+                'set -e; mkdir -p "$(dirname "$1")"; tmp="$1.fleet-tmp.$$"; '
+                'cat > "$tmp"; chmod "$2" "$tmp"; mv -f "$tmp" "$1"'
+            )
+            self.run(["sh", "-c", script, "sh", dest, f"{mode:o}"], input=raw, check=True)
+            return
+        host = self.host_path(dest)
+        host.parent.mkdir(parents=True, exist_ok=True)
+        tmp = host.with_name(host.name + ".fleet-tmp")
+        tmp.write_bytes(raw)
+        os.chmod(tmp, mode)
+        os.replace(tmp, host)
+
+    def copy_in(self, src: Path, dest: str, mode: int = 0o644) -> None:
+        """Copy a host file into the server (a directory is copied recursively, modes kept)."""
+        src = Path(src)
+        if src.is_dir():
+            if self.booted:
+                archive = subprocess.run(
+                    ["tar", "-C", str(src), "-cf", "-", "."], check=True, capture_output=True
+                ).stdout
+                self.run(
+                    ["sh", "-c", 'mkdir -p "$1" && tar -C "$1" -xf - --no-same-owner',
+                     "sh", dest],
+                    input=archive,
+                    check=True,
+                )  # fmt: skip
+            else:
+                shutil.copytree(src, self.host_path(dest), symlinks=True, dirs_exist_ok=True)
+            return
+        self.write_file(dest, src.read_bytes(), mode)
+
+    def read_file(self, path: str) -> bytes:
+        """Contents of *path* inside the server; FileNotFoundError if it is missing."""
+        if self.booted:
+            rc, out, err = self._exec_bytes(["cat", "--", path], timeout=60)
+            if rc != 0:
+                raise FileNotFoundError(errno.ENOENT, err.decode(errors="replace").strip(), path)
+            return out
+        return self.host_path(path).read_bytes()
+
+    def exists(self, path: str) -> bool:
+        if self.booted:
+            return self.run(["sh", "-c", 'test -e "$1" || test -L "$1"', "sh", path]).ok
+        return self.host_path(path).exists()
+
+    def host_path(self, path: str) -> Path:
+        """Host path of *path* in the tree, resolving symlinks as if chrooted.
+
+        Absolute symlinks inside the tree (e.g. /etc/resolv.conf) must resolve against the
+        tree, not the host. Only the tree on disk: /run and a tmpfs /tmp are not visible.
+        """
+        parts = list(PurePosixPath("/", path).parts[1:])
+        resolved: list[str] = []
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = self.root.joinpath(*resolved, part)
+            if candidate.is_symlink():
+                hops += 1
+                if hops > 40:
+                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+                target = os.readlink(candidate)
+                if target.startswith("/"):
+                    resolved = []
+                parts = [p for p in PurePosixPath(target).parts if p != "/"] + parts
+                continue
+            resolved.append(part)
+        return self.root.joinpath(*resolved)
+
+    # -- processes, logs -------------------------------------------------------------------
+
+    def _container_procs(self) -> list[tuple[int, str, str, int]]:
+        """(pid inside, comm, cmdline, uid) of each process in the server's pid namespace."""
+        ns = os.readlink(f"/proc/{self.init_pid}/ns/pid")
+        procs: list[tuple[int, str, str, int]] = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") != ns:
+                    continue
+                status = Path(f"/proc/{entry}/status").read_text(errors="replace")
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            inner = int(fields["NSpid"].split()[-1])
+            uid = int(fields["Uid"].split()[0])
+            comm = fields["Name"].strip()
+            cmdline = " ".join(read_cmdline(int(entry)))
+            procs.append((inner, comm, cmdline, uid))
+        return sorted(procs)
+
+    def pids_of(self, pattern: str) -> list[int]:
+        """PIDs (as seen inside) whose comm equals *pattern* or whose cmdline contains it."""
+        return [pid for pid, comm, cmd, _ in self._container_procs()
+                if comm == pattern or pattern in cmd]  # fmt: skip
+
+    def proc_user(self, pid: int) -> str:
+        """User name (from the server's /etc/passwd) owning process *pid* (inside PID)."""
+        for inner, _, _, uid in self._container_procs():
+            if inner == pid:
+                for line in self.read_file("/etc/passwd").decode().splitlines():
+                    fields = line.split(":")
+                    if len(fields) > 2 and fields[2] == str(uid):
+                        return fields[0]
+                return str(uid)
+        raise ProcessLookupError(f"no process {pid} in {self.name}")
+
+    def journal(self, unit: str | None = None, lines: int = 200) -> str:
+        """Last *lines* journal lines, of one unit or of everything."""
+        argv = ["journalctl", "--no-pager", "-o", "short-precise", "-n", str(lines)]
+        if unit:
+            argv += ["-u", unit]
+        return self.run(argv).stdout
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """End of nspawn's console log, for failure messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no nspawn log)"
+        return "--- nspawn log (tail) ---\n" + text[-chars:]
+
+    # -- http ------------------------------------------------------------------------------
+
+    def http(
+        self,
+        path: str = "/",
+        host: str = "localhost",
+        method: str = "GET",
+        timeout: float = 10,
+        port: int = 80,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        """One request to 127.0.0.1:*port* with the given Host header.
+
+        Raises NoResponse when no HTTP answer arrives at all (nothing listening, or nginx's
+        ``return 444`` closing the connection), so tests can tell that from an HTTP error.
+        """
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers={"Host": host, **(headers or {})})
+            resp = conn.getresponse()
+            data = resp.read()
+            return HttpResponse(
+                resp.status,
+                {k.lower(): v for k, v in resp.getheaders()},
+                data.decode(errors="replace"),
+            )
+        except ConnectionRefusedError as exc:
+            raise NoResponse("refused", f"127.0.0.1:{port}: {exc}") from exc
+        except http.client.RemoteDisconnected as exc:
+            raise NoResponse("closed", f"{host}{path}: {exc}") from exc
+        except ConnectionResetError as exc:
+            raise NoResponse("reset", f"{host}{path}: {exc}") from exc
+        except TimeoutError as exc:
+            raise NoResponse("timeout", f"{host}{path} after {timeout}s") from exc
+        finally:
+            conn.close()
+
+    # -- cross-process guard -----------------------------------------------------------------
+
+    def _take_host_lock(self) -> None:
+        """Lock shared by every session (whatever FLEET_TEST_SERVERS) in this network namespace."""
+        fh = open(HOST_LOCK, "a")  # noqa: SIM115 - held while booted
+        deadline = time.monotonic() + LOCK_WAIT
+        told = False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    fh.close()
+                    raise HarnessError(
+                        f"another test session kept a server booted for {LOCK_WAIT:.0f}s "
+                        f"(lock {HOST_LOCK}); servers share port 80, so one at a time"
+                    ) from None
+                if not told:
+                    print(f"[fleet-tests] waiting for another session's server ({HOST_LOCK})")
+                    told = True
+                time.sleep(1)
+        self._boot_lock_fh = fh
+
+    def _release_host_lock(self) -> None:
+        fh = self._boot_lock_fh
+        self._boot_lock_fh = None
+        if fh is not None:
+            fh.close()
+
+
+# -- module-level cleanup ------------------------------------------------------------------
+
+
+def _start_time(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "?"
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _owner_alive(server_dir: Path) -> bool:
+    try:
+        pid_s, start = (server_dir / "owner").read_text().split()
+    except (OSError, ValueError):
+        return False
+    return pid_alive(int(pid_s)) and _start_time(int(pid_s)) == start
+
+
+def _nspawn_pids_for(server_dir: Path) -> list[int]:
+    """nspawn processes booting a tree below *server_dir* (a dir or SERVERS_ROOT itself)."""
+    prefix = f"--directory={server_dir}/"
+    return [
+        int(e) for e in os.listdir("/proc")
+        if e.isdigit() and read_comm(int(e)) == "systemd-nspawn"
+        and any(a.startswith(prefix) for a in read_cmdline(int(e)))
+    ]  # fmt: skip
+
+
+def _kill_nspawns_for(server_dir: Path) -> None:
+    """SIGKILL any nspawn (and its container) still running from *server_dir*."""
+    for pid in _nspawn_pids_for(server_dir):
+        for child in descendants(pid):
+            if read_comm(child) == "systemd":
+                kill_quietly(child)  # pid-ns init: takes the whole container down
+        kill_quietly(pid)
+        kill_quietly(pid, group=True)
+    for pid in _nspawn_pids_for(server_dir):
+        wait_until(lambda p=pid: not pid_alive(p), timeout=10, what=f"nspawn {pid} to exit")
+
+
+def sweep_leftovers() -> list[Path]:
+    """Remove servers left by dead sessions (their nspawn, mounts and trees)."""
+    removed: list[Path] = []
+    if not SERVERS_ROOT.is_dir():
+        return removed
+    for pid in _nspawn_pids_for(SERVERS_ROOT):  # also those whose tree is already deleted
+        arg = next(a for a in read_cmdline(pid) if a.startswith("--directory="))
+        server_dir = Path(arg.removeprefix("--directory=")).parent
+        if not server_dir.is_dir():
+            _kill_nspawns_for(server_dir)
+    for server_dir in SERVERS_ROOT.iterdir():
+        if not server_dir.is_dir() or _owner_alive(server_dir):
+            continue
+        _kill_nspawns_for(server_dir)
+        safe_rmtree(server_dir)
+        shutil.rmtree(_PROPAGATE_DIR / server_dir.name, ignore_errors=True)
+        removed.append(server_dir)
+    return removed
+
+
+def _sweep_leftovers_once() -> None:
+    global _swept
+    if not _swept:
+        _swept = True
+        for path in sweep_leftovers():
+            print(f"[fleet-tests] removed leftover server {path}")
+
+
+def _require_free_port(port: int) -> None:
+    """Fail early if something on the host already listens on *port* (tests would hit it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            raise HarnessError(
+                f"127.0.0.1:{port} is already in use on the host; the test server shares the "
+                "host network and needs it free"
+            )
+
+
+@atexit.register
+def destroy_all() -> None:
+    """Destroy every server this process created (atexit, signal handlers, fixtures)."""
+    for server in list(_live):
+        try:
+            server.destroy()
+        except Exception as exc:  # keep cleaning the others
+            print(f"[fleet-tests] cleanup of {server.name} failed: {exc}")
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so finalizers and atexit still run."""
+
+    def _handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"received signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _handler)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import grp
-import shutil
 import os
 import pwd
 import shlex
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence

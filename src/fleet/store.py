@@ -10,6 +10,7 @@ from fleet import layout
 from fleet.actions import Action
 from fleet.config import (
     AppConfig,
+    Checker,
     Config,
     EmperorConfig,
     ServerConfig,
@@ -19,7 +20,6 @@ from fleet.config import (
     parse_emperor,
     parse_server,
     parse_toml,
-    Checker,
 )
 from fleet.errors import ConfigError
 from fleet.files import plan_absent, plan_dir, plan_file

@@ -115,7 +115,7 @@ class FakeHost:
     def ran(self, *prefix: str) -> list[list[str]]:
         return [c for c in self.commands if c[: len(prefix)] == list(prefix)]
 
-    def simulate(self, argv: list[str]) -> RunResult:  # noqa: C901 - a dispatch table
+    def simulate(self, argv: list[str]) -> RunResult:
         ok = RunResult(0, "", "")
         cmd = argv[0]
         if cmd == "dpkg-query":

@@ -30,10 +30,10 @@ SECRET = "hunter2"
 
 
 class Quiet:
-    def step_started(self, step) -> None:  # noqa: ANN001
+    def step_started(self, step) -> None:
         pass
 
-    def step_finished(self, step) -> None:  # noqa: ANN001
+    def step_finished(self, step) -> None:
         pass
 
 
@@ -41,7 +41,7 @@ class Quiet:
 def healthy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     checked: list[str] = []
 
-    def fake_check(app, **_kwargs):  # noqa: ANN001, ANN003
+    def fake_check(app, **_kwargs):
         checked.append(app.name)
         return HealthResult(True, 200, "HTTP 200", 0.0)
 
@@ -78,7 +78,7 @@ def changed_steps(session: Session) -> list[str]:
 def test_fresh_server_is_provisioned_then_nothing_changes() -> None:
     host = server()
     cfg = config(host)
-    session, outcome = run(host, cfg)
+    _session, outcome = run(host, cfg)
     assert outcome.aborted is None
     assert {n: r.commit for n, r in outcome.apps.items()} == {"alpha": SHA_A1, "beta": SHA_B1}
     assert all(r.health == "passed" for r in outcome.apps.values())
@@ -168,7 +168,7 @@ def test_invalid_nginx_site_is_reverted_and_blamed_on_its_app() -> None:
     run(host, config(host))
     old_site = host.read("/etc/nginx/sites-enabled/fleet-alpha.conf")
     host.nginx_ok = False
-    session, outcome = run(host, config(host, CONFIG.replace('"alpha.test"',
+    _session, outcome = run(host, config(host, CONFIG.replace('"alpha.test"',
                                                              '"alpha.test", "a2.test"')))
     assert outcome.apps["alpha"].failed
     assert "nginx rejected this app's site" in (outcome.apps["alpha"].error or "")

@@ -1,0 +1,1 @@
+"""Commands that manage single apps (remove-app, deploy, rollback, releases)."""

@@ -1,0 +1,95 @@
+"""What every command shares: the typer app, global options, root check, output helpers."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fleet.converge import Outcome, converge
+from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError, FleetError
+from fleet.host import LocalHost
+from fleet.report import SilentReporter, TextReporter, print_json, print_summary, summary_json
+from fleet.session import Session
+from fleet.store import Desired, plan_store
+
+app = typer.Typer(
+    name="fleet",
+    help="Turn a bare Debian server into a host for many Flask apps behind nginx and the "
+         "uWSGI Emperor. Run as root on the server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+err = Console(stderr=True, highlight=False)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
+
+
+class Options:
+    verbose = False
+    quiet = False
+    debug = False
+
+
+OPTIONS = Options()
+err = Console(stderr=True, highlight=False)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise FleetError("fleet changes the server and must run as root (try sudo)")
+
+
+def local_host() -> LocalHost:
+    def show(argv: Sequence[str]) -> None:
+        err.print(f"[dim]$ {shlex.join(list(argv))}[/]", highlight=False)
+
+    return LocalHost(show if OPTIONS.verbose else None)
+
+
+def read_input(file: Path) -> str:
+    try:
+        return file.read_text()
+    except FileNotFoundError:
+        raise ConfigError(str(file), "", "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(file), "", f"cannot read: {exc}") from None
+
+
+def reporter(json_out: bool, show_diffs: bool = False) -> TextReporter | SilentReporter:
+    if json_out:
+        return SilentReporter()
+    return TextReporter(verbose=OPTIONS.verbose, quiet=OPTIONS.quiet, show_diffs=show_diffs)
+
+
+def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str] | None = None,
+                 extra: dict[str, object] | None = None) -> int:
+    host = local_host()
+    session = Session(host, reporter(json_out, show_diffs=check), check=check)
+    outcome = Outcome()
+    try:
+        with session.step("fleet config") as step:
+            session.apply(step, plan_store(host, desired))
+        outcome = converge(desired.config, session, only=only)
+    except Exception as exc:  # a step failed in a way the session could not attribute
+        if not session.steps or session.steps[-1].error is None:
+            raise
+        outcome.aborted = str(exc)
+    notes = {"kept": desired.kept, "pruned": desired.pruned}
+    if json_out:
+        print_json(summary_json(session, outcome, {**notes, **(extra or {})}))
+    else:
+        console = Console(highlight=False)
+        if desired.kept:
+            console.print(f"kept apps not named in the file: {', '.join(desired.kept)} "
+                          "(--prune removes them)")
+        print_summary(console, session, outcome, plan=check)
+    failed = session.counts()["failed"] > 0 or outcome.aborted is not None
+    return EXIT_FAILED if failed else EXIT_OK
+
+

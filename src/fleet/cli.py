@@ -50,13 +50,14 @@ def main() -> None:
     except FleetError as exc:
         if OPTIONS.debug or "--debug" in sys.argv:
             traceback.print_exc()
-        err.print(f"fleet: {exc}", markup=False)
+        err.print(f"fleet: {exc}", markup=False, soft_wrap=True)
         code = exc.exit_code
     except Exception as exc:
         if not hasattr(exc, "format_message"):  # not a usage error: a bug, show it all
             raise
         # Usage errors (unknown option, missing argument): one line, like every input error.
-        err.print(f"fleet: {exc.format_message()} (see fleet --help)", markup=False)
+        err.print(f"fleet: {exc.format_message()} (see fleet --help)", markup=False,
+                  soft_wrap=True)
         code = EXIT_INVALID
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 
@@ -64,7 +65,7 @@ def main() -> None:
 
 
 # Register the commands (importing a module adds its commands to `app`).
-from fleet.commands import apps, converge, inspect  # noqa: E402, F401
+from fleet.commands import converge, deploy, init, inspect, remove  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

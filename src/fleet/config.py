@@ -79,6 +79,7 @@ class AppConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     persist: tuple[str, ...] = ("instance",)
     keep_releases: int = 5
+    init: str | None = None
 
     @property
     def owner(self) -> str:
@@ -189,7 +190,7 @@ SERVER_KEYS = ["packages", "pip", "client_max_body_size"]
 PIP_KEYS = ["index_url", "extra_index_urls", "cert"]
 EMPEROR_KEYS = ["thunder_lock", "vassal_set"]
 APP_KEYS = ["repo", "ref", "path", "domains", "module", "processes", "threads", "env", "static",
-            "user", "health", "persist", "keep_releases"]
+            "user", "health", "persist", "keep_releases", "init"]
 HEALTH_KEYS = ["path", "status", "contains", "timeout"]
 
 
@@ -327,6 +328,7 @@ def parse_app(c: Checker, name: str) -> AppConfig:
         health=parse_health(c.sub("health")),
         persist=persist,
         keep_releases=c.get_int("keep_releases", 5, 1, 100),
+        init=c.get_str("init"),
     )
 
 

@@ -1,26 +1,31 @@
 """Bring the server to the desired state, step by step; the same code computes a plan.
 
-Order matters: packages, then each app's user, repo, release and venv (an app's failure stops
-only that app), then the run directories, the Emperor, each app's vassal, nginx (tested before
-every reload), and last the health checks through nginx.
+Order matters: packages; each app's user, repo, release and venv (an app's failure stops only
+that app); run directories and the Emperor; each app's vassal (a new release starts beside the
+live one and must pass its health gate); nginx, tested before every reload; then, through
+nginx, every app's health check, and the retirement of replaced releases.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 
 from fleet import layout
-from fleet.actions import Action, Remove, Run, Unknown, WriteFile
+from fleet.actions import Action, Remove, Run, Unknown
 from fleet.config import AppConfig, Config
+from fleet.deploy import Rollout, activate, live_release, record_failure, retire
 from fleet.emperor import wait_for_vassal
 from fleet.errors import FleetError
 from fleet.executor import perform
-from fleet.files import plan_absent, plan_dir, plan_file, plan_link
+from fleet.files import plan_absent, plan_dir, plan_file
 from fleet.health import check_app
+from fleet.history import History
 from fleet.host import Host
 from fleet.layout import AppPaths
 from fleet.logs import app_log_tail
+from fleet.nginx import apply_tested, wait_workers_gone, worker_pids
 from fleet.render import render
 from fleet.resources import repo as repo_res
 from fleet.resources.packages import plan_packages
@@ -38,28 +43,8 @@ from fleet.session import Session, Step, StepFailed
 
 
 @dataclass
-class AppResult:
-    name: str
-    commit: str | None = None
-    previous_commit: str | None = None
-    health: str = "skipped"  # passed, failed, skipped, unknown
-    failed: bool = False
-    error: str | None = None
-    vassal: bytes | None = None  # rendered ini, once its release and venv are ready
-    env: bytes | None = None
-    vassal_written: float | None = None  # mtime of the ini this run wrote
-
-    def to_json(self, changed: bool) -> dict[str, object]:
-        data: dict[str, object] = {"commit": self.commit, "health": self.health,
-                                   "changed": changed}
-        if self.error:
-            data["error"] = self.error
-        return data
-
-
-@dataclass
 class Outcome:
-    apps: dict[str, AppResult] = field(default_factory=dict)
+    apps: dict[str, Rollout] = field(default_factory=dict)
     aborted: str | None = None
 
 
@@ -68,6 +53,7 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
     """Converge every app (or just `only`), isolating each app's failure from the others."""
     outcome = Outcome()
     selected = [a for a in config.apps if only is None or a.name in only]
+    histories = {a.name: History.load(session.host, a.name) for a in selected}
     try:
         with session.step("packages") as step:
             wanted = [*layout.BASE_PACKAGES, *config.server.packages]
@@ -75,9 +61,11 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
         with session.step("directories") as step:
             session.apply(step, plan_dir(session.host, layout.SRV, 0o755)
                           + plan_dir(session.host, layout.VASSALS_DIR, 0o755)
-                          + plan_dir(session.host, layout.ENV_DIR, 0o700))
+                          + plan_dir(session.host, layout.ENV_DIR, 0o700)
+                          + plan_dir(session.host, layout.STATE_DIR, 0o755)
+                          + plan_dir(session.host, layout.STATE_APPS, 0o700))
         for app in selected:
-            outcome.apps[app.name] = prepare_app(config, app, session)
+            outcome.apps[app.name] = prepare_app(config, app, session, histories[app.name])
         with session.step("runtime directories") as step:
             converge_tmpfiles(config, session, step)
         with session.step("emperor") as step:
@@ -86,63 +74,73 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
         outcome.aborted = exc.step.error
         return outcome
     for app in selected:
-        result = outcome.apps[app.name]
-        if result.vassal is not None:
-            activate_app(app, result, session)
-        elif not result.failed:  # a plan that cannot know the commit yet
-            with session.step("vassal", app.name) as step:
-                session.apply(step, [Unknown("write the vassal of the new release")])
+        rollout = outcome.apps[app.name]
+        if rollout.vassal is not None:
+            guarded(rollout, lambda a=app, r=rollout: activate(session, a, r))
+        elif not rollout.failed:  # a plan that cannot know the commit yet
+            with session.step("deploy", app.name) as step:
+                session.apply(step, [Unknown("start and health-check the new release")])
     try:
-        converge_nginx(config, selected, outcome, session)
+        replaced_workers = converge_nginx(config, selected, outcome, session)
         if only is None:
             remove_stale(config, session)
     except StepFailed as exc:
         outcome.aborted = exc.step.error
         return outcome
-    if health and not session.check:
+    if not session.check:
+        if replaced_workers and any(r.swapped for r in outcome.apps.values()):
+            wait_workers_gone(replaced_workers)
         for app in selected:
-            health_check(app, outcome.apps[app.name], session)
+            finish_app(app, outcome.apps[app.name], session, histories[app.name], health)
     return outcome
 
 
-def fail(result: AppResult, exc: StepFailed) -> AppResult:
-    result.failed = True
-    result.error = f"{exc.step.name}: {exc.step.error}"
-    return result
+def guarded(rollout: Rollout, action) -> None:
+    """Run one app's step; its failure marks that app failed and nothing else."""
+    try:
+        action()
+    except StepFailed as exc:
+        rollout.failed = True
+        rollout.error = f"{exc.step.name}: {exc.step.error}"
 
 
-def prepare_app(config: Config, app: AppConfig, session: Session) -> AppResult:
+def prepare_app(config: Config, app: AppConfig, session: Session, history: History) -> Rollout:
     """User, directories, repo, release and venv: everything before the app takes traffic."""
     host = session.host
     paths = AppPaths(app.name)
-    result = AppResult(app.name)
-    try:
+    rollout = Rollout(app.name, live=live_release(session, app.name))
+
+    def steps() -> None:
         with session.step("user", app.name) as step:
             session.apply(step, plan_user(host, app.owner, paths.home))
         with session.step("app directories", app.name) as step:
             session.apply(step, app_dirs(host, app))
         with session.step("repo", app.name) as step:
-            result.commit = sync_repo(app, session, step)
-            result.previous_commit = live_release(host, app)
-        if result.commit is None:
-            return result
+            rollout.commit = sync_repo(app, session, step, history)
+        if rollout.commit is None:
+            return
+        rollout.release = release_id(rollout.commit)
         with session.step("release", app.name) as step:
-            session.apply(step, plan_release(host, app, result.commit))
+            session.apply(step, plan_release(host, app, rollout.commit))
         with session.step("virtualenv", app.name) as step:
-            deps = dependencies(host, app, result.commit)
-            venv = paths.venv(deps.venv_key(python_version(host)))
+            deps = dependencies(host, app, rollout.commit)
+            rollout.venv = paths.venv(deps.venv_key(python_version(host)))
             try:
-                session.apply(step, plan_venv(host, app, result.commit, deps, venv,
+                session.apply(step, plan_venv(host, app, rollout.commit, deps, rollout.venv,
                                               config.server.pip))
             except Exception:
-                if not session.check and host.state(venv) is not None:
-                    perform(host, Remove(venv, "failed build"))  # never reuse a half-built venv
+                if not session.check and host.state(rollout.venv) is not None:
+                    perform(host, Remove(rollout.venv, "failed build"))  # never reuse it
                 raise
-        result.env = render("app.env.j2", env=app.env)
-        result.vassal = render_vassal(config, app, result.commit, venv, result.env)
-    except StepFailed as exc:
-        return fail(result, exc)
-    return result
+            if rollout.release not in history.releases and not session.check:
+                history.record(rollout.release, rollout.commit, venv=rollout.venv,
+                               built=time.time())
+        rollout.env = render("app.env.j2", env=app.env)
+        rollout.vassal = render_vassal(config, app, rollout)
+        rollout.site = render_site(config, app, rollout.release)
+
+    guarded(rollout, steps)
+    return rollout
 
 
 def app_dirs(host: Host, app: AppConfig) -> list[Action]:
@@ -160,40 +158,47 @@ def app_dirs(host: Host, app: AppConfig) -> list[Action]:
     return actions
 
 
-def sync_repo(app: AppConfig, session: Session, step: Step) -> str | None:
-    """Clone or fetch the mirror and resolve the ref; a plan asks the remote instead."""
+def sync_repo(app: AppConfig, session: Session, step: Step, history: History) -> str | None:
+    """Clone or fetch the mirror and resolve the ref (or a rollback's pin); a plan asks the
+    remote instead of fetching."""
     host = session.host
     paths = AppPaths(app.name)
     existed = host.state(paths.repo) is not None
-    clone = repo_res.plan_clone(host, app.repo, paths.repo)
-    session.apply(step, clone)
+    session.apply(step, repo_res.plan_clone(host, app.repo, paths.repo))
+    pin = history.pin if history.pin and history.pin.get("ref") == app.ref else None
     if session.check:
-        commit = repo_res.remote_commit(host, app.repo, app.ref)
+        commit = (pin or {}).get("commit") or repo_res.remote_commit(host, app.repo, app.ref)
         if commit is None or not existed:
             session.apply(step, [Unknown(f"resolve {app.ref or 'HEAD'} of {app.repo}")])
             return None
         return commit
     if existed:
         repo_res.fetch(host, paths.repo)
-    commit = repo_res.resolve(host, paths.repo, app.ref)
-    step.notes.append(f"commit {commit[:12]}")
+    commit = repo_res.resolve(host, paths.repo, (pin or {}).get("commit") or app.ref)
+    step.notes.append(f"commit {commit[:12]}" + (" (pinned by a rollback)" if pin else ""))
     return commit
 
 
-def live_release(host: Host, app: AppConfig) -> str | None:
-    state = host.state(AppPaths(app.name).current)
-    return state.target.rsplit("/", 1)[-1] if state and state.kind == "link" else None
-
-
-def render_vassal(config: Config, app: AppConfig, commit: str, venv: str, env: bytes) -> bytes:
+def render_vassal(config: Config, app: AppConfig, rollout: Rollout) -> bytes:
+    assert rollout.release and rollout.venv and rollout.env is not None
     paths = AppPaths(app.name)
     return render(
-        "vassal.ini.j2", app=app, release=release_id(commit),
-        env_digest=hashlib.sha256(env).hexdigest()[:16],
-        chdir=app_dir(paths.release(release_id(commit)), app), venv=venv,
-        thunder_lock=config.emperor.thunder_lock, socket=paths.socket, stats=paths.stats,
-        nginx_group=layout.NGINX_USER, env_file=paths.env_file,
+        "vassal.ini.j2", app=app, release=rollout.release,
+        env_digest=hashlib.sha256(rollout.env).hexdigest()[:16],
+        chdir=app_dir(paths.release(rollout.release), app), venv=rollout.venv,
+        thunder_lock=config.emperor.thunder_lock, socket=paths.socket(rollout.release),
+        stats=paths.stats(rollout.release), nginx_group=layout.NGINX_USER,
+        env_file=paths.env_file,
     )
+
+
+def render_site(config: Config, app: AppConfig, release: str) -> bytes:
+    paths = AppPaths(app.name)
+    root = app_dir(paths.release(release), app)
+    static = [(url.rstrip("/") + "/", f"{root}/{directory}/") for url, directory in app.static]
+    return render("nginx-site.conf.j2", app=app, release=release,
+                  socket=paths.socket(release), static=static,
+                  client_max_body_size=config.server.client_max_body_size)
 
 
 def converge_tmpfiles(config: Config, session: Session, step: Step) -> None:
@@ -225,82 +230,87 @@ def converge_emperor(config: Config, session: Session, step: Step) -> None:
                                      on_change="restart", unit_file_changed=bool(unit)))
 
 
-def activate_app(app: AppConfig, result: AppResult, session: Session) -> None:
-    """Write the app's environment and vassal: the Emperor (re)loads a vassal whose ini changed."""
-    host = session.host
-    paths = AppPaths(app.name)
-    assert result.vassal is not None and result.env is not None and result.commit
-    try:
-        with session.step("vassal", app.name) as step:
-            session.apply(step, plan_file(host, paths.env_file, result.env, 0o600, secret=True,
-                                          why="environment"))
-            if session.apply(step, plan_file(host, paths.vassal, result.vassal, 0o600,
-                                             why="vassal")) and not session.check:
-                state = host.state(paths.vassal)
-                result.vassal_written = state.mtime if state else None
-            session.apply(step, plan_link(host, paths.current,
-                                          paths.release(release_id(result.commit))))
-    except StepFailed as exc:
-        fail(result, exc)
-
-
-def nginx_test(session: Session) -> str | None:
-    """nginx's complaint about the files as they are now, or None when they are valid."""
-    if session.check:
-        return None
-    result = session.host.run(["nginx", "-t", "-q"], check=False)
-    return None if result.ok else (result.stderr.strip().splitlines() or ["nginx -t failed"])[-1]
-
-
-def revert(session: Session, actions: list[Action]) -> None:
-    """Undo file writes that made nginx's configuration invalid."""
-    for action in reversed(actions):
-        if isinstance(action, WriteFile):
-            if action.old is None:
-                session.host.remove(action.path)
-            else:
-                session.host.write(action.path, action.old, action.mode, action.owner,
-                                   action.group)
-
-
 def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
-                   session: Session) -> None:
+                   session: Session) -> set[int]:
+    """Global file first, then each app's site, each tested. Returns the PIDs of the workers
+    a reload replaced (they may still be finishing requests to the old upstreams)."""
     host = session.host
     changed = False
     with session.step("nginx config") as step:
         actions = (plan_file(host, layout.NGINX_GLOBAL, render("nginx-fleet.conf.j2"), 0o644)
                    + plan_absent(host, layout.NGINX_DEFAULT_SITE, "fleet's catch-all replaces it"))
-        changed |= session.apply(step, actions)
-        problem = nginx_test(session) if actions else None
-        if problem:
-            revert(session, actions)
-            raise FleetError(f"nginx rejected fleet's global config: {problem}")
+        changed |= apply_tested(session, step, actions, "fleet's global config")
     for app in selected:
-        result = outcome.apps[app.name]
-        if result.failed or result.commit is None:
+        rollout = outcome.apps[app.name]
+        if rollout.failed or rollout.site is None:
             continue
-        try:
+
+        def site_step(app: AppConfig = app, rollout: Rollout = rollout) -> None:
+            nonlocal changed
             with session.step("nginx site", app.name) as step:
-                actions = plan_file(host, AppPaths(app.name).nginx_site,
-                                    render_site(config, app, result.commit), 0o644)
-                changed |= session.apply(step, actions)
-                problem = nginx_test(session) if actions else None
-                if problem:
-                    revert(session, actions)
-                    raise FleetError(f"nginx rejected this app's site, kept the old one: "
-                                       f"{problem}")
-        except StepFailed as exc:
-            fail(result, exc)
+                actions = plan_file(host, AppPaths(app.name).nginx_site, rollout.site or b"",
+                                    0o644)
+                rollout.previous_site = host.read(AppPaths(app.name).nginx_site)
+                try:
+                    changed |= apply_tested(session, step, actions, "this app's site")
+                except FleetError:
+                    if rollout.swapped:  # the gated release never takes traffic: stop it
+                        perform(host, Remove(AppPaths(app.name).vassal(rollout.release or "")))
+                    raise
+
+        guarded(rollout, site_step)
     with session.step("nginx") as step:
-        session.apply(step, plan_service(host, "nginx", changed=changed))
+        actions = plan_service(host, "nginx", changed=changed)
+        reloads = any(isinstance(a, Run) and a.argv[1:2] == ("reload",) for a in actions)
+        before = worker_pids() if reloads and not session.check else set()
+        session.apply(step, actions)
+    return before
 
 
-def render_site(config: Config, app: AppConfig, commit: str) -> bytes:
+def finish_app(app: AppConfig, rollout: Rollout, session: Session, history: History,
+               health: bool) -> None:
+    """Check the app through nginx; then retire what the new release replaced, or, if the
+    switched release fails through nginx, switch back."""
+    if rollout.failed or rollout.release is None:
+        rollout.health = "failed" if rollout.failed else "skipped"
+        record_failure(session, rollout, history)
+        return
+    if health:
+        guarded(rollout, lambda: health_check(app, rollout, session))
+        rollout.health = "failed" if rollout.failed else "passed"
+    if rollout.failed and rollout.swapped:
+        switch_back(app, rollout, session)
+        record_failure(session, rollout, history)
+        return
+    if rollout.swapped or live_release(session, app.name) != rollout.release:
+        guarded(rollout, lambda: retire(session, app, rollout, history))
+
+
+def health_check(app: AppConfig, rollout: Rollout, session: Session) -> None:
+    with session.step("health", app.name) as step:
+        vassal_id = AppPaths(app.name).vassal_id(rollout.release or "")
+        if rollout.vassal_written is not None and not wait_for_vassal(
+                vassal_id, rollout.vassal_written, app.health.timeout):
+            raise FleetError(f"the Emperor did not reload {vassal_id} within "
+                             f"{app.health.timeout:.0f} s")
+        result = check_app(app, f"{app.name}@{rollout.release}")
+        step.notes.append(f"{result.detail} after {result.elapsed:.1f} s")
+        if not result.passed:
+            step.log = app_log_tail(session.host, app.name) or None
+            raise FleetError(f"GET {app.health.path} with Host {app.domains[0]}: "
+                             f"{result.detail} (waited {result.elapsed:.0f} s)")
+
+
+def switch_back(app: AppConfig, rollout: Rollout, session: Session) -> None:
+    """The new release passed on its socket but not through nginx: put the old site back."""
     paths = AppPaths(app.name)
-    root = app_dir(paths.release(release_id(commit)), app)
-    static = [(url.rstrip("/") + "/", f"{root}/{directory}/") for url, directory in app.static]
-    return render("nginx-site.conf.j2", app=app, socket=paths.socket, static=static,
-                  client_max_body_size=config.server.client_max_body_size)
+    with session.step("switch back", app.name) as step:
+        actions: list[Action] = []
+        if rollout.previous_site is not None:
+            actions += plan_file(session.host, paths.nginx_site, rollout.previous_site, 0o644)
+            actions.append(Run(("systemctl", "reload", "nginx"), "reload nginx"))
+        actions.append(Remove(paths.vassal(rollout.release or ""), "failed through nginx"))
+        session.apply(step, actions)
 
 
 def remove_stale(config: Config, session: Session) -> None:
@@ -309,7 +319,8 @@ def remove_stale(config: Config, session: Session) -> None:
     names = {a.name for a in config.apps}
     actions: list[Action] = []
     for entry in host.listdir(layout.VASSALS_DIR):
-        if entry.endswith(".ini") and entry[:-4] not in names:
+        owner = layout.vassal_app(entry)
+        if entry.endswith(".ini") and (owner is None or owner[0] not in names):
             actions.append(Remove(f"{layout.VASSALS_DIR}/{entry}", "app no longer configured"))
     for entry in host.listdir(layout.NGINX_SITES):
         if entry.startswith("fleet-") and entry.endswith(".conf") and entry[6:-5] not in names:
@@ -324,25 +335,3 @@ def remove_stale(config: Config, session: Session) -> None:
         if any(a.path.startswith(layout.NGINX_SITES) for a in actions if isinstance(a, Remove)):
             session.apply(step, plan_service(host, "nginx", changed=True))
 
-
-def health_check(app: AppConfig, result: AppResult, session: Session) -> None:
-    if result.failed or result.commit is None:
-        result.health = "failed" if result.failed else "skipped"
-        return
-    try:
-        with session.step("health", app.name) as step:
-            if result.vassal_written is not None and not wait_for_vassal(
-                    app.name, result.vassal_written, app.health.timeout):
-                raise FleetError("the Emperor did not load the new vassal within "
-                                 f"{app.health.timeout:.0f} s (see journalctl -u "
-                                 f"{layout.EMPEROR_UNIT_NAME})")
-            outcome = check_app(app)
-            step.notes.append(f"{outcome.detail} after {outcome.elapsed:.1f} s")
-            if not outcome.passed:
-                step.log = app_log_tail(session.host, app.name) or None
-                raise FleetError(f"GET {app.health.path} with Host {app.domains[0]}: "
-                                   f"{outcome.detail} (waited {outcome.elapsed:.0f} s)")
-        result.health = "passed"
-    except StepFailed as exc:
-        result.health = "failed"
-        fail(result, exc)

@@ -9,25 +9,25 @@ from fleet import layout
 from fleet.status import read_stats
 
 
-def vassal_entry(stats: dict[str, Any], name: str) -> dict[str, Any] | None:
-    return next((v for v in stats.get("vassals", []) if v.get("id") == f"{name}.ini"), None)
+def vassal_entry(stats: dict[str, Any], vassal_id: str) -> dict[str, Any] | None:
+    return next((v for v in stats.get("vassals", []) if v.get("id") == vassal_id), None)
 
 
-def has_loaded(stats: dict[str, Any], name: str, mtime: float) -> bool:
+def has_loaded(stats: dict[str, Any], vassal_id: str, mtime: float) -> bool:
     """True once the Emperor has (re)started the vassal for an ini at least this new.
 
     It rescans every 3 s and records the ini's mtime (whole seconds) when it acts on it.
     """
-    entry = vassal_entry(stats, name)
+    entry = vassal_entry(stats, vassal_id)
     return entry is not None and int(entry.get("last_mod", 0)) >= int(mtime)
 
 
-def wait_for_vassal(name: str, mtime: float, timeout: float, interval: float = 0.25,
+def wait_for_vassal(vassal_id: str, mtime: float, timeout: float, interval: float = 0.25,
                     stats_path: str = layout.EMPEROR_STATS) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if has_loaded(read_stats(stats_path), name, mtime):
+            if has_loaded(read_stats(stats_path), vassal_id, mtime):
                 return True
         except (OSError, ValueError):
             pass  # the Emperor may be (re)starting

@@ -41,11 +41,20 @@ def probe(host_header: str, path: str, timeout: float = 5.0, address: str = "127
         conn.close()
 
 
-def judge(app: AppConfig, response: Response) -> str | None:
-    """Why a response fails the app's health check, or None when it passes."""
-    status, body = response.status, response.body
-    if response.site != app.domains[0]:
-        return f"HTTP {status} not from this app's nginx site (configuration not live yet?)"
+def judge(app: AppConfig, response: Response, site: str | None = None) -> str | None:
+    """Why a response through nginx fails the app's health check, or None when it passes.
+
+    `site` is the X-Fleet-Site value the answer must carry (app@release): proof that nginx
+    runs the configuration fleet just wrote and routes to the release it expects.
+    """
+    if site is not None and response.site != site:
+        return (f"HTTP {response.status} from {response.site or 'another site'}, "
+                f"not yet from {site}")
+    return judge_reply(app, response.status, response.body)
+
+
+def judge_reply(app: AppConfig, status: int, body: str) -> str | None:
+    """Why an app's answer fails its health check, or None when it passes."""
     if not app.health.accepts(status):
         return f"HTTP {status}"
     if app.health.contains is not None and app.health.contains not in body:
@@ -53,8 +62,8 @@ def judge(app: AppConfig, response: Response) -> str | None:
     return None
 
 
-def check_app(app: AppConfig, *, timeout: float | None = None, interval: float = 0.5,
-              clock: type[time] = time) -> HealthResult:
+def check_app(app: AppConfig, site: str | None = None, *, timeout: float | None = None,
+              interval: float = 0.5, clock: type[time] = time) -> HealthResult:
     """Retry until the check passes or the app's health timeout runs out."""
     deadline_after = app.health.timeout if timeout is None else timeout
     start = clock.monotonic()
@@ -65,7 +74,7 @@ def check_app(app: AppConfig, *, timeout: float | None = None, interval: float =
             response = probe(app.domains[0], app.health.path,
                              timeout=min(5.0, deadline_after))
             status = response.status
-            problem = judge(app, response) or ""
+            problem = judge(app, response, site) or ""
             if not problem:
                 return HealthResult(True, status, f"HTTP {status}", clock.monotonic() - start)
         except (OSError, http.client.HTTPException) as exc:

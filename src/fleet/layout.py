@@ -9,6 +9,7 @@ SERVER_FILE = f"{ETC}/fleet.toml"
 APPS_DIR = f"{ETC}/apps"
 ENV_DIR = f"{ETC}/env"
 STATE_DIR = "/var/lib/fleet"
+STATE_APPS = f"{STATE_DIR}/apps"
 LOCK_FILE = "/run/fleet.lock"
 SRV = "/srv/fleet"
 RUN = "/run/fleet"
@@ -69,17 +70,18 @@ class AppPaths:
     def run_dir(self) -> str:
         return f"{RUN}/{self.name}"
 
-    @property
-    def socket(self) -> str:
-        return f"{self.run_dir}/app.sock"
+    def socket(self, release: str) -> str:
+        return f"{self.run_dir}/{release}.sock"
 
-    @property
-    def stats(self) -> str:
-        return f"{self.run_dir}/stats.sock"
+    def stats(self, release: str) -> str:
+        return f"{self.run_dir}/{release}.stats"
 
-    @property
-    def vassal(self) -> str:
-        return f"{VASSALS_DIR}/{self.name}.ini"
+    def vassal_id(self, release: str) -> str:
+        """The Emperor's name for a release's vassal: two can run side by side in a deploy."""
+        return f"{self.name}@{release}.ini"
+
+    def vassal(self, release: str) -> str:
+        return f"{VASSALS_DIR}/{self.vassal_id(release)}"
 
     @property
     def env_file(self) -> str:
@@ -95,4 +97,12 @@ class AppPaths:
 
     @property
     def state_file(self) -> str:
-        return f"{STATE_DIR}/apps/{self.name}.json"
+        return f"{STATE_APPS}/{self.name}.json"
+
+
+def vassal_app(filename: str) -> tuple[str, str] | None:
+    """(app, release) of a vassal file name written by fleet, else None."""
+    if not filename.endswith(".ini") or "@" not in filename:
+        return None
+    app, _, release = filename[: -len(".ini")].partition("@")
+    return app, release

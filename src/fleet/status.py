@@ -1,4 +1,9 @@
-"""What is running, read from uWSGI's own stats sockets, systemd and nginx (no config parsing)."""
+"""What is running, read from uWSGI's own stats sockets, systemd and nginx.
+
+The vassal files in /etc/uwsgi/vassals and the Emperor's stats say which vassals of an app
+exist and whether the Emperor throttles them; each vassal's stats socket (named in its ini)
+says what its workers do. Nothing here trusts fleet's own config to describe the running state.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from fleet.config import Config
 from fleet.health import judge, probe
 from fleet.host import Host
 from fleet.layout import AppPaths
+from fleet.logs import app_log_tail, last_error
 from fleet.resources.services import is_active
 
 
@@ -42,42 +48,144 @@ def parse_workers(stats: dict[str, Any]) -> list[WorkerInfo]:
             for w in stats.get("workers", [])]
 
 
+def vassal_owner(filename: str) -> tuple[str, str | None] | None:
+    """(app, release) of a vassal file: NAME@RELEASE.ini, or NAME.ini (release unknown)."""
+    if not filename.endswith(".ini") or filename.startswith("."):
+        return None
+    app, sep, release = filename[: -len(".ini")].partition("@")
+    return app, (release if sep else None)
+
+
+def ini_value(text: str, key: str) -> str | None:
+    """The last `key = value` of an ini (uWSGI lets a later line win)."""
+    value = None
+    for line in text.splitlines():
+        name, sep, rest = line.partition("=")
+        if sep and name.strip() == key:
+            value = rest.strip()
+    return value
+
+
+@dataclass
+class VassalStatus:
+    id: str
+    release: str | None
+    state: str  # running, throttled, failing, starting, stopped
+    pid: int | None = None
+    respawns: int = 0
+    attempts: int = 0  # failed starts counted by the Emperor's throttling
+    workers: list[WorkerInfo] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.id, "release": self.release, "state": self.state, "pid": self.pid,
+                "respawns": self.respawns, "failed_starts": self.attempts,
+                "workers": [w.pid for w in self.workers]}
+
+
+def vassal_status(host: Host, filename: str, emperor: dict[str, Any] | None) -> VassalStatus:
+    owner = vassal_owner(filename)
+    result = VassalStatus(filename, owner[1] if owner else None, "stopped")
+    entry = blocked = None
+    if emperor is not None:
+        entry = next((v for v in emperor.get("vassals", []) if v.get("id") == filename), None)
+        blocked = next((b for b in emperor.get("blacklist", []) if b.get("id") == filename),
+                       None)
+    if entry is not None:
+        result.pid = int(entry.get("pid") or 0) or None
+        result.respawns = int(entry.get("respawns") or 0)
+    if blocked is not None:
+        result.attempts = int(blocked.get("attempt") or 0) + 1
+    stats_path = ini_value((host.read(f"{layout.VASSALS_DIR}/{filename}") or b"").decode(
+        errors="replace"), "stats")
+    try:
+        if stats_path is None:
+            raise OSError("no stats socket in the vassal file")
+        result.workers = parse_workers(read_stats(stats_path))
+        result.state = "running"
+    except (OSError, ValueError):
+        if blocked is not None:
+            result.state = "throttled"
+        elif entry is not None:
+            result.state = "failing" if result.respawns or entry.get("cursed") else "starting"
+    return result
+
+
 @dataclass
 class AppStatus:
     name: str
     commit: str | None
     domains: list[str]
-    state: str  # running, down
+    state: str  # running, throttled, failing, starting, stopped, not deployed
+    release: str | None = None
     workers: list[WorkerInfo] = field(default_factory=list)
+    vassals: list[VassalStatus] = field(default_factory=list)
     health: str = "unknown"
     problem: str | None = None
 
     def to_json(self) -> dict[str, object]:
         busy = sum(1 for w in self.workers if w.status == "busy")
         return {
-            "commit": self.commit, "domains": self.domains, "state": self.state,
-            "health": self.health, "problem": self.problem,
+            "commit": self.commit, "release": self.release, "domains": self.domains,
+            "state": self.state, "health": self.health, "problem": self.problem,
             "workers": {"total": len(self.workers), "busy": busy,
                         "idle": len(self.workers) - busy,
                         "requests": sum(w.requests for w in self.workers),
                         "rss": sum(w.rss for w in self.workers),
                         "respawns": sum(w.respawns for w in self.workers),
                         "pids": [w.pid for w in self.workers]},
+            "vassals": [v.to_json() for v in self.vassals],
         }
 
 
-def app_status(host: Host, config: Config, name: str) -> AppStatus:
+def live_vassal(vassals: list[VassalStatus], release: str | None) -> VassalStatus | None:
+    """The vassal of the live release; during a deploy a second one may run beside it."""
+    for vassal in vassals:
+        if release is not None and vassal.release == release:
+            return vassal
+    return vassals[0] if len(vassals) == 1 else None
+
+
+def why_down(host: Host, name: str, vassal: VassalStatus) -> str:
+    what = {"throttled": f"throttled by the Emperor after {vassal.attempts} failed starts",
+            "failing": f"exits right after starting ({vassal.respawns} respawns)",
+            "starting": "starting, not answering on its stats socket yet",
+            "stopped": "not running (the Emperor does not list it)"}.get(vassal.state,
+                                                                        vassal.state)
+    error = last_error(app_log_tail(host, name, 40))
+    return f"{what}: {error}" if error else what
+
+
+def never_served(host: Host, name: str) -> str:
+    """Why an app has no vassal: its last release failed its gate, or it was never applied."""
+    try:
+        data = json.loads(host.read(AppPaths(name).state_file) or b"{}")
+        failed = [r for r in data.get("releases", []) if r.get("failed")]
+    except (ValueError, AttributeError):
+        failed = []
+    if failed:
+        last = max(failed, key=lambda r: r.get("built") or 0)
+        return f"no release serves: release {last.get('id')} failed ({last['failed']})"
+    return f"no vassal file in {layout.VASSALS_DIR} (run fleet apply)"
+
+
+def app_status(host: Host, config: Config, name: str,
+               emperor: dict[str, Any] | None = None) -> AppStatus:
     app = config.app(name)
     assert app is not None
-    paths = AppPaths(name)
-    link = host.state(paths.current)
-    commit = link.target.rsplit("/", 1)[-1] if link and link.kind == "link" else None
-    result = AppStatus(name, commit, list(app.domains), "down")
-    try:
-        result.workers = parse_workers(read_stats(paths.stats))
-        result.state = "running"
-    except (OSError, ValueError) as exc:
-        result.problem = f"vassal not answering on its stats socket ({exc.__class__.__name__})"
+    link = host.state(AppPaths(name).current)
+    release = link.target.rsplit("/", 1)[-1] if link and link.kind == "link" else None
+    result = AppStatus(name, release, list(app.domains), "not deployed", release)
+    files = [f for f in host.listdir(layout.VASSALS_DIR)
+             if (vassal_owner(f) or ("", None))[0] == name]
+    result.vassals = [vassal_status(host, f, emperor) for f in files]
+    live = live_vassal(result.vassals, release)
+    if live is None:
+        result.problem = never_served(host, name)
+    else:
+        result.state = live.state
+        result.workers = live.workers
+        if live.state != "running":
+            result.problem = why_down(host, name, live)
     try:
         why = judge(app, probe(app.domains[0], app.health.path, timeout=5))
         result.health = "failed" if why else "passed"
@@ -89,23 +197,33 @@ def app_status(host: Host, config: Config, name: str) -> AppStatus:
     return result
 
 
-def emperor_status(host: Host) -> dict[str, object]:
-    data: dict[str, object] = {"active": is_active(host, layout.EMPEROR_UNIT_NAME)}
+def read_emperor(path: str = layout.EMPEROR_STATS) -> dict[str, Any] | None:
     try:
-        stats = read_stats(layout.EMPEROR_STATS)
-        vassals = [v for v in stats.get("vassals", [])]
-        data["vassals"] = [{"id": v.get("id"), "pid": v.get("pid"), "ready": v.get("ready"),
-                            "respawns": v.get("respawns"), "cursed": v.get("cursed")}
-                           for v in vassals]
-        data["blacklist"] = [b.get("id") for b in stats.get("blacklist", [])]
-    except (OSError, ValueError) as exc:
-        data["problem"] = f"no Emperor stats ({exc.__class__.__name__})"
+        return read_stats(path)
+    except (OSError, ValueError):
+        return None
+
+
+def emperor_status(host: Host, stats: dict[str, Any] | None) -> dict[str, object]:
+    data: dict[str, object] = {"active": is_active(host, layout.EMPEROR_UNIT_NAME)}
+    if stats is None:
+        data["problem"] = "no answer on the Emperor's stats socket " + layout.EMPEROR_STATS
+        data["vassals"], data["blacklist"] = [], []
+        return data
+    data["vassals"] = [{"id": v.get("id"), "pid": v.get("pid"), "ready": v.get("ready"),
+                        "respawns": v.get("respawns"), "cursed": v.get("cursed")}
+                       for v in stats.get("vassals", [])]
+    data["blacklist"] = [{"id": b.get("id"), "failed_starts": int(b.get("attempt") or 0) + 1,
+                          "throttle_ms": b.get("throttle_level")}
+                         for b in stats.get("blacklist", [])]
     return data
 
 
 def server_status(host: Host, config: Config) -> dict[str, object]:
+    emperor = read_emperor()
     return {
-        "apps": {a.name: app_status(host, config, a.name).to_json() for a in config.apps},
-        "emperor": emperor_status(host),
+        "apps": {a.name: app_status(host, config, a.name, emperor).to_json()
+                 for a in config.apps},
+        "emperor": emperor_status(host, emperor),
         "nginx": {"active": is_active(host, "nginx")},
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fleet import converge as converge_mod
+from fleet import deploy as deploy_mod
 from fleet.actions import Run, Unknown, WriteFile
 from fleet.config import Config
 from fleet.converge import converge
@@ -41,12 +42,16 @@ class Quiet:
 def healthy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     checked: list[str] = []
 
-    def fake_check(app, **_kwargs):
+    def fake_check(app, site=None, **_kwargs):
         checked.append(app.name)
+        assert site and site.startswith(f"{app.name}@")
         return HealthResult(True, 200, "HTTP 200", 0.0)
 
     monkeypatch.setattr(converge_mod, "check_app", fake_check)
     monkeypatch.setattr(converge_mod, "wait_for_vassal", lambda *_a, **_k: True)
+    monkeypatch.setattr(converge_mod, "worker_pids", lambda: {1})
+    monkeypatch.setattr(converge_mod, "wait_workers_gone", lambda *_a, **_k: True)
+    monkeypatch.setattr(deploy_mod, "gate", lambda *_a, **_k: "HTTP 200 on its own socket")
     return checked
 
 
@@ -85,13 +90,13 @@ def test_fresh_server_is_provisioned_then_nothing_changes() -> None:
     assert host.ran("apt-get", "install")
     assert ["useradd", "--system", "--user-group", "--home-dir", "/srv/fleet/alpha",
             "--no-create-home", "--shell", "/usr/sbin/nologin", "alpha"] in host.commands
-    ini = host.read("/etc/uwsgi/vassals/alpha.ini").decode()
+    ini = host.read("/etc/uwsgi/vassals/alpha@aaaaaaaaaaaa.ini").decode()
     assert "uid = alpha" in ini and "need-app = true" in ini and "strict = true" in ini
     assert "chdir = /srv/fleet/alpha/releases/aaaaaaaaaaaa" in ini
-    assert host.state("/etc/uwsgi/vassals/alpha.ini").mode == 0o600
+    assert host.state("/etc/uwsgi/vassals/alpha@aaaaaaaaaaaa.ini").mode == 0o600
     env = host.files["/etc/fleet/env/beta.env"]
     assert env.content == b"SECRET=hunter2\n" and env.mode == 0o600
-    assert "hunter2" not in host.read("/etc/uwsgi/vassals/beta.ini").decode()
+    assert "hunter2" not in host.read("/etc/uwsgi/vassals/beta@cccccccccccc.ini").decode()
     assert host.state("/srv/fleet/alpha/current").target == "/srv/fleet/alpha/releases/aaaaaaaaaaaa"
     assert host.state("/etc/nginx/sites-enabled/default") is None
     assert host.ran("systemctl", "start", "fleet-emperor.service")
@@ -119,14 +124,20 @@ def test_new_commit_builds_release_reuses_venv_and_rewrites_only_that_vassal() -
     host = server()
     cfg = config(host)
     run(host, cfg)
-    beta_ini = host.read("/etc/uwsgi/vassals/beta.ini")
+    beta_ini = host.read("/etc/uwsgi/vassals/beta@cccccccccccc.ini")
     host.commits["git://remote/alpha.git"] = {"HEAD": SHA_A2, "main": SHA_A2}
     host.commands.clear()
     session, outcome = run(host, cfg)
     assert outcome.apps["alpha"].commit == SHA_A2
-    assert changed_steps(session) == ["release alpha", "vassal alpha"]
+    assert changed_steps(session) == ["release alpha", "deploy alpha", "nginx site alpha",
+                                      "nginx", "retire alpha"]
+    # The new release ran beside the old one; once nginx switched, the old one was retired.
+    assert host.state("/etc/uwsgi/vassals/alpha@aaaaaaaaaaaa.ini") is None
+    assert host.state("/etc/uwsgi/vassals/alpha@bbbbbbbbbbbb.ini") is not None
+    assert host.state("/srv/fleet/alpha/current").target.endswith("/bbbbbbbbbbbb")
+    assert b"alpha@bbbbbbbbbbbb" in host.read("/etc/nginx/sites-enabled/fleet-alpha.conf")
     assert not [c for c in host.commands if "pip" in c]  # same requirements: venv reused
-    assert host.read("/etc/uwsgi/vassals/beta.ini") == beta_ini
+    assert host.read("/etc/uwsgi/vassals/beta@cccccccccccc.ini") == beta_ini
 
 
 def test_secret_change_rewrites_only_that_apps_env_and_vassal() -> None:
@@ -145,7 +156,7 @@ def test_failing_app_fails_alone() -> None:
     session, outcome = run(host, config(host, text))
     assert outcome.apps["beta"].failed and "repository" in (outcome.apps["beta"].error or "")
     assert outcome.apps["alpha"].health == "passed"
-    assert host.state("/etc/uwsgi/vassals/beta.ini") is None
+    assert host.state("/etc/uwsgi/vassals/beta@cccccccccccc.ini") is None
     assert session.counts()["failed"] == 1
 
 
@@ -153,13 +164,13 @@ def test_failed_pip_keeps_previous_release_and_removes_half_built_venv() -> None
     host = server()
     cfg = config(host)
     run(host, cfg)
-    old_ini = host.read("/etc/uwsgi/vassals/alpha.ini")
+    old_ini = host.read("/etc/uwsgi/vassals/alpha@aaaaaaaaaaaa.ini")
     host.repo_files[SHA_A2] = {"requirements.txt": b"nonexistent==9\n", "wsgi.py": b""}
     host.commits["git://remote/alpha.git"] = {"HEAD": SHA_A2}
     host.pip_fails = True
     _, outcome = run(host, cfg)
     assert outcome.apps["alpha"].failed and outcome.apps["alpha"].error.startswith("virtualenv")
-    assert host.read("/etc/uwsgi/vassals/alpha.ini") == old_ini
+    assert host.read("/etc/uwsgi/vassals/alpha@aaaaaaaaaaaa.ini") == old_ini
     assert len(host.listdir("/srv/fleet/alpha/venvs")) == 1
 
 
@@ -192,7 +203,7 @@ def test_stale_vassal_and_site_are_removed() -> None:
     one = "[apps.alpha]\nrepo = 'git://remote/alpha.git'\ndomains = ['alpha.test']\n"
     host.remove("/etc/fleet/apps/beta.toml")
     session, _ = run(host, desired_state(host, "f.toml", one).config)
-    assert host.state("/etc/uwsgi/vassals/beta.ini") is None
+    assert host.state("/etc/uwsgi/vassals/beta@cccccccccccc.ini") is None
     assert host.state("/etc/nginx/sites-enabled/fleet-beta.conf") is None
     assert host.state("/srv/fleet/beta/shared") is not None  # data stays
     assert any(isinstance(a, Run) and a.argv[:2] == ("systemctl", "reload")
@@ -203,7 +214,7 @@ def test_drifted_file_mode_is_repaired() -> None:
     host = server()
     cfg = config(host)
     run(host, cfg)
-    host.chown("/etc/uwsgi/vassals/alpha.ini", 0o644, "root", "root")
+    host.chown("/etc/uwsgi/vassals/alpha@aaaaaaaaaaaa.ini", 0o644, "root", "root")
     session, _ = run(host, cfg)
     assert changed_steps(session) == ["vassal alpha"]
-    assert host.state("/etc/uwsgi/vassals/alpha.ini").mode == 0o600
+    assert host.state("/etc/uwsgi/vassals/alpha@aaaaaaaaaaaa.ini").mode == 0o600

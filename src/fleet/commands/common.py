@@ -10,11 +10,20 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
+from fleet.actions import Action
 from fleet.converge import Outcome, converge
 from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError, FleetError
 from fleet.host import LocalHost
-from fleet.report import SilentReporter, TextReporter, print_json, print_summary, summary_json
+from fleet.report import (
+    SilentReporter,
+    TextReporter,
+    mask_urls,
+    print_json,
+    print_summary,
+    summary_json,
+)
 from fleet.session import Session
 from fleet.store import Desired, plan_store
 
@@ -47,7 +56,9 @@ def require_root() -> None:
 
 def local_host() -> LocalHost:
     def show(argv: Sequence[str]) -> None:
-        err.print(f"[dim]$ {shlex.join(list(argv))}[/]", highlight=False)
+        # Env values never reach argv; credentials inside URLs (git remotes) would.
+        err.print(Text(f"$ {mask_urls(shlex.join(list(argv)))}", style="dim"),
+                  highlight=False, soft_wrap=True)
 
     return LocalHost(show if OPTIONS.verbose else None)
 
@@ -68,13 +79,14 @@ def reporter(json_out: bool, show_diffs: bool = False) -> TextReporter | SilentR
 
 
 def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str] | None = None,
-                 extra: dict[str, object] | None = None) -> int:
+                 extra: dict[str, object] | None = None,
+                 pre_actions: Sequence[Action] = ()) -> int:
     host = local_host()
     session = Session(host, reporter(json_out, show_diffs=check), check=check)
     outcome = Outcome()
     try:
         with session.step("fleet config") as step:
-            session.apply(step, plan_store(host, desired))
+            session.apply(step, [*plan_store(host, desired), *pre_actions])
         outcome = converge(desired.config, session, only=only)
     except Exception as exc:  # a step failed in a way the session could not attribute
         if not session.steps or session.steps[-1].error is None:

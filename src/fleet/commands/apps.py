@@ -1,1 +1,0 @@
-"""Commands that manage single apps (remove-app, deploy, rollback, releases)."""

@@ -1,0 +1,186 @@
+"""Switching an app to a new release without dropping a request.
+
+A new release runs as a second vassal on its own socket beside the live one; it is
+health-checked directly over the uwsgi protocol, and only then does nginx (tested, then
+reloaded gracefully) send it traffic. The old vassal is retired once nginx's old workers have
+finished their requests. A release that fails its gate is stopped and never sees a request.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from fleet import layout
+from fleet.actions import Action, Remove, Run
+from fleet.config import AppConfig
+from fleet.emperor import vassal_entry
+from fleet.errors import FleetError
+from fleet.executor import perform
+from fleet.files import plan_file, plan_link
+from fleet.health import judge_reply
+from fleet.history import History
+from fleet.host import Host
+from fleet.layout import AppPaths
+from fleet.logs import app_log_tail
+from fleet.resources.release import app_dir
+from fleet.session import Session, Step
+from fleet.status import read_stats
+from fleet.uwsgi_client import get as uwsgi_get
+
+
+@dataclass
+class Rollout:
+    """What one app's run decided: which release serves, and how it gets there."""
+
+    name: str
+    commit: str | None = None
+    release: str | None = None  # the release that should serve after this run
+    live: str | None = None  # the release serving before this run
+    venv: str | None = None
+    vassal: bytes | None = None
+    env: bytes | None = None
+    site: bytes | None = None
+    previous_site: bytes | None = None  # the site before this run, to switch back to
+    swapped: bool = False  # a new release passed its gate and nginx must switch to it
+    vassal_written: float | None = None  # in-place reload: mtime of the rewritten ini
+    health: str = "skipped"
+    failed: bool = False
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self, changed: bool) -> dict[str, object]:
+        data: dict[str, object] = {"commit": self.commit, "release": self.release,
+                                   "health": self.health, "changed": changed}
+        if self.error:
+            data["error"] = self.error
+        return data
+
+
+def live_release_of(host: Host, app: str) -> str | None:
+    """The release `current` points at (switched only after nginx serves it)."""
+    state = host.state(AppPaths(app).current)
+    return state.target.rsplit("/", 1)[-1] if state and state.kind == "link" else None
+
+
+def live_release(session: Session, app: str) -> str | None:
+    return live_release_of(session.host, app)
+
+
+def app_env(app: AppConfig) -> tuple[tuple[str, str], ...]:
+    return app.env
+
+
+def run_init(session: Session, step: Step, app: AppConfig, rollout: Rollout) -> None:
+    """The app's init command (migrations...): as the app's user, in the new release."""
+    assert rollout.release and rollout.venv
+    paths = AppPaths(app.name)
+    env = (*app_env(app), ("PATH", f"{rollout.venv}/bin:/usr/local/bin:/usr/bin:/bin"),
+           ("VIRTUAL_ENV", rollout.venv), ("HOME", paths.shared))
+    argv = ("/usr/sbin/runuser", "-u", app.owner, "--", "sh", "-c", app.init or "")
+    session.apply(step, [Run(argv, "run the init command", env,
+                             app_dir(paths.release(rollout.release), app), 1800,
+                             tuple(v for _, v in app.env))])
+
+
+def gate(session: Session, app: AppConfig, release: str) -> str:
+    """Health-check a release's vassal on its own socket until it passes or time runs out."""
+    paths = AppPaths(app.name)
+    vassal_id = paths.vassal_id(release)
+    deadline = time.monotonic() + app.health.timeout
+    problem = "no answer yet"
+    while True:
+        try:
+            reply = uwsgi_get(paths.socket(release), app.health.path, app.domains[0],
+                              timeout=min(5.0, app.health.timeout))
+            problem = judge_reply(app, reply.status, reply.body) or ""
+            if not problem:
+                return f"HTTP {reply.status} on its own socket"
+        except (OSError, ValueError) as exc:
+            problem = f"no answer on {paths.socket(release)} ({exc.__class__.__name__})"
+        try:
+            entry = vassal_entry(read_stats(layout.EMPEROR_STATS), vassal_id)
+            if entry and (int(entry.get("respawns", 0)) > 0 or int(entry.get("cursed", 0))):
+                problem = "its vassal exited before answering (see the log below)"
+                break
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    raise FleetError(f"release {release} failed its health check ({problem}); "
+                     "the previous release keeps serving")
+
+
+def activate(session: Session, app: AppConfig, rollout: Rollout) -> None:
+    """Write the app's environment, then either reload the live vassal in place (same release,
+    new settings) or start the new release beside it and gate it."""
+    host = session.host
+    paths = AppPaths(app.name)
+    assert rollout.release and rollout.vassal is not None and rollout.env is not None
+    new_release = rollout.release != rollout.live
+    with session.step("deploy" if new_release else "vassal", app.name) as step:
+        session.apply(step, plan_file(host, paths.env_file, rollout.env, 0o600, secret=True,
+                                      why="environment"))
+        leftovers = [Remove(f"{layout.VASSALS_DIR}/{entry}", "left by an interrupted deploy")
+                     for entry in host.listdir(layout.VASSALS_DIR)
+                     if (layout.vassal_app(entry) or ("", ""))[0] == app.name
+                     and layout.vassal_app(entry)[1] not in (rollout.live, rollout.release)]
+        session.apply(step, leftovers)
+        if not new_release:
+            if session.apply(step, plan_file(host, paths.vassal(rollout.release),
+                                             rollout.vassal, 0o600,
+                                             why="the Emperor reloads it gracefully")):
+                state = host.state(paths.vassal(rollout.release))
+                rollout.vassal_written = state.mtime if state and not session.check else None
+            return
+        step.notes.append(f"{rollout.live or 'nothing'} -> {rollout.release}")
+        if app.init:
+            run_init(session, step, app, rollout)
+        session.apply(step, plan_file(host, paths.vassal(rollout.release), rollout.vassal,
+                                      0o600, why="new release, started beside the live one"))
+        if session.check:
+            step.notes.append("then health-checked on its own socket before nginx switches")
+            return
+        try:
+            step.notes.append(gate(session, app, rollout.release))
+        except FleetError:
+            step.log = app_log_tail(host, app.name) or None
+            session.apply(step, [Remove(paths.vassal(rollout.release), "failed its gate")])
+            raise
+        rollout.swapped = True
+
+
+def retire(session: Session, app: AppConfig, rollout: Rollout, history: History) -> None:
+    """After nginx serves the new release: point `current` at it, stop the old vassal, record
+    the deploy and prune old releases (their venvs too, unless a kept release shares one)."""
+    host = session.host
+    paths = AppPaths(app.name)
+    assert rollout.release and rollout.commit
+    with session.step("retire", app.name) as step:
+        actions: list[Action] = plan_link(host, paths.current, paths.release(rollout.release))
+        if rollout.live and rollout.live != rollout.release:
+            actions.append(Remove(paths.vassal(rollout.live), "replaced by the new release"))
+        history.record(rollout.release, rollout.commit, deployed=time.time(), failed=None)
+        prune = history.to_prune(app.keep_releases, rollout.release,
+                                 [r for r in host.listdir(paths.releases)
+                                  if not r.startswith(".")])
+        for old in prune:
+            actions.append(Remove(paths.release(old), f"keep_releases = {app.keep_releases}"))
+            history.releases.pop(old, None)
+        used = {r.venv for r in history.releases.values()} | {rollout.venv}
+        for venv in host.listdir(paths.venvs):
+            if paths.venv(venv) not in used and prune:
+                actions.append(Remove(paths.venv(venv), "no kept release uses it"))
+        actions += history.write_action(host)
+        session.apply(step, actions)
+
+
+def record_failure(session: Session, rollout: Rollout, history: History) -> None:
+    """Remember that a release failed, for `fleet releases` (not for plans)."""
+    if session.check or not rollout.release or not rollout.commit \
+            or rollout.release == rollout.live:
+        return
+    history.record(rollout.release, rollout.commit, failed=rollout.error or "failed")
+    for action in history.write_action(session.host):
+        perform(session.host, action)

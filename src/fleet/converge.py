@@ -80,6 +80,11 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
         elif not rollout.failed:  # a plan that cannot know the commit yet
             with session.step("deploy", app.name) as step:
                 session.apply(step, [Unknown("start and health-check the new release")])
+    if session.check:
+        for app in selected:
+            if any(s.app == app.name and s.actions for s in session.steps):
+                with session.step("health", app.name) as step:
+                    session.apply(step, [Unknown("health check through nginx")])
     try:
         replaced_workers = converge_nginx(config, selected, outcome, session)
         if only is None:

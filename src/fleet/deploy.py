@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fleet import layout
 from fleet.actions import Action, Remove, Run
 from fleet.config import AppConfig
-from fleet.emperor import vassal_entry
+from fleet.emperor import vassal_entry, wait_until_gone
 from fleet.errors import FleetError
 from fleet.executor import perform
 from fleet.files import plan_file, plan_link
@@ -137,6 +137,10 @@ def activate(session: Session, app: AppConfig, rollout: Rollout) -> None:
         step.notes.append(f"{rollout.live or 'nothing'} -> {rollout.release}")
         if app.init:
             run_init(session, step, app, rollout)
+        if not session.check and host.state(paths.vassal(rollout.release)) is None \
+                and not wait_until_gone(paths.vassal_id(rollout.release)):
+            raise FleetError(f"the Emperor still runs the old vassal of release "
+                             f"{rollout.release}; try again in a minute")
         session.apply(step, plan_file(host, paths.vassal(rollout.release), rollout.vassal,
                                       0o600, why="new release, started beside the live one"))
         if session.check:

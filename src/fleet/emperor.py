@@ -34,3 +34,23 @@ def wait_for_vassal(vassal_id: str, mtime: float, timeout: float, interval: floa
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def wait_until_gone(vassal_id: str, timeout: float = 30.0, interval: float = 0.25,
+                    stats_path: str = layout.EMPEROR_STATS) -> bool:
+    """Wait until the Emperor no longer lists a vassal whose ini was removed.
+
+    Re-creating an ini of the same name (a rollback to a release that just left) before the
+    old vassal has exited would let the dying one answer the health gate, and its vacuum
+    unlink the new one's socket.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if vassal_entry(read_stats(stats_path), vassal_id) is None:
+                return True
+        except (OSError, ValueError):
+            return True  # no Emperor running: no vassal either
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

@@ -27,7 +27,9 @@ NGINX_DEFAULT_SITE = f"{NGINX_SITES}/default"
 NGINX_USER = "www-data"
 SYSTEM_PYTHON = "/usr/bin/python3"
 UWSGI_BIN = "/usr/bin/uwsgi-core"
-BASE_PACKAGES = ("nginx", "uwsgi-core", "uwsgi-plugin-python3", "python3-venv", "git")
+# logrotate: nginx-common ships /etc/logrotate.d/nginx but does not depend on it.
+BASE_PACKAGES = ("nginx", "uwsgi-core", "uwsgi-plugin-python3", "python3-venv", "git",
+                 "logrotate")
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ def stream(server: BareServer, script: str) -> int:
     env = {"PATH": CLEAN_PATH, "HOME": "/root", "LANG": "C.UTF-8", "USER": "root"}
     if os.environ.get("TERM"):
         env["TERM"] = os.environ["TERM"]
+    if not sys.stdout.isatty():  # rich would wrap its tables at 80 columns in a log file
+        env["COLUMNS"] = os.environ.get("COLUMNS", "160")
     argv = ["nsenter", f"--target={server.init_pid}", "--all", "--root", "--wd",
             "env", "-i", *(f"{k}={v}" for k, v in env.items()), "sh", "-c", script]
     # Own session: Ctrl-C reaches only us, and we stop the command before tearing down.

@@ -28,6 +28,8 @@ PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 SIZE_RE = re.compile(r"^[0-9]+[kKmMgG]?$")
 MODULE_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*(\(\))?)?$")
 URL_PREFIX_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+PROCESS_RANGE_RE = re.compile(r"^([0-9]{1,3})-([0-9]{1,3})$")
+MODES = ("always", "on-demand")
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ class AppConfig:
     ref: str | None = None
     path: str = "."
     module: str = "wsgi:app"
-    processes: int = 2
+    processes: int = 2  # the maximum when min_processes is set
+    min_processes: int | None = None  # processes = "MIN-MAX": uWSGI's cheaper keeps MIN
     threads: int = 1
     env: tuple[tuple[str, str], ...] = ()
     static: tuple[tuple[str, str], ...] = ()
@@ -80,6 +83,12 @@ class AppConfig:
     persist: tuple[str, ...] = ("instance",)
     keep_releases: int = 5
     init: str | None = None
+    mode: str = "always"  # or "on-demand": the Emperor starts the vassal on a request
+    idle: int = 600  # on-demand: seconds without a request before the vassal stops
+
+    @property
+    def on_demand(self) -> bool:
+        return self.mode == "on-demand"
 
     @property
     def owner(self) -> str:
@@ -190,7 +199,7 @@ SERVER_KEYS = ["packages", "pip", "client_max_body_size"]
 PIP_KEYS = ["index_url", "extra_index_urls", "cert"]
 EMPEROR_KEYS = ["thunder_lock", "vassal_set"]
 APP_KEYS = ["repo", "ref", "path", "domains", "module", "processes", "threads", "env", "static",
-            "user", "health", "persist", "keep_releases", "init"]
+            "user", "health", "persist", "keep_releases", "init", "mode", "idle"]
 HEALTH_KEYS = ["path", "status", "contains", "timeout"]
 
 
@@ -268,6 +277,29 @@ def parse_health(c: Checker) -> HealthConfig:
     return HealthConfig(path, statuses, c.get_str("contains"), float(timeout))
 
 
+def parse_processes(c: Checker) -> tuple[int, int | None]:
+    """`processes`: a fixed count, or "MIN-MAX" for uWSGI's cheaper (fewer workers when quiet)."""
+    value = c.get("processes", (int, str), 2)
+    if isinstance(value, int):
+        return c.get_int("processes", 2, 1, 256), None
+    match = PROCESS_RANGE_RE.match(value)
+    if not match:
+        c.fail("processes", f"expected an integer or a range such as \"1-8\", got {value!r}")
+    low, high = int(match.group(1)), int(match.group(2))
+    if not 1 <= low < high <= 256:
+        c.fail("processes", f"range {value!r} must be MIN-MAX with 1 <= MIN < MAX <= 256")
+    return high, low
+
+
+def parse_mode(c: Checker) -> tuple[str, int]:
+    mode = c.get_str("mode", "always")
+    if mode not in MODES:
+        c.fail("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    if "idle" in c.table and mode != "on-demand":
+        c.fail("idle", "only applies with mode = \"on-demand\"")
+    return mode, c.get_int("idle", 600, 1, 86400)
+
+
 def parse_app(c: Checker, name: str) -> AppConfig:
     if not APP_NAME_RE.match(name):
         c.fail("", f"invalid app name {name!r}: use lowercase letters, digits and dashes, "
@@ -312,6 +344,8 @@ def parse_app(c: Checker, name: str) -> AppConfig:
     user = c.get_str("user", "", pattern=APP_NAME_RE, what="a valid user name")
     if user == "root":
         c.fail("user", "apps never run as root")
+    processes, min_processes = parse_processes(c)
+    mode, idle = parse_mode(c)
     return AppConfig(
         name=name,
         repo=repo,
@@ -320,7 +354,8 @@ def parse_app(c: Checker, name: str) -> AppConfig:
         domains=domains,
         module=c.get_str("module", "wsgi:app", pattern=MODULE_RE,
                          what="a module spec such as 'wsgi:app' or 'pkg:create_app()'"),
-        processes=c.get_int("processes", 2, 1, 256),
+        processes=processes,
+        min_processes=min_processes,
         threads=c.get_int("threads", 1, 1, 256),
         env=tuple(sorted(env_pairs)),
         static=tuple(sorted(static_pairs)),
@@ -329,6 +364,8 @@ def parse_app(c: Checker, name: str) -> AppConfig:
         persist=persist,
         keep_releases=c.get_int("keep_releases", 5, 1, 100),
         init=c.get_str("init"),
+        mode=mode,
+        idle=idle,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,10 +42,26 @@ class WorkerInfo:
     respawns: int
 
 
-def parse_workers(stats: dict[str, Any]) -> list[WorkerInfo]:
+def proc_rss(pid: int) -> int:
+    """Resident memory in bytes from /proc (uWSGI reports rss only with memory-report on)."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def parse_workers(stats: dict[str, Any],
+                  rss_of: Callable[[int], int] = proc_rss) -> list[WorkerInfo]:
+    """Workers from a vassal's stats. uWSGI counts a worker's first start in respawn_count,
+    so respawns are that count minus one."""
     return [WorkerInfo(int(w.get("pid", 0)), str(w.get("status", "?")),
-                       int(w.get("requests", 0)), int(w.get("rss", 0)),
-                       int(w.get("respawn_count", 0)))
+                       int(w.get("requests", 0)),
+                       int(w.get("rss", 0)) or rss_of(int(w.get("pid", 0))),
+                       max(int(w.get("respawn_count", 0)) - 1, 0))
             for w in stats.get("workers", [])]
 
 

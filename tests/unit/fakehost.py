@@ -182,7 +182,8 @@ class FakeHost:
             return RunResult(0, url + "\n", "")
         if args[0] == "rev-parse":
             ref = args[-1].removesuffix("^{commit}")
-            sha = refs.get(ref) or (ref if ref in refs.values() else None)
+            known = ref in refs.values() or ref in self.repo_files
+            sha = refs.get(ref) or (ref if known else None)
             return RunResult(0, sha + "\n", "") if sha else RunResult(1, "", "")
         if args[0] == "archive":
             self.write(args[3], args[4].encode(), 0o644, "root", "root")

@@ -9,7 +9,9 @@ from fleet import deploy as deploy_mod
 from fleet.actions import Run, Unknown, WriteFile
 from fleet.config import Config
 from fleet.converge import converge
+from fleet.errors import FleetError
 from fleet.health import HealthResult
+from fleet.history import History
 from fleet.session import Session, Status
 from fleet.store import desired_state
 from tests.unit.fakehost import FakeHost
@@ -219,3 +221,57 @@ def test_drifted_file_mode_is_repaired() -> None:
     session, _ = run(host, cfg)
     assert changed_steps(session) == ["vassal alpha"]
     assert host.state("/etc/uwsgi/vassals/alpha@aaaaaaaaaaaa.ini").mode == 0o600
+
+
+def test_release_failing_its_gate_is_stopped_and_the_old_one_keeps_serving(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    host = server()
+    cfg = config(host)
+    run(host, cfg)
+    site = host.read("/etc/nginx/sites-enabled/fleet-alpha.conf")
+    host.commits["git://remote/alpha.git"] = {"HEAD": SHA_A2}
+
+    def failing_gate(*_args, **_kwargs):
+        raise FleetError("release bbbbbbbbbbbb failed its health check (HTTP 500)")
+
+    monkeypatch.setattr(deploy_mod, "gate", failing_gate)
+    _session, outcome = run(host, cfg)
+    assert outcome.apps["alpha"].failed and "health check" in outcome.apps["alpha"].error
+    assert host.state("/etc/uwsgi/vassals/alpha@bbbbbbbbbbbb.ini") is None
+    assert host.state("/etc/uwsgi/vassals/alpha@aaaaaaaaaaaa.ini") is not None
+    assert host.read("/etc/nginx/sites-enabled/fleet-alpha.conf") == site
+    assert host.state("/srv/fleet/alpha/current").target.endswith("/aaaaaaaaaaaa")
+    history = History.load(host, "alpha")
+    assert history.releases["bbbbbbbbbbbb"].failed
+    assert not outcome.apps["beta"].failed
+
+
+def test_rollback_pin_wins_over_the_moving_ref() -> None:
+    host = server()
+    cfg = config(host)
+    run(host, cfg)
+    host.commits["git://remote/alpha.git"] = {"HEAD": SHA_A2}
+    run(host, cfg)
+    assert host.state("/srv/fleet/alpha/current").target.endswith("/bbbbbbbbbbbb")
+    history = History.load(host, "alpha")
+    previous = history.previous("bbbbbbbbbbbb")
+    assert previous is not None and previous.commit == SHA_A1
+    history.pin = {"commit": SHA_A1, "ref": None}
+    host.write(history.write_action(host)[0].path, history.to_bytes(), 0o600, "root", "root")
+    run(host, cfg)
+    assert host.state("/srv/fleet/alpha/current").target.endswith("/aaaaaaaaaaaa")
+
+
+def test_old_releases_are_pruned_to_keep_releases() -> None:
+    host = server()
+    text = CONFIG.replace('domains = ["alpha.test"]', 'domains = ["alpha.test"]\nkeep_releases = 2')
+    cfg = config(host, text)
+    shas = [c * 40 for c in "def9"]
+    for sha in shas:
+        host.repo_files[sha] = {"requirements.txt": b"flask\n", "wsgi.py": sha.encode()}
+    run(host, cfg)
+    for sha in shas:
+        host.commits["git://remote/alpha.git"] = {"HEAD": sha}
+        run(host, cfg)
+    kept = host.listdir("/srv/fleet/alpha/releases")
+    assert kept == sorted([shas[-2][:12], shas[-1][:12]]), kept

@@ -46,7 +46,6 @@ class Options:
 
 
 OPTIONS = Options()
-err = Console(stderr=True, highlight=False)
 
 
 def require_root() -> None:

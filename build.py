@@ -65,7 +65,7 @@ SHIV_ROOT = "/var/lib/fleet/shiv"  # where the pyz extracts itself; root-owned o
 SHEBANG = "/usr/bin/env python3"
 CONSOLE_SCRIPT = "fleet"
 BUILD_ID_FILE = "fleet/_build_id.txt"  # relative to site-packages; read by fleet at runtime
-SOURCES = ("src", "templates", "systemd", "pyproject.toml", "build.py")
+SOURCES = ("src", "templates", "systemd", "bootstrap", "pyproject.toml", "build.py")
 DEFAULT_EPOCH = 315532800  # 1980-01-01 00:00:00 UTC, the earliest time a zip can hold
 
 # Pinned so that the same sources give the same pyz (shiv's bootstrap code goes into it).

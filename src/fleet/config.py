@@ -12,9 +12,13 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet.errors import ConfigError
+from fleet.routes import check_routes, parse_prefix, parse_socket
+
+if TYPE_CHECKING:
+    from fleet.inventory import FrontApp
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,11 +43,32 @@ class PipSettings:
     cert: str | None = None
 
 
+LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+HSTS_DEFAULT = 15768000  # half a year: long enough to matter, short enough to back out of
+
+
+@dataclass(frozen=True)
+class AcmeSettings:
+    email: str | None = None
+    directory: str = LETSENCRYPT
+    ca_bundle: str | None = None  # trusted for the ACME directory (a private CA)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """`off`, `acme` (certificates from [server.acme]) or `files` (the operator's cert/key)."""
+
+    mode: str = "off"
+    cert: str | None = None
+    key: str | None = None
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     packages: tuple[str, ...] = ()
     pip: PipSettings = field(default_factory=PipSettings)
     client_max_body_size: str = "10m"
+    acme: AcmeSettings = field(default_factory=AcmeSettings)
 
 
 @dataclass(frozen=True)
@@ -83,12 +108,26 @@ class AppConfig:
     persist: tuple[str, ...] = ("instance",)
     keep_releases: int = 5
     init: str | None = None
+    env_file: str | None = None  # root-only KEY=VALUE file merged under `env`
     mode: str = "always"  # or "on-demand": the Emperor starts the vassal on a request
     idle: int = 600  # on-demand: seconds without a request before the vassal stops
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    hsts: int = HSTS_DEFAULT  # Strict-Transport-Security max-age with TLS on; 0: none
+    prefix: str = "/"  # URL path under its domains; the app sees it as SCRIPT_NAME
+    socket: str = "unix"  # or "tcp:HOST:PORT"
 
     @property
     def on_demand(self) -> bool:
         return self.mode == "on-demand"
+
+    @property
+    def tcp_address(self) -> str | None:
+        """HOST:PORT the vassal binds, or None for a unix socket in the app's run dir."""
+        return self.socket[len("tcp:"):] if self.socket.startswith("tcp:") else None
+
+    def url(self, path: str) -> str:
+        """A path of the app (health, static) as visitors request it: under its prefix."""
+        return path if self.prefix == "/" else self.prefix + path
 
     @property
     def owner(self) -> str:
@@ -100,6 +139,7 @@ class Config:
     server: ServerConfig
     emperor: EmperorConfig
     apps: tuple[AppConfig, ...]
+    front: tuple[FrontApp, ...] = ()  # a front server's balanced apps (fleet.inventory)
 
     def app(self, name: str) -> AppConfig | None:
         return next((a for a in self.apps if a.name == name), None)
@@ -195,11 +235,15 @@ def kind_name(kind: type | tuple[type, ...]) -> str:
 
 # --------------------------------------------------------------------------- sections
 
-SERVER_KEYS = ["packages", "pip", "client_max_body_size"]
+SERVER_KEYS = ["packages", "pip", "client_max_body_size", "acme"]
+ACME_KEYS = ["email", "directory", "ca_bundle"]
+TLS_KEYS = ["cert", "key"]
 PIP_KEYS = ["index_url", "extra_index_urls", "cert"]
 EMPEROR_KEYS = ["thunder_lock", "vassal_set"]
 APP_KEYS = ["repo", "ref", "path", "domains", "module", "processes", "threads", "env", "static",
-            "user", "health", "persist", "keep_releases", "init", "mode", "idle"]
+            "user", "health", "persist", "keep_releases", "init", "mode", "idle",
+            "env_file", "prefix", "socket", "tls", "hsts"]
+INVENTORY_APP_KEYS = ["servers"]  # where the app runs: read by fleet push (fleet.inventory)
 HEALTH_KEYS = ["path", "status", "contains", "timeout"]
 
 
@@ -220,7 +264,49 @@ def parse_server(c: Checker) -> ServerConfig:
         packages=packages,
         pip=PipSettings(pip.get_str("index_url"), pip.get_str_list("extra_index_urls"), cert),
         client_max_body_size=body,
+        acme=parse_acme(c.sub("acme")),
     )
+
+
+def check_absolute(c: Checker, key: str, value: str | None) -> str | None:
+    if value is not None and (not value.startswith("/") or ".." in value.split("/")):
+        c.fail(key, f"{value!r} must be an absolute path without '..'")
+    return value
+
+
+def parse_acme(c: Checker) -> AcmeSettings:
+    c.check_known(ACME_KEYS)
+    email = c.get_str("email")
+    if email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", email):
+        c.fail("email", f"{email!r} is not an email address")
+    directory = c.get_str("directory", LETSENCRYPT)
+    if not directory.startswith("https://"):
+        c.fail("directory", f"{directory!r} must be an https:// URL (the ACME directory)")
+    return AcmeSettings(email, directory, check_absolute(c, "ca_bundle", c.get_str("ca_bundle")))
+
+
+def parse_tls(c: Checker) -> TlsConfig:
+    """Only the shape here; the files themselves are checked on the server (fleet.certs)."""
+    value = c.get("tls", (str, dict), "off")
+    if isinstance(value, str):
+        if value not in ("off", "acme"):
+            c.fail("tls", f"{value!r} must be \"off\", \"acme\" or {{ cert = PATH, key = PATH }}")
+        return TlsConfig(value)
+    files = c.sub("tls")
+    files.check_known(TLS_KEYS)
+    cert = check_absolute(files, "cert", files.get_str("cert", required=True))
+    key = check_absolute(files, "key", files.get_str("key", required=True))
+    return TlsConfig("files", cert, key)
+
+
+def parse_hsts(c: Checker) -> int:
+    """true: the default max-age; false or 0: no header; an integer: that max-age."""
+    value = c.get("hsts", (bool, int), True)
+    if isinstance(value, bool):
+        return HSTS_DEFAULT if value else 0
+    if not 0 <= value <= 63072000:
+        c.fail("hsts", f"max-age must be between 0 and 63072000 seconds, got {value}")
+    return value
 
 
 def parse_emperor(c: Checker) -> EmperorConfig:
@@ -253,6 +339,14 @@ def check_relative(c: Checker, key: str, value: str) -> str:
     if path.is_absolute() or ".." in path.parts:
         c.fail(key, f"{value!r} must be a relative path inside the app (no '..', not absolute)")
     return str(path)
+
+
+def check_env_file_key(c: Checker) -> str | None:
+    """Only the path's shape here; owner, mode and content are checked on the server."""
+    value = c.get_str("env_file")
+    if value is not None and (not value.startswith("/") or ".." in value.split("/")):
+        c.fail("env_file", f"{value!r} must be an absolute path without '..'")
+    return value
 
 
 def parse_health(c: Checker) -> HealthConfig:
@@ -304,7 +398,7 @@ def parse_app(c: Checker, name: str) -> AppConfig:
     if not APP_NAME_RE.match(name):
         c.fail("", f"invalid app name {name!r}: use lowercase letters, digits and dashes, "
                    "starting with a letter, at most 32 characters")
-    c.check_known(APP_KEYS)
+    c.check_known(APP_KEYS + INVENTORY_APP_KEYS)
     repo = c.get_str("repo", required=True)
     if not repo.strip():
         c.fail("repo", "must not be empty")
@@ -336,6 +430,7 @@ def parse_app(c: Checker, name: str) -> AppConfig:
         if not isinstance(directory, str):
             static.fail(str(url), f"expected a directory name, got {type_name(directory)}")
         static_pairs.append((str(url), check_relative(static, str(url), directory)))
+    c.get_str_list("servers")  # where the app runs: checked by fleet.inventory, unused here
     persist = c.get_str_list("persist", ("instance",))
     for index, item in enumerate(persist):
         check_relative(c, f"persist[{index}]", item)
@@ -364,19 +459,18 @@ def parse_app(c: Checker, name: str) -> AppConfig:
         persist=persist,
         keep_releases=c.get_int("keep_releases", 5, 1, 100),
         init=c.get_str("init"),
+        env_file=check_env_file_key(c),
         mode=mode,
         idle=idle,
+        tls=parse_tls(c),
+        hsts=parse_hsts(c),
+        prefix=parse_prefix(c),
+        socket=parse_socket(c, mode == "on-demand"),
     )
 
 
 def check_across_apps(source: str, apps: list[AppConfig]) -> None:
-    owners: dict[str, str] = {}
-    for app in apps:
-        for domain in app.domains:
-            if domain in owners:
-                raise ConfigError(source, f"apps.{app.name}.domains",
-                                  f"{domain!r} is already used by app {owners[domain]!r}")
-            owners[domain] = app.name
+    check_routes(source, apps)  # domain + prefix, locations, TCP addresses
     users: dict[str, str] = {}
     for app in apps:
         if app.owner in users:
@@ -395,7 +489,8 @@ def parse_toml(source: str, text: str) -> dict[str, Any]:
         raise ConfigError(source, "", f"invalid TOML: {exc}") from None
 
 
-TOP_KEYS = ["server", "emperor", "apps"]
+# servers: fleet push's inventory (ignored by apply); front: a front server's upstreams.
+TOP_KEYS = ["server", "emperor", "apps", "servers", "front"]
 
 
 def parse_document(source: str, data: Mapping[str, Any]) -> tuple[
@@ -416,8 +511,8 @@ def parse_app_document(source: str, name: str, data: Mapping[str, Any]) -> AppCo
 
 
 def build_config(source: str, server: ServerConfig | None, emperor: EmperorConfig | None,
-                 apps: Mapping[str, AppConfig]) -> Config:
+                 apps: Mapping[str, AppConfig], front: tuple[FrontApp, ...] = ()) -> Config:
     ordered = [apps[name] for name in sorted(apps)]
     check_across_apps(source, ordered)
-    return Config(server or ServerConfig(), emperor or EmperorConfig(), tuple(ordered))
+    return Config(server or ServerConfig(), emperor or EmperorConfig(), tuple(ordered), front)
 

@@ -12,14 +12,16 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
-from fleet import layout
+from fleet import certs, layout, sites
 from fleet.actions import Action, Remove, Run, Unknown
 from fleet.config import AppConfig, Config
 from fleet.deploy import Rollout, activate, live_release, record_failure, retire
 from fleet.emperor import wait_for_vassal
+from fleet.envfile import app_environment
 from fleet.errors import FleetError
 from fleet.executor import perform
 from fleet.files import plan_absent, plan_dir, plan_file
+from fleet.front import check_front, converge_front
 from fleet.health import check_app
 from fleet.history import History
 from fleet.host import Host
@@ -28,6 +30,7 @@ from fleet.logs import app_log_tail
 from fleet.nginx import apply_tested, wait_workers_gone, worker_pids
 from fleet.render import render
 from fleet.resources import repo as repo_res
+from fleet.resources import tls
 from fleet.resources.packages import plan_packages
 from fleet.resources.release import (
     app_dir,
@@ -40,6 +43,7 @@ from fleet.resources.release import (
 from fleet.resources.services import plan_service
 from fleet.resources.users import plan_user, user_exists
 from fleet.session import Session, Step, StepFailed
+from fleet.tcp_switch import restore_live
 
 
 @dataclass
@@ -56,7 +60,7 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
     histories = {a.name: History.load(session.host, a.name) for a in selected}
     try:
         with session.step("packages") as step:
-            wanted = [*layout.BASE_PACKAGES, *config.server.packages]
+            wanted = [*layout.BASE_PACKAGES, *tls.packages(config), *config.server.packages]
             session.apply(step, plan_packages(session.host, wanted))
         with session.step("directories") as step:
             session.apply(step, plan_dir(session.host, layout.SRV, 0o755)
@@ -80,15 +84,13 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
         elif not rollout.failed:  # a plan that cannot know the commit yet
             with session.step("deploy", app.name) as step:
                 session.apply(step, [Unknown("start and health-check the new release")])
-    if session.check:
-        for app in selected:
-            if any(s.app == app.name and s.actions for s in session.steps):
-                with session.step("health", app.name) as step:
-                    session.apply(step, [Unknown("health check through nginx")])
+
     try:
         replaced_workers = converge_nginx(config, selected, outcome, session)
+        converge_certificates(config, selected, outcome, session)
         if only is None:
             remove_stale(config, session)
+            converge_front(config, session, outcome.apps)  # a front server's upstreams
     except StepFailed as exc:
         outcome.aborted = exc.step.error
         return outcome
@@ -97,6 +99,8 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
             wait_workers_gone(replaced_workers)
         for app in selected:
             finish_app(app, outcome.apps[app.name], session, histories[app.name], health)
+        if only is None and health:
+            check_front(config, session, outcome.apps)
     return outcome
 
 
@@ -140,9 +144,10 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
             if rollout.release not in history.releases and not session.check:
                 history.record(rollout.release, rollout.commit, venv=rollout.venv,
                                built=time.time())
-        rollout.env = render("app.env.j2", env=app.env)
+        rollout.env = render("app.env.j2", env=app_environment(host, app))
         rollout.vassal = render_vassal(config, app, rollout)
-        rollout.site = render_site(config, app, rollout.release)
+        rollout.site = render_site(config, app, rollout.release,
+                                   certs.site_tls(host, app, certs.nginx_version(host)))
 
     guarded(rollout, steps)
     return rollout
@@ -170,6 +175,8 @@ def sync_repo(app: AppConfig, session: Session, step: Step, history: History) ->
     paths = AppPaths(app.name)
     existed = host.state(paths.repo) is not None
     session.apply(step, repo_res.plan_clone(host, app.repo, paths.repo))
+    if existed or not session.check:  # the mirror holds all the code: root only, like releases
+        session.apply(step, plan_dir(host, paths.repo, 0o700))
     pin = history.pin if history.pin and history.pin.get("ref") == app.ref else None
     if session.check:
         commit = (pin or {}).get("commit") or repo_res.remote_commit(host, app.repo, app.ref)
@@ -191,31 +198,43 @@ def render_vassal(config: Config, app: AppConfig, rollout: Rollout) -> bytes:
         "vassal.ini.j2", app=app, release=rollout.release,
         env_digest=hashlib.sha256(rollout.env).hexdigest()[:16],
         chdir=app_dir(paths.release(rollout.release), app), venv=rollout.venv,
-        thunder_lock=config.emperor.thunder_lock, socket=paths.socket(rollout.release),
+        thunder_lock=config.emperor.thunder_lock,
+        socket=paths.serving_socket(rollout.release, app.on_demand),
         stats=paths.stats(rollout.release), nginx_group=layout.NGINX_USER,
         env_file=paths.env_file,
     )
 
 
-def render_site(config: Config, app: AppConfig, release: str) -> bytes:
+def render_site(config: Config, app: AppConfig, release: str,
+                tls: dict | None = None) -> bytes:
+    """The app's server blocks: HTTPS (plus an HTTP redirect) when `tls` names its files;
+    only its locations when another app holds the server block of its domains (sites.py)."""
     paths = AppPaths(app.name)
     root = app_dir(paths.release(release), app)
-    static = [(url.rstrip("/") + "/", f"{root}/{directory}/") for url, directory in app.static]
+    static = sites.static_locations(app, root)
+    holder = sites.holder_of(config, app)
+    if holder.name != app.name:
+        return render("nginx-locations.conf.j2", app=app, release=release, holder=holder.name,
+                      socket=paths.serving_socket(release, app.on_demand), static=static)
     return render("nginx-site.conf.j2", app=app, release=release,
-                  socket=paths.socket(release), static=static,
-                  client_max_body_size=config.server.client_max_body_size)
+                  socket=paths.serving_socket(release, app.on_demand), static=static,
+                  locations_dir=sites.locations_dir(app),
+                  client_max_body_size=config.server.client_max_body_size, tls=tls,
+                  acme_webroot=certs.ACME_WEBROOT if app.tls.mode == "acme" else None)
 
 
 def converge_tmpfiles(config: Config, session: Session, step: Step) -> None:
     host = session.host
     apps = [a for a in config.apps if session.check or user_exists(host, a.owner)]
     content = render("tmpfiles.conf.j2", run_root=layout.RUN, nginx_group=layout.NGINX_USER,
+                     on_demand_dir=layout.ON_DEMAND_DIR,
                      apps=[{"run_dir": AppPaths(a.name).run_dir, "owner": a.owner}
                            for a in apps])
     actions = plan_file(host, layout.TMPFILES, content, 0o644)
     drift = [a for a in apps
              if plan_dir(host, AppPaths(a.name).run_dir, 0o750, a.owner, layout.NGINX_USER)]
-    if actions or drift:
+    on_demand_drift = plan_dir(host, layout.ON_DEMAND_DIR, 0o750, "root", layout.NGINX_USER)
+    if actions or drift or on_demand_drift:
         actions.append(Run(("systemd-tmpfiles", "--create", layout.TMPFILES),
                            "create runtime directories"))
     session.apply(step, actions)
@@ -229,10 +248,38 @@ def converge_emperor(config: Config, session: Session, step: Step) -> None:
     ini = plan_file(host, layout.EMPEROR_INI,
                     render("emperor.ini.j2", vassals_dir=layout.VASSALS_DIR,
                            emperor_stats=layout.EMPEROR_STATS,
+                           on_demand_extension=layout.ON_DEMAND_EXTENSION,
                            vassal_set=config.emperor.vassal_set), 0o644)
     session.apply(step, unit + ini)
     session.apply(step, plan_service(host, layout.EMPEROR_UNIT_NAME, changed=bool(ini),
                                      on_change="restart", unit_file_changed=bool(unit)))
+
+
+def render_global(host: Host) -> bytes:
+    version = certs.nginx_version(host)  # unknown before nginx is installed: assume current
+    return render("nginx-fleet.conf.j2",
+                  reject_handshake=version is None or version >= (1, 19, 4))
+
+
+def converge_certificates(config: Config, selected: list[AppConfig], outcome: Outcome,
+                          session: Session) -> None:
+    """ACME certificates once each app's HTTP site is live; a new one switches it to HTTPS.
+    A refused certificate fails its step only: the app keeps serving over HTTP."""
+    host = session.host
+
+    def ready(app: AppConfig) -> bool:
+        rollout = outcome.apps[app.name]
+        return not rollout.failed and rollout.site is not None and rollout.release is not None
+
+    def switch_site(app: AppConfig, step: Step) -> bool:
+        rollout = outcome.apps[app.name]
+        assert rollout.release
+        rollout.site = render_site(config, app, rollout.release,
+                                   certs.site_tls(host, app, certs.nginx_version(host)))
+        actions = plan_file(host, AppPaths(app.name).nginx_site, rollout.site, 0o644)
+        return apply_tested(session, step, actions, "this app's HTTPS site")
+
+    tls.converge_tls(config, selected, session, ready, switch_site)
 
 
 def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
@@ -242,7 +289,7 @@ def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
     host = session.host
     changed = False
     with session.step("nginx config") as step:
-        actions = (plan_file(host, layout.NGINX_GLOBAL, render("nginx-fleet.conf.j2"), 0o644)
+        actions = (plan_file(host, layout.NGINX_GLOBAL, render_global(host), 0o644)
                    + plan_absent(host, layout.NGINX_DEFAULT_SITE, "fleet's catch-all replaces it"))
         changed |= apply_tested(session, step, actions, "fleet's global config")
     for app in selected:
@@ -253,9 +300,11 @@ def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
         def site_step(app: AppConfig = app, rollout: Rollout = rollout) -> None:
             nonlocal changed
             with session.step("nginx site", app.name) as step:
-                actions = plan_file(host, AppPaths(app.name).nginx_site, rollout.site or b"",
-                                    0o644)
-                rollout.previous_site = host.read(AppPaths(app.name).nginx_site)
+                site = sites.site_file(config, app)
+                actions = (sites.plan_site_dirs(host, config, app)
+                           + plan_file(host, site, rollout.site or b"", 0o644)
+                           + sites.moved_files(host, config, app))
+                rollout.previous_site, rollout.site_file = host.read(site), site
                 try:
                     changed |= apply_tested(session, step, actions, "this app's site")
                 except FleetError:
@@ -298,11 +347,12 @@ def health_check(app: AppConfig, rollout: Rollout, session: Session) -> None:
                 vassal_id, rollout.vassal_written, app.health.timeout):
             raise FleetError(f"the Emperor did not reload {vassal_id} within "
                              f"{app.health.timeout:.0f} s")
-        result = check_app(app, f"{app.name}@{rollout.release}")
+        result = check_app(app, f"{app.name}@{rollout.release}",
+                           https=certs.served_files(session.host, app) is not None)
         step.notes.append(f"{result.detail} after {result.elapsed:.1f} s")
         if not result.passed:
             step.log = app_log_tail(session.host, app.name) or None
-            raise FleetError(f"GET {app.health.path} with Host {app.domains[0]}: "
+            raise FleetError(f"GET {app.url(app.health.path)} with Host {app.domains[0]}: "
                              f"{result.detail} (waited {result.elapsed:.0f} s)")
 
 
@@ -312,10 +362,24 @@ def switch_back(app: AppConfig, rollout: Rollout, session: Session) -> None:
     with session.step("switch back", app.name) as step:
         actions: list[Action] = []
         if rollout.previous_site is not None:
-            actions += plan_file(session.host, paths.nginx_site, rollout.previous_site, 0o644)
+            actions += plan_file(session.host, rollout.site_file or paths.nginx_site,
+                                 rollout.previous_site, 0o644)
             actions.append(Run(("systemctl", "reload", "nginx"), "reload nginx"))
         actions.append(Remove(paths.vassal(rollout.release or ""), "failed through nginx"))
         session.apply(step, actions)
+        restore_live(session, step, app, rollout)  # a TCP app's previous vassal
+
+
+def orphan_socket_files(host: Host, removed: set[str]) -> list[Action]:
+    """On-demand .socket files whose vassal ini is gone (retired releases, removed apps)."""
+    entries = set(host.listdir(layout.VASSALS_DIR))
+    actions: list[Action] = []
+    for entry in sorted(entries):
+        ini = entry[: -len(layout.ON_DEMAND_EXTENSION)]
+        if entry.endswith(".ini" + layout.ON_DEMAND_EXTENSION) and (
+                ini not in entries or f"{layout.VASSALS_DIR}/{ini}" in removed):
+            actions.append(Remove(f"{layout.VASSALS_DIR}/{entry}", "its vassal is gone"))
+    return actions
 
 
 def remove_stale(config: Config, session: Session) -> None:
@@ -327,9 +391,11 @@ def remove_stale(config: Config, session: Session) -> None:
         owner = layout.vassal_app(entry)
         if entry.endswith(".ini") and (owner is None or owner[0] not in names):
             actions.append(Remove(f"{layout.VASSALS_DIR}/{entry}", "app no longer configured"))
+    actions += orphan_socket_files(host, {a.path for a in actions if isinstance(a, Remove)})
     for entry in host.listdir(layout.NGINX_SITES):
         if entry.startswith("fleet-") and entry.endswith(".conf") and entry[6:-5] not in names:
             actions.append(Remove(f"{layout.NGINX_SITES}/{entry}", "app no longer configured"))
+    actions += sites.stale_locations(host, config)
     for entry in host.listdir(layout.ENV_DIR):
         if entry.endswith(".env") and entry[:-4] not in names:
             actions.append(Remove(f"{layout.ENV_DIR}/{entry}", "app no longer configured"))
@@ -337,6 +403,7 @@ def remove_stale(config: Config, session: Session) -> None:
         return
     with session.step("remove stale apps") as step:
         session.apply(step, actions)
-        if any(a.path.startswith(layout.NGINX_SITES) for a in actions if isinstance(a, Remove)):
+        if any(a.path.startswith((layout.NGINX_SITES, layout.NGINX_LOCATIONS))
+               for a in actions if isinstance(a, Remove)):
             session.apply(step, plan_service(host, "nginx", changed=True))
 

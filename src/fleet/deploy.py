@@ -15,17 +15,20 @@ from fleet import layout
 from fleet.actions import Action, Remove, Run
 from fleet.config import AppConfig
 from fleet.emperor import vassal_entry, wait_until_gone
+from fleet.envfile import app_environment
 from fleet.errors import FleetError
 from fleet.executor import perform
-from fleet.files import plan_file, plan_link
+from fleet.files import plan_absent, plan_file, plan_link
 from fleet.health import judge_reply
 from fleet.history import History
 from fleet.host import Host
 from fleet.layout import AppPaths
 from fleet.logs import app_log_tail
+from fleet.render import render
 from fleet.resources.release import app_dir
 from fleet.session import Session, Step
 from fleet.status import read_stats
+from fleet.tcp_switch import free_address, restore_live
 from fleet.uwsgi_client import get as uwsgi_get
 
 
@@ -42,6 +45,8 @@ class Rollout:
     env: bytes | None = None
     site: bytes | None = None
     previous_site: bytes | None = None  # the site before this run, to switch back to
+    site_file: str | None = None  # where the app's nginx file lives (fleet.sites)
+    stopped_live: bytes | None = None  # TCP app: ini of the live vassal stopped for the new one
     swapped: bool = False  # a new release passed its gate and nginx must switch to it
     vassal_written: float | None = None  # in-place reload: mtime of the rewritten ini
     health: str = "skipped"
@@ -67,37 +72,40 @@ def live_release(session: Session, app: str) -> str | None:
     return live_release_of(session.host, app)
 
 
-def app_env(app: AppConfig) -> tuple[tuple[str, str], ...]:
-    return app.env
+def app_env(host: Host, app: AppConfig) -> tuple[tuple[str, str], ...]:
+    return app_environment(host, app)
 
 
 def run_init(session: Session, step: Step, app: AppConfig, rollout: Rollout) -> None:
     """The app's init command (migrations...): as the app's user, in the new release."""
     assert rollout.release and rollout.venv
     paths = AppPaths(app.name)
-    env = (*app_env(app), ("PATH", f"{rollout.venv}/bin:/usr/local/bin:/usr/bin:/bin"),
+    app_vars = app_env(session.host, app)
+    env = (*app_vars, ("PATH", f"{rollout.venv}/bin:/usr/local/bin:/usr/bin:/bin"),
            ("VIRTUAL_ENV", rollout.venv), ("HOME", paths.shared))
     argv = ("/usr/sbin/runuser", "-u", app.owner, "--", "sh", "-c", app.init or "")
     session.apply(step, [Run(argv, "run the init command", env,
                              app_dir(paths.release(rollout.release), app), 1800,
-                             tuple(v for _, v in app.env))])
+                             tuple(v for _, v in app_vars))])
 
 
 def gate(session: Session, app: AppConfig, release: str) -> str:
     """Health-check a release's vassal on its own socket until it passes or time runs out."""
     paths = AppPaths(app.name)
     vassal_id = paths.vassal_id(release)
+    # An on-demand one wakes up; a TCP one is reached on its address (fleet.tcp_switch).
+    address = app.tcp_address or paths.serving_socket(release, app.on_demand)
     deadline = time.monotonic() + app.health.timeout
     problem = "no answer yet"
     while True:
         try:
-            reply = uwsgi_get(paths.socket(release), app.health.path, app.domains[0],
+            reply = uwsgi_get(address, app.url(app.health.path), app.domains[0],
                               timeout=min(5.0, app.health.timeout))
             problem = judge_reply(app, reply.status, reply.body) or ""
             if not problem:
                 return f"HTTP {reply.status} on its own socket"
         except (OSError, ValueError) as exc:
-            problem = f"no answer on {paths.socket(release)} ({exc.__class__.__name__})"
+            problem = f"no answer on {address} ({exc.__class__.__name__})"
         try:
             entry = vassal_entry(read_stats(layout.EMPEROR_STATS), vassal_id)
             if entry and (int(entry.get("respawns", 0)) > 0 or int(entry.get("cursed", 0))):
@@ -110,6 +118,29 @@ def gate(session: Session, app: AppConfig, release: str) -> str:
         time.sleep(0.3)
     raise FleetError(f"release {release} failed its health check ({problem}); "
                      "the previous release keeps serving")
+
+
+def plan_on_demand(session: Session, app: AppConfig, release: str) -> list[Action]:
+    """The .socket file beside the ini makes a vassal on-demand; the Emperor reads it only when
+    it first sees the ini, so it is written (or removed) before the ini."""
+    paths = AppPaths(app.name)
+    if not app.on_demand:
+        return plan_absent(session.host, paths.on_demand_file(release), "mode = always")
+    content = render("vassal.socket.j2", socket=paths.on_demand_socket(release))
+    return plan_file(session.host, paths.on_demand_file(release), content, 0o644,
+                     why="mode = on-demand: the Emperor binds this socket")
+
+
+def mode_switch(session: Session, step: Step, app: AppConfig, release: str) -> None:
+    """A running vassal cannot change mode in a reload: stop it, so it is created anew."""
+    paths = AppPaths(app.name)
+    host = session.host
+    has_file = host.state(paths.on_demand_file(release)) is not None
+    if host.state(paths.vassal(release)) is None or has_file == app.on_demand:
+        return
+    session.apply(step, [Remove(paths.vassal(release), f"restarted as mode = {app.mode}")])
+    if not session.check and not wait_until_gone(paths.vassal_id(release)):
+        raise FleetError(f"the Emperor still runs {paths.vassal_id(release)}; try again")
 
 
 def activate(session: Session, app: AppConfig, rollout: Rollout) -> None:
@@ -128,9 +159,12 @@ def activate(session: Session, app: AppConfig, rollout: Rollout) -> None:
                      and layout.vassal_app(entry)[1] not in (rollout.live, rollout.release)]
         session.apply(step, leftovers)
         if not new_release:
+            mode_switch(session, step, app, rollout.release)
+            session.apply(step, plan_on_demand(session, app, rollout.release))
             if session.apply(step, plan_file(host, paths.vassal(rollout.release),
                                              rollout.vassal, 0o600,
-                                             why="the Emperor reloads it gracefully")):
+                                             why="the Emperor reloads this vassal gracefully; "
+                                                 "then health-checked through nginx")):
                 state = host.state(paths.vassal(rollout.release))
                 rollout.vassal_written = state.mtime if state and not session.check else None
             return
@@ -141,16 +175,20 @@ def activate(session: Session, app: AppConfig, rollout: Rollout) -> None:
                 and not wait_until_gone(paths.vassal_id(rollout.release)):
             raise FleetError(f"the Emperor still runs the old vassal of release "
                              f"{rollout.release}; try again in a minute")
+        free_address(session, step, app, rollout)
+        session.apply(step, plan_on_demand(session, app, rollout.release))
         session.apply(step, plan_file(host, paths.vassal(rollout.release), rollout.vassal,
                                       0o600, why="new release, started beside the live one"))
         if session.check:
-            step.notes.append("then health-checked on its own socket before nginx switches")
+            step.notes.append("then health-checked on its own socket before nginx switches to it, "
+                              "and through nginx after")
             return
         try:
             step.notes.append(gate(session, app, rollout.release))
         except FleetError:
             step.log = app_log_tail(host, app.name) or None
             session.apply(step, [Remove(paths.vassal(rollout.release), "failed its gate")])
+            restore_live(session, step, app, rollout)
             raise
         rollout.swapped = True
 

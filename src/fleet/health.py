@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -29,8 +30,18 @@ class Response:
 
 
 def probe(host_header: str, path: str, timeout: float = 5.0, address: str = "127.0.0.1",
-          port: int = 80) -> Response:
-    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+          port: int | None = None, https: bool = False) -> Response:
+    """One GET through nginx; with `https`, over TLS on 443 with the domain as SNI (port 80
+    only redirects). The certificate is not verified here: its expiry is checked apart."""
+    conn: http.client.HTTPConnection
+    if https:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        conn = _SniConnection(address, port or 443, timeout=timeout, context=context,
+                              sni=host_header)
+    else:
+        conn = http.client.HTTPConnection(address, port or 80, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Host": host_header, "User-Agent": "fleet-health",
                                            PROBE_HEADER: "1"})
@@ -39,6 +50,20 @@ def probe(host_header: str, path: str, timeout: float = 5.0, address: str = "127
                         response.getheader(SITE_HEADER))
     finally:
         conn.close()
+
+
+class _SniConnection(http.client.HTTPSConnection):
+    """HTTPS to an address (127.0.0.1) with another name in SNI, as a browser would send."""
+
+    def __init__(self, address: str, port: int, *, timeout: float, context: ssl.SSLContext,
+                 sni: str) -> None:
+        super().__init__(address, port, timeout=timeout, context=context)
+        self._context = context
+        self._sni = sni
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._sni)
 
 
 def judge(app: AppConfig, response: Response, site: str | None = None) -> str | None:
@@ -63,7 +88,8 @@ def judge_reply(app: AppConfig, status: int, body: str) -> str | None:
 
 
 def check_app(app: AppConfig, site: str | None = None, *, timeout: float | None = None,
-              interval: float = 0.5, clock: type[time] = time) -> HealthResult:
+              interval: float = 0.5, clock: type[time] = time,
+              https: bool = False) -> HealthResult:
     """Retry until the check passes or the app's health timeout runs out."""
     deadline_after = app.health.timeout if timeout is None else timeout
     start = clock.monotonic()
@@ -71,8 +97,8 @@ def check_app(app: AppConfig, site: str | None = None, *, timeout: float | None 
     status: int | None = None
     while True:
         try:
-            response = probe(app.domains[0], app.health.path,
-                             timeout=min(5.0, deadline_after))
+            response = probe(app.domains[0], app.url(app.health.path),
+                             timeout=min(5.0, deadline_after), https=https)
             status = response.status
             problem = judge(app, response, site) or ""
             if not problem:

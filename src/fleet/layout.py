@@ -19,11 +19,17 @@ VASSALS_DIR = f"{UWSGI_DIR}/vassals"
 EMPEROR_UNIT_NAME = "fleet-emperor.service"
 EMPEROR_UNIT = f"/etc/systemd/system/{EMPEROR_UNIT_NAME}"
 EMPEROR_STATS = f"{RUN}/emperor-stats.sock"
+# Sockets the Emperor binds (as root, mode 0666) for on-demand vassals: root:www-data 0750, so
+# only nginx and root reach them. The leading "_" keeps it apart from app names.
+ON_DEMAND_DIR = f"{RUN}/_on-demand"
+ON_DEMAND_EXTENSION = ".socket"
 TMPFILES = "/etc/tmpfiles.d/fleet.conf"
 NGINX_DIR = "/etc/nginx"
 NGINX_GLOBAL = f"{NGINX_DIR}/conf.d/fleet.conf"
 NGINX_SITES = f"{NGINX_DIR}/sites-enabled"
 NGINX_DEFAULT_SITE = f"{NGINX_SITES}/default"
+# Locations of apps served under a prefix of a domain whose server block another app holds.
+NGINX_LOCATIONS = f"{NGINX_DIR}/fleet/locations"
 NGINX_USER = "www-data"
 SYSTEM_PYTHON = "/usr/bin/python3"
 UWSGI_BIN = "/usr/bin/uwsgi-core"
@@ -74,6 +80,17 @@ class AppPaths:
 
     def socket(self, release: str) -> str:
         return f"{self.run_dir}/{release}.sock"
+
+    def on_demand_socket(self, release: str) -> str:
+        return f"{ON_DEMAND_DIR}/{self.name}@{release}.sock"
+
+    def serving_socket(self, release: str, on_demand: bool) -> str:
+        """Where nginx and the health gate reach a release: its own socket, or the Emperor's."""
+        return self.on_demand_socket(release) if on_demand else self.socket(release)
+
+    def on_demand_file(self, release: str) -> str:
+        """Beside the vassal ini, names the socket the Emperor binds and wakes the vassal on."""
+        return self.vassal(release) + ON_DEMAND_EXTENSION
 
     def stats(self, release: str) -> str:
         return f"{self.run_dir}/{release}.stats"

@@ -20,7 +20,16 @@ def test_config(session: Session) -> str | None:
     if session.check:
         return None
     result = session.host.run(["nginx", "-t", "-q"], check=False)
-    return None if result.ok else (result.stderr.strip().splitlines() or ["nginx -t failed"])[-1]
+    return None if result.ok else nginx_complaint(result.stderr)
+
+
+def nginx_complaint(stderr: str) -> str:
+    """The line that says what is wrong ([emerg]), not the closing "test failed"."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if "[emerg]" in line or "[crit]" in line:
+            return line
+    return lines[-1] if lines else "nginx -t failed"
 
 
 def revert(host: Host, actions: Sequence[Action]) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import layout
+from fleet.certs import certificate_status, served_files
 from fleet.config import Config
 from fleet.health import judge, probe
 from fleet.host import Host
@@ -62,7 +63,8 @@ def parse_workers(stats: dict[str, Any],
                        int(w.get("requests", 0)),
                        int(w.get("rss", 0)) or rss_of(int(w.get("pid", 0))),
                        max(int(w.get("respawn_count", 0)) - 1, 0))
-            for w in stats.get("workers", [])]
+            for w in stats.get("workers", [])
+            if int(w.get("pid", 0)) > 0]  # cheaper's stopped workers keep a slot with pid 0
 
 
 def vassal_owner(filename: str) -> tuple[str, str | None] | None:
@@ -87,7 +89,7 @@ def ini_value(text: str, key: str) -> str | None:
 class VassalStatus:
     id: str
     release: str | None
-    state: str  # running, throttled, failing, starting, stopped
+    state: str  # running, sleeping, throttled, failing, starting, stopped
     pid: int | None = None
     respawns: int = 0
     attempts: int = 0  # failed starts counted by the Emperor's throttling
@@ -97,6 +99,14 @@ class VassalStatus:
         return {"id": self.id, "release": self.release, "state": self.state, "pid": self.pid,
                 "respawns": self.respawns, "failed_starts": self.attempts,
                 "workers": [w.pid for w in self.workers]}
+
+
+def is_sleeping(host: Host, filename: str, entry: dict[str, Any] | None) -> bool:
+    """An on-demand vassal (a .socket file beside its ini) without a process: the Emperor
+    holds its socket and starts it on the next request. Not a failure."""
+    if host.state(f"{layout.VASSALS_DIR}/{filename}{layout.ON_DEMAND_EXTENSION}") is None:
+        return False
+    return entry is None or int(entry.get("pid") or 0) <= 0
 
 
 def vassal_status(host: Host, filename: str, emperor: dict[str, Any] | None) -> VassalStatus:
@@ -122,6 +132,8 @@ def vassal_status(host: Host, filename: str, emperor: dict[str, Any] | None) -> 
     except (OSError, ValueError):
         if blocked is not None:
             result.state = "throttled"
+        elif is_sleeping(host, filename, entry):
+            result.state = "sleeping"
         elif entry is not None:
             result.state = "failing" if result.respawns or entry.get("cursed") else "starting"
     return result
@@ -132,12 +144,13 @@ class AppStatus:
     name: str
     commit: str | None
     domains: list[str]
-    state: str  # running, throttled, failing, starting, stopped, not deployed
+    state: str  # running, sleeping, throttled, failing, starting, stopped, not deployed
     release: str | None = None
     workers: list[WorkerInfo] = field(default_factory=list)
     vassals: list[VassalStatus] = field(default_factory=list)
     health: str = "unknown"
     problem: str | None = None
+    certificate: dict[str, Any] | None = None  # expiry of the served one (fleet.certs)
 
     def to_json(self) -> dict[str, object]:
         busy = sum(1 for w in self.workers if w.status == "busy")
@@ -151,6 +164,7 @@ class AppStatus:
                         "respawns": sum(w.respawns for w in self.workers),
                         "pids": [w.pid for w in self.workers]},
             "vassals": [v.to_json() for v in self.vassals],
+            "certificate": self.certificate,
         }
 
 
@@ -192,6 +206,7 @@ def app_status(host: Host, config: Config, name: str,
     link = host.state(AppPaths(name).current)
     release = link.target.rsplit("/", 1)[-1] if link and link.kind == "link" else None
     result = AppStatus(name, release, list(app.domains), "not deployed", release)
+    result.certificate = certificate_status(host, app)
     files = [f for f in host.listdir(layout.VASSALS_DIR)
              if (vassal_owner(f) or ("", None))[0] == name]
     result.vassals = [vassal_status(host, f, emperor) for f in files]
@@ -201,10 +216,14 @@ def app_status(host: Host, config: Config, name: str,
     else:
         result.state = live.state
         result.workers = live.workers
+        if live.state == "sleeping":
+            result.health = "sleeping"  # a probe would wake it: status leaves it asleep
+            return result
         if live.state != "running":
             result.problem = why_down(host, name, live)
     try:
-        why = judge(app, probe(app.domains[0], app.health.path, timeout=5))
+        why = judge(app, probe(app.domains[0], app.url(app.health.path), timeout=5,
+                               https=served_files(host, app) is not None))
         result.health = "failed" if why else "passed"
         if why:
             result.problem = result.problem or why

@@ -24,6 +24,7 @@ from fleet.config import (
 from fleet.errors import ConfigError
 from fleet.files import plan_absent, plan_dir, plan_file
 from fleet.host import Host
+from fleet.inventory import check_front_domains, parse_front
 from fleet.layout import AppPaths
 from fleet.tomlwrite import dumps
 
@@ -58,7 +59,7 @@ def load_stored(host: Host) -> tuple[dict[str, Any], dict[str, dict[str, Any]],
     if text is not None:
         server_raw = parse_toml(layout.SERVER_FILE, text)
         top = Checker(layout.SERVER_FILE, "", server_raw)
-        top.check_known(["server", "emperor"])
+        top.check_known(["server", "emperor", "front"])
         server = parse_server(top.sub("server"))
         emperor = parse_emperor(top.sub("emperor"))
     apps_raw: dict[str, dict[str, Any]] = {}
@@ -94,7 +95,12 @@ def desired_state(host: Host, source: str | None, text: str | None, *,
             del apps[name], apps_raw[name]
         apps.update(new_apps)
         apps_raw.update({name: data["apps"][name] for name in new_apps})
-    config = build_config(source or layout.ETC, server, emperor, apps)
+        if "front" in data:  # a front server's upstreams replace the stored ones
+            server_raw["front"] = data["front"]
+    front = parse_front(Checker(source or layout.SERVER_FILE, "front",
+                                server_raw.get("front", {})))
+    config = build_config(source or layout.ETC, server, emperor, apps, front)
+    check_front_domains(source or layout.ETC, front, {d for a in apps.values() for d in a.domains})
     return Desired(config, server_raw, apps_raw, kept, pruned)
 
 
@@ -103,13 +109,15 @@ def with_app(desired: Desired, name: str, raw: Mapping[str, Any], source: str) -
     app = parse_app_document(source, name, raw)
     apps = {a.name: a for a in desired.config.apps}
     apps[name] = app
-    config = build_config(source, desired.config.server, desired.config.emperor, apps)
+    config = build_config(source, desired.config.server, desired.config.emperor, apps,
+                          desired.config.front)
     return Desired(config, desired.server_raw, {**desired.apps_raw, name: dict(raw)})
 
 
 def without_app(desired: Desired, name: str) -> Desired:
     apps = {a.name: a for a in desired.config.apps if a.name != name}
-    config = build_config(layout.ETC, desired.config.server, desired.config.emperor, apps)
+    config = build_config(layout.ETC, desired.config.server, desired.config.emperor, apps,
+                          desired.config.front)
     raw = {k: v for k, v in desired.apps_raw.items() if k != name}
     return Desired(config, desired.server_raw, raw, [], [name])
 

@@ -26,7 +26,10 @@ _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.egg
 class GitRemote:
     """Serve git repositories over git:// on 127.0.0.1 for the duration of a test session."""
 
-    def __init__(self, base_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, base_dir: Path | None = None, port: int | None = None,
+                 listen: tuple[str, ...] = ("127.0.0.1",)) -> None:
+        # Bridged servers (tests/harness/bridged.py) reach the host at the bridge's .1 only.
+        self.listen = listen
         self._own_dir = base_dir is None
         self.dir = Path(base_dir or tempfile.mkdtemp(prefix="fleet-git-"))
         self.repos = self.dir / "repos"
@@ -59,7 +62,8 @@ class GitRemote:
             self._proc = subprocess.Popen(
                 [
                     "git", "daemon", "--reuseaddr", "--export-all", "--informative-errors",
-                    "--verbose", f"--base-path={self.repos}", "--listen=127.0.0.1",
+                    "--verbose", f"--base-path={self.repos}",
+                    *(f"--listen={address}" for address in self.listen),
                     f"--port={self.port}", "--enable=receive-pack", str(self.repos),
                 ],
                 stdin=subprocess.DEVNULL,
@@ -115,9 +119,10 @@ class GitRemote:
         """Names of the repos created so far (module fixtures share one session remote)."""
         return {p.name.removesuffix(".git") for p in self.repos.glob("*.git")}
 
-    def url(self, name: str) -> str:
-        """URL of repo *name* as seen from inside a test server (shared network)."""
-        return f"git://127.0.0.1:{self.port}/{name}.git"
+    def url(self, name: str, address: str = "127.0.0.1") -> str:
+        """URL of repo *name* as seen from inside a test server (shared network, or the
+        bridge's address for a bridged server)."""
+        return f"git://{address}:{self.port}/{name}.git"
 
     def create_repo(
         self, name: str, source: Path | None = None, files: dict[str, str] | None = None

@@ -106,6 +106,10 @@ _swept = False
 class BareServer:
     """One bare Debian server: a private copy of the base rootfs, booted on demand."""
 
+    # Host network: port 80 is the host's, so one booted server at a time (lock). Subclasses
+    # with their own network namespace (tests/harness/bridged.py) set this False.
+    shares_host_network = True
+
     def __init__(self, suite: str | None = None) -> None:
         self.suite = suite or default_suite()
         _sweep_leftovers_once()
@@ -154,6 +158,13 @@ class BareServer:
             raise HarnessError(f"server {self.name} was destroyed")
         if self.booted:
             return
+        if not self.shares_host_network:
+            try:
+                self._start(timeout)
+            except BaseException:
+                self._stop(timeout=0)
+                raise
+            return
         with _booted_lock:
             if _booted is not None and _booted is not self:
                 raise HarnessError(
@@ -170,7 +181,8 @@ class BareServer:
 
     def _start(self, timeout: float) -> None:
         started = time.monotonic()
-        _require_free_port(80)
+        if self.shares_host_network:
+            _require_free_port(80)
         apt_cache = cache_dir("apt", self.suite)
         (apt_cache / "partial").mkdir(exist_ok=True)
         pip_cache = cache_dir("pip", self.suite)
@@ -185,6 +197,7 @@ class BareServer:
             "--console=read-only",
             f"--bind={apt_cache}:/var/cache/apt/archives",
             f"--bind={pip_cache}:/root/.cache/pip",
+            *self._network_args(),
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
         try:
@@ -215,6 +228,10 @@ class BareServer:
                 f"(state {state!r})\n{self.log_tail()}"
             )
         self.boot_seconds = time.monotonic() - started
+
+    def _network_args(self) -> list[str]:
+        """Extra nspawn options for the server's network (none: the host's network)."""
+        return []
 
     def _find_init(self) -> int | None:
         assert self._proc is not None

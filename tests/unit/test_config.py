@@ -37,9 +37,19 @@ def error_of(text: str) -> str:
     ("[apps.a]\nrepo = 'x'\n", "apps.a.domains: required key is missing"),
     ("[apps.a]\nrepo = 'x'\ndomains = 'a.com'\n", "apps.a.domains: expected an array, got string"),
     ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nprocesses = '2'\n",
-     "apps.a.processes: expected an integer, got string"),
+     "apps.a.processes: expected an integer or a range such as \"1-8\", got '2'"),
     ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nprocesses = true\n",
-     "apps.a.processes: expected an integer, got boolean"),
+     "apps.a.processes: expected an integer or a string, got boolean"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nprocesses = '8-1'\n",
+     "apps.a.processes: range '8-1' must be MIN-MAX with 1 <= MIN < MAX <= 256"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nprocesses = '0-4'\n",
+     "apps.a.processes: range '0-4'"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nmode = 'lazy'\n",
+     "apps.a.mode: must be one of always, on-demand, got 'lazy'"),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nidle = 60\n",
+     "apps.a.idle: only applies with mode = \"on-demand\""),
+    ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nmode = 'on-demand'\nidle = 0\n",
+     "apps.a.idle: must be between 1 and 86400"),
     ("[apps.a]\nrepo = 'x'\ndomains = ['a.com']\nprocesses = 0\n",
      "apps.a.processes: must be between 1 and 256"),
     ("[apps.Alpha]\nrepo = 'x'\ndomains = ['a.com']\n", "invalid app name 'Alpha'"),
@@ -88,6 +98,14 @@ def test_defaults() -> None:
     assert app.owner == "a"
     assert app.health.path == "/" and app.health.timeout == 30
     assert app.health.accepts(200) and app.health.accepts(302) and not app.health.accepts(500)
+    assert (app.mode, app.on_demand, app.idle, app.min_processes) == ("always", False, 600, None)
+
+
+def test_on_demand_and_process_range() -> None:
+    _, _, apps = parse(f"[apps.a]\n{GOOD_APP}mode = 'on-demand'\nidle = 30\n"
+                       "processes = '1-8'\n")
+    app = apps["a"]
+    assert (app.on_demand, app.idle, app.min_processes, app.processes) == (True, 30, 1, 8)
 
 
 def test_full_example_parses() -> None:

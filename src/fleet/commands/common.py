@@ -13,9 +13,12 @@ from rich.console import Console
 from rich.text import Text
 
 from fleet.actions import Action
+from fleet.certs import check_tls_files
 from fleet.converge import Outcome, converge
+from fleet.envfile import check_env_files
 from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError, FleetError
 from fleet.host import LocalHost
+from fleet.ports import check_ports
 from fleet.report import (
     SilentReporter,
     TextReporter,
@@ -81,6 +84,9 @@ def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str
                  extra: dict[str, object] | None = None,
                  pre_actions: Sequence[Action] = ()) -> int:
     host = local_host()
+    check_env_files(host, desired.config)  # a bad secrets file: exit 2 before any change
+    check_ports(host, desired.config)  # a TCP address already taken: exit 2, likewise
+    check_tls_files(host, desired.config)  # so does a missing or mismatched cert/key
     session = Session(host, reporter(json_out, show_diffs=check), check=check)
     outcome = Outcome()
     try:

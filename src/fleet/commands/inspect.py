@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -11,11 +12,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from fleet.certs import certificate_status, served_files
 from fleet.commands.common import OPTIONS, JsonOpt, app, local_host, require_root
 from fleet.config import AppConfig, Config
 from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, FleetError
 from fleet.health import HealthResult, check_app
-from fleet.host import CLEAN_PATH
+from fleet.host import CLEAN_PATH, Host
 from fleet.logs import app_log_tail, existing, follow_journal, nginx_logs, tail_file
 from fleet.report import print_json
 from fleet.status import server_status
@@ -43,7 +45,7 @@ def stored_config() -> Config:
 
 def colour(state: str) -> str:
     return {"running": "green", "passed": "green", "failed": "red", "throttled": "red",
-            "failing": "red"}.get(state, "yellow")
+            "failing": "red", "sleeping": "cyan"}.get(state, "yellow")
 
 
 @app.command()
@@ -60,14 +62,14 @@ def status(json_out: JsonOpt = False) -> None:
         print_json(data)
         return
     table = Table("app", "release", "state", "workers", "requests", "rss", "respawns",
-                  "health", "domains", "problem")
+                  "health", "domains", "certificate", "problem")
     for name, row in data["apps"].items():  # type: ignore[union-attr]
         workers = row["workers"]
         table.add_row(name, row["release"] or "-", Text(row["state"], colour(row["state"])),
                       f"{workers['busy']}/{workers['total']} busy", str(workers["requests"]),
                       f"{workers['rss'] / 2**20:.0f} MiB", str(workers["respawns"]),
                       Text(row["health"], colour(row["health"])), " ".join(row["domains"]),
-                      Text(row["problem"] or ""))
+                      certificate_cell(row.get("certificate")), Text(row["problem"] or ""))
     console = Console(highlight=False)
     if config.apps:
         console.print(table)
@@ -83,13 +85,36 @@ def status(json_out: JsonOpt = False) -> None:
     console.print(f"nginx: {'active' if data['nginx']['active'] else 'inactive'}")  # type: ignore[index]
 
 
+def certificate_cell(cert: dict | None) -> Text:
+    if not cert:
+        return Text("-")
+    if cert["expires"] is None:
+        return Text("none", "red")
+    return Text(f"{cert['expires'][:10]} ({cert['days_left']} d)",
+                "red" if cert["problem"] else "green")
+
+
+def check_one(host: Host, app: AppConfig, timeout: float) -> HealthResult:
+    """The app's health check (over HTTPS when it serves HTTPS); a certificate that expires
+    within 14 days, or is missing, fails it too: renewal is unattended, so check watches it."""
+    result = check_app(app, timeout=min(timeout, app.health.timeout),
+                       https=served_files(host, app) is not None)
+    cert = certificate_status(host, app)
+    if cert and cert["problem"]:
+        return replace(result, passed=False, detail=f"{result.detail}; {cert['problem']}")
+    if cert:
+        return replace(result, detail=f"{result.detail}; certificate expires "
+                                      f"{cert['expires'][:10]}")
+    return result
+
+
 def run_checks(apps: list[AppConfig], timeout: float) -> dict[str, HealthResult]:
     """Every app's health check at once: a broken app costs its timeout, not everyone's."""
     if not apps:
         return {}
+    host = local_host()
     with ThreadPoolExecutor(max_workers=min(8, len(apps))) as pool:
-        results = pool.map(lambda a: check_app(a, timeout=min(timeout, a.health.timeout)),
-                           apps)
+        results = pool.map(lambda a: check_one(host, a, timeout), apps)
         return dict(zip([a.name for a in apps], results, strict=True))
 
 

@@ -26,11 +26,25 @@ def installed_packages(host: Host, names: Sequence[str]) -> set[str]:
     return parse_dpkg_query(result.stdout)
 
 
+DPKG_UPDATES = "/var/lib/dpkg/updates"
+
+
+def dpkg_interrupted(host: Host) -> bool:
+    """A run killed inside dpkg leaves its journal behind; apt-get then refuses to do anything
+    ("dpkg was interrupted") until `dpkg --configure -a` has replayed it."""
+    return bool(host.listdir(DPKG_UPDATES))
+
+
 def plan_packages(host: Host, wanted: Sequence[str]) -> list[Action]:
     missing = [p for p in dict.fromkeys(wanted) if p not in installed_packages(host, wanted)]
+    recover: list[Action] = []
+    if dpkg_interrupted(host):
+        recover.append(Run(("dpkg", "--configure", "-a"), "finish an interrupted package "
+                           "install", APT_ENV, timeout=1800))
     if not missing:
-        return []
+        return recover
     return [
+        *recover,
         Run(("apt-get", "update", "-q"), "refresh package lists", APT_ENV, timeout=600),
         Run(("apt-get", "install", "-y", "-q", "--no-install-recommends",
              "-o", "Dpkg::Options::=--force-confold", *missing),

@@ -1,0 +1,46 @@
+"""What every benchmark does first: boot a bare server (tests/harness, same host lock as the
+e2e tests), serve the fixture app from a local git daemon and install fleet on it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.helpers import build_pyz, install_fleet  # noqa: E402
+from tests.harness import BareServer, GitRemote, install_signal_handlers  # noqa: E402
+
+APPS = ROOT / "tests" / "apps"
+
+
+def machine() -> str:
+    """Cores and memory of the host (the server shares them)."""
+    mem = next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+               if line.startswith("MemTotal:"))
+    model = next((line.split(":", 1)[1].strip()
+                  for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "?")
+    return f"{os.cpu_count()} cores ({model}), {int(mem) / 2**20:.1f} GiB RAM"
+
+
+def start(remote: GitRemote, tmp: Path) -> BareServer:
+    """A booted server with fleet installed (/root/fleet.pyz, /root/bootstrap)."""
+    install_signal_handlers()
+    if "pulse" not in remote.repos_created:
+        remote.create_repo("pulse", APPS / "pulse")
+    pyz = build_pyz(tmp / "fleet.pyz")
+    server = BareServer()
+    server.boot()
+    install_fleet(server, pyz)
+    return server
+
+
+def apply(server: BareServer, toml: str, timeout: float = 1800) -> None:
+    server.write_file("/root/fleet.toml", toml)
+    result = server.run(["sh", "/root/bootstrap", "/root/fleet.pyz", "apply",
+                         "/root/fleet.toml"], timeout=timeout)
+    if result.returncode != 0:
+        raise SystemExit(f"fleet apply failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")

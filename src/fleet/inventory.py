@@ -1,0 +1,207 @@
+"""The inventory: which servers exist ([servers.NAME]) and which apps run where (apps.X.servers).
+
+`fleet push` reads it on the operator's machine and turns the one operator file into each
+server's share: an app server gets only its apps; a front server gets a [front] table with one
+upstream per app listing the app servers that run it. The servers never see the inventory.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet.config import (
+    APP_NAME_RE,
+    Checker,
+    HealthConfig,
+    build_config,
+    check_domain,
+    parse_document,
+    parse_health,
+    parse_toml,
+)
+from fleet.errors import ConfigError
+
+ROLES = ("app", "front")
+SERVER_KEYS = ["address", "user", "port", "role"]
+FRONT_APP_KEYS = ["domains", "upstreams", "health"]
+# A host name, an IPv4 address, a bracket-free IPv6 address, or an ssh_config Host alias.
+ADDRESS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]*$")
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
+UPSTREAM_RE = re.compile(r"^[A-Za-z0-9.:_\[\]-]+:[0-9]{1,5}$")
+APP_PORT = 80  # app servers' nginx: the front talks to it on the inventory address
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    address: str
+    user: str = "root"
+    port: int = 22
+    role: str = "app"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    servers: tuple[Server, ...]
+    placement: tuple[tuple[str, tuple[str, ...]], ...]  # (app, its app servers), sorted
+
+    def server(self, name: str) -> Server:
+        return next(s for s in self.servers if s.name == name)
+
+    @property
+    def app_servers(self) -> list[Server]:
+        return [s for s in self.servers if s.role == "app"]
+
+    @property
+    def fronts(self) -> list[Server]:
+        return [s for s in self.servers if s.role == "front"]
+
+    def apps_on(self, server: str) -> list[str]:
+        return [app for app, names in self.placement if server in names]
+
+    def servers_of(self, app: str) -> tuple[str, ...]:
+        return dict(self.placement).get(app, ())
+
+
+@dataclass(frozen=True)
+class FrontApp:
+    """One app as a front server sees it: domains, the app servers behind it, its check."""
+
+    name: str
+    domains: tuple[str, ...]
+    upstreams: tuple[str, ...]
+    health: HealthConfig = field(default_factory=HealthConfig)
+
+
+def parse_server_entry(c: Checker, name: str) -> Server:
+    if not APP_NAME_RE.match(name):
+        c.fail("", f"invalid server name {name!r}: use lowercase letters, digits and dashes, "
+                   "starting with a letter, at most 32 characters")
+    c.check_known(SERVER_KEYS)
+    address = c.get_str("address", required=True, pattern=ADDRESS_RE,
+                        what="a host name, IP address or ssh Host alias")
+    role = c.get_str("role", "app")
+    if role not in ROLES:
+        c.fail("role", f"must be one of {', '.join(ROLES)}, got {role!r}")
+    user = c.get_str("user", "root", pattern=USER_RE, what="a user name")
+    return Server(name, address, user, c.get_int("port", 22, 1, 65535), role)
+
+
+def parse_inventory(source: str, data: Mapping[str, Any]) -> Inventory:
+    """Validate [servers.NAME] and every app's `servers`; each problem is a ConfigError."""
+    top = Checker(source, "", data)
+    table = top.sub("servers")
+    if not table.table:
+        top.fail("servers", "fleet push needs at least one [servers.NAME] table")
+    servers = tuple(parse_server_entry(table.sub(str(n)), str(n)) for n in table.table)
+    seen: dict[tuple[str, int], str] = {}
+    for server in servers:
+        where = (server.address, server.port)
+        if where in seen:
+            table.fail(f"{server.name}.address", f"{server.address}:{server.port} is already "
+                                                 f"server {seen[where]!r}")
+        seen[where] = server.name
+    app_names = [s.name for s in servers if s.role == "app"]
+    apps = top.sub("apps")
+    placement = []
+    for name in sorted(apps.table):
+        app = apps.sub(str(name))
+        wanted = app.get_str_list("servers", tuple(app_names))
+        if not wanted:
+            app.fail("servers", "must name at least one app server"
+                     if "servers" in app.table else "there are no app servers to run it on")
+        for index, server_name in enumerate(wanted):
+            match = next((s for s in servers if s.name == server_name), None)
+            if match is None:
+                app.fail(f"servers[{index}]", f"no server {server_name!r} in [servers]")
+            elif match.role != "app":
+                app.fail(f"servers[{index}]", f"server {server_name!r} has role "
+                                              f"{match.role!r}; apps run on app servers")
+        if len(set(wanted)) != len(wanted):
+            app.fail("servers", "names the same server twice")
+        placement.append((str(name), tuple(wanted)))
+    return Inventory(servers, tuple(placement))
+
+
+def load_inventory(source: str, text: str) -> tuple[Inventory, dict[str, Any]]:
+    """The inventory and the raw file, all of it validated before any host is touched."""
+    data = parse_toml(source, text)
+    server, emperor, apps = parse_document(source, data)
+    build_config(source, server, emperor, apps)
+    return parse_inventory(source, data), data
+
+
+# --------------------------------------------------------------------------- each host's share
+
+
+def host_document(inventory: Inventory, data: Mapping[str, Any], server: str
+                  ) -> dict[str, Any]:
+    """The operator file cut down to what `server` applies: no inventory, only its apps; a
+    front gets [front.apps.NAME] instead of apps."""
+    target = inventory.server(server)
+    doc: dict[str, Any] = {k: copy.deepcopy(v) for k, v in data.items()
+                           if k in ("server", "emperor")}
+    apps = data.get("apps", {})
+    if target.role == "app":
+        mine = inventory.apps_on(server)
+        doc["apps"] = {name: {k: copy.deepcopy(v) for k, v in apps[name].items()
+                              if k != "servers"} for name in mine}
+        return doc
+    front: dict[str, Any] = {}
+    for name, names in inventory.placement:
+        raw = apps[name]
+        entry: dict[str, Any] = {
+            "domains": list(raw.get("domains", [])),
+            "upstreams": [upstream(inventory.server(n)) for n in names],
+        }
+        if "health" in raw:
+            entry["health"] = copy.deepcopy(raw["health"])
+        front[name] = entry
+    doc["front"] = {"apps": front}
+    return doc
+
+
+def upstream(server: Server) -> str:
+    address = f"[{server.address}]" if ":" in server.address else server.address
+    return f"{address}:{APP_PORT}"
+
+
+# --------------------------------------------------------------------------- [front] on a server
+
+
+def parse_front(c: Checker) -> tuple[FrontApp, ...]:
+    """The [front] table a front server applies (written by `fleet push`, or by hand)."""
+    c.check_known(["apps"])
+    apps = c.sub("apps")
+    result = []
+    for name in sorted(apps.table):
+        app = apps.sub(str(name))
+        if not APP_NAME_RE.match(str(name)):
+            app.fail("", f"invalid app name {name!r}")
+        app.check_known(FRONT_APP_KEYS)
+        domains = app.get_str_list("domains", required=True)
+        if not domains:
+            app.fail("domains", "must list at least one domain")
+        for index, domain in enumerate(domains):
+            check_domain(app, f"domains[{index}]", domain)
+        upstreams = app.get_str_list("upstreams", required=True)
+        if not upstreams:
+            app.fail("upstreams", "must list at least one app server (address:port)")
+        for index, item in enumerate(upstreams):
+            if not UPSTREAM_RE.match(item):
+                app.fail(f"upstreams[{index}]", f"{item!r} is not ADDRESS:PORT")
+        result.append(FrontApp(str(name), domains, upstreams, parse_health(app.sub("health"))))
+    return tuple(result)
+
+
+def check_front_domains(source: str, front: tuple[FrontApp, ...], app_domains: set[str]) -> None:
+    """A domain is balanced by the front or served by a local app, never both."""
+    for app in front:
+        for domain in app.domains:
+            if domain in app_domains:
+                raise ConfigError(source, f"front.apps.{app.name}.domains",
+                                  f"{domain!r} is also served by a local app")

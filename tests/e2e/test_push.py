@@ -1,0 +1,133 @@
+"""fleet push end to end: two app servers and a front on a private bridge, over real ssh.
+
+The host plays the operator's machine: it runs the built fleet.pyz's `push`, which reaches
+each server's sshd by its bridge address. The servers have their own network namespaces, so
+this module needs no host-network lock and runs beside other sessions' servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness import GitRemote
+from tests.harness.bridged import BridgedServer, make_ssh_identity
+from tests.harness.network import BridgeNetwork
+
+DOMAIN = "whoami.test"
+
+
+@dataclass
+class Cluster:
+    network: BridgeNetwork
+    app1: BridgedServer
+    app2: BridgedServer
+    front: BridgedServer
+    config: Path
+    ssh_config: Path
+    pyz: Path
+    shiv_root: Path
+
+    def push(self, *args: str, timeout: float = 1800) -> tuple[int, dict, str]:
+        """Run `fleet push --json` on the host; returns (exit status, report, stderr)."""
+        env = {**os.environ, "SHIV_ROOT": str(self.shiv_root)}
+        proc = subprocess.run(
+            [sys.executable, str(self.pyz), "push", str(self.config), "--json",
+             "--ssh-config", str(self.ssh_config), *args],
+            capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        try:
+            return proc.returncode, json.loads(proc.stdout), proc.stderr
+        except ValueError:
+            raise AssertionError(f"push printed no JSON (rc {proc.returncode}):\n"
+                                 f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}") from None
+
+    def answers(self, count: int = 20) -> list[str]:
+        """Bodies of `count` requests to the front with the app's Host header."""
+        bodies = []
+        for _ in range(count):
+            response = self.front.http_at("/", host=DOMAIN)
+            assert response.status == 200, response
+            bodies.append(response.body)
+        return bodies
+
+
+def inventory(cluster_net: BridgeNetwork, servers: dict[str, BridgedServer], repo: str) -> str:
+    lines = []
+    for name, server in servers.items():
+        role = "front" if name == "front" else "app"
+        lines += [f"[servers.{name}]", f'address = "{server.address}"', f'role = "{role}"', ""]
+    lines += ["[apps.whoami]", f'repo = "{repo}"', f'domains = ["{DOMAIN}"]',
+              'health = { path = "/health" }', ""]
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def cluster(e2e_host: None, suite: str, fleet_pyz: Path, fixture_apps_dir: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    work = tmp_path_factory.mktemp("push")
+    servers: list[BridgedServer] = []
+    with BridgeNetwork() as network, GitRemote(listen=("127.0.0.1", network.gateway)) as git:
+        try:
+            git.create_repo("whoami", fixture_apps_dir / "whoami")
+            ssh_config, _, public_key = make_ssh_identity(work)
+            named = {}
+            for index, (name, hostname) in enumerate(
+                    [("front", "front"), ("app1", "app-one"), ("app2", "app-two")]):
+                server = BridgedServer(network, index, hostname, suite)
+                servers.append(server)
+                named[name] = server
+            with ThreadPoolExecutor(len(servers)) as pool:
+                list(pool.map(lambda s: (s.boot(), s.install_sshd(public_key)), servers))
+            config = work / "fleet.toml"
+            config.write_text(inventory(network, {"app1": named["app1"], "app2": named["app2"],
+                                                  "front": named["front"]},
+                                        git.url("whoami", network.gateway)))
+            yield Cluster(network, named["app1"], named["app2"], named["front"], config,
+                          ssh_config, fleet_pyz, work / "shiv")
+        finally:
+            for server in servers:
+                server.destroy()
+
+
+def statuses(report: dict) -> dict[str, str]:
+    return {name: host["status"] for name, host in report["hosts"].items()}
+
+
+def test_push_provisions_both_app_servers_and_the_front_balances_them(cluster: Cluster) -> None:
+    code, report, stderr = cluster.push()
+    assert code == 0, json.dumps(report, indent=1)[-6000:] + stderr[-2000:]
+    assert statuses(report) == {"app1": "changed", "app2": "changed", "front": "changed"}
+    assert [report["hosts"][n]["wave"] for n in ("app1", "app2", "front")] == [
+        "canary", "batch 1", "fronts"]
+    for name in ("app1", "app2", "front"):
+        assert report["hosts"][name]["apps"]["whoami"]["health"] == "passed", report
+    served_by = {body.split()[1] for body in cluster.answers(20)}
+    assert served_by == {"app-one", "app-two"}
+
+
+def test_a_second_push_changes_nothing_on_any_host(cluster: Cluster) -> None:
+    code, report, stderr = cluster.push()
+    assert code == 0, stderr[-2000:]
+    assert statuses(report) == {"app1": "ok", "app2": "ok", "front": "ok"}
+    assert all(host["changed"] == 0 for host in report["hosts"].values()), report
+
+
+def test_an_unreachable_app_server_is_reported_and_the_others_converge(cluster: Cluster) -> None:
+    cluster.app2.run("systemctl stop ssh.service ssh.socket", check=True)
+    try:
+        code, report, _ = cluster.push("--max-failures", "1")
+        assert code == 1
+        assert statuses(report) == {"app1": "ok", "app2": "unreachable", "front": "ok"}
+        assert report["hosts"]["app2"]["error"], report
+        assert report["ok"] is False and report["counts"]["unreachable"] == 1
+        assert all(body.startswith("whoami ") for body in cluster.answers(6))
+    finally:
+        cluster.app2.run("systemctl start ssh.service", check=True)

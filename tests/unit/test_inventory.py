@@ -1,0 +1,164 @@
+"""The inventory ([servers.NAME], apps.X.servers) and each host's share of the operator file."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet import config
+from fleet.errors import ConfigError
+from fleet.inventory import (
+    Server,
+    check_front_domains,
+    host_document,
+    load_inventory,
+    parse_front,
+)
+from fleet.tomlwrite import dumps
+
+BASE = """
+[server]
+packages = ["htop"]
+
+[servers.app1]
+address = "10.0.0.11"
+
+[servers.app2]
+address = "app2.internal"
+user = "deploy"
+port = 2222
+role = "app"
+
+[servers.lb]
+address = "10.0.0.10"
+role = "front"
+
+[apps.blog]
+repo = "https://git.example.com/blog.git"
+domains = ["blog.example.com"]
+health = { path = "/health" }
+env = { SECRET = "s3cret" }
+
+[apps.shop]
+repo = "https://git.example.com/shop.git"
+domains = ["shop.example.com", "www.shop.example.com"]
+servers = ["app2"]
+"""
+
+
+def test_servers_get_defaults_and_apps_default_to_every_app_server() -> None:
+    inventory, _ = load_inventory("f.toml", BASE)
+    assert inventory.server("app1") == Server("app1", "10.0.0.11", "root", 22, "app")
+    assert inventory.server("app2") == Server("app2", "app2.internal", "deploy", 2222, "app")
+    assert [s.name for s in inventory.fronts] == ["lb"]
+    assert inventory.servers_of("blog") == ("app1", "app2")
+    assert inventory.servers_of("shop") == ("app2",)
+    assert inventory.apps_on("app1") == ["blog"] and inventory.apps_on("lb") == []
+
+
+@pytest.mark.parametrize(("edit", "key", "problem"), [
+    ('servers = ["app9"]', "apps.shop.servers[0]", "no server 'app9'"),
+    ('servers = ["lb"]', "apps.shop.servers[0]", "role 'front'"),
+    ("servers = []", "apps.shop.servers", "at least one app server"),
+    ('servers = ["app1", "app1"]', "apps.shop.servers", "same server twice"),
+    ("servers = 3", "apps.shop.servers", "expected an array"),
+])
+def test_bad_app_servers_name_the_key(edit: str, key: str, problem: str) -> None:
+    text = BASE.replace('servers = ["app2"]', edit)
+    with pytest.raises(ConfigError) as info:
+        load_inventory("f.toml", text)
+    assert info.value.source == "f.toml" and info.value.key == key
+    assert problem in info.value.problem
+
+
+@pytest.mark.parametrize(("edit", "key", "problem"), [
+    ('role = "front"', "servers.lb.role", None),  # baseline: valid
+    ('role = "db"', "servers.lb.role", "must be one of app, front"),
+    ('role = "front"\nport = 0', "servers.lb.port", "between 1 and 65535"),
+    ('role = "front"\nhost = "x"', "servers.lb.host", "unknown key"),
+    ('role = "front"\nuser = "Bad User"', "servers.lb.user", "not a user name"),
+])
+def test_bad_server_entries(edit: str, key: str, problem: str | None) -> None:
+    text = BASE.replace('role = "front"', edit)
+    if problem is None:
+        load_inventory("f.toml", text)
+        return
+    with pytest.raises(ConfigError) as info:
+        load_inventory("f.toml", text)
+    assert info.value.key == key and problem in info.value.problem
+
+
+def test_address_must_be_present_safe_and_unique() -> None:
+    with pytest.raises(ConfigError, match=r"servers.app1.address: required"):
+        load_inventory("f.toml", BASE.replace('address = "10.0.0.11"\n', ""))
+    with pytest.raises(ConfigError, match=r"servers.app1.address: '-oProxyCommand=x' is not"):
+        load_inventory("f.toml", BASE.replace('"10.0.0.11"', '"-oProxyCommand=x"'))
+    with pytest.raises(ConfigError, match=r"servers.lb.address: 10.0.0.11:22 is already"):
+        load_inventory("f.toml", BASE.replace('"10.0.0.10"', '"10.0.0.11"'))
+
+
+def test_no_servers_or_no_app_servers_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="at least one"):
+        load_inventory("f.toml", '[apps.a]\nrepo = "r"\ndomains = ["a.example"]\n')
+    only_front = ('[servers.lb]\naddress = "h"\nrole = "front"\n'
+                  '[apps.a]\nrepo = "r"\ndomains = ["a.example"]\n')
+    with pytest.raises(ConfigError, match=r"apps.a.servers: there are no app servers"):
+        load_inventory("f.toml", only_front)
+
+
+def test_app_keys_are_validated_before_any_host_is_touched() -> None:
+    with pytest.raises(ConfigError, match=r"apps.blog.domains\[0\]"):
+        load_inventory("f.toml", BASE.replace('"blog.example.com"', '"Not A Domain"'))
+
+
+def test_a_single_server_apply_accepts_and_ignores_the_inventory() -> None:
+    data = config.parse_toml("f.toml", BASE)
+    server, _, apps = config.parse_document("f.toml", data)
+    assert server is not None and sorted(apps) == ["blog", "shop"]
+
+
+def test_app_server_share_holds_only_its_apps_without_inventory_keys() -> None:
+    inventory, data = load_inventory("f.toml", BASE)
+    doc = host_document(inventory, data, "app1")
+    assert sorted(doc) == ["apps", "server"] and sorted(doc["apps"]) == ["blog"]
+    assert doc["apps"]["blog"]["env"] == {"SECRET": "s3cret"}
+    doc2 = host_document(inventory, data, "app2")
+    assert sorted(doc2["apps"]) == ["blog", "shop"] and "servers" not in doc2["apps"]["shop"]
+    # The share is what the server's `fleet apply` parses: it must be valid on its own.
+    config.parse_document("share", config.parse_toml("share", dumps(doc2)))
+
+
+def test_front_share_lists_each_apps_servers_as_upstreams() -> None:
+    inventory, data = load_inventory("f.toml", BASE)
+    doc = host_document(inventory, data, "lb")
+    assert "apps" not in doc
+    front = doc["front"]["apps"]
+    assert front["blog"] == {"domains": ["blog.example.com"],
+                             "upstreams": ["10.0.0.11:80", "app2.internal:80"],
+                             "health": {"path": "/health"}}
+    assert front["shop"]["upstreams"] == ["app2.internal:80"]
+    parsed = parse_front(config.Checker("share", "front", config.parse_toml(
+        "share", dumps(doc))["front"]))
+    assert [f.name for f in parsed] == ["blog", "shop"]
+    assert parsed[0].health.path == "/health" and parsed[1].domains[1] == "www.shop.example.com"
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ({"apps": {"a": {"domains": ["a.example"], "upstreams": []}}}, "front.apps.a.upstreams"),
+    ({"apps": {"a": {"domains": ["a.example"], "upstreams": ["h"]}}},
+     "front.apps.a.upstreams[0]"),
+    ({"apps": {"a": {"domains": ["a.example"], "upstreams": ["h:80"], "x": 1}}},
+     "front.apps.a.x"),
+    ({"apps": {"a": {"upstreams": ["h:80"]}}}, "front.apps.a.domains"),
+])
+def test_bad_front_tables(table: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_front(config.Checker("f", "front", table))
+    assert info.value.key == key
+
+
+def test_a_domain_is_balanced_or_served_never_both() -> None:
+    front = parse_front(config.Checker("f", "front", {"apps": {"a": {
+        "domains": ["a.example"], "upstreams": ["h:80"]}}}))
+    check_front_domains("f", front, {"b.example"})
+    with pytest.raises(ConfigError, match="also served by a local app"):
+        check_front_domains("f", front, {"a.example"})

@@ -1,0 +1,118 @@
+"""On-demand vassals and ranged processes: what fleet writes, and how status reads a sleeper."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet import status as status_mod
+from fleet.actions import Remove, WriteFile
+from fleet.status import app_status, vassal_status
+from tests.unit.test_converge import (  # noqa: F401 - healthy is an autouse fixture
+    SHA_A2,
+    changed_steps,
+    config,
+    healthy,
+    run,
+    server,
+)
+
+VASSALS = "/etc/uwsgi/vassals"
+ON_DEMAND = """
+[apps.alpha]
+repo = "git://remote/alpha.git"
+domains = ["alpha.test"]
+mode = "on-demand"
+idle = 30
+processes = "1-8"
+"""
+ALWAYS = ON_DEMAND.replace('mode = "on-demand"\nidle = 30\n', "")
+
+
+def test_on_demand_app_has_the_emperor_bind_a_socket_only_nginx_reaches() -> None:
+    host = server()
+    session, outcome = run(host, config(host, ON_DEMAND))
+    assert outcome.aborted is None and outcome.apps["alpha"].health == "passed"
+    ini = host.read(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini").decode()
+    assert "\nsocket =" not in ini and "chmod-socket" not in ini
+    assert "idle = 30\n" in ini and "die-on-idle = true\n" in ini
+    sock = "/run/fleet/_on-demand/alpha@aaaaaaaaaaaa.sock"
+    assert host.read(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini.socket") == sock.encode()
+    assert f"uwsgi_pass unix:{sock};" in host.read(
+        "/etc/nginx/sites-enabled/fleet-alpha.conf").decode()
+    assert "emperor-on-demand-extension = .socket\n" in host.read(
+        "/etc/uwsgi/emperor.ini").decode()
+    assert "d /run/fleet/_on-demand 0750 root www-data -\n" in host.read(
+        "/etc/tmpfiles.d/fleet.conf").decode()
+    # The Emperor decides on-demand when it first sees the ini: the .socket file comes first.
+    deploy = next(s for s in session.steps if s.name == "deploy")
+    written = [a.path for a in deploy.actions if isinstance(a, WriteFile)]
+    assert written.index(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini.socket") < written.index(
+        f"{VASSALS}/alpha@aaaaaaaaaaaa.ini")
+    again, _ = run(host, config(host, ON_DEMAND))
+    assert changed_steps(again) == []
+
+
+def test_process_range_uses_cheaper() -> None:
+    host = server()
+    run(host, config(host, ON_DEMAND))
+    ini = host.read(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini").decode()
+    assert "processes = 8\n" in ini and "cheaper = 1\n" in ini
+    assert "cheaper-initial = 1\n" in ini and "cheaper-algo = spare\n" in ini
+    host = server()
+    run(host, config(host, ALWAYS.replace('"1-8"', "3")))
+    assert "cheaper" not in host.read(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini").decode()
+
+
+def test_switching_mode_recreates_the_vassal_and_its_socket_file() -> None:
+    host = server()
+    run(host, config(host, ALWAYS))
+    assert host.state(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini.socket") is None
+    session, _ = run(host, config(host, ON_DEMAND))
+    step = next(s for s in session.steps if s.name == "vassal")
+    assert Remove(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini",
+                  "restarted as mode = on-demand") in step.actions
+    assert host.state(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini.socket") is not None
+    run(host, config(host, ALWAYS))
+    assert host.state(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini.socket") is None
+    assert "\nsocket = /run/fleet/alpha/aaaaaaaaaaaa.sock" in host.read(
+        f"{VASSALS}/alpha@aaaaaaaaaaaa.ini").decode()
+
+
+def test_socket_file_of_a_retired_release_is_swept() -> None:
+    host = server()
+    run(host, config(host, ON_DEMAND))
+    host.commits["git://remote/alpha.git"] = {"HEAD": SHA_A2, "main": SHA_A2}
+    run(host, config(host, ON_DEMAND))
+    assert host.state(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini") is None
+    run(host, config(host, ON_DEMAND))
+    assert host.state(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini.socket") is None
+    assert host.state(f"{VASSALS}/alpha@bbbbbbbbbbbb.ini.socket") is not None
+
+
+@pytest.mark.parametrize(("entry", "socket_file", "expected"), [
+    ({"id": "alpha@aaaaaaaaaaaa.ini", "pid": 0}, True, "sleeping"),
+    (None, True, "sleeping"),
+    ({"id": "alpha@aaaaaaaaaaaa.ini", "pid": 0}, False, "starting"),
+    ({"id": "alpha@aaaaaaaaaaaa.ini", "pid": 42}, True, "starting"),  # waking up
+])
+def test_status_of_an_on_demand_vassal_without_workers(entry, socket_file, expected) -> None:
+    host = server()
+    run(host, config(host, ON_DEMAND))
+    if not socket_file:
+        host.remove(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini.socket")
+    emperor = {"vassals": [entry] if entry else [], "blacklist": []}
+    assert vassal_status(host, "alpha@aaaaaaaaaaaa.ini", emperor).state == expected
+
+
+def test_status_leaves_a_sleeping_app_asleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    host = server()
+    cfg = config(host, ON_DEMAND)
+    run(host, cfg)
+
+    def no_probe(*_args, **_kwargs):
+        raise AssertionError("a probe through nginx would wake the app")
+
+    monkeypatch.setattr(status_mod, "probe", no_probe)
+    emperor = {"vassals": [{"id": "alpha@aaaaaaaaaaaa.ini", "pid": 0}], "blacklist": []}
+    result = app_status(host, cfg, "alpha", emperor)
+    assert (result.state, result.health, result.problem) == ("sleeping", "sleeping", None)

@@ -1,0 +1,196 @@
+"""fleet push with a fake ssh: order, canary, max-failures, unreachable hosts, reports, argv."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from fleet import cli
+from fleet.inventory import Server, load_inventory
+from fleet.push import Payload, push, waves
+from fleet.ssh import OpenSSH, Result, as_root
+
+FILE = """
+[servers.app1]
+address = "10.0.0.11"
+[servers.app2]
+address = "10.0.0.12"
+[servers.app3]
+address = "10.0.0.13"
+[servers.lb]
+address = "10.0.0.10"
+role = "front"
+
+[apps.blog]
+repo = "https://git.example.com/blog.git"
+domains = ["blog.example.com"]
+"""
+PAYLOAD = Payload(b"PYZ", b"#!/bin/sh\n")
+
+
+def report(changed: int = 0, failed: int = 0, error: str | None = None) -> dict:
+    app = {"commit": "abc", "health": "failed" if error else "passed", "changed": bool(changed)}
+    if error:
+        app["error"] = error
+    return {"ok": 10, "changed": changed, "failed": failed, "apps": {"blog": app}, "steps": []}
+
+
+class FakeSsh:
+    """Answers like a server would; records what each host was sent, in order."""
+
+    def __init__(self, answers: dict[str, tuple[int, object]] | None = None) -> None:
+        self.answers = answers or {}
+        self.calls: list[tuple[str, str]] = []
+        self.shares: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def run(self, server: Server, command: str, input: bytes | None = None,
+            timeout: float | None = None) -> Result:
+        with self.lock:
+            self.calls.append((server.name, command))
+        code, answer = self.answers.get(server.name, (0, report(changed=1)))
+        if code == 255:
+            return Result(255, b"", "ssh: connect to host 10.0.0.12 port 22: No route to host\n")
+        if input is not None:  # the copy: unpack the bundle to see the share
+            with tarfile.open(fileobj=io.BytesIO(input)) as tar:
+                names = tar.getnames()
+                assert names == ["fleet.pyz", "bootstrap", "fleet.toml"]
+                member = tar.extractfile("fleet.toml")
+                assert member is not None
+                self.shares[server.name] = member.read().decode()
+            return Result(0, b"", "")
+        body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+        return Result(code, body, "bootstrap: installed\n")
+
+    def close(self) -> None:
+        pass
+
+    def order(self) -> list[str]:
+        return [name for name, command in self.calls if "apply" in command or "plan" in command]
+
+
+def run_push(ssh: FakeSsh, **kwargs):
+    inventory, data = load_inventory("f.toml", FILE)
+    return push(inventory, data, ssh, PAYLOAD, **kwargs)
+
+
+def test_waves_canary_alone_then_batches_then_fronts() -> None:
+    inventory, _ = load_inventory("f.toml", FILE)
+    plan = [(w, [s.name for s in members]) for w, members in waves(list(inventory.servers), 2)]
+    assert plan == [("canary", ["app1"]), ("batch 1", ["app2", "app3"]), ("fronts", ["lb"])]
+
+
+def test_every_host_converges_and_gets_its_own_share() -> None:
+    ssh = FakeSsh()
+    result = run_push(ssh)
+    assert result.ok and [h.status for h in result.hosts] == ["changed"] * 4
+    assert ssh.order() == ["app1", "app2", "app3", "lb"]
+    assert "[apps.blog]" in ssh.shares["app1"] and "servers" not in ssh.shares["app1"]
+    assert "[front.apps.blog]" in ssh.shares["lb"] and "10.0.0.13:80" in ssh.shares["lb"]
+    applied = [c for n, c in ssh.calls if n == "app1"][-1]
+    assert applied.endswith("sh bootstrap fleet.pyz apply fleet.toml --json")
+    assert result.hosts[0].healthy == "1/1"
+
+
+def test_a_failing_canary_stops_everything_and_names_the_cause() -> None:
+    ssh = FakeSsh({"app1": (1, report(failed=1, error="deploy: ImportError: no module x"))})
+    result = run_push(ssh, max_failures=5)
+    assert ssh.order() == ["app1"] and not result.ok
+    assert [h.status for h in result.hosts] == ["failed", "skipped", "skipped", "skipped"]
+    assert result.hosts[0].error == "blog: deploy: ImportError: no module x"
+    assert "canary" in (result.stopped or "")
+
+
+def test_unreachable_host_is_reported_as_such_and_counts_as_a_failure() -> None:
+    ssh = FakeSsh({"app2": (255, None)})
+    result = run_push(ssh, max_failures=1)
+    states = {h.name: h.status for h in result.hosts}
+    assert states == {"app1": "changed", "app2": "unreachable", "app3": "changed",
+                      "lb": "changed"}
+    assert "No route to host" in (result.hosts[1].error or "") and not result.ok
+    assert result.to_json()["counts"]["unreachable"] == 1
+
+
+def test_more_than_max_failures_stops_starting_new_hosts() -> None:
+    ssh = FakeSsh({"app2": (255, None)})
+    result = run_push(ssh, max_failures=0)
+    assert ssh.order() == ["app1"]  # app2 never got to the apply
+    assert [h.status for h in result.hosts] == ["changed", "unreachable", "skipped", "skipped"]
+    assert "more than --max-failures 0" in (result.stopped or "")
+
+
+def test_a_batch_runs_to_its_end_even_when_one_member_fails() -> None:
+    ssh = FakeSsh({"app2": (1, report(failed=1, error="repo: boom"))})
+    result = run_push(ssh, batch=2)
+    assert sorted(ssh.order()) == ["app1", "app2", "app3"]
+    assert result.hosts[3].status == "skipped"
+
+
+def test_garbage_output_is_a_failure_with_the_stderr_tail() -> None:
+    ssh = FakeSsh({"app1": (2, b"Traceback...")})
+    result = run_push(ssh)
+    assert result.hosts[0].status == "failed"
+    assert result.hosts[0].error == "exit 2, no JSON report: bootstrap: installed"
+
+
+def test_a_converged_host_reports_ok_and_plan_runs_plan() -> None:
+    ssh = FakeSsh({name: (0, report()) for name in ("app1", "app2", "app3", "lb")})
+    result = run_push(ssh, plan=True, limit=["app2", "lb"])
+    assert ssh.order() == ["app2", "lb"]  # with --limit, app2 is the canary
+    assert [h.status for h in result.hosts] == ["ok", "ok"] and result.ok
+    assert all("fleet.pyz plan fleet.toml --json" in c for _, c in ssh.calls if "plan" in c)
+
+
+def test_ssh_argv_multiplexes_and_only_uses_F_when_asked() -> None:
+    server = Server("app1", "10.0.0.11", "root", 2222, "app")
+    plain = OpenSSH()
+    configured = OpenSSH("/tmp/ssh_config")
+    try:
+        argv = plain.argv(server, "true")
+        assert argv[0] == "ssh" and "-F" not in argv
+        assert "ControlMaster=auto" in argv and f"ControlPath={plain.control_dir}/%C" in argv
+        assert "BatchMode=yes" in argv and argv[-3:] == ["--", "10.0.0.11", "true"]
+        assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("-l") + 1] == "root"
+        assert configured.argv(server, "true")[1:3] == ["-F", "/tmp/ssh_config"]
+    finally:
+        plain.close()
+        configured.close()
+    assert not Path(plain.control_dir).exists()
+
+
+def test_non_root_users_go_through_sudo() -> None:
+    assert as_root(Server("a", "h"), "x y") == "x y"
+    assert as_root(Server("a", "h", user="deploy"), "x 'y'") == "sudo -n sh -c 'x '\"'\"'y'\"'\"''"
+
+
+def test_push_command_rejects_unknown_limit_and_exits_2(monkeypatch, capsys,
+                                                        tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(FILE)
+    monkeypatch.setattr("sys.argv", ["fleet", "push", str(path), "--limit", "nope"])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 2
+    assert "--limit: [0]: no server 'nope'" in capsys.readouterr().err
+
+
+def test_push_command_json_and_exit_1_on_failure(monkeypatch, capsys, tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(FILE)
+    pyz = tmp_path / "fleet.pyz"
+    pyz.write_bytes(b"PK")
+    fake = FakeSsh({"app3": (255, None)})
+    monkeypatch.setattr("fleet.commands.push.OpenSSH", lambda config: fake)
+    monkeypatch.setattr("sys.argv", ["fleet", "push", str(path), "--pyz", str(pyz), "--json",
+                                     "--max-failures", "1"])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    out = json.loads(capsys.readouterr().out)
+    assert info.value.code == 1 and out["ok"] is False
+    assert out["hosts"]["app3"]["status"] == "unreachable"
+    assert out["hosts"]["lb"]["status"] == "changed"

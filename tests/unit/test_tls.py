@@ -1,0 +1,286 @@
+"""HTTPS: config, certificate facts, the CA's words, backoff, operator files, and the order
+of issuance in converge (in memory; the real CA is exercised in tests/e2e/test_tls.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fleet import certs
+from fleet.actions import Unknown
+from fleet.config import HSTS_DEFAULT, LETSENCRYPT
+from fleet.errors import ConfigError
+from fleet.host import RunResult
+from fleet.resources import tls as tls_res
+from fleet.store import desired_state
+from tests.unit import test_converge as tc
+from tests.unit.fakehost import Entry, FakeHost
+
+healthy = tc.healthy  # the autouse fixture: no real health checks, gates or waits
+
+ACME_APP = """
+[server.acme]
+email = "ops@example.com"
+directory = "https://ca.test/dir"
+ca_bundle = "/etc/ca.pem"
+[apps.alpha]
+repo = "git://remote/alpha.git"
+domains = ["alpha.test", "www.alpha.test"]
+tls = "acme"
+"""
+X509 = """notAfter=Dec 25 13:47:13 2030 GMT
+X509v3 Subject Alternative Name: \n    DNS:alpha.test, DNS:www.alpha.test
+"""
+CERTBOT_REFUSED = """Saving debug log to /var/log/letsencrypt/letsencrypt.log
+Requesting a certificate for alpha.test
+
+Certbot failed to authenticate some domains (authenticator: webroot). The Certificate Authority reported these problems:
+  Domain: alpha.test
+  Type:   unauthorized
+  Detail: 127.0.0.1: Invalid response from http://alpha.test/.well-known/acme-challenge/x: 404
+
+Hint: The Certificate Authority failed to download the temporary challenge files.
+
+Some challenges have failed.
+Ask for help or search for solutions at https://community.letsencrypt.org. See the logfile /var/log/letsencrypt/letsencrypt.log or re-run Certbot with -v for more details.
+"""  # noqa: E501
+CERTBOT_UNEXPECTED = """An unexpected error occurred:
+urn:ietf:params:acme:error:rejectedIdentifier :: Error creating new order :: Cannot issue
+Ask for help or search for solutions at https://community.letsencrypt.org.
+"""
+
+
+def parse(text: str):
+    return desired_state(FakeHost(), "fleet.toml", text).config
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_tls_defaults_off_and_acme_defaults_to_letsencrypt() -> None:
+    app = parse('[apps.a]\nrepo = "r"\ndomains = ["a.test"]\n').apps[0]
+    assert app.tls.mode == "off" and app.hsts == HSTS_DEFAULT
+    cfg = parse('[server.acme]\n[apps.a]\nrepo = "r"\ndomains = ["a.test"]\ntls = "acme"\n'
+                "hsts = false\n")
+    assert cfg.server.acme.directory == LETSENCRYPT and cfg.apps[0].hsts == 0
+
+
+@pytest.mark.parametrize("text, key, problem", [
+    ('tls = "on"', "apps.a.tls", "must be"),
+    ('tls = { cert = "/c.pem" }', "apps.a.tls.key", "required"),
+    ('tls = { cert = "c.pem", key = "/k" }', "apps.a.tls.cert", "absolute"),
+    ('tls = { cert = "/c", key = "/k", chain = "/x" }', "apps.a.tls.chain", "unknown"),
+    ("hsts = -1", "apps.a.hsts", "between"),
+])
+def test_bad_tls_keys_name_file_and_key(text: str, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(f'[apps.a]\nrepo = "r"\ndomains = ["a.test"]\n{text}\n')
+    assert err.value.source == "fleet.toml" and err.value.key == key
+    assert problem in err.value.problem
+
+
+@pytest.mark.parametrize("line, key", [
+    ('directory = "http://ca.test/dir"', "server.acme.directory"),
+    ('email = "nobody"', "server.acme.email"),
+    ('ca_bundle = "ca.pem"', "server.acme.ca_bundle"),
+])
+def test_bad_acme_settings(line: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(f"[server.acme]\n{line}\n")
+    assert err.value.key == key
+
+
+# ----------------------------------------------------------------------------- facts
+
+
+def test_parse_x509_reads_expiry_and_names() -> None:
+    info = certs.parse_x509(X509)
+    assert info is not None and info.not_after.year == 2030
+    assert info.names == ("alpha.test", "www.alpha.test")
+    assert info.covers(("alpha.test",)) and not info.covers(("alpha.test", "new.test"))
+    assert certs.parse_x509("unable to load certificate") is None
+
+
+def test_ca_message_is_the_cas_reason_not_certbots_last_line() -> None:
+    assert certs.ca_message(CERTBOT_REFUSED) == (
+        "127.0.0.1: Invalid response from "
+        "http://alpha.test/.well-known/acme-challenge/x: 404")
+    assert certs.ca_message(CERTBOT_UNEXPECTED).startswith(
+        "urn:ietf:params:acme:error:rejectedIdentifier")
+    assert certs.ca_message("") == "certbot failed without a message"
+
+
+def test_backoff_doubles_is_capped_and_restarts_for_a_new_request() -> None:
+    first = certs.next_backoff(None, "ca a.test", "no", 1000.0)
+    assert (first.failures, first.next_attempt) == (1, 1000.0 + certs.BACKOFF_FIRST)
+    second = certs.next_backoff(first, "ca a.test", "no", 2000.0)
+    assert second.next_attempt == 2000.0 + 2 * certs.BACKOFF_FIRST
+    many = first
+    for _ in range(20):
+        many = certs.next_backoff(many, "ca a.test", "no", 0.0)
+    assert many.next_attempt == certs.BACKOFF_MAX
+    assert second.blocks("ca a.test", 2001.0) and not second.blocks("ca a.test b.test", 2001.0)
+    assert certs.next_backoff(second, "ca b.test", "no", 0.0).failures == 1
+
+
+@pytest.fixture(scope="module")
+def keypairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    tmp = tmp_path_factory.mktemp("keys")
+    files = {}
+    for name in ("a", "b"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                        "2", "-keyout", tmp / f"{name}.key", "-out", tmp / f"{name}.pem",
+                        "-subj", f"/CN={name}.test"], check=True, capture_output=True)
+        files[f"{name}.key"] = Path(tmp / f"{name}.key").read_bytes()
+        files[f"{name}.pem"] = Path(tmp / f"{name}.pem").read_bytes()
+    return files
+
+
+def test_keypair_problem_tells_a_mismatch(keypairs: dict[str, bytes]) -> None:
+    assert certs.keypair_problem(keypairs["a.pem"], keypairs["a.key"]) is None
+    assert "does not match" in (certs.keypair_problem(keypairs["a.pem"], keypairs["b.key"])
+                                or "")
+    assert "cannot load" in (certs.keypair_problem(b"junk", keypairs["a.key"]) or "")
+
+
+OWN_APP = '[apps.own]\nrepo = "r"\ndomains = ["own.test"]\n' \
+          'tls = { cert = "/etc/ssl/own.pem", key = "/etc/ssl/own.key" }\n'
+
+
+@pytest.mark.parametrize("files, key, problem", [
+    ({"own.pem": ("a.pem", 0o644)}, "apps.own.tls.key", "no such file"),
+    ({"own.key": ("a.key", 0o600)}, "apps.own.tls.cert", "no such file"),
+    ({"own.pem": ("a.pem", 0o644), "own.key": ("b.key", 0o600)}, "apps.own.tls.key",
+     "does not match"),
+    ({"own.pem": ("a.pem", 0o644), "own.key": ("a.key", 0o644)}, "apps.own.tls.key",
+     "readable by every user"),
+])
+def test_operator_files_are_refused_before_anything_changes(keypairs, files, key,
+                                                            problem) -> None:
+    host = FakeHost()
+    host.files["/etc/ssl"] = Entry("dir", mode=0o755)
+    for name, (source, mode) in files.items():
+        host.write(f"/etc/ssl/{name}", keypairs[source], mode, "root", "root")
+    cfg = desired_state(host, "fleet.toml", OWN_APP).config
+    with pytest.raises(ConfigError) as err:
+        certs.check_tls_files(host, cfg)
+    assert err.value.key == key and problem in err.value.problem
+    assert err.value.source.startswith("/etc/ssl/own.")
+
+
+def test_matching_operator_files_pass_and_are_served(keypairs) -> None:
+    host = FakeHost()
+    host.files["/etc/ssl"] = Entry("dir", mode=0o755)
+    host.write("/etc/ssl/own.pem", keypairs["a.pem"], 0o644, "root", "root")
+    host.write("/etc/ssl/own.key", keypairs["a.key"], 0o600, "root", "root")
+    cfg = desired_state(host, "fleet.toml", OWN_APP).config
+    certs.check_tls_files(host, cfg)
+    assert certs.served_files(host, cfg.apps[0]) == ("/etc/ssl/own.pem", "/etc/ssl/own.key")
+
+
+# ----------------------------------------------------------------------------- converge
+
+
+class FakeCA:
+    """certbot and openssl on the fake host: issue (write the lineage) or refuse."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.requests = 0
+
+    def __call__(self, host: FakeHost, argv: list[str]) -> RunResult | None:
+        if argv[0] == "certbot":
+            self.requests += 1
+            if self.refuse:
+                return RunResult(1, "", CERTBOT_REFUSED)
+            live = certs.live_dir("alpha")
+            for d in ("/etc/letsencrypt", "/etc/letsencrypt/live", live,
+                      "/etc/letsencrypt/renewal"):
+                host.files.setdefault(d, Entry("dir", mode=0o755))
+            for name in ("cert.pem", "fullchain.pem", "privkey.pem"):
+                host.write(f"{live}/{name}", b"PEM", 0o644, "root", "root")
+            host.write(certs.renewal_conf("alpha"), b"server = https://ca.test/dir\n", 0o644,
+                       "root", "root")
+            return RunResult(0, "", "")
+        if argv[0] == "openssl":
+            return RunResult(0, X509, "") if host.read(argv[-1]) else RunResult(1, "", "")
+        return None
+
+
+@pytest.fixture
+def ca(monkeypatch: pytest.MonkeyPatch) -> FakeCA:
+    monkeypatch.setattr(tls_res, "challenge_problem", lambda *_a: None)
+    return FakeCA()
+
+
+def site(host: FakeHost) -> str:
+    return host.read("/etc/nginx/sites-enabled/fleet-alpha.conf").decode()
+
+
+def test_certificate_after_http_site_then_https_then_nothing(ca: FakeCA) -> None:
+    host = tc.server()
+    host.handlers.append(ca)
+    cfg = tc.config(host, ACME_APP)
+    session, outcome = tc.run(host, cfg)
+    steps = tc.changed_steps(session)
+    assert steps.index("nginx") < steps.index("certificate alpha") < \
+        steps.index("nginx site alpha", steps.index("certificate alpha"))
+    assert outcome.apps["alpha"].health == "passed"
+    assert "certbot" in host.packages and "openssl" in host.packages
+    request = host.ran("certbot")[0]
+    assert request[request.index("--server") + 1] == "https://ca.test/dir"
+    assert request[-4:] == ["-d", "alpha.test", "-d", "www.alpha.test"]
+    text = site(host)
+    assert "listen 443 ssl" in text and "return 301 https://$host$request_uri;" in text
+    assert f"ssl_certificate {certs.live_dir('alpha')}/fullchain.pem;" in text
+    assert "acme-challenge" in text and "Strict-Transport-Security" in text
+    dropin = host.read(certs.CERTBOT_DROPIN).decode()
+    assert "REQUESTS_CA_BUNDLE=/etc/ca.pem" in dropin
+    assert host.state(certs.DEPLOY_HOOK).mode == 0o755
+    assert "certbot.timer" in host.enabled and "certbot.timer" in host.active
+
+    host.commands.clear()
+    again, _ = tc.run(host, cfg)
+    assert tc.changed_steps(again) == [] and ca.requests == 1
+
+
+def test_refused_certificate_keeps_http_fails_the_step_and_backs_off(
+        ca: FakeCA, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca.refuse = True
+    host = tc.server()
+    host.handlers.append(ca)
+    cfg = tc.config(host, ACME_APP)
+    session, outcome = tc.run(host, cfg)
+    step = next(s for s in session.steps if s.name == "certificate")
+    assert step.status.value == "failed" and "Invalid response" in (step.error or "")
+    assert "next attempt after" in (step.error or "")
+    assert outcome.apps["alpha"].health == "passed"  # still serving, over HTTP
+    assert "listen 443" not in site(host) and "uwsgi_pass" in site(host)
+    assert session.counts()["failed"] == 1
+
+    again, _ = tc.run(host, cfg)  # within the backoff: the CA is not asked again
+    step = next(s for s in again.steps if s.name == "certificate")
+    assert ca.requests == 1 and "not asking the CA again before" in (step.error or "")
+
+    ca.refuse = False
+    later = certs.time.time() + certs.BACKOFF_FIRST + 1
+    monkeypatch.setattr(tls_res.time, "time", lambda: later)
+    third, _ = tc.run(host, cfg)
+    assert ca.requests == 2 and "listen 443 ssl" in site(host)
+    assert host.state(certs.state_file("alpha")) is None
+    assert third.counts()["failed"] == 0
+
+
+def test_plan_lists_the_request_without_asking_the_ca(ca: FakeCA) -> None:
+    host = tc.server()
+    host.handlers.append(ca)
+    session, _ = tc.run(host, tc.config(host, ACME_APP), check=True)
+    step = next(s for s in session.steps if s.name == "certificate")
+    assert isinstance(step.actions[0], Unknown)  # its site waits for the clone
+    tc.run(host, tc.config(host, ACME_APP.replace('tls = "acme"', "")))
+    session, _ = tc.run(host, tc.config(host, ACME_APP), check=True)
+    step = next(s for s in session.steps if s.name == "certificate")
+    assert "request a certificate for alpha.test www.alpha.test" in step.actions[0].describe()
+    assert ca.requests == 0 and not host.ran("certbot")

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +58,7 @@ class Cluster:
         return bodies
 
 
-def inventory(cluster_net: BridgeNetwork, servers: dict[str, BridgedServer], repo: str) -> str:
+def inventory(servers: dict[str, BridgedServer], repo: str) -> str:
     lines = []
     for name, server in servers.items():
         role = "front" if name == "front" else "app"
@@ -84,10 +83,11 @@ def cluster(e2e_host: None, suite: str, fleet_pyz: Path, fixture_apps_dir: Path,
                 server = BridgedServer(network, index, hostname, suite)
                 servers.append(server)
                 named[name] = server
-            with ThreadPoolExecutor(len(servers)) as pool:
-                list(pool.map(lambda s: (s.boot(), s.install_sshd(public_key)), servers))
+            for server in servers:  # one at a time: parallel boots lost sshd here
+                server.boot()
+                server.install_sshd(public_key)
             config = work / "fleet.toml"
-            config.write_text(inventory(network, {"app1": named["app1"], "app2": named["app2"],
+            config.write_text(inventory({"app1": named["app1"], "app2": named["app2"],
                                                   "front": named["front"]},
                                         git.url("whoami", network.gateway)))
             yield Cluster(network, named["app1"], named["app2"], named["front"], config,

@@ -12,7 +12,14 @@ from fleet.ports import check_ports, parse_listeners
 from fleet.session import Status
 from fleet.store import desired_state
 from tests.unit.fakehost import Entry, FakeHost
-from tests.unit.test_converge import SHA_A1, SHA_A2, changed_steps, run, server
+from tests.unit.test_converge import (  # noqa: F401 - healthy: autouse fakes of the gates
+    SHA_A1,
+    SHA_A2,
+    changed_steps,
+    healthy,
+    run,
+    server,
+)
 
 SITE = """
 [apps.alpha]
@@ -138,7 +145,7 @@ def test_health_checks_go_under_the_prefix(monkeypatch: pytest.MonkeyPatch) -> N
     beta = parse(SITE).app("beta")
     assert beta is not None
     assert health.check_app(beta, "beta@x", timeout=1).passed
-    assert asked == ["site.test/blog/health"]
+    assert asked == ["www.site.test/blog/health"]  # its first domain
 
 
 def test_moving_a_prefix_changes_only_that_app() -> None:

@@ -72,8 +72,10 @@ def test_on_demand_socket_reaches_nginx_only(box) -> None:
         if f.startswith("sleepy@") and f.endswith(".ini"))).decode()
     assert "\nsocket =" not in ini and "die-on-idle = true" in ini
     # Another app's user cannot even reach the socket; nginx's user can.
-    probe = ("import glob, socket; s = socket.socket(socket.AF_UNIX); "
-             "s.connect(glob.glob('/run/fleet/_on-demand/sleepy@*.sock')[0])")
+    path = next(f for f in box.run(["ls", "/run/fleet/_on-demand"], check=True).stdout.split()
+                if f.startswith("sleepy@"))
+    probe = ("import socket; s = socket.socket(socket.AF_UNIX); "
+             f"s.connect('/run/fleet/_on-demand/{path}')")
     denied = box.run(["runuser", "-u", "elastic", "--", "python3", "-c", probe])
     assert denied.returncode != 0 and "Permission" in denied.stderr, denied.stderr
     allowed = box.run(["runuser", "-u", "www-data", "--", "python3", "-c", probe])

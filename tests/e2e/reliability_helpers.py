@@ -66,15 +66,16 @@ def alive(server: BareServer, pid: int) -> bool:
     return server.run(["test", "-d", f"/proc/{pid}"]).ok
 
 
-def kill_group(server: BareServer, pid: int) -> None:
-    """SIGKILL fleet and every command it started (apt-get, dpkg, git, pip...)."""
+def kill_group(server: BareServer, pid: int) -> bool:
+    """SIGKILL fleet and every command it started (apt-get, dpkg, git, pip...); False when the
+    run had already finished."""
     # minbase has no /bin/kill and dash's kill takes no process group; bootstrap put python3.
-    server.run(["python3", "-c", f"import os, signal; os.killpg({pid}, signal.SIGKILL)"],
-               check=True)
+    if not server.run(["python3", "-c", f"import os, signal; os.killpg({pid}, signal.SIGKILL)"]).ok:
+        return False
     for _ in range(100):
         # Field 5 of /proc/PID/stat is the process group (no awk or procps in minbase).
         if not server.run(f"cat /proc/[0-9]*/stat 2>/dev/null | grep -qE '\\) . [0-9]+ {pid} '").ok:
-            return
+            return True
         time.sleep(0.1)
     raise AssertionError(f"process group {pid} survived SIGKILL")
 

@@ -96,9 +96,10 @@ def test_vassal_workers_run_as_their_app_user(box, first_apply) -> None:
 
 
 def test_files_are_root_owned_and_private(box, first_apply) -> None:
-    out = box.run(["stat", "-c", "%U:%G %a %n", "/etc/uwsgi/vassals/alpha.ini",
+    release = box.run(["readlink", "/srv/fleet/alpha/current"]).stdout.strip().rsplit("/")[-1]
+    out = box.run(["stat", "-c", "%U:%G %a %n", f"/etc/uwsgi/vassals/alpha@{release}.ini",
                    "/etc/fleet/env/alpha.env", "/srv/fleet/alpha", "/run/fleet/alpha",
-                   "/run/fleet/alpha/app.sock", "/srv/fleet/alpha/shared/instance"],
+                   f"/run/fleet/alpha/{release}.sock", "/srv/fleet/alpha/shared/instance"],
                   check=True).stdout.split("\n")
     assert out[0].startswith("root:root 600 ")
     assert out[1].startswith("root:root 600 ")

@@ -3,7 +3,12 @@ recipe (2 processes, thunder-lock, unix socket, default nginx site, uWSGI's defa
 and under gunicorn (2 sync workers behind the same nginx), measured with wrk on loopback
 inside one server, interleaved in one run. Prints requests/s, p99 and the ratios.
 
-    sudo python3 bench/throughput.py [--seconds 10] [--rounds 3] [--connections 64]
+    sudo .venv/bin/python bench/throughput.py [--seconds 10] [--rounds 2] [--connections 64]
+                                              [--variants]
+
+--variants also measures copies of fleet's rendered vassal and nginx site with one default
+changed each (nginx access log off or buffered, no max-requests, uwsgi_buffering off...),
+to find which defaults matter; they run beside the others in the same interleaved rounds.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -51,15 +57,66 @@ GUNICORN_SITE = """server {
     }
 }
 """
+# Variants of fleet's rendered files: name -> (nginx site edits, vassal ini edits), each a
+# list of (regex, replacement). A variant with vassal edits runs its own copy of the vassal.
+VARIANTS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
+    "fleet, max-requests = 5000 (before)": (
+        [], [(r"^max-requests = .*$", "max-requests = 5000")]),
+    "fleet, no max-requests": (
+        [], [(r"^max-requests = .*$", "")]),
+    "fleet, nginx access_log off": (
+        [(r"access_log /var/log/nginx/fleet-pulse\.access\.log;",
+          "access_log off;")], []),
+    "fleet, nginx access_log buffered": (
+        [(r"access_log (/var/log/nginx/fleet-pulse\.access\.log);",
+          r"access_log \1 combined buffer=64k flush=5s;")], []),
+}
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+URL = "http://127.0.0.1:80/"  # minbase has no /etc/services: wrk cannot resolve "http"
+
+
+def fleet_files(server: BareServer) -> tuple[str, str, str]:
+    """(vassal ini name, its text, nginx site text) of the live pulse release."""
+    name = next(f for f in server.run(["ls", "/etc/uwsgi/vassals"], check=True).stdout.split()
+                if f.startswith("pulse@") and f.endswith(".ini"))
+    ini = server.read_file("/etc/uwsgi/vassals/" + name).decode()
+    site = server.read_file("/etc/nginx/sites-enabled/fleet-pulse.conf").decode()
+    return name, ini, site
+
+
+def edit(text: str, edits: list[tuple[str, str]]) -> str:
+    for pattern, repl in edits:
+        text, count = re.subn(pattern, repl, text, flags=re.M)
+        if not count:
+            raise SystemExit(f"variant edit {pattern!r} matched nothing")
+    return text
+
+
+def setup_variants(server: BareServer, ini: str, site: str) -> dict[str, str]:
+    """Copies of fleet's files with one default changed; name -> Host."""
+    hosts = {}
+    socket = re.search(r"^socket = (.+)$", ini, re.M).group(1)  # type: ignore[union-attr]
+    stats = re.search(r"^stats = (.+)$", ini, re.M).group(1)  # type: ignore[union-attr]
+    for i, (name, (site_edits, ini_edits)) in enumerate(VARIANTS.items()):
+        host = f"variant{i}.test"
+        text = edit(site, site_edits).replace("pulse.test", host)
+        text = text.replace("server_name pulse.test", f"server_name {host}")
+        text = re.sub(r"server_name [^;]+;", f"server_name {host};", text)
+        if ini_edits:
+            own = f"/run/fleet/pulse/variant{i}.sock"
+            server.write_file(f"/etc/uwsgi/vassals/variant{i}.ini",
+                              edit(ini, ini_edits).replace(socket, own)
+                              .replace(stats, f"/run/fleet/pulse/variant{i}.stats"), 0o600)
+            text = text.replace(socket, own)
+        server.write_file(f"/etc/nginx/sites-enabled/variant{i}.conf", text)
+        hosts[name] = host
+    return hosts
 
 
 def setup_rivals(server: BareServer) -> None:
     """The recipe as a second vassal of the same Emperor, and gunicorn from its own venv,
     both running the very release fleet deployed."""
-    ini = server.read_file("/etc/uwsgi/vassals/" + next(
-        f for f in server.run(["ls", "/etc/uwsgi/vassals"], check=True).stdout.split()
-        if f.startswith("pulse@") and f.endswith(".ini"))).decode()
+    _, ini, _ = fleet_files(server)
     venv = re.search(r"^virtualenv = (.+)$", ini, re.M).group(1)  # type: ignore[union-attr]
     server.run("apt-get install -y -q wrk >/dev/null", check=True, timeout=600)
     server.run("install -d -o pulse -g www-data -m 0750 /run/recipe /run/gunicorn", check=True)
@@ -72,18 +129,20 @@ def setup_rivals(server: BareServer) -> None:
                 "/opt/gunicorn/bin/gunicorn", "--workers", "2", "--bind",
                 "unix:/run/gunicorn/hello.sock", "--chdir", "/srv/fleet/pulse/current",
                 "wsgi:app"], check=True)
+
+
+def wait_ready(server: BareServer, hosts: list[str]) -> None:
     server.run("nginx -t && systemctl reload nginx", check=True)
-    for host in ("pulse.test", "recipe.test", "gunicorn.test"):
-        server.run(f"for i in $(seq 60); do wrk -t1 -c1 -d1s -H 'Host: {host}' "
-                   f"http://127.0.0.1/ 2>&1 | grep -q 'Non-2xx' || exit 0; sleep 1; done; "
-                   "exit 1", check=True, timeout=120)
+    for host in hosts:
+        server.run(f"for i in $(seq 60); do out=$(wrk -t1 -c1 -d1s -H 'Host: {host}' {URL} "
+                   "2>&1); case $out in *Non-2xx*|*rror*) sleep 1;; *Requests/sec*) exit 0;; "
+                   f"*) sleep 1;; esac; done; echo \"$out\"; exit 1", check=True, timeout=180)
 
 
 def wrk(server: BareServer, host: str, seconds: int, connections: int) -> tuple[float, float]:
     """(requests/s, p99 ms); a run with errors or non-2xx answers is refused."""
     out = server.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
-                      "-H", f"Host: {host}", "http://127.0.0.1/"], check=True,
-                     timeout=seconds + 60).stdout
+                      "-H", f"Host: {host}", URL], check=True, timeout=seconds + 60).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"{host}: wrk saw errors:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -94,36 +153,48 @@ def wrk(server: BareServer, host: str, seconds: int, connections: int) -> tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--variants", action="store_true",
+                        help="also measure fleet's files with one default changed each")
     args = parser.parse_args()
     rivals = {"fleet defaults": "pulse.test", "recipe": "recipe.test",
               "gunicorn": "gunicorn.test"}
+    print(f"machine: {machine()}", flush=True)
     with GitRemote() as remote, tempfile.TemporaryDirectory() as tmp:
         server = start(remote, Path(tmp))
         try:
             apply(server, f'[apps.pulse]\nrepo = "{remote.url("pulse")}"\n'
                           'domains = ["pulse.test"]\n')
             setup_rivals(server)
+            if args.variants:
+                _, ini, site = fleet_files(server)
+                rivals.update(setup_variants(server, ini, site))
+            wait_ready(server, list(rivals.values()))
             results: dict[str, list[tuple[float, float]]] = {name: [] for name in rivals}
             for host in rivals.values():
                 wrk(server, host, 3, args.connections)  # warm-up
-            for _ in range(args.rounds):  # interleaved: drift hits everyone alike
+            for n in range(args.rounds):  # interleaved: drift hits everyone alike
                 for name, host in rivals.items():
                     results[name].append(wrk(server, host, args.seconds, args.connections))
+                    rps, p99 = results[name][-1]
+                    print(f"round {n + 1}: {name}: {rps:.0f} req/s, p99 {p99:.1f} ms",
+                          file=sys.stderr, flush=True)
         finally:
             server.destroy()
-    print(f"machine: {machine()}; wrk -t2 -c{args.connections} -d{args.seconds}s, "
-          f"{args.rounds} interleaved rounds, medians")
+    print(f"wrk -t2 -c{args.connections} -d{args.seconds}s on loopback inside the server, "
+          f"{args.rounds} interleaved rounds after a 3 s warm-up each; medians")
     print("| server | requests/s | p99 ms |\n|---|---|---|")
     med = {n: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v))
            for n, v in results.items()}
     for name, (rps, p99) in med.items():
         print(f"| {name} | {rps:.0f} | {p99:.1f} |")
     base = med["fleet defaults"]
-    for name in ("recipe", "gunicorn"):
-        print(f"fleet / {name}: {base[0] / med[name][0]:.2f}x requests/s, "
-              f"p99 {base[1]:.1f} vs {med[name][1]:.1f} ms")
+    for name in med:
+        if name != "fleet defaults":
+            print(f"fleet / {name}: {base[0] / med[name][0]:.2f}x requests/s, "
+                  f"p99 {base[1]:.1f} vs {med[name][1]:.1f} ms")
+    print("command: sudo .venv/bin/python bench/throughput.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -71,7 +71,9 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
         for app in selected:
             outcome.apps[app.name] = prepare_app(config, app, session, histories[app.name])
         with session.step("runtime directories") as step:
-            converge_tmpfiles(config, session, step)
+            lost_sockets = converge_tmpfiles(config, session, step)
+            for name in lost_sockets & set(outcome.apps):
+                outcome.apps[name].restart = "its run directory (and socket) had been removed"
         with session.step("emperor") as step:
             converge_emperor(config, session, step)
     except StepFailed as exc:
@@ -121,9 +123,14 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
 
     def steps() -> None:
         with session.step("user", app.name) as step:
-            session.apply(step, plan_user(host, app.owner, paths.home))
+            home_existed = host.state(paths.home) is not None
+            created = session.apply(step, plan_user(host, app.owner, paths.home))
+            rollout.user_recreated = created and home_existed
         with session.step("app directories", app.name) as step:
             session.apply(step, app_dirs(host, app))
+            if rollout.user_recreated:
+                session.apply(step, reown(app))
+                rollout.restart = f"user {app.owner} was re-created"
         with session.step("repo", app.name) as step:
             rollout.commit = sync_repo(app, session, step, history)
         if rollout.commit is None:
@@ -151,6 +158,18 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
 
     guarded(rollout, steps)
     return rollout
+
+
+def reown(app: AppConfig) -> list[Action]:
+    """A re-created user gets new ids: give it back its code's group and its data."""
+    paths = AppPaths(app.name)
+    actions: list[Action] = [Run(("chown", "-R", f":{app.owner}", paths.releases, paths.venvs),
+                                 f"code and venvs back to group {app.owner}")]
+    for item in app.persist:
+        top = item.split("/")[0]
+        actions.append(Run(("chown", "-R", f"{app.owner}:{app.owner}",
+                            f"{paths.shared}/{top}"), f"data back to {app.owner}"))
+    return actions
 
 
 def app_dirs(host: Host, app: AppConfig) -> list[Action]:
@@ -223,7 +242,9 @@ def render_site(config: Config, app: AppConfig, release: str,
                   acme_webroot=certs.ACME_WEBROOT if app.tls.mode == "acme" else None)
 
 
-def converge_tmpfiles(config: Config, session: Session, step: Step) -> None:
+def converge_tmpfiles(config: Config, session: Session, step: Step) -> set[str]:
+    """Run directories from tmpfiles.d. Returns the apps whose run directory was gone: their
+    vassals lost their sockets with it and must be started anew."""
     host = session.host
     apps = [a for a in config.apps if session.check or user_exists(host, a.owner)]
     content = render("tmpfiles.conf.j2", run_root=layout.RUN, nginx_group=layout.NGINX_USER,
@@ -238,6 +259,8 @@ def converge_tmpfiles(config: Config, session: Session, step: Step) -> None:
         actions.append(Run(("systemd-tmpfiles", "--create", layout.TMPFILES),
                            "create runtime directories"))
     session.apply(step, actions)
+    return {a.name for a in drift if host.state(AppPaths(a.name).home) is not None
+            and not session.check and host.listdir(AppPaths(a.name).run_dir) == []}
 
 
 def converge_emperor(config: Config, session: Session, step: Step) -> None:

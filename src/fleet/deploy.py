@@ -45,6 +45,8 @@ class Rollout:
     env: bytes | None = None
     site: bytes | None = None
     previous_site: bytes | None = None  # the site before this run, to switch back to
+    user_recreated: bool = False  # the app's user had been deleted and was created again
+    restart: str | None = None  # why the live vassal must be started anew, not reloaded
     site_file: str | None = None  # where the app's nginx file lives (fleet.sites)
     stopped_live: bytes | None = None  # TCP app: ini of the live vassal stopped for the new one
     swapped: bool = False  # a new release passed its gate and nginx must switch to it
@@ -131,14 +133,18 @@ def plan_on_demand(session: Session, app: AppConfig, release: str) -> list[Actio
                      why="mode = on-demand: the Emperor binds this socket")
 
 
-def mode_switch(session: Session, step: Step, app: AppConfig, release: str) -> None:
-    """A running vassal cannot change mode in a reload: stop it, so it is created anew."""
+def mode_switch(session: Session, step: Step, app: AppConfig, release: str,
+                restart: str | None = None) -> None:
+    """A running vassal cannot change mode, take a re-created user's new uid or bind a socket
+    again in a reload (it has dropped root): stop it, so it is created anew."""
     paths = AppPaths(app.name)
     host = session.host
     has_file = host.state(paths.on_demand_file(release)) is not None
-    if host.state(paths.vassal(release)) is None or has_file == app.on_demand:
+    if host.state(paths.vassal(release)) is None or (has_file == app.on_demand
+                                                     and not restart):
         return
-    session.apply(step, [Remove(paths.vassal(release), f"restarted as mode = {app.mode}")])
+    why = f"restarted: {restart}" if restart else f"restarted as mode = {app.mode}"
+    session.apply(step, [Remove(paths.vassal(release), why)])
     if not session.check and not wait_until_gone(paths.vassal_id(release)):
         raise FleetError(f"the Emperor still runs {paths.vassal_id(release)}; try again")
 
@@ -159,7 +165,7 @@ def activate(session: Session, app: AppConfig, rollout: Rollout) -> None:
                      and layout.vassal_app(entry)[1] not in (rollout.live, rollout.release)]
         session.apply(step, leftovers)
         if not new_release:
-            mode_switch(session, step, app, rollout.release)
+            mode_switch(session, step, app, rollout.release, rollout.restart)
             session.apply(step, plan_on_demand(session, app, rollout.release))
             if session.apply(step, plan_file(host, paths.vassal(rollout.release),
                                              rollout.vassal, 0o600,

@@ -311,6 +311,8 @@ DRIFTS = {
     "app dir mode": ("chmod 755 /srv/fleet/one", {("app directories", "one")}),
     "app dir owner": ("chown two /srv/fleet/one/shared", {("app directories", "one")}),
     "run dir owner": ("chown root:root /run/fleet/two", {("runtime directories", None)}),
+    "run dir removed": ("rm -rf /run/fleet/two",
+                        {("runtime directories", None), ("vassal", "two")}),
     "stale app": ("cp /etc/nginx/sites-enabled/fleet-two.conf /etc/nginx/sites-enabled/"
                   "fleet-ghost.conf && sed -i 's/two.test/ghost.test/' "
                   "/etc/nginx/sites-enabled/fleet-ghost.conf && "
@@ -327,6 +329,22 @@ def test_drift_is_repaired_and_reported_for_the_exact_item(box, provisioned, dri
     assert changed_steps(run) == expected, json.dumps(run.data["steps"])[:4000]
     serves(box, "one.test", "one ", attempts=10)
     serves(box, "two.test", "two ", attempts=10)
+    again = fleet_json(box, "apply")
+    assert again.returncode == 0 and changed_steps(again) == set(), changed_steps(again)
+
+
+def test_deleted_app_user_is_recreated_and_the_app_serves_again(box, provisioned) -> None:
+    box.run(["userdel", "-f", "one"], check=True)
+    assert box.run(["getent", "passwd", "one"]).returncode != 0
+    run = apply_ok(box)
+    steps = changed_steps(run)
+    assert {("user", "one"), ("app directories", "one"), ("vassal", "one")} <= steps, steps
+    assert not any(app == "two" for _, app in steps), steps
+    serves(box, "one.test", "one ", attempts=10)
+    users = {p["user"] for p in uwsgi_processes(box)}
+    assert "one" in users and not any(u.isdigit() for u in users), users
+    owner = box.run(["stat", "-c", "%U:%G", "/srv/fleet/one/shared/instance"]).stdout.strip()
+    assert owner == "one:one", owner
     again = fleet_json(box, "apply")
     assert again.returncode == 0 and changed_steps(again) == set(), changed_steps(again)
 

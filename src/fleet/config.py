@@ -6,16 +6,28 @@ raised before anything on the server is touched.
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from fleet.checker import Checker, kind_name, type_name
 from fleet.errors import ConfigError
 from fleet.routes import check_routes, parse_prefix, parse_socket
+from fleet.settings import (
+    HSTS_DEFAULT,
+    LETSENCRYPT,
+    MODES,
+    AcmeSettings,
+    AppConfig,
+    Config,
+    EmperorConfig,
+    HealthConfig,
+    PipSettings,
+    ServerConfig,
+    TlsConfig,
+)
 
 if TYPE_CHECKING:
     from fleet.inventory import FrontApp
@@ -33,204 +45,12 @@ SIZE_RE = re.compile(r"^[0-9]+[kKmMgG]?$")
 MODULE_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*(\(\))?)?$")
 URL_PREFIX_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 PROCESS_RANGE_RE = re.compile(r"^([0-9]{1,3})-([0-9]{1,3})$")
-MODES = ("always", "on-demand")
 
-
-@dataclass(frozen=True)
-class PipSettings:
-    index_url: str | None = None
-    extra_index_urls: tuple[str, ...] = ()
-    cert: str | None = None
-
-
-LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-HSTS_DEFAULT = 15768000  # half a year: long enough to matter, short enough to back out of
-
-
-@dataclass(frozen=True)
-class AcmeSettings:
-    email: str | None = None
-    directory: str = LETSENCRYPT
-    ca_bundle: str | None = None  # trusted for the ACME directory (a private CA)
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    """`off`, `acme` (certificates from [server.acme]) or `files` (the operator's cert/key)."""
-
-    mode: str = "off"
-    cert: str | None = None
-    key: str | None = None
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    packages: tuple[str, ...] = ()
-    pip: PipSettings = field(default_factory=PipSettings)
-    client_max_body_size: str = "10m"
-    acme: AcmeSettings = field(default_factory=AcmeSettings)
-
-
-@dataclass(frozen=True)
-class EmperorConfig:
-    thunder_lock: bool = True
-    vassal_set: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class HealthConfig:
-    path: str = "/"
-    status: tuple[int, ...] = ()  # empty: any 2xx or 3xx
-    contains: str | None = None
-    timeout: float = 30.0
-
-    def accepts(self, status: int) -> bool:
-        if self.status:
-            return status in self.status
-        return 200 <= status < 400
-
-
-@dataclass(frozen=True)
-class AppConfig:
-    name: str
-    repo: str
-    domains: tuple[str, ...]
-    ref: str | None = None
-    path: str = "."
-    module: str = "wsgi:app"
-    processes: int = 2  # the maximum when min_processes is set
-    min_processes: int | None = None  # processes = "MIN-MAX": uWSGI's cheaper keeps MIN
-    threads: int = 1
-    env: tuple[tuple[str, str], ...] = ()
-    static: tuple[tuple[str, str], ...] = ()
-    user: str = ""
-    health: HealthConfig = field(default_factory=HealthConfig)
-    persist: tuple[str, ...] = ("instance",)
-    keep_releases: int = 5
-    init: str | None = None
-    env_file: str | None = None  # root-only KEY=VALUE file merged under `env`
-    mode: str = "always"  # or "on-demand": the Emperor starts the vassal on a request
-    idle: int = 600  # on-demand: seconds without a request before the vassal stops
-    tls: TlsConfig = field(default_factory=TlsConfig)
-    hsts: int = HSTS_DEFAULT  # Strict-Transport-Security max-age with TLS on; 0: none
-    prefix: str = "/"  # URL path under its domains; the app sees it as SCRIPT_NAME
-    socket: str = "unix"  # or "tcp:HOST:PORT"
-
-    @property
-    def on_demand(self) -> bool:
-        return self.mode == "on-demand"
-
-    @property
-    def tcp_address(self) -> str | None:
-        """HOST:PORT the vassal binds, or None for a unix socket in the app's run dir."""
-        return self.socket[len("tcp:"):] if self.socket.startswith("tcp:") else None
-
-    def url(self, path: str) -> str:
-        """A path of the app (health, static) as visitors request it: under its prefix."""
-        return path if self.prefix == "/" else self.prefix + path
-
-    @property
-    def owner(self) -> str:
-        return self.user or self.name
-
-
-@dataclass(frozen=True)
-class Config:
-    server: ServerConfig
-    emperor: EmperorConfig
-    apps: tuple[AppConfig, ...]
-    front: tuple[FrontApp, ...] = ()  # a front server's balanced apps (fleet.inventory)
-
-    def app(self, name: str) -> AppConfig | None:
-        return next((a for a in self.apps if a.name == name), None)
-
-
-# --------------------------------------------------------------------------- checking helpers
-
-
-class Checker:
-    """Reads one TOML table, remembering which keys were used so unknown ones can be named."""
-
-    def __init__(self, source: str, prefix: str, table: Any) -> None:
-        self.source = source
-        self.prefix = prefix
-        if not isinstance(table, Mapping):
-            self.fail("", f"expected a table, got {type_name(table)}")
-        self.table = table
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def fail(self, name: str, problem: str) -> None:
-        raise ConfigError(self.source, self.key(name) if name else self.prefix, problem)
-
-    def check_known(self, known: list[str]) -> None:
-        for name in self.table:
-            if name not in known:
-                close = difflib.get_close_matches(str(name), known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                self.fail(str(name), f"unknown key{hint}")
-
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None,
-            required: bool = False) -> Any:
-        if name not in self.table:
-            if required:
-                self.fail(name, "required key is missing")
-            return default
-        value = self.table[name]
-        # TOML booleans are ints in Python; never accept one for the other.
-        if isinstance(value, bool) and bool not in _as_tuple(kind):
-            self.fail(name, f"expected {kind_name(kind)}, got boolean")
-        if not isinstance(value, kind):
-            self.fail(name, f"expected {kind_name(kind)}, got {type_name(value)}")
-        return value
-
-    def get_str(self, name: str, default: str | None = None, required: bool = False,
-                pattern: re.Pattern[str] | None = None, what: str = "") -> Any:
-        value = self.get(name, str, default, required)
-        if name in self.table and pattern is not None and not pattern.match(value):
-            self.fail(name, f"{value!r} is not {what}")
-        if isinstance(value, str) and ("\n" in value or "\x00" in value):
-            self.fail(name, "must be a single line")
-        return value
-
-    def get_str_list(self, name: str, default: tuple[str, ...] = (),
-                     required: bool = False) -> tuple[str, ...]:
-        value = self.get(name, list, None, required)
-        if value is None:
-            return default
-        for index, item in enumerate(value):
-            if not isinstance(item, str):
-                self.fail(f"{name}[{index}]", f"expected a string, got {type_name(item)}")
-            if "\n" in item or "\x00" in item:
-                self.fail(f"{name}[{index}]", "must be a single line")
-        return tuple(value)
-
-    def get_int(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.get(name, int, default)
-        if not low <= value <= high:
-            self.fail(name, f"must be between {low} and {high}, got {value}")
-        return value
-
-    def sub(self, name: str) -> Checker:
-        return Checker(self.source, self.key(name), self.table.get(name, {}))
-
-
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def type_name(value: Any) -> str:
-    return {
-        str: "string", int: "integer", float: "float", bool: "boolean",
-        list: "array", dict: "table",
-    }.get(type(value), type(value).__name__)
-
-
-def kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
-             list: "an array", dict: "a table"}
-    return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
+__all__ = [  # settings and the checker are re-exported: callers import them from here
+    "HSTS_DEFAULT", "LETSENCRYPT", "MODES", "AcmeSettings", "AppConfig", "Checker", "Config",
+    "EmperorConfig", "HealthConfig", "PipSettings", "ServerConfig", "TlsConfig", "kind_name",
+    "type_name",
+]
 
 
 # --------------------------------------------------------------------------- sections

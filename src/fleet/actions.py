@@ -93,6 +93,10 @@ class Run(Action):
     cwd: str | None = None
     timeout: float | None = None
     secrets: tuple[str, ...] = field(default=(), compare=False)
+    # Retry while the command's error output contains this text (a lock someone else holds),
+    # for up to `retry_for` seconds.
+    retry_while: str = ""
+    retry_for: float = 0.0
 
     def describe(self) -> str:
         return (self.why + ": " if self.why else "run: ") + self.command_line()

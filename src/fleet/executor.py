@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from fleet.actions import (
     Action,
@@ -16,6 +17,7 @@ from fleet.actions import (
     Unknown,
     WriteFile,
 )
+from fleet.errors import CommandError
 from fleet.host import Host
 
 
@@ -33,14 +35,28 @@ def perform(host: Host, action: Action) -> None:
     elif isinstance(action, Move):
         host.run(["mv", "-T", action.src, action.dest])
     elif isinstance(action, Run):
-        host.run(list(action.argv), env=dict(action.env), cwd=action.cwd,
-                 timeout=action.timeout)
+        run_command(host, action)
     elif isinstance(action, BuildVenv):
         host.build_venv(action.path, action.python)
     elif isinstance(action, Unknown):
         raise TypeError(f"cannot perform an undecided step: {action.what}")
     else:  # pragma: no cover - a new action type without an executor branch
         raise TypeError(f"no executor for {type(action).__name__}")
+
+
+def run_command(host: Host, action: Run, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Run once; while the error says someone else holds what it needs, wait and try again."""
+    deadline = time.monotonic() + action.retry_for
+    while True:
+        try:
+            host.run(list(action.argv), env=dict(action.env), cwd=action.cwd,
+                     timeout=action.timeout)
+            return
+        except CommandError as exc:
+            waiting = action.retry_while and action.retry_while in (exc.stderr + exc.stdout)
+            if not waiting or time.monotonic() >= deadline:
+                raise
+            sleep(2.0)
 
 
 def perform_all(host: Host, actions: Iterable[Action]) -> None:

@@ -123,7 +123,7 @@ class FakeHost:
             lines = [f"{n} ii " for n in names if n in self.packages]
             return RunResult(0 if len(lines) == len(names) else 1, "\n".join(lines), "")
         if cmd == "apt-get":
-            if argv[1] == "install":
+            if "install" in argv:
                 self.packages.update(a for a in argv[2:] if not a.startswith("-")
                                      and "::" not in a)
             return ok

@@ -90,7 +90,7 @@ def test_fresh_server_is_provisioned_then_nothing_changes() -> None:
     assert outcome.aborted is None
     assert {n: r.commit for n, r in outcome.apps.items()} == {"alpha": SHA_A1, "beta": SHA_B1}
     assert all(r.health == "passed" for r in outcome.apps.values())
-    assert host.ran("apt-get", "install")
+    assert any("install" in c for c in host.ran("apt-get"))
     assert ["useradd", "--system", "--user-group", "--home-dir", "/srv/fleet/alpha",
             "--no-create-home", "--shell", "/usr/sbin/nologin", "alpha"] in host.commands
     ini = host.read("/etc/uwsgi/vassals/alpha@aaaaaaaaaaaa.ini").decode()

@@ -16,7 +16,7 @@ import pytest
 
 from fleet.config import parse_document, parse_toml
 from fleet.envfile import app_environment, check_env_files, parse_env_file
-from fleet.errors import EXIT_INVALID, ConfigError, LockError
+from fleet.errors import EXIT_INVALID, CommandError, ConfigError, LockError
 from fleet.lock import run_lock
 from fleet.report import summary_json
 from fleet.resources.packages import plan_packages
@@ -145,7 +145,9 @@ def test_interrupted_dpkg_is_finished_before_apt_runs() -> None:
     actions = plan_packages(host, ["nginx"])
     argvs = [a.argv for a in actions]  # type: ignore[attr-defined]
     assert argvs[0] == ("dpkg", "--configure", "-a")
-    assert argvs[-1][:2] == ("apt-get", "install") and "nginx" in argvs[-1]
+    assert argvs[-1][0] == "apt-get" and "install" in argvs[-1] and "nginx" in argvs[-1]
+    assert "DPkg::Lock::Timeout=300" in argvs[-1]  # waits for another package run's lock
+    assert actions[0].retry_while == "lock"  # type: ignore[attr-defined]
     host.packages.add("nginx")
     assert [a.argv for a in plan_packages(host, ["nginx"])] == [  # type: ignore[attr-defined]
         ("dpkg", "--configure", "-a")]
@@ -205,3 +207,22 @@ def test_bad_command_line_is_one_line_exit_2(args: list[str], expected: str) -> 
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_command_waits_while_someone_else_holds_its_lock() -> None:
+    from fleet.actions import Run
+    from fleet.executor import run_command
+    from fleet.host import RunResult
+
+    host = FakeHost()
+    answers = [RunResult(2, "", "dpkg: error: dpkg database lock was locked by another "
+                                "process with pid 913"), RunResult(0, "", "")]
+    host.handlers.append(lambda _host, argv: answers.pop(0) if argv[0] == "dpkg" else None)
+    naps: list[float] = []
+    run_command(host, Run(("dpkg", "--configure", "-a"), retry_while="lock", retry_for=60),
+                sleep=naps.append)
+    assert naps == [2.0] and not answers
+    host.handlers[:] = [lambda _host, argv: RunResult(2, "", "dpkg: error: broken")]
+    with pytest.raises(CommandError):
+        run_command(host, Run(("dpkg", "--configure", "-a"), retry_while="lock",
+                              retry_for=60), sleep=naps.append)

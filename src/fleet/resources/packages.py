@@ -8,6 +8,10 @@ from fleet.actions import Action, Run
 from fleet.host import Host
 
 APT_ENV = (("DEBIAN_FRONTEND", "noninteractive"),)
+# Another package run (unattended-upgrades at 3 a.m., or what a killed run left dying) may
+# hold dpkg's lock: wait for it rather than fail.
+LOCK_WAIT = 300
+APT_LOCK = ("-o", f"DPkg::Lock::Timeout={LOCK_WAIT}")
 
 
 def parse_dpkg_query(output: str) -> set[str]:
@@ -40,13 +44,15 @@ def plan_packages(host: Host, wanted: Sequence[str]) -> list[Action]:
     recover: list[Action] = []
     if dpkg_interrupted(host):
         recover.append(Run(("dpkg", "--configure", "-a"), "finish an interrupted package "
-                           "install", APT_ENV, timeout=1800))
+                           "install", APT_ENV, timeout=1800, retry_while="lock",
+                           retry_for=LOCK_WAIT))
     if not missing:
         return recover
     return [
         *recover,
-        Run(("apt-get", "update", "-q"), "refresh package lists", APT_ENV, timeout=600),
-        Run(("apt-get", "install", "-y", "-q", "--no-install-recommends",
+        Run(("apt-get", *APT_LOCK, "update", "-q"), "refresh package lists", APT_ENV,
+            timeout=900),
+        Run(("apt-get", *APT_LOCK, "install", "-y", "-q", "--no-install-recommends",
              "-o", "Dpkg::Options::=--force-confold", *missing),
             f"install {' '.join(missing)}", APT_ENV, timeout=1800),
     ]

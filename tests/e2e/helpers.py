@@ -103,3 +103,12 @@ def service_pids(server: BareServer) -> dict[str, set[str]]:
         if p["comm"].startswith("uwsgi") or p["comm"] == "nginx":
             pids.setdefault(f"{p['comm']}:{p['user']}", set()).add(p["pid"])
     return pids
+
+
+def bootstrap_apply(server: BareServer, toml: str, timeout: float = 1500) -> Completed:
+    """Provision as a user would: write fleet.toml, `sh bootstrap fleet.pyz apply` it."""
+    server.write_file("/root/fleet.toml", toml)
+    result = server.run(["sh", "/root/bootstrap", "/root/fleet.pyz", "apply",
+                         "/root/fleet.toml", "--json"], timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import fleet_json, get, install_fleet, uwsgi_processes
+from tests.e2e.helpers import bootstrap_apply, fleet_json, get, install_fleet, uwsgi_processes
 from tests.e2e.load import Load
 from tests.harness.server import BareServer
 
@@ -25,7 +25,7 @@ def box(server_factory, git_remote, fleet_pyz):
         git_remote.create_repo("pulse", APPS / "pulse")
     server: BareServer = server_factory()
     install_fleet(server, fleet_pyz)
-    server.write_file("/root/fleet.toml", f"""
+    bootstrap_apply(server, f"""
 [apps.sleepy]
 repo = "{git_remote.url('pulse')}"
 domains = ["sleepy.test"]
@@ -37,9 +37,6 @@ repo = "{git_remote.url('pulse')}"
 domains = ["elastic.test"]
 processes = "1-4"
 """)
-    result = server.run(["sh", "/root/bootstrap", "/root/fleet.pyz", "apply",
-                         "/root/fleet.toml", "--json"], timeout=1500)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return server
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import describe, fleet, fleet_json, get, install_fleet
+from tests.e2e.helpers import bootstrap_apply, describe, fleet, fleet_json, get, install_fleet
 from tests.e2e.load import Load
 from tests.harness.server import BareServer
 
@@ -35,7 +35,7 @@ def box(server_factory, git_remote, fleet_pyz):
         git_remote.create_repo("keeper", APPS / "keeper")
     server: BareServer = server_factory()
     install_fleet(server, fleet_pyz)
-    server.write_file("/root/fleet.toml", f"""
+    bootstrap_apply(server, f"""
 [apps.web]
 repo = "{git_remote.url('web')}"
 domains = ["web.test"]
@@ -50,9 +50,6 @@ domains = ["keeper.test"]
 persist = ["instance"]
 init = "python init_db.py"
 """)
-    result = server.run(["sh", "/root/bootstrap", "/root/fleet.pyz", "apply",
-                         "/root/fleet.toml", "--json"], timeout=1500)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return server
 
 

@@ -20,6 +20,7 @@ from fleet import layout
 from fleet.actions import Action, Remove, WriteFile
 from fleet.config import AppConfig, Config
 from fleet.errors import ConfigError
+from fleet.files import require_file
 from fleet.host import Host
 
 LETSENCRYPT_DIR = "/etc/letsencrypt"
@@ -148,11 +149,7 @@ def check_tls_files(host: Host, config: Config) -> None:
         data = {}
         for what, path in (("cert", app.tls.cert), ("key", app.tls.key)):
             key = f"apps.{app.name}.tls.{what}"
-            state = host.state(path)
-            if state is None:
-                raise ConfigError(path, key, "no such file")
-            if state.kind != "file":
-                raise ConfigError(path, key, f"must be a regular file, not a {state.kind}")
+            state = require_file(host, path, key)
             if what == "key" and state.mode & 0o004:
                 raise ConfigError(path, key, f"a private key readable by every user "
                                              f"({state.mode:04o}): chmod o-r it")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fleet.config import ENV_NAME_RE, AppConfig, Config
 from fleet.errors import ConfigError
+from fleet.files import require_file
 from fleet.host import Host
 
 Pairs = tuple[tuple[str, str], ...]
@@ -41,11 +42,7 @@ def load_env_file(host: Host, app: AppConfig) -> Pairs:
         return ()
     path = app.env_file
     key = f"apps.{app.name}.env_file"
-    state = host.state(path)
-    if state is None:
-        raise ConfigError(path, key, "no such file")
-    if state.kind != "file":
-        raise ConfigError(path, key, f"must be a regular file, not a {state.kind}")
+    state = require_file(host, path, key)
     if state.owner != "root" or state.mode & 0o077:
         raise ConfigError(path, key, "must be owned by root and readable by nobody else "
                                      f"(chmod 600; it is {state.owner} {state.mode:04o})")

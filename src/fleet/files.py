@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fleet.actions import Action, MakeDir, Remove, SetAttrs, Symlink, WriteFile
-from fleet.host import Host
+from fleet.errors import ConfigError
+from fleet.host import FileState, Host
 
 
 def plan_file(host: Host, path: str, content: bytes, mode: int = 0o644, owner: str = "root",
@@ -45,3 +46,14 @@ def plan_link(host: Host, path: str, target: str) -> list[Action]:
 
 def plan_absent(host: Host, path: str, why: str = "") -> list[Action]:
     return [] if host.state(path) is None else [Remove(path, why)]
+
+
+def require_file(host: Host, path: str, key: str) -> FileState:
+    """An operator-named file (certificate, key, env_file) must exist as a regular file; else
+    an input error naming the file and the key, before anything changes."""
+    state = host.state(path)
+    if state is None:
+        raise ConfigError(path, key, "no such file")
+    if state.kind != "file":
+        raise ConfigError(path, key, f"must be a regular file, not a {state.kind}")
+    return state

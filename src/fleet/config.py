@@ -6,6 +6,7 @@ raised before anything on the server is touched.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 from collections.abc import Mapping
@@ -55,7 +56,7 @@ __all__ = [  # settings and the checker are re-exported: callers import them fro
 
 # --------------------------------------------------------------------------- sections
 
-SERVER_KEYS = ["packages", "pip", "client_max_body_size", "acme"]
+SERVER_KEYS = ["packages", "pip", "client_max_body_size", "acme", "accept_from"]
 ACME_KEYS = ["email", "directory", "ca_bundle"]
 TLS_KEYS = ["cert", "key"]
 PIP_KEYS = ["index_url", "extra_index_urls", "cert"]
@@ -85,7 +86,35 @@ def parse_server(c: Checker) -> ServerConfig:
         pip=PipSettings(pip.get_str("index_url"), pip.get_str_list("extra_index_urls"), cert),
         client_max_body_size=body,
         acme=parse_acme(c.sub("acme")),
+        accept_from=parse_accept_from(c),
     )
+
+
+def parse_accept_from(c: Checker) -> tuple[str, ...]:
+    """Addresses and networks nginx lets reach the apps (normalized, each once); () = anyone."""
+    result: list[str] = []
+    for index, item in enumerate(c.get_str_list("accept_from")):
+        key = f"accept_from[{index}]"
+        network = ip_network(item)
+        if network is None:
+            c.fail(key, f"{item!r} is not an IPv4 or IPv6 address or network "
+                        "(such as \"10.0.0.10\" or \"10.0.0.0/24\")")
+        if "%" in item:
+            c.fail(key, f"{item!r}: nginx takes no IPv6 zone index (%...)")
+        if network.network_address != ipaddress.ip_interface(item).ip:
+            c.fail(key, f"{item!r} has host bits set: did you mean \"{network}\"?")
+        text = (str(network.network_address) if network.prefixlen == network.max_prefixlen
+                else str(network))
+        if text not in result:
+            result.append(text)
+    return tuple(result)
+
+
+def ip_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
 
 
 def check_absolute(c: Checker, key: str, value: str | None) -> str | None:

@@ -137,6 +137,13 @@ def render_global(host: Host) -> bytes:
                   reject_handshake=version is None or version >= (1, 19, 4))
 
 
+def render_access(config: Config) -> bytes:
+    """allow/deny for every app's server block: written even without a restriction, so that
+    the sites can always include it and a change of accept_from is this one file."""
+    return render("nginx-access.conf.j2", accept_from=config.server.accept_from,
+                  loopback=layout.LOOPBACK)
+
+
 def converge_certificates(config: Config, selected: list[AppConfig], outcome: Outcome,
                           session: Session) -> None:
     """ACME certificates once each app's HTTP site is live; a new one switches it to HTTPS.
@@ -160,12 +167,15 @@ def converge_certificates(config: Config, selected: list[AppConfig], outcome: Ou
 
 def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
                    session: Session) -> set[int]:
-    """Global file first, then each app's site, each tested. Returns the PIDs of the workers
-    a reload replaced (they may still be finishing requests to the old upstreams)."""
+    """Global files first (shared settings, accept_from), then each app's site, each tested.
+    Returns the PIDs of the workers a reload replaced (they may still be finishing requests to
+    the old upstreams)."""
     host = session.host
     changed = False
     with session.step("nginx config") as step:
         actions = (plan_file(host, layout.NGINX_GLOBAL, render_global(host), 0o644)
+                   + plan_dir(host, layout.NGINX_FLEET_DIR, 0o755)
+                   + plan_file(host, layout.NGINX_ACCESS, render_access(config), 0o644)
                    + plan_absent(host, layout.NGINX_DEFAULT_SITE, "fleet's catch-all replaces it"))
         changed |= apply_tested(session, step, actions, "fleet's global config")
     for app in selected:

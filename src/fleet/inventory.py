@@ -3,12 +3,17 @@
 `fleet push` reads it on the operator's machine and turns the one operator file into each
 server's share: an app server gets only its apps; a front server gets a [front] table with one
 upstream per app listing the app servers that run it. The servers never see the inventory.
+When the inventory has fronts, an app server's share also sets [server] accept_from to the
+fronts' addresses (host names resolved here, on the operator's machine), so its nginx answers
+only the fronts (and itself).
 """
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +24,7 @@ from fleet.config import (
     HealthConfig,
     build_config,
     check_domain,
+    parse_accept_from,
     parse_document,
     parse_health,
     parse_toml,
@@ -33,6 +39,7 @@ ADDRESS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]*$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
 UPSTREAM_RE = re.compile(r"^[A-Za-z0-9.:_\[\]-]+:[0-9]{1,5}$")
 APP_PORT = 80  # app servers' nginx: the front talks to it on the inventory address
+EVERYONE = {"0.0.0.0/0", "::/0"}  # [server] accept_from with both: app servers take anyone
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,10 @@ class Server:
 class Inventory:
     servers: tuple[Server, ...]
     placement: tuple[tuple[str, tuple[str, ...]], ...]  # (app, its app servers), sorted
+    # The fronts' IP addresses (host names resolved on the operator's machine): added to
+    # every app server's accept_from. Empty without fronts, or when [server] accept_from
+    # already lets everyone in.
+    front_sources: tuple[str, ...] = ()
 
     def server(self, name: str) -> Server:
         return next(s for s in self.servers if s.name == name)
@@ -124,7 +135,40 @@ def parse_inventory(source: str, data: Mapping[str, Any]) -> Inventory:
         if len(set(wanted)) != len(wanted):
             app.fail("servers", "names the same server twice")
         placement.append((str(name), tuple(wanted)))
-    return Inventory(servers, tuple(placement))
+    everyone = set(parse_accept_from(top.sub("server"))) >= EVERYONE
+    sources = () if everyone else front_sources(table, servers)
+    return Inventory(servers, tuple(placement), sources)
+
+
+def resolve(address: str) -> list[str]:
+    """The IP addresses `address` stands for: itself when it is one, else every address the
+    operator's machine resolves it to. OSError (or UnicodeError) when it does not resolve."""
+    try:
+        return [str(ipaddress.ip_address(address))]
+    except ValueError:
+        pass
+    infos = socket.getaddrinfo(address, None, proto=socket.IPPROTO_TCP)
+    found = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
+    return [str(a) for a in sorted(found, key=lambda a: (a.version, int(a)))]
+
+
+def front_sources(table: Checker, servers: tuple[Server, ...]) -> tuple[str, ...]:
+    """Where the fronts' requests to app servers come from: each front's inventory address.
+    A name that does not resolve is refused here, before any host is touched."""
+    result: list[str] = []
+    for server in servers:
+        if server.role != "front":
+            continue
+        try:
+            addresses = resolve(server.address)
+        except (OSError, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            table.fail(f"{server.name}.address",
+                       f"cannot restrict app servers to this front: {server.address!r} does "
+                       f"not resolve on this machine ({reason}); give its IP address, or "
+                       'set [server] accept_from = ["0.0.0.0/0", "::/0"] to opt out')
+        result += [a for a in addresses if a not in result]
+    return tuple(result)
 
 
 def load_inventory(source: str, text: str) -> tuple[Inventory, dict[str, Any]]:
@@ -141,7 +185,8 @@ def load_inventory(source: str, text: str) -> tuple[Inventory, dict[str, Any]]:
 def host_document(inventory: Inventory, data: Mapping[str, Any], server: str
                   ) -> dict[str, Any]:
     """The operator file cut down to what `server` applies: no inventory, only its apps; a
-    front gets [front.apps.NAME] instead of apps."""
+    front gets [front.apps.NAME] instead of apps. An app server's [server] accept_from gets
+    the fronts' addresses added (after the operator's own)."""
     target = inventory.server(server)
     doc: dict[str, Any] = {k: copy.deepcopy(v) for k, v in data.items()
                            if k in ("server", "emperor")}
@@ -150,6 +195,10 @@ def host_document(inventory: Inventory, data: Mapping[str, Any], server: str
         mine = inventory.apps_on(server)
         doc["apps"] = {name: {k: copy.deepcopy(v) for k, v in apps[name].items()
                               if k != "servers"} for name in mine}
+        if inventory.front_sources:
+            settings = doc.setdefault("server", {})
+            own = list(settings.get("accept_from", []))
+            settings["accept_from"] = own + [a for a in inventory.front_sources if a not in own]
         return doc
     front: dict[str, Any] = {}
     for name, names in inventory.placement:

@@ -28,8 +28,12 @@ NGINX_DIR = "/etc/nginx"
 NGINX_GLOBAL = f"{NGINX_DIR}/conf.d/fleet.conf"
 NGINX_SITES = f"{NGINX_DIR}/sites-enabled"
 NGINX_DEFAULT_SITE = f"{NGINX_SITES}/default"
+NGINX_FLEET_DIR = f"{NGINX_DIR}/fleet"
 # Locations of apps served under a prefix of a domain whose server block another app holds.
-NGINX_LOCATIONS = f"{NGINX_DIR}/fleet/locations"
+NGINX_LOCATIONS = f"{NGINX_FLEET_DIR}/locations"
+# allow/deny from [server] accept_from, included in every app's server block.
+NGINX_ACCESS = f"{NGINX_FLEET_DIR}/access.conf"
+LOOPBACK = ("127.0.0.1", "::1")  # always allowed: fleet's health checks come from here
 NGINX_USER = "www-data"
 SYSTEM_PYTHON = "/usr/bin/python3"
 UWSGI_BIN = "/usr/bin/uwsgi-core"

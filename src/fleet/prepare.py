@@ -161,6 +161,6 @@ def render_site(config: Config, app: AppConfig, release: str,
                       socket=paths.serving_socket(release, app.on_demand), static=static)
     return render("nginx-site.conf.j2", app=app, release=release,
                   socket=paths.serving_socket(release, app.on_demand), static=static,
-                  locations_dir=sites.locations_dir(app),
+                  locations_dir=sites.locations_dir(app), access_file=layout.NGINX_ACCESS,
                   client_max_body_size=config.server.client_max_body_size, tls=tls,
                   acme_webroot=certs.ACME_WEBROOT if app.tls.mode == "acme" else None)

@@ -44,6 +44,8 @@ class ServerConfig:
     pip: PipSettings = field(default_factory=PipSettings)
     client_max_body_size: str = "10m"
     acme: AcmeSettings = field(default_factory=AcmeSettings)
+    # Who may reach the apps through nginx: addresses or networks (plus loopback); () = anyone.
+    accept_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def plan_site_dirs(host: Host, config: Config, app: AppConfig) -> list[Action]:
     """The locations directory a guest app writes into (created before its file)."""
     if site_file(config, app) == AppPaths(app.name).nginx_site:
         return []
-    return (plan_dir(host, f"{layout.NGINX_DIR}/fleet", 0o755)
+    return (plan_dir(host, layout.NGINX_FLEET_DIR, 0o755)
             + plan_dir(host, layout.NGINX_LOCATIONS, 0o755)
             + plan_dir(host, locations_dir(app), 0o755))
 

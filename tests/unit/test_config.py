@@ -75,6 +75,19 @@ def error_of(text: str) -> str:
     ("[server]\npackages = ['Bad Name']\n", "server.packages[0]"),
     ("[server]\nclient_max_body_size = 'lots'\n", "server.client_max_body_size"),
     ("[server.pip]\ncert = 'relative.pem'\n", "server.pip.cert: must be an absolute path"),
+    ("[server]\naccept_from = '10.0.0.10'\n", "server.accept_from: expected an array, got string"),
+    ("[server]\naccept_from = [10]\n", "server.accept_from[0]: expected a string, got integer"),
+    ("[server]\naccept_from = ['10.0.0.10', '10.0.0.300']\n",
+     "server.accept_from[1]: '10.0.0.300' is not an IPv4 or IPv6 address or network"),
+    ("[server]\naccept_from = ['lb.example.com']\n",
+     "server.accept_from[0]: 'lb.example.com' is not an IPv4 or IPv6 address"),
+    ("[server]\naccept_from = ['10.0.0.0/33']\n", "server.accept_from[0]: '10.0.0.0/33' is not"),
+    ("[server]\naccept_from = ['10.0.0.5/24']\n",
+     "server.accept_from[0]: '10.0.0.5/24' has host bits set: did you mean \"10.0.0.0/24\"?"),
+    ("[server]\naccept_from = ['fe80::1%eth0']\n",
+     "server.accept_from[0]: 'fe80::1%eth0': nginx takes no IPv6 zone index"),
+    ("[server]\naccept_form = []\n",
+     "server.accept_form: unknown key (did you mean 'accept_from'?)"),
     ("[emperor]\nthunder_lock = 'yes'\n", "emperor.thunder_lock: expected a boolean"),
 ])
 def test_invalid_input_names_file_key_and_problem(text: str, expected: str) -> None:
@@ -99,6 +112,69 @@ def test_defaults() -> None:
     assert app.health.path == "/" and app.health.timeout == 30
     assert app.health.accepts(200) and app.health.accepts(302) and not app.health.accepts(500)
     assert (app.mode, app.on_demand, app.idle, app.min_processes) == ("always", False, 600, None)
+
+
+def test_accept_from_defaults_to_anyone_and_is_normalized() -> None:
+    server, _, _ = parse("[server]\n")
+    assert server is not None and server.accept_from == ()
+    server, _, _ = parse("[server]\naccept_from = ['10.0.0.10', '10.0.0.10/32', '10.0.1.0/24', "
+                         "'FD00:0::10', '0.0.0.0/0', '::/0']\n")
+    assert server is not None
+    assert server.accept_from == ("10.0.0.10", "10.0.1.0/24", "fd00::10", "0.0.0.0/0", "::/0")
+
+
+@pytest.mark.parametrize(("server", "front", "message"), [
+    ("accept_from = ['10.0.0.5/24']", "10.0.0.10",
+     "server.accept_from[0]: '10.0.0.5/24' has host bits set: did you mean \"10.0.0.0/24\"?"),
+    ("", "lb.invalid", "servers.lb.address: cannot restrict app servers to this front: "
+                       "'lb.invalid' does not resolve on this machine (no such name)"),
+])
+def test_push_refuses_bad_access_settings_with_exit_2_before_any_ssh(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path,
+        server: str, front: str, message: str) -> None:
+    import socket
+
+    from fleet import cli
+    from fleet.commands import push as push_cmd
+
+    def no_ssh(*_args, **_kwargs):
+        raise AssertionError("ssh must not start")
+
+    def no_dns(*_args, **_kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "no such name")
+
+    monkeypatch.setattr(push_cmd, "OpenSSH", no_ssh)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    target = tmp_path / "fleet.toml"
+    target.write_text(f"[server]\n{server}\n[servers.app1]\naddress = '10.0.0.11'\n"
+                      f"[servers.lb]\naddress = '{front}'\nrole = 'front'\n[apps.a]\n{GOOD_APP}")
+    monkeypatch.setattr("sys.argv", ["fleet", "push", str(target), "--pyz", str(target)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out, err = capsys.readouterr()
+    assert exc.value.code == EXIT_INVALID and out == ""
+    assert err.startswith(f"fleet: {target}: {message}") and len(err.strip().splitlines()) == 1
+
+
+def test_accept_from_survives_the_stored_round_trip() -> None:
+    from fleet.executor import perform
+    from fleet.store import plan_store
+
+    host = FakeHost()
+    host.mkdir("/etc/fleet", 0o700, "root", "root")
+    text = ("[server]\nclient_max_body_size = '20m'\naccept_from = ['10.0.0.10', 'fd00::/64']\n"
+            f"[apps.a]\n{GOOD_APP}")
+    for action in plan_store(host, desired_state(host, "f.toml", text)):
+        perform(host, action)
+    assert "accept_from" in host.read("/etc/fleet/fleet.toml").decode()
+    stored = desired_state(host, None, None).config.server
+    assert stored.accept_from == ("10.0.0.10", "fd00::/64")
+    assert stored.client_max_body_size == "20m"
+    # A later file without [server] keeps it; one with [server] replaces it.
+    later = desired_state(host, "f.toml", f"[apps.a]\n{GOOD_APP}").config.server
+    assert later.accept_from == ("10.0.0.10", "fd00::/64")
+    cleared = desired_state(host, "f.toml", f"[server]\n[apps.a]\n{GOOD_APP}").config.server
+    assert cleared.accept_from == ()
 
 
 def test_on_demand_and_process_range() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from fleet import config
@@ -162,3 +164,95 @@ def test_a_domain_is_balanced_or_served_never_both() -> None:
     check_front_domains("f", front, {"b.example"})
     with pytest.raises(ConfigError, match="also served by a local app"):
         check_front_domains("f", front, {"a.example"})
+
+
+# ----------------------------------------------------------------------------- accept_from
+
+
+def share_server(text: str, name: str) -> dict:
+    inventory, data = load_inventory("f.toml", text)
+    doc = host_document(inventory, data, name)
+    # What the server's `fleet apply` reads back.
+    server, _, _ = config.parse_document("share", config.parse_toml("share", dumps(doc)))
+    return {"raw": doc.get("server", {}), "parsed": server}
+
+
+def test_app_servers_accept_the_fronts_fronts_do_not_change() -> None:
+    app1 = share_server(BASE, "app1")
+    assert app1["raw"] == {"packages": ["htop"], "accept_from": ["10.0.0.10"]}
+    assert app1["parsed"].accept_from == ("10.0.0.10",)
+    lb = share_server(BASE, "lb")
+    assert lb["raw"] == {"packages": ["htop"]} and lb["parsed"].accept_from == ()
+
+
+def test_operator_accept_from_comes_first_and_fronts_are_added_once() -> None:
+    text = BASE.replace('packages = ["htop"]',
+                        'accept_from = ["192.168.7.0/24", "10.0.0.10"]') + (
+        '\n[servers.lb2]\naddress = "fd00::20"\nrole = "front"\n')
+    share = share_server(text, "app2")
+    assert share["raw"]["accept_from"] == ["192.168.7.0/24", "10.0.0.10", "fd00::20"]
+    assert share["parsed"].accept_from == ("192.168.7.0/24", "10.0.0.10", "fd00::20")
+    # The operator's file itself is left as it was.
+    _, data = load_inventory("f.toml", text)
+    assert data["server"]["accept_from"] == ["192.168.7.0/24", "10.0.0.10"]
+
+
+def test_without_fronts_or_with_the_opt_out_shares_keep_the_operators_setting() -> None:
+    no_front = BASE.replace('address = "10.0.0.10"\nrole = "front"', 'address = "10.0.0.10"')
+    assert "accept_from" not in share_server(no_front, "app1")["raw"]
+    opt_out = BASE.replace('packages = ["htop"]', 'accept_from = ["0.0.0.0/0", "::/0"]')
+    assert share_server(opt_out, "app1")["raw"]["accept_from"] == ["0.0.0.0/0", "::/0"]
+
+
+def test_a_share_without_server_table_gets_one() -> None:
+    text = BASE.replace('[server]\npackages = ["htop"]\n', "")
+    assert share_server(text, "app1")["raw"] == {"accept_from": ["10.0.0.10"]}
+
+
+def test_front_host_name_is_resolved_here_to_all_its_addresses(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def fake_getaddrinfo(host, port, *args, **kwargs):
+        asked.append(host)
+        assert host == "lb.internal"
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("fd00::10", 0, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.10", 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.9", 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.10", 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    text = BASE.replace('address = "10.0.0.10"', 'address = "lb.internal"')
+    inventory, _ = load_inventory("f.toml", text)
+    assert inventory.front_sources == ("10.0.0.9", "10.0.0.10", "fd00::10")
+    assert share_server(text, "app2")["parsed"].accept_from == (
+        "10.0.0.9", "10.0.0.10", "fd00::10")
+    assert asked == ["lb.internal", "lb.internal"]  # once per load, never per host
+
+
+def test_front_that_does_not_resolve_stops_the_push_at_load(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_such_name(*_args, **_kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    text = BASE.replace('address = "10.0.0.10"', 'address = "lb.internal"')
+    with pytest.raises(ConfigError) as info:
+        load_inventory("f.toml", text)
+    assert info.value.source == "f.toml" and info.value.key == "servers.lb.address"
+    assert info.value.problem.startswith(
+        "cannot restrict app servers to this front: 'lb.internal' does not resolve on this "
+        "machine (Name or service not known)")
+    # The opt-out needs no name resolution.
+    opt_out = text.replace('packages = ["htop"]', 'accept_from = ["0.0.0.0/0", "::/0"]')
+    inventory, _ = load_inventory("f.toml", opt_out)
+    assert inventory.front_sources == ()
+
+
+def test_ip_literal_fronts_need_no_name_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_dns(*_args, **_kwargs):
+        raise AssertionError("an IP address is not looked up")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    inventory, _ = load_inventory("f.toml", BASE)
+    assert inventory.front_sources == ("10.0.0.10",)

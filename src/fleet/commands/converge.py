@@ -25,7 +25,7 @@ from fleet.store import desired_state, with_app
 @app.command()
 def apply(
     file: Annotated[Path | None, typer.Argument(
-        help="TOML file with [server], [emperor] and [apps.NAME] tables to merge into "
+        help="TOML file with \\[server], \\[emperor] and \\[apps.NAME] tables to merge into "
              "/etc/fleet before converging.", show_default=False)] = None,
     prune: Annotated[bool, typer.Option(help="Remove stored apps the file does not name "
                                              "(their data is kept).")] = False,

@@ -65,7 +65,15 @@ def main() -> None:
 
 
 # Register the commands (importing a module adds its commands to `app`).
-from fleet.commands import converge, deploy, init, inspect, push, remove  # noqa: E402, F401
+from fleet.commands import (  # noqa: E402, F401
+    converge,
+    deploy,
+    init,
+    inspect,
+    push,
+    remove,
+    rotation,
+)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,4 +1,4 @@
-"""A bounded, continuous HTTP load through the server's nginx, counting every failure."""
+"""A bounded, continuous HTTP load through a server's nginx, counting every failure."""
 
 from __future__ import annotations
 
@@ -8,12 +8,22 @@ import time
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One answered request: when it was sent and answered (epoch seconds), and its body."""
+
+    start: float
+    end: float
+    body: str
+
+
 @dataclass
 class LoadResult:
     sent: int = 0
     ok: int = 0
     failures: list[str] = field(default_factory=list)
     bodies: set[str] = field(default_factory=set)
+    samples: list[Sample] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -24,8 +34,8 @@ class Load:
     """`with Load(host): ...` keeps requests going for the whole block (at most `limit` s)."""
 
     def __init__(self, host: str, path: str = "/", threads: int = 2, limit: float = 600,
-                 max_requests: int = 200_000) -> None:
-        self.host, self.path, self.threads = host, path, threads
+                 max_requests: int = 200_000, address: str = "127.0.0.1") -> None:
+        self.host, self.path, self.threads, self.address = host, path, threads, address
         self.limit, self.max_requests = limit, max_requests
         self.result = LoadResult()
         self.stop = threading.Event()
@@ -39,8 +49,9 @@ class Load:
                 if self.result.sent >= self.max_requests:
                     return
                 self.result.sent += 1
+            start = time.time()
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=10)
+                conn = http.client.HTTPConnection(self.address, 80, timeout=10)
                 conn.request("GET", self.path, headers={"Host": self.host})
                 response = conn.getresponse()
                 body = response.read().decode(errors="replace")
@@ -49,6 +60,7 @@ class Load:
                     if 200 <= response.status < 300:
                         self.result.ok += 1
                         self.result.bodies.add(body[:80])
+                        self.result.samples.append(Sample(start, time.time(), body[:80]))
                     else:
                         self.result.failures.append(f"HTTP {response.status}: {body[:80]}")
             except (OSError, http.client.HTTPException) as exc:

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.load import Load, LoadResult
 from tests.harness import GitRemote
 from tests.harness.bridged import BridgedServer, make_ssh_identity
 from tests.harness.network import BridgeNetwork
 
 DOMAIN = "whoami.test"
+HOSTNAMES = {"app1": "app-one", "app2": "app-two"}
 
 
 @dataclass
@@ -30,6 +32,8 @@ class Cluster:
     app1: BridgedServer
     app2: BridgedServer
     front: BridgedServer
+    git: GitRemote
+    source: str  # the app's wsgi.py as first pushed
     config: Path
     ssh_config: Path
     pyz: Path
@@ -47,6 +51,10 @@ class Cluster:
         except ValueError:
             raise AssertionError(f"push printed no JSON (rc {proc.returncode}):\n"
                                  f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}") from None
+
+    def load(self) -> Load:
+        """Continuous requests to the front with the app's Host header."""
+        return Load(DOMAIN, address=self.front.address, threads=4)
 
     def answers(self, count: int = 20) -> list[str]:
         """Bodies of `count` requests to the front with the app's Host header."""
@@ -90,8 +98,9 @@ def cluster(e2e_host: None, suite: str, fleet_pyz: Path, fixture_apps_dir: Path,
             config.write_text(inventory({"app1": named["app1"], "app2": named["app2"],
                                                   "front": named["front"]},
                                         git.url("whoami", network.gateway)))
-            yield Cluster(network, named["app1"], named["app2"], named["front"], config,
-                          ssh_config, fleet_pyz, work / "shiv")
+            source = (fixture_apps_dir / "whoami" / "wsgi.py").read_text()
+            yield Cluster(network, named["app1"], named["app2"], named["front"], git, source,
+                          config, ssh_config, fleet_pyz, work / "shiv")
         finally:
             for server in servers:
                 server.destroy()
@@ -111,6 +120,13 @@ def test_push_provisions_both_app_servers_and_the_front_balances_them(cluster: C
         assert report["hosts"][name]["apps"]["whoami"]["health"] == "passed", report
     served_by = {body.split()[1] for body in cluster.answers(20)}
     assert served_by == {"app-one", "app-two"}
+    # App servers answer only their front (and themselves): not the host on the same bridge.
+    for server in (cluster.app1, cluster.app2):
+        assert server.http_at("/", host=DOMAIN).status == 403
+        local = ("import http.client as h; c = h.HTTPConnection('127.0.0.1'); "
+                 f"c.request('GET', '/health', headers={{'Host': '{DOMAIN}'}}); "
+                 "print(c.getresponse().status)")
+        assert server.run(f'python3 -c "{local}"').stdout.strip() == "200"
 
 
 def test_a_second_push_changes_nothing_on_any_host(cluster: Cluster) -> None:
@@ -131,3 +147,56 @@ def test_an_unreachable_app_server_is_reported_and_the_others_converge(cluster: 
         assert all(body.startswith("whoami ") for body in cluster.answers(6))
     finally:
         cluster.app2.run("systemctl start ssh.service", check=True)
+
+
+def while_out(load: LoadResult, rotation: dict) -> list:
+    """Answers to requests sent after every front had drained the server and answered before
+    the first was asked to put it back."""
+    return [s for s in load.samples
+            if s.start > rotation["out"][1] and s.end < rotation["back"][0]]
+
+
+def test_a_rolling_push_under_load_drains_each_server_only_while_it_deploys(
+        cluster: Cluster) -> None:
+    cluster.git.commit("whoami", {"wsgi.py": cluster.source.replace('"v1"', '"v2"')})
+    with cluster.load() as load:
+        code, report, stderr = cluster.push()
+    assert code == 0, json.dumps(report, indent=1)[-6000:] + stderr[-2000:]
+    assert load.failed == 0, load.failures[:5]
+    assert statuses(report) == {"app1": "changed", "app2": "changed", "front": "ok"}
+    windows = {}
+    for name, hostname in HOSTNAMES.items():
+        rotation = report["hosts"][name]["rotation"]
+        start, end = rotation["applied"]
+        assert rotation["out"][1] <= start < end <= rotation["back"][0], rotation
+        assert rotation["fronts"]["front"]["whoami"]["state"] == "restored", rotation
+        meanwhile = while_out(load, rotation)
+        assert len(meanwhile) > 10, "too few requests while it deployed to prove anything"
+        assert not [s for s in meanwhile if hostname in s.body], "served while drained"
+        windows[name] = (rotation["out"][0], rotation["back"][1])
+    assert windows["app1"][1] <= windows["app2"][0]  # one at a time: never both out
+    served = [s.body for s in load.samples if s.start > windows["app2"][1]]
+    assert {body.split()[1] for body in cluster.answers(20)} == set(HOSTNAMES.values())
+    assert all(body.endswith(" v2") for body in cluster.answers(6)), served[-3:]
+    drained = cluster.front.run("cat /var/lib/fleet/front-drained.json").stdout
+    assert json.loads(drained) == {}
+
+
+def test_a_canary_that_fails_to_import_stops_the_push_and_the_front_keeps_serving(
+        cluster: Cluster) -> None:
+    stamp = "stat -c %Y /var/lib/fleet/push/fleet.toml; readlink /srv/fleet/whoami/current"
+    app2_before = cluster.app2.run(stamp, check=True).stdout
+    cluster.git.commit("whoami", {"wsgi.py": "import does_not_exist_fleet  # noqa\n"})
+    with cluster.load() as load:
+        code, report, _ = cluster.push("--max-failures", "1")
+    assert code == 1
+    assert statuses(report) == {"app1": "failed", "app2": "skipped", "front": "skipped"}
+    assert "canary" in report["stopped"]
+    error = report["hosts"]["app1"]["error"]
+    assert error.startswith("whoami: ") and "health check" in error, error
+    assert "No module named 'does_not_exist_fleet'" in error, error
+    assert report["hosts"]["app1"]["rotation"]["fronts"]["front"]["whoami"]["state"] == \
+        "restored"  # its previous release still serves: back into rotation
+    assert load.failed == 0, load.failures[:5]
+    assert load.ok > 20 and all(body.endswith(" v2") for body in load.bodies), load.bodies
+    assert cluster.app2.run(stamp, check=True).stdout == app2_before  # never touched

@@ -76,6 +76,8 @@ class FakeHost:
         return FileState(entry.kind, entry.mode, entry.owner, entry.group, entry.target)
 
     def write(self, path: str, content: bytes, mode: int, owner: str, group: str) -> None:
+        if not isinstance(content, bytes):  # the real host writes bytes only
+            raise TypeError(f"{path}: content must be bytes, not {type(content).__name__}")
         self._need_parent(path)
         self.files[path] = Entry("file", content, mode, owner, group)
 

@@ -40,20 +40,38 @@ def report(changed: int = 0, failed: int = 0, error: str | None = None) -> dict:
     return {"ok": 10, "changed": changed, "failed": failed, "apps": {"blog": app}, "steps": []}
 
 
-class FakeSsh:
-    """Answers like a server would; records what each host was sent, in order."""
+VERBS = ("undrain", "drain", "apply", "plan")
 
-    def __init__(self, answers: dict[str, tuple[int, object]] | None = None) -> None:
+
+def verb_of(command: str) -> str:
+    return next((v for v in VERBS if f"fleet.pyz {v} " in command), "copy")
+
+
+class FakeSsh:
+    """Answers like a server would; records what each host was sent, in order.
+
+    `answers` are a server's apply (and plan) reports; `verbs` override one (server, verb):
+    plan, drain or undrain."""
+
+    def __init__(self, answers: dict[str, tuple[int, object]] | None = None,
+                 verbs: dict[tuple[str, str], tuple[int, object]] | None = None) -> None:
         self.answers = answers or {}
+        self.verbs = verbs or {}
         self.calls: list[tuple[str, str]] = []
+        self.log: list[tuple[str, str]] = []  # (server, verb)
         self.shares: dict[str, str] = {}
         self.lock = threading.Lock()
 
     def run(self, server: Server, command: str, input: bytes | None = None,
             timeout: float | None = None) -> Result:
+        verb = verb_of(command)
         with self.lock:
             self.calls.append((server.name, command))
-        code, answer = self.answers.get(server.name, (0, report(changed=1)))
+            self.log.append((server.name, verb))
+        default = {"drain": (0, {"apps": {"blog": {"state": "drained"}}}),
+                   "undrain": (0, {"apps": {"blog": {"state": "restored"}}})}.get(
+            verb, self.answers.get(server.name, (0, report(changed=1))))
+        code, answer = self.verbs.get((server.name, verb), default)
         if code == 255:
             return Result(255, b"", "ssh: connect to host 10.0.0.12 port 22: No route to host\n")
         if input is not None:  # the copy: unpack the bundle to see the share
@@ -70,8 +88,8 @@ class FakeSsh:
     def close(self) -> None:
         pass
 
-    def order(self) -> list[str]:
-        return [name for name, command in self.calls if "apply" in command or "plan" in command]
+    def order(self, verb: str = "apply") -> list[str]:
+        return [name for name, v in self.log if v == verb]
 
 
 def run_push(ssh: FakeSsh, **kwargs):
@@ -92,7 +110,7 @@ def test_every_host_converges_and_gets_its_own_share() -> None:
     assert ssh.order() == ["app1", "app2", "app3", "lb"]
     assert "[apps.blog]" in ssh.shares["app1"] and "servers" not in ssh.shares["app1"]
     assert "[front.apps.blog]" in ssh.shares["lb"] and "10.0.0.13:80" in ssh.shares["lb"]
-    applied = [c for n, c in ssh.calls if n == "app1"][-1]
+    applied = [c for n, c in ssh.calls if n == "app1" and verb_of(c) == "apply"][-1]
     assert applied.endswith("sh bootstrap fleet.pyz apply fleet.toml --json")
     assert result.hosts[0].healthy == "1/1"
 
@@ -141,7 +159,8 @@ def test_garbage_output_is_a_failure_with_the_stderr_tail() -> None:
 def test_a_converged_host_reports_ok_and_plan_runs_plan() -> None:
     ssh = FakeSsh({name: (0, report()) for name in ("app1", "app2", "app3", "lb")})
     result = run_push(ssh, plan=True, limit=["app2", "lb"])
-    assert ssh.order() == ["app2", "lb"]  # with --limit, app2 is the canary
+    assert ssh.order("plan") == ["app2", "lb"]  # with --limit, app2 is the canary
+    assert ssh.order("apply") == [] and ssh.order("drain") == []  # a plan drains nothing
     assert [h.status for h in result.hosts] == ["ok", "ok"] and result.ok
     assert all("fleet.pyz plan fleet.toml --json" in c for _, c in ssh.calls if "plan" in c)
 
@@ -194,3 +213,78 @@ def test_push_command_json_and_exit_1_on_failure(monkeypatch, capsys, tmp_path: 
     assert info.value.code == 1 and out["ok"] is False
     assert out["hosts"]["app3"]["status"] == "unreachable"
     assert out["hosts"]["lb"]["status"] == "changed"
+
+
+# --------------------------------------------------------------------------- rotation on fronts
+
+
+def test_each_app_server_is_drained_on_the_front_around_its_apply_only() -> None:
+    ssh = FakeSsh()
+    result = run_push(ssh)
+    assert result.ok
+    around = [(n, v) for n, v in ssh.log if v != "copy"]
+    for name in ("app1", "app2", "app3"):  # plan there, drain on lb, apply there, undrain on lb
+        i = around.index((name, "apply"))
+        assert around[i - 2:i + 2] == [(name, "plan"), ("lb", "drain"), (name, "apply"),
+                                       ("lb", "undrain")]
+    drains = [c for n, c in ssh.calls if n == "lb" and verb_of(c) == "drain"]
+    assert "fleet.pyz drain 10.0.0.11:80 --app blog --json" in drains[0]
+    assert drains[0].startswith("if [ -f /etc/fleet/fleet.toml ]")  # a bare front: no-op
+    assert ssh.log.count(("lb", "copy")) == 2  # once for the drains, once for its own push
+    rotation = result.hosts[0].rotation
+    assert rotation and rotation.applied
+    assert rotation.out and rotation.back
+    assert rotation.out[1] <= rotation.applied[0] <= rotation.applied[1] <= rotation.back[0]
+    assert rotation.fronts == {"lb": {"blog": {"state": "restored"}}}
+    assert result.hosts[3].rotation is None  # the front itself is never drained
+
+
+def test_an_unchanged_app_server_is_not_drained() -> None:
+    ssh = FakeSsh({name: (0, report()) for name in ("app1", "app2", "app3", "lb")})
+    result = run_push(ssh)
+    assert result.ok and ssh.order("drain") == [] and ssh.order("undrain") == []
+    assert ssh.order() == ["app1", "app2", "app3", "lb"]
+
+
+def test_no_drain_deploys_without_touching_the_fronts_first() -> None:
+    ssh = FakeSsh()
+    run_push(ssh, drain=False)
+    assert ssh.order("drain") == [] and ssh.order("plan") == []
+
+
+def test_a_front_that_cannot_drain_stops_that_servers_deploy() -> None:
+    ssh = FakeSsh(verbs={("lb", "drain"): (255, None)})
+    result = run_push(ssh, max_failures=5)
+    assert ssh.order() == []  # the canary was never applied, nor anything after it
+    assert result.hosts[0].status == "failed"
+    assert result.hosts[0].error.startswith(
+        "not deployed: could not take it out of rotation on lb: unreachable")
+
+
+def test_a_server_failing_the_fronts_check_stays_out_and_fails() -> None:
+    kept = {"apps": {"blog": {"state": "kept", "detail": "health check failed: HTTP 500"}}}
+    ssh = FakeSsh(verbs={("lb", "undrain"): (1, kept)})
+    result = run_push(ssh)
+    assert result.hosts[0].status == "failed" and "canary" in (result.stopped or "")
+    assert result.hosts[0].error == ("still out of rotation: lb: blog (health check failed: "
+                                     "HTTP 500)")
+
+
+def test_a_failed_deploy_is_still_put_back_when_the_front_check_passes() -> None:
+    ssh = FakeSsh({"app1": (1, report(failed=1, error="deploy: ImportError: no module x"))})
+    result = run_push(ssh)
+    assert ssh.order("undrain") == ["lb"]  # the old release serves: back into rotation
+    assert result.hosts[0].error == "blog: deploy: ImportError: no module x"
+    assert result.hosts[0].to_json()["rotation"]["fronts"]["lb"]["blog"]["state"] == "restored"
+
+
+def test_the_cause_carries_the_last_exception_of_the_apps_failed_step() -> None:
+    failing = report(failed=1, error="deploy: release r2 failed its health check")
+    failing["steps"] = [{"name": "deploy", "app": "blog", "status": "failed", "log": (
+        "[blog] Traceback (most recent call last):\n"
+        "[blog]   File \"/srv/fleet/blog/releases/r2/wsgi.py\", line 1, in <module>\n"
+        "[blog] ModuleNotFoundError: No module named 'nope'\n"
+        "[blog] unable to load app 0 (mountpoint='') (callable not found or import error)")}]
+    result = run_push(FakeSsh({"app1": (1, failing)}))
+    assert result.hosts[0].error == ("blog: deploy: release r2 failed its health check "
+                                     "[ModuleNotFoundError: No module named 'nope']")

@@ -67,7 +67,8 @@ def recap(console: Console, result: PushResult) -> None:
 
 @app.command("push")
 def push_command(
-    file: Annotated[Path, typer.Argument(help="Operator file with [servers.NAME] and the apps.",
+    file: Annotated[Path, typer.Argument(help="Operator file: the inventory (servers.NAME "
+                                              "tables) and the apps.",
                                          show_default=True)] = Path("fleet.toml"),
     limit: Annotated[list[str] | None, typer.Option(
         "--limit", help="Push only to this server (repeatable).")] = None,
@@ -77,13 +78,18 @@ def push_command(
     plan: Annotated[bool, typer.Option("--plan", help="Show each host's plan, change "
                                                       "nothing fleet manages.")] = False,
     prune: Annotated[bool, typer.Option(help="Remove apps a host no longer runs.")] = False,
+    drain: Annotated[bool, typer.Option(
+        help="Take each changing app server out of the fronts' rotation while it deploys "
+             "(--no-drain: when a front cannot be reached).")] = True,
     pyz: Annotated[Path | None, typer.Option(help="The zipapp to copy (default: the running "
                                                   "one, or dist/fleet.pyz).")] = None,
     ssh_config: Annotated[str | None, typer.Option(
         envvar="FLEET_SSH_CONFIG", help="ssh -F FILE (default: your own ssh config).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Converge every server of the inventory over ssh: canary first, then batches.
+    """Converge every server of the inventory over ssh: canary first, then batches, fronts last.
+
+    Each app server with changes is out of the fronts' rotation while it deploys.
 
     Example: fleet push fleet.toml --batch 2
     """
@@ -99,7 +105,7 @@ def push_command(
     try:
         result = push(inventory, data, transport, payload, limit=list(limit or []),
                       batch=batch, max_failures=max_failures, plan=plan, prune=prune,
-                      progress=progress)
+                      drain=drain, progress=progress)
     finally:
         transport.close()
     if json_out:

@@ -1,0 +1,94 @@
+"""`fleet drain` / `fleet undrain`, on a front: take an app server out of rotation and back.
+
+`fleet push` runs them around each app server's deploy; an operator runs them by hand for
+maintenance (a kernel update, a disk swap) on an app server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fleet import layout
+from fleet.commands.common import JsonOpt, app, err, local_host, reporter, require_root
+from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from fleet.front import rotate
+from fleet.inventory import UPSTREAM_RE, FrontApp, Server, upstream
+from fleet.lock import run_lock
+from fleet.report import print_json
+from fleet.rotation import Change, Drained, check_upstream, describe, drain, undrain
+from fleet.session import Session
+from fleet.store import desired_state
+
+ServerArg = Annotated[str, typer.Argument(
+    help="The app server as the front lists it: ADDRESS or ADDRESS:PORT (port 80 if left "
+         "out), e.g. 10.0.0.11.")]
+AppsOpt = Annotated[list[str] | None, typer.Option(
+    "--app", help="Only this app (repeatable; default: every app the server runs).")]
+
+
+def as_upstream(server: str) -> str:
+    if UPSTREAM_RE.match(server) and (server.count(":") == 1 or server.startswith("[")):
+        return server
+    if not server or "/" in server or " " in server:
+        raise ConfigError("SERVER", "", f"{server!r} is not ADDRESS or ADDRESS:PORT")
+    return upstream(Server("-", server))
+
+
+def run_rotation(verb: str, server: str, apps: list[str], json_out: bool,
+                 update: Callable[[tuple[FrontApp, ...], Drained, str], list[Change]]) -> int:
+    require_root()
+    target = as_upstream(server)
+    host = local_host()
+    with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
+        config = desired_state(host, None, None).config
+        session = Session(host, reporter(json_out))
+        changes = rotate(config, session, lambda drained: update(config.front, drained, target))
+    failed = session.counts()["failed"] > 0 or (verb == "undrain"
+                                                and any(c.state == "kept" for c in changes))
+    if json_out:
+        print_json({"server": target, "apps": describe(changes), **session.counts()})
+    else:
+        console = Console(highlight=False)
+        for change in changes:
+            console.print(f"{change.app}: {target} {change.state}"
+                          + (f" ({change.detail})" if change.detail else ""))
+        if not changes:
+            console.print(f"{target} is not a server of any app balanced here"
+                          if config.front else "this server is not a front: nothing to do")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+@app.command("drain")
+def drain_command(server: ServerArg, apps: AppsOpt = None, json_out: JsonOpt = False) -> None:
+    """On a front: stop sending new requests to an app server (it stays listed, marked down).
+
+    Returns once no nginx worker can still send it a request; never drains an app's last server.
+
+    Example: fleet drain 10.0.0.11 --app blog
+    """
+    raise typer.Exit(run_rotation("drain", server, list(apps or []), json_out,
+                                  lambda front, drained, target: drain(
+                                      front, drained, target, list(apps or []))))
+
+
+@app.command("undrain")
+def undrain_command(
+    server: ServerArg,
+    apps: AppsOpt = None,
+    check: Annotated[bool, typer.Option(
+        help="First GET each app's health path from that server, as the front would; an app "
+             "that fails stays out of rotation (exit 1).")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """On a front: put an app server back into rotation once it passes the health check.
+
+    Example: fleet undrain 10.0.0.11
+    """
+    raise typer.Exit(run_rotation("undrain", server, list(apps or []), json_out,
+                                  lambda front, drained, target: undrain(
+                                      front, drained, target, list(apps or []),
+                                      check_upstream if check else None)))

@@ -20,7 +20,7 @@ import shlex
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -282,7 +282,7 @@ class Gate:
 
 def push_host(transport: Transport, server: Server, share: str, payload: Payload, *,
               plan: bool, prune: bool, gate: Gate | None = None,
-              apps: list[str] = ()) -> HostResult:
+              apps: Sequence[str] = ()) -> HostResult:
     """Copy, bootstrap, apply (or plan) on one server; never raises for the server's faults.
     With a gate, an app server that will change is out of the fronts' rotation meanwhile."""
     result = HostResult(server.name, server.address, server.role)
@@ -295,12 +295,16 @@ def push_host(transport: Transport, server: Server, share: str, payload: Payload
             return result
         if plan:
             return finish(result, *remote(transport, server, f"plan fleet.toml --json{flags}"))
-        if gate is not None and will_change(transport, server, flags):
-            result.rotation = Rotation()
-            error = gate.drain(server, list(apps), result.rotation)
-            if error:
-                result.status, result.error = "failed", error
-                return result
+        if gate is not None:
+            code, stdout, stderr = remote(transport, server, f"plan fleet.toml --json{flags}")
+            if code == UNREACHABLE:
+                return finish(result, code, stdout, stderr)
+            if will_change(code, stdout):
+                result.rotation = Rotation()
+                error = gate.drain(server, list(apps), result.rotation)
+                if error:
+                    result.status, result.error = "failed", error
+                    return result
         begun = time.time()
         finish(result, *remote(transport, server, f"apply fleet.toml --json{flags}"))
         if result.rotation is not None:
@@ -314,9 +318,8 @@ def push_host(transport: Transport, server: Server, share: str, payload: Payload
         result.seconds = time.monotonic() - started
 
 
-def will_change(transport: Transport, server: Server, flags: str) -> bool:
+def will_change(code: int, stdout: bytes) -> bool:
     """Whether the server's plan shows any change (an unreadable plan counts as yes)."""
-    code, stdout, _ = remote(transport, server, f"plan fleet.toml --json{flags}")
     try:
         report = json.loads(stdout.decode(errors="replace"))
         return code != 0 or bool(report.get("changed") or report.get("failed"))

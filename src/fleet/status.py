@@ -21,6 +21,7 @@ from fleet.host import Host
 from fleet.layout import AppPaths
 from fleet.logs import app_log_tail, last_error
 from fleet.resources.services import is_active
+from fleet.rotation import current, load_drained, marked_down
 
 
 def read_stats(path: str, timeout: float = 2.0) -> dict[str, Any]:
@@ -255,11 +256,24 @@ def emperor_status(host: Host, stats: dict[str, Any] | None) -> dict[str, object
     return data
 
 
+def front_status(host: Host, config: Config) -> dict[str, object]:
+    """A front's balanced apps: which app servers are in rotation and which are drained."""
+    drained = current(load_drained(host), config.front)
+    result: dict[str, object] = {}
+    for app in config.front:
+        down = marked_down(app, drained)
+        result[app.name] = {"domains": list(app.domains),
+                            "in": [u for u in app.upstreams if u not in down],
+                            "out": [u for u in app.upstreams if u in down]}
+    return result
+
+
 def server_status(host: Host, config: Config) -> dict[str, object]:
     emperor = read_emperor()
     return {
         "apps": {a.name: app_status(host, config, a.name, emperor).to_json()
                  for a in config.apps},
+        "front": front_status(host, config),
         "emperor": emperor_status(host, emperor),
         "nginx": {"active": is_active(host, "nginx")},
     }

@@ -182,6 +182,27 @@ def test_a_rolling_push_under_load_drains_each_server_only_while_it_deploys(
     assert json.loads(drained) == {}
 
 
+def test_an_operator_drains_and_undrains_an_app_server_on_the_front(cluster: Cluster) -> None:
+    def front_status() -> dict:
+        return json.loads(cluster.front.run("fleet status --json", check=True).stdout)["front"]
+
+    app1 = f"{cluster.app1.address}:80"
+    assert front_status()["whoami"]["out"] == []
+    drained = json.loads(cluster.front.run(f"fleet drain {cluster.app1.address} --json",
+                                           check=True).stdout)
+    assert drained["apps"] == {"whoami": {"state": "drained"}}
+    assert front_status()["whoami"]["out"] == [app1]
+    assert {body.split()[1] for body in cluster.answers(12)} == {"app-two"}
+    # The last server in rotation is never taken out.
+    kept = json.loads(cluster.front.run(f"fleet drain {cluster.app2.address} --json",
+                                        check=True).stdout)
+    assert kept["apps"]["whoami"]["state"] == "kept"
+    back = cluster.front.run(f"fleet undrain {cluster.app1.address} --json", check=True)
+    assert json.loads(back.stdout)["apps"] == {"whoami": {"state": "restored"}}
+    assert front_status()["whoami"]["out"] == []
+    assert {body.split()[1] for body in cluster.answers(20)} == set(HOSTNAMES.values())
+
+
 def test_a_canary_that_fails_to_import_stops_the_push_and_the_front_keeps_serving(
         cluster: Cluster) -> None:
     stamp = "stat -c %Y /var/lib/fleet/push/fleet.toml; readlink /srv/fleet/whoami/current"

@@ -288,3 +288,10 @@ def test_the_cause_carries_the_last_exception_of_the_apps_failed_step() -> None:
     result = run_push(FakeSsh({"app1": (1, failing)}))
     assert result.hosts[0].error == ("blog: deploy: release r2 failed its health check "
                                      "[ModuleNotFoundError: No module named 'nope']")
+
+
+def test_a_server_lost_before_its_plan_is_unreachable_and_never_drained() -> None:
+    ssh = FakeSsh(verbs={("app2", "plan"): (255, None)})
+    result = run_push(ssh, max_failures=1)
+    assert result.hosts[1].status == "unreachable" and result.hosts[1].rotation is None
+    assert ssh.order("drain") == ["lb", "lb"]  # for app1 and app3 only

@@ -11,6 +11,7 @@ from fleet.front import front_file, rotate
 from fleet.inventory import FrontApp
 from fleet.rotation import DRAINED_FILE, current, drain, marked_down, undrain
 from fleet.session import Session
+from fleet.status import front_status
 from fleet.store import desired_state
 from tests.unit.fakehost import FakeHost
 from tests.unit.test_converge import Quiet
@@ -101,3 +102,14 @@ def test_an_apply_keeps_a_drained_server_down(monkeypatch) -> None:
     assert f"server {B} max_fails=1 fail_timeout=5s down;" in host.read(
         front_file("blog")).decode()
     assert " down" not in host.read(front_file("shop")).decode()
+
+
+def test_status_of_a_front_lists_servers_in_and_out_of_rotation() -> None:
+    host = front_host()
+    host.write(DRAINED_FILE, json.dumps({"blog": [A], "shop": [B]}).encode(), 0o644, "root",
+               "root")
+    config = desired_state(host, None, None).config
+    assert front_status(host, config) == {
+        "blog": {"domains": ["blog.example.com"], "in": [B], "out": [A]},
+        "shop": {"domains": ["shop.example.com"], "in": [B], "out": []},  # its only server
+    }

@@ -73,8 +73,14 @@ def status(json_out: JsonOpt = False) -> None:
     console = Console(highlight=False)
     if config.apps:
         console.print(table)
-    else:
+    elif not config.front:
         console.print("No apps configured (fleet add-app or fleet apply FILE adds some).")
+    if config.front:
+        front = Table("balanced app", "domains", "in rotation", "out of rotation (fleet drain)")
+        for name, row in data["front"].items():  # type: ignore[union-attr]
+            front.add_row(name, " ".join(row["domains"]), " ".join(row["in"]),
+                          Text(" ".join(row["out"]) or "-", "yellow" if row["out"] else ""))
+        console.print(front)
     emperor: dict = data["emperor"]  # type: ignore[assignment]
     throttled = ", ".join(f"{b['id']} ({b['failed_starts']} failed starts)"
                           for b in emperor["blacklist"])

@@ -46,6 +46,11 @@ def renewal_conf(app: str) -> str:
     return f"{LETSENCRYPT_DIR}/renewal/{lineage(app)}.conf"
 
 
+def has_lineage(host: Host, app: str) -> bool:
+    """certbot still holds (and its timer renews) a certificate for the app."""
+    return host.state(renewal_conf(app)) is not None or host.state(live_dir(app)) is not None
+
+
 def served_files(host: Host, app: AppConfig) -> tuple[str, str] | None:
     """(certificate chain, key) nginx should serve for the app, or None: plain HTTP only
     (TLS off, or no ACME certificate issued yet)."""

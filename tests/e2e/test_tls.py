@@ -260,3 +260,20 @@ def test_bad_operator_files_are_refused_before_anything_changes(box, git_remote,
     assert (key if problem == "does not match" else cert) in line, line
     assert [box.read_file(p) for p in watched] == before
     assert https("own.test", box.own_ca).status == 200
+
+
+def test_remove_app_purge_deletes_its_certificate_with_certbot(box) -> None:
+    """Last in the module: it removes app one."""
+    assert "Certificate Name: fleet-one" in box.run(["certbot", "certificates"]).stdout
+    run = fleet_json(box, "remove-app", "one", "--purge")
+    assert run.returncode == 0, run.data
+    purge = next(s for s in run.data["steps"] if s["name"] == "purge")
+    assert any(a.startswith("delete certificate fleet-one: certbot delete") for a in
+               purge["actions"]), purge
+    assert not box.exists("/etc/letsencrypt/live/fleet-one")
+    assert not box.exists("/etc/letsencrypt/renewal/fleet-one.conf")
+    listed = box.run(["certbot", "certificates"])
+    assert listed.returncode == 0, listed.stderr
+    assert "fleet-one" not in listed.stdout and "Certificate Name: fleet-two" in listed.stdout
+    assert https("two.test", box.root_ca, "/x").body == "two https://two.test/x"
+    assert https("own.test", box.own_ca, "/x").body == "own https://own.test/x"

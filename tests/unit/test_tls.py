@@ -3,6 +3,8 @@ of issuance in converge (in memory; the real CA is exercised in tests/e2e/test_t
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -10,13 +12,16 @@ import pytest
 
 from fleet import certs
 from fleet.actions import Unknown
+from fleet.commands import remove as remove_cmd
 from fleet.config import HSTS_DEFAULT, LETSENCRYPT
 from fleet.errors import ConfigError
+from fleet.executor import perform_all
 from fleet.host import RunResult
 from fleet.resources import tls as tls_res
-from fleet.store import desired_state
+from fleet.store import desired_state, plan_store
 from tests.unit import test_converge as tc
 from tests.unit.fakehost import Entry, FakeHost
+from tests.unit.test_cli import fleet_main
 
 healthy = tc.healthy  # the autouse fixture: no real health checks, gates or waits
 
@@ -44,6 +49,10 @@ Certbot failed to authenticate some domains (authenticator: webroot). The Certif
 Hint: The Certificate Authority failed to download the temporary challenge files.
 
 Some challenges have failed.
+Ask for help or search for solutions at https://community.letsencrypt.org. See the logfile /var/log/letsencrypt/letsencrypt.log or re-run Certbot with -v for more details.
+"""  # noqa: E501
+CERTBOT_DELETE_FAILED = """Saving debug log to /var/log/letsencrypt/letsencrypt.log
+Unable to delete fleet-alpha: /etc/letsencrypt/archive/fleet-alpha is read-only
 Ask for help or search for solutions at https://community.letsencrypt.org. See the logfile /var/log/letsencrypt/letsencrypt.log or re-run Certbot with -v for more details.
 """  # noqa: E501
 CERTBOT_UNEXPECTED = """An unexpected error occurred:
@@ -189,8 +198,17 @@ class FakeCA:
     def __init__(self, refuse: bool = False) -> None:
         self.refuse = refuse
         self.requests = 0
+        self.deletes: list[str] = []
+        self.delete_fails = False
 
     def __call__(self, host: FakeHost, argv: list[str]) -> RunResult | None:
+        if argv[:2] == ["certbot", "delete"]:
+            self.deletes.append(argv[argv.index("--cert-name") + 1])
+            if self.delete_fails:
+                return RunResult(1, "", CERTBOT_DELETE_FAILED)
+            host.remove(certs.live_dir("alpha"))
+            host.remove(certs.renewal_conf("alpha"))
+            return RunResult(0, "Deleted all files relating to certificate fleet-alpha.\n", "")
         if argv[0] == "certbot":
             self.requests += 1
             if self.refuse:
@@ -284,3 +302,67 @@ def test_plan_lists_the_request_without_asking_the_ca(ca: FakeCA) -> None:
     step = next(s for s in session.steps if s.name == "certificate")
     assert "request a certificate for alpha.test www.alpha.test" in step.actions[0].describe()
     assert ca.requests == 0 and not host.ran("certbot")
+
+
+# ----------------------------------------------------------------------------- remove-app
+
+
+@pytest.fixture
+def removable(ca: FakeCA, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
+    """A server with alpha's certificate issued, and remove-app's waits on the real machine
+    (Emperor, nginx workers, the app's processes) skipped."""
+    host = tc.server()
+    host.handlers.append(ca)
+    desired = desired_state(host, "fleet.toml", ACME_APP)
+    perform_all(host, plan_store(host, desired))
+    tc.run(host, desired.config)
+    assert certs.has_lineage(host, "alpha")
+    host.write(certs.state_file("alpha"), b"{}", 0o600, "root", "root")
+    for name, value in (("local_host", lambda: host), ("require_root", lambda: None),
+                        ("run_lock", lambda *_a, **_k: contextlib.nullcontext()),
+                        ("worker_pids", lambda: {1}), ("wait_stopped", lambda *_a: None),
+                        ("wait_workers_gone", lambda *_a: True),
+                        ("wait_no_processes", lambda *_a: None)):
+        monkeypatch.setattr(remove_cmd, name, value)
+    return host
+
+
+def test_remove_app_keeps_the_certificate_and_says_so(removable, ca, monkeypatch,
+                                                       capsys) -> None:
+    code, out, _ = fleet_main(monkeypatch, capsys, "remove-app", "alpha")
+    assert code == 0 and ca.deletes == []
+    assert certs.has_lineage(removable, "alpha") and removable.state(certs.state_file("alpha"))
+    assert "Kept /srv/fleet/alpha, user alpha and certificate fleet-alpha" in out
+    assert "adding alpha again reuses it without asking the CA" in " ".join(out.split())
+
+
+def test_remove_app_purge_deletes_the_certificate_with_certbot(removable, ca, monkeypatch,
+                                                                capsys) -> None:
+    code, out, _ = fleet_main(monkeypatch, capsys, "remove-app", "alpha", "--purge", "--json")
+    assert code == 0, out
+    assert ca.deletes == ["fleet-alpha"]
+    assert ["certbot", "delete", "--cert-name", "fleet-alpha", "--non-interactive"] in \
+        removable.commands
+    assert not certs.has_lineage(removable, "alpha")
+    assert removable.state(certs.state_file("alpha")) is None
+    purge = next(s for s in json.loads(out)["steps"] if s["name"] == "purge")
+    assert "delete certificate fleet-alpha: certbot delete --cert-name fleet-alpha " \
+           "--non-interactive" in purge["actions"]
+    assert json.loads(out)["kept"] == []
+
+
+def test_refused_certificate_delete_fails_purge_with_certbots_reason(removable, ca, monkeypatch,
+                                                                     capsys) -> None:
+    ca.delete_fails = True
+    code, out, _ = fleet_main(monkeypatch, capsys, "remove-app", "alpha", "--purge", "--json")
+    assert code == 1
+    purge = next(s for s in json.loads(out)["steps"] if s["name"] == "purge")
+    assert purge["status"] == "failed"
+    assert purge["error"] == ("certbot could not delete certificate fleet-alpha: Unable to "
+                              "delete fleet-alpha: /etc/letsencrypt/archive/fleet-alpha is "
+                              "read-only")
+    assert removable.state("/etc/fleet/apps/alpha.toml")  # run it again once fixed
+    ca.delete_fails = False
+    code, out, _ = fleet_main(monkeypatch, capsys, "remove-app", "alpha", "--purge", "--json")
+    assert code == 0 and not certs.has_lineage(removable, "alpha")
+    assert removable.state("/etc/fleet/apps/alpha.toml") is None

@@ -14,13 +14,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fleet import layout
+from fleet import certs, layout
 from fleet.actions import Action, Run
 from fleet.commands.common import JsonOpt, app, err, local_host, reporter, require_root
 from fleet.commands.inspect import configured_app
 from fleet.config import AppConfig
 from fleet.converge import Outcome, converge_tmpfiles, remove_stale
-from fleet.errors import EXIT_FAILED, EXIT_OK, FleetError
+from fleet.errors import EXIT_FAILED, EXIT_OK, CommandError, FleetError
 from fleet.files import plan_absent
 from fleet.host import Host
 from fleet.layout import AppPaths
@@ -28,25 +28,26 @@ from fleet.lock import run_lock
 from fleet.logs import nginx_logs
 from fleet.nginx import wait_workers_gone, worker_pids
 from fleet.report import print_json, print_summary, summary_json
-from fleet.session import Session, StepFailed
+from fleet.session import Session, Step, StepFailed
 from fleet.status import read_emperor, vassal_owner
 from fleet.store import Desired, desired_state, plan_store, without_app
 
 STOP_TIMEOUT = 60.0
+CERTBOT_BUSY = "Another instance of Certbot is already running"  # its timer, renewing
 
 
 @app.command("remove-app")
 def remove_app(
     name: Annotated[str, typer.Argument(help="The app to remove.")],
     purge: Annotated[bool, typer.Option(
-        "--purge", help="Also delete its data (/srv/fleet/NAME), release history and "
-                        "user.")] = False,
+        "--purge", help="Also delete its data (/srv/fleet/NAME), release history, user "
+                        "and certificate.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Stop an app and remove its vassal, nginx site, environment and config file.
 
-    Its data directory (/srv/fleet/NAME) and user stay unless --purge. Other apps keep
-    running untouched.
+    Its data directory (/srv/fleet/NAME), user and certificate stay unless --purge (adding
+    the app again reuses the certificate). Other apps keep running untouched.
 
     Example: fleet remove-app blog --purge
     """
@@ -61,7 +62,9 @@ def remove_app(
             remove(session, desired, target, purge)
         except StepFailed as exc:
             outcome.aborted = exc.step.error
-    kept = [] if purge else [AppPaths(name).home, f"user {target.owner}"]
+    cert = None if purge or not certs.has_lineage(host, name) else certs.lineage(name)
+    kept = [] if purge else [AppPaths(name).home, f"user {target.owner}",
+                             *([f"certificate {cert}"] if cert else [])]
     if json_out:
         print_json(summary_json(session, outcome, {"removed": name, "purged": purge,
                                                    "kept": kept}))
@@ -69,8 +72,11 @@ def remove_app(
         console = Console(highlight=False)
         print_summary(console, session, outcome)
         if outcome.aborted is None:
-            console.print(f"Removed {name}." + (f" Kept {kept[0]} and {kept[1]} "
+            console.print(f"Removed {name}." + (f" Kept {', '.join(kept[:-1])} and {kept[-1]} "
                                                 f"(--purge deletes them)." if kept else ""))
+            if cert:
+                console.print(f"certbot keeps renewing {cert}: adding {name} again reuses it "
+                              "without asking the CA.")
     failed = session.counts()["failed"] > 0 or outcome.aborted is not None
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
@@ -99,6 +105,7 @@ def remove(session: Session, desired: Desired, target: AppConfig, purge: bool) -
             wait_no_processes(target.owner, STOP_TIMEOUT)
             session.apply(step, purge_actions(host, target))
             session.apply(step, purge_group(host, target.owner))
+            purge_certificate(session, step, target)
     with session.step("fleet config") as step:
         session.apply(step, plan_store(host, remaining))
 
@@ -168,11 +175,33 @@ def purge_actions(host: Host, app: AppConfig) -> list[Action]:
     paths = AppPaths(app.name)
     actions: list[Action] = []
     for path in (paths.home, paths.state_file, f"{layout.STATE_DIR}/apps/{app.name}",
-                 paths.run_dir, paths.env_file, *nginx_logs(app.name)):
+                 paths.run_dir, paths.env_file, *nginx_logs(app.name),
+                 certs.state_file(app.name)):
         actions += plan_absent(host, path, "purged")
     if fleet_user(host, app):
         actions.append(Run(("userdel", app.owner), f"delete user {app.owner}"))
     return actions
+
+
+def certificate_actions(host: Host, app: AppConfig) -> list[Action]:
+    """certbot itself deletes the lineage (live, archive, renewal conf): otherwise its timer
+    keeps renewing a certificate for an app that is gone."""
+    if not certs.has_lineage(host, app.name):
+        return []
+    name = certs.lineage(app.name)
+    return [Run(("certbot", "delete", "--cert-name", name, "--non-interactive"),
+                f"delete certificate {name}", timeout=300,
+                retry_while=CERTBOT_BUSY, retry_for=300)]
+
+
+def purge_certificate(session: Session, step: Step, app: AppConfig) -> None:
+    try:
+        session.apply(step, certificate_actions(session.host, app))
+    except CommandError as exc:
+        step.log = exc.output_tail()
+        reason = certs.ca_message("\n".join((exc.stdout, exc.stderr)))
+        raise FleetError(f"certbot could not delete certificate {certs.lineage(app.name)}: "
+                         f"{reason}") from None
 
 
 def purge_group(host: Host, group: str) -> list[Action]:

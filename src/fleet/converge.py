@@ -8,6 +8,8 @@ nginx, every app's health check, and the retirement of replaced releases.
 
 from __future__ import annotations
 
+import contextlib
+import posixpath
 from dataclasses import dataclass, field
 
 from fleet import certs, layout, sites
@@ -21,7 +23,7 @@ from fleet.files import plan_absent, plan_dir, plan_file
 from fleet.front import check_front, converge_front
 from fleet.health import check_app
 from fleet.history import History
-from fleet.host import Host
+from fleet.host import Host, is_temp_name
 from fleet.layout import AppPaths
 from fleet.logs import app_log_tail
 from fleet.nginx import apply_tested, wait_workers_gone, worker_pids
@@ -47,6 +49,8 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
     outcome = Outcome()
     selected = [a for a in config.apps if only is None or a.name in only]
     histories = {a.name: History.load(session.host, a.name) for a in selected}
+    with contextlib.suppress(StepFailed):  # housekeeping: recorded as failed, apps go on
+        sweep_temp_files(config, session)
     try:
         with session.step("packages") as step:
             wanted = [*layout.BASE_PACKAGES, *tls.packages(config), *config.server.packages]
@@ -93,6 +97,36 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
         if only is None and health:
             check_front(config, session, outcome.apps)
     return outcome
+
+
+def written_dirs(host: Host, config: Config) -> list[str]:
+    """Every directory fleet writes files or links into (through Host.write and symlink)."""
+    dirs = [layout.ETC, layout.APPS_DIR, layout.ENV_DIR, layout.UWSGI_DIR, layout.VASSALS_DIR,
+            posixpath.dirname(layout.EMPEROR_UNIT), posixpath.dirname(layout.TMPFILES),
+            posixpath.dirname(layout.NGINX_GLOBAL), layout.NGINX_SITES,
+            layout.NGINX_FLEET_DIR, layout.NGINX_LOCATIONS,
+            *(f"{layout.NGINX_LOCATIONS}/{d}" for d in host.listdir(layout.NGINX_LOCATIONS)),
+            layout.STATE_DIR, layout.STATE_APPS, certs.CERT_STATE,
+            posixpath.dirname(certs.DEPLOY_HOOK), posixpath.dirname(certs.CERTBOT_DROPIN),
+            f"{certs.ACME_WEBROOT}/.well-known/acme-challenge",
+            *(AppPaths(a.name).home for a in config.apps)]  # the `current` link
+    return list(dict.fromkeys(dirs))
+
+
+def sweep_temp_files(config: Config, session: Session) -> None:
+    """Temp files of writes killed mid-way (SIGKILL, power loss): nginx and the Emperor ignore
+    them, but they would pile up. Runs under the lock, so no other run is writing them."""
+    host = session.host
+    actions: list[Action] = []
+    for directory in written_dirs(host, config):
+        for entry in host.listdir(directory):
+            path = f"{directory}/{entry}"
+            state = host.state(path) if is_temp_name(entry) else None
+            if state is not None and state.kind in ("file", "link"):
+                actions.append(Remove(path, "left by an interrupted write"))
+    if actions:
+        with session.step("leftover temp files") as step:
+            session.apply(step, actions)
 
 
 def converge_tmpfiles(config: Config, session: Session, step: Step) -> set[str]:

@@ -10,6 +10,7 @@ import contextlib
 import grp
 import os
 import pwd
+import re
 import shlex
 import shutil
 import subprocess
@@ -22,6 +23,16 @@ from typing import Protocol
 from fleet.errors import CommandError
 
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Temp names of write() (mkstemp: .fleet-tmp-XXXXXXXX) and symlink() (NAME.fleet-tmp). "tmp" in
+# both keeps them apart from fleet's own dot files (.fleet-complete): converge sweeps them.
+TEMP_PREFIX = ".fleet-tmp-"
+LINK_TEMP_SUFFIX = ".fleet-tmp"
+_TEMP_NAME = re.compile(rf"{re.escape(TEMP_PREFIX)}[a-z0-9_]{{8}}|.+{re.escape(LINK_TEMP_SUFFIX)}")
+
+
+def is_temp_name(name: str) -> bool:
+    """A temp file write() or symlink() leaves behind when the run is killed mid-way."""
+    return _TEMP_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -123,7 +134,7 @@ class LocalHost:
     def write(self, path: str, content: bytes, mode: int, owner: str, group: str) -> None:
         """Write atomically: a reader sees the old file or the new one, never half of one."""
         directory = os.path.dirname(path)
-        fd, tmp = tempfile.mkstemp(prefix=".fleet-", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(content)
@@ -153,7 +164,7 @@ class LocalHost:
 
     def symlink(self, path: str, target: str) -> None:
         """Point a link at a new target atomically (rename over the old link)."""
-        tmp = f"{path}.fleet-tmp"
+        tmp = f"{path}{LINK_TEMP_SUFFIX}"
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         os.symlink(target, tmp)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
+
 import pytest
 
 from fleet import converge as converge_mod
@@ -12,6 +16,8 @@ from fleet.converge import converge
 from fleet.errors import FleetError
 from fleet.health import HealthResult
 from fleet.history import History
+from fleet.host import LocalHost, is_temp_name
+from fleet.resources.release import VENV_MARKER
 from fleet.session import Session, Status
 from fleet.store import desired_state
 from tests.unit.fakehost import FakeHost
@@ -275,3 +281,59 @@ def test_old_releases_are_pruned_to_keep_releases() -> None:
         run(host, cfg)
     kept = host.listdir("/srv/fleet/alpha/releases")
     assert kept == sorted([shas[-2][:12], shas[-1][:12]]), kept
+
+
+def test_leftover_temp_files_are_swept_and_nothing_else() -> None:
+    host = server()
+    cfg = config(host)
+    run(host, cfg)
+    leftovers = ["/etc/nginx/sites-enabled/.fleet-tmp-k2_x9qaz",
+                 "/etc/fleet/env/.fleet-tmp-00000000", "/etc/uwsgi/vassals/.fleet-tmp-abcdefgh",
+                 "/var/lib/fleet/apps/.fleet-tmp-zzzzzzzz"]
+    for path in leftovers:
+        host.write(path, b"half a file", 0o600, "root", "root")
+    host.symlink("/srv/fleet/alpha/current.fleet-tmp", "/srv/fleet/alpha/releases/x")
+    leftovers.append("/srv/fleet/alpha/current.fleet-tmp")
+    kept = ["/etc/nginx/sites-enabled/.fleet-complete", "/etc/uwsgi/vassals/.fleet-complete",
+            "/etc/nginx/sites-enabled/operator.conf", "/etc/nginx/sites-enabled/.fleet-tmp-ab",
+            "/etc/nginx/sites-enabled/.fleet-abcdefgh", "/etc/ssl/.fleet-tmp-abcdefgh"]
+    host.mkdir("/etc/ssl", 0o755, "root", "root")
+    for path in kept:
+        host.write(path, b"keep", 0o644, "root", "root")
+    venv_marker = next(p for p in host.files if p.endswith("/.fleet-complete"))
+    kept.append(venv_marker)
+
+    plan, _ = run(host, cfg, check=True)
+    step = next(s for s in plan.steps if s.name == "leftover temp files")
+    assert step.status is Status.PENDING
+    assert sorted(a.path for a in step.actions) == sorted(leftovers)
+    assert all(host.state(p) for p in leftovers)  # a plan removes nothing
+
+    session, _ = run(host, cfg)
+    assert changed_steps(session) == ["leftover temp files"]
+    assert session.steps[0].name == "leftover temp files"  # before anything is written
+    assert [p for p in leftovers if host.state(p)] == []
+    assert [p for p in kept if host.state(p) is None] == []
+    again, _ = run(host, cfg)
+    assert changed_steps(again) == [] and again.counts()["changed"] == 0
+
+
+def test_temp_names_the_host_writes_are_the_ones_swept(monkeypatch, tmp_path) -> None:
+    """Killed between creating the temp file (or link) and renaming it: the name it leaves."""
+    from fleet import host as host_mod
+
+    names: list[str] = []
+
+    def killed(src: str, _dest: str) -> None:
+        names.append(os.path.basename(src))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(host_mod.os, "replace", killed)
+    me, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+    for call in (lambda: LocalHost().write(str(tmp_path / "site.conf"), b"x", 0o644, me, group),
+                 lambda: LocalHost().symlink(str(tmp_path / "current"), "/nowhere")):
+        with pytest.raises(KeyboardInterrupt):
+            call()
+    assert len(names) == 2 and all(is_temp_name(n) for n in names), names
+    assert names[1] == "current.fleet-tmp"
+    assert not is_temp_name(VENV_MARKER)

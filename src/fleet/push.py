@@ -27,12 +27,14 @@ from typing import Any
 
 from fleet import layout
 from fleet.inventory import Inventory, Server, host_document, upstream
+from fleet.session import Status
 from fleet.ssh import UNREACHABLE, Transport, as_root
 from fleet.tomlwrite import dumps
 
 REMOTE_DIR = "/var/lib/fleet/push"  # root-only: the share holds the apps' env secrets
 REMOTE_TIMEOUT = 3600.0
 FAILED_STATES = ("failed", "unreachable")
+CHANGING = (Status.CHANGED.value, Status.PENDING.value, Status.FAILED.value)
 
 
 @dataclass
@@ -77,6 +79,7 @@ class HostResult:
     error: str | None = None
     seconds: float = 0.0
     rotation: Rotation | None = None
+    changes: list[str] = field(default_factory=list)  # "STEP [APP]: action", as plan shows
 
     @property
     def failed(self) -> bool:
@@ -90,7 +93,7 @@ class HostResult:
     def to_json(self) -> dict[str, object]:
         return {"address": self.address, "role": self.role, "wave": self.wave,
                 "status": self.status, **self.counts, "apps": self.apps,
-                "error": self.error, "seconds": round(self.seconds, 1),
+                "error": self.error, "seconds": round(self.seconds, 1), "changes": self.changes,
                 "rotation": self.rotation.to_json() if self.rotation else None}
 
 
@@ -335,6 +338,16 @@ def finish(result: HostResult, code: int, stdout: bytes, stderr: str) -> HostRes
     return result
 
 
+def changed_actions(report: Mapping[str, Any]) -> list[str]:
+    """Each action of the steps that changed (or would): a host's plan in a few lines."""
+    lines = []
+    for step in report.get("steps") or []:
+        if step.get("status") in CHANGING:
+            label = " ".join(str(p) for p in (step.get("name"), step.get("app")) if p)
+            lines += [f"{label}: {action}" for action in step.get("actions") or []]
+    return lines
+
+
 def read_report(result: HostResult, returncode: int, stdout: bytes, stderr: str) -> None:
     try:
         report = json.loads(stdout.decode(errors="replace"))
@@ -346,6 +359,7 @@ def read_report(result: HostResult, returncode: int, stdout: bytes, stderr: str)
         return
     result.counts = {k: int(report.get(k, 0)) for k in ("ok", "changed", "failed")}
     result.apps = dict(report.get("apps") or {})
+    result.changes = changed_actions(report)
     if returncode != 0 or result.counts["failed"] or report.get("aborted"):
         result.status = "failed"
         result.error = cause(report) or f"exit {returncode}: {last_line(stderr)}"

@@ -159,6 +159,11 @@ def while_out(load: LoadResult, rotation: dict) -> list:
 def test_a_rolling_push_under_load_drains_each_server_only_while_it_deploys(
         cluster: Cluster) -> None:
     cluster.git.commit("whoami", {"wsgi.py": cluster.source.replace('"v1"', '"v2"')})
+    code, plan, stderr = cluster.push("--plan")
+    assert code == 0, stderr[-2000:]
+    assert any("whoami" in line for line in plan["hosts"]["app1"]["changes"]), plan
+    assert plan["hosts"]["front"]["changes"] == [], plan["hosts"]["front"]
+    assert all(body.endswith(" v1") for body in cluster.answers(4))  # a plan changes nothing
     with cluster.load() as load:
         code, report, stderr = cluster.push()
     assert code == 0, json.dumps(report, indent=1)[-6000:] + stderr[-2000:]

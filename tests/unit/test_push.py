@@ -295,3 +295,28 @@ def test_a_server_lost_before_its_plan_is_unreachable_and_never_drained() -> Non
     result = run_push(ssh, max_failures=1)
     assert result.hosts[1].status == "unreachable" and result.hosts[1].rotation is None
     assert ssh.order("drain") == ["lb", "lb"]  # for app1 and app3 only
+
+
+def test_push_plan_prints_what_each_host_would_change(monkeypatch, capsys,
+                                                       tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(FILE)
+    pyz = tmp_path / "fleet.pyz"
+    pyz.write_bytes(b"PK")
+    planned = report(changed=1)
+    planned["steps"] = [
+        {"name": "packages", "app": None, "status": "ok", "actions": []},
+        {"name": "repo", "app": "blog", "status": "would change",
+         "actions": ["clone https://git.example.com/blog.git", "check out abc"]}]
+    fake = FakeSsh({name: (0, planned if name == "app2" else report())
+                    for name in ("app1", "app2", "app3", "lb")})
+    monkeypatch.setattr("fleet.commands.push.OpenSSH", lambda config: fake)
+    monkeypatch.setattr("sys.argv", ["fleet", "push", str(path), "--pyz", str(pyz), "--plan"])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    assert "app1 (10.0.0.11): nothing would change" in out
+    assert "app2 (10.0.0.12): 2 change(s)" in out
+    assert "  repo blog: clone https://git.example.com/blog.git" in out
+    assert "  repo blog: check out abc" in out

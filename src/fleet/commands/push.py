@@ -52,6 +52,18 @@ def find_bootstrap() -> bytes:
     raise ConfigError("bootstrap", "", "cannot find the bootstrap script to copy")
 
 
+def show_plans(console: Console, result: PushResult) -> None:
+    """What each host would change, one line per action (the JSON has it as `changes`)."""
+    for host in result.hosts:
+        if host.status == "skipped":
+            continue
+        console.print(Text(f"{host.name} ({host.address}): "
+                           + (f"{len(host.changes)} change(s)" if host.changes
+                              else "nothing would change"), style="bold"))
+        for line in host.changes:
+            console.print(Text(f"  {line}"), soft_wrap=True)
+
+
 def recap(console: Console, result: PushResult) -> None:
     table = Table("host", "role", "address", "result", "ok", "changed", "failed",
                   "apps healthy", "note")
@@ -111,5 +123,8 @@ def push_command(
     if json_out:
         print_json(result.to_json())
     else:
-        recap(Console(highlight=False), result)
+        console = Console(highlight=False)
+        if plan:
+            show_plans(console, result)
+        recap(console, result)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)

@@ -8,8 +8,9 @@ from fleet.actions import Action, Run
 from fleet.host import Host
 
 APT_ENV = (("DEBIAN_FRONTEND", "noninteractive"),)
-# Another package run (unattended-upgrades at 3 a.m., or what a killed run left dying) may
-# hold dpkg's lock: wait for it rather than fail.
+# Another package run (unattended-upgrades at 3 a.m. or just after a fresh server boots, or
+# what a killed run left dying) may hold dpkg's lock, or apt's lists or archives lock (which
+# DPkg::Lock::Timeout does not cover): wait for it rather than fail.
 LOCK_WAIT = 300
 APT_LOCK = ("-o", f"DPkg::Lock::Timeout={LOCK_WAIT}")
 
@@ -51,8 +52,9 @@ def plan_packages(host: Host, wanted: Sequence[str]) -> list[Action]:
     return [
         *recover,
         Run(("apt-get", *APT_LOCK, "update", "-q"), "refresh package lists", APT_ENV,
-            timeout=900),
+            timeout=900, retry_while="lock", retry_for=LOCK_WAIT),
         Run(("apt-get", *APT_LOCK, "install", "-y", "-q", "--no-install-recommends",
              "-o", "Dpkg::Options::=--force-confold", *missing),
-            f"install {' '.join(missing)}", APT_ENV, timeout=1800),
+            f"install {' '.join(missing)}", APT_ENV, timeout=1800, retry_while="lock",
+            retry_for=LOCK_WAIT),
     ]

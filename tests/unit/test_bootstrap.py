@@ -20,7 +20,8 @@ import pytest
 
 BOOTSTRAP = Path(__file__).resolve().parents[2] / "bootstrap"
 SHELL = shutil.which("dash") or "/bin/sh"
-TOOLS = ("sed", "head", "tr", "dirname", "cmp", "mkdir", "mktemp", "cp", "chmod", "mv", "rm")
+TOOLS = ("sed", "head", "tr", "dirname", "cmp", "mkdir", "mktemp", "cp", "chmod", "mv", "rm",
+         "cat", "grep")
 
 DEBIAN = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
 
@@ -40,6 +41,11 @@ echo "Reading package lists... (apt noise)"
 case " $* " in
     *" install "*)
         [ -n "${{APT_FAIL:-}}" ] && exit 100
+        if [ -n "${{APT_LOCKED:-}}" ] && [ ! -e "$APT_LOG.locked" ]; then
+            : > "$APT_LOG.locked"
+            echo "E: Could not get lock /var/cache/apt/archives/lock. It is held by process 7" >&2
+            exit 100
+        fi
         {LN} -s {sys.executable} "$FAKES/python3" ;;
 esac
 exit 0
@@ -258,6 +264,32 @@ def test_apt_failure_fails_clearly(sandbox: Sandbox, pyz: Path) -> None:
     assert result.stdout == ""
     assert "could not install python3" in result.stderr
     assert not sandbox.bin_dir.exists()
+
+
+def test_a_held_apt_lock_is_waited_for_then_python_installed(sandbox: Sandbox,
+                                                              pyz: Path) -> None:
+    (sandbox.fakes / "python3").unlink()
+    sandbox.env["APT_LOCKED"] = "1"  # the first install finds the archives locked
+    sandbox.fake("sleep", f'#!/bin/sh\necho "sleep $*" >> "{sandbox.apt_log}"\n')
+    result = sandbox.run(pyz, "apply")
+    assert result.returncode == 0, result.stderr
+    assert "Could not get lock" in result.stderr and "waiting (0 s so far)" in result.stderr
+    install = "apt-get install -y -q --no-install-recommends python3 " \
+              "DEBIAN_FRONTEND=noninteractive"
+    assert sandbox.apt_log.read_text().splitlines() == [
+        "apt-get update -q DEBIAN_FRONTEND=noninteractive", install, "sleep 5", install]
+
+
+def test_a_lock_never_released_fails_after_the_wait(sandbox: Sandbox, pyz: Path) -> None:
+    (sandbox.fakes / "python3").unlink()
+    sandbox.fake("apt-get", "#!/bin/sh\necho 'E: Could not get lock /var/lib/dpkg/lock' >&2\n"
+                            "exit 100\n")
+    sandbox.fake("sleep", "#!/bin/sh\n")
+    sandbox.env["FLEET_APT_LOCK_WAIT"] = "10"
+    result = sandbox.run(pyz, "apply")
+    assert result.returncode == 1
+    assert result.stderr.count("Could not get lock") == 3  # at 0, 5 and 10 s
+    assert "could not install python3" in result.stderr
 
 
 def test_old_python_is_refused(sandbox: Sandbox, pyz: Path) -> None:

@@ -10,7 +10,9 @@ import pytest
 import fleet.cli  # noqa: F401 - registers the commands on the typer app
 from fleet import config
 from fleet.commands.common import app as cli_app
+from fleet.inventory import host_document, load_inventory
 from fleet.store import desired_state
+from fleet.tomlwrite import dumps
 from tests.unit.fakehost import FakeHost
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +37,20 @@ def test_example_commented_keys_are_valid_too() -> None:
         match = re.match(r"^# ?((\[[a-z_.]+\])|([a-z_\"/-]+ = .*))$", line)
         lines.append(match.group(1) if match else line)
     config.parse_document("uncommented", config.parse_toml("uncommented", "\n".join(lines)))
+
+
+def test_cluster_example_cuts_into_valid_shares() -> None:
+    path = ROOT / "examples" / "cluster.toml"
+    inventory, data = load_inventory(str(path), path.read_text())
+    assert [(s.name, s.role) for s in inventory.servers] == [
+        ("web1", "app"), ("web2", "app"), ("lb", "front")]
+    shares = {s.name: host_document(inventory, data, s.name) for s in inventory.servers}
+    assert set(shares["web1"]["apps"]) == {"blog"} and set(shares["web2"]["apps"]) == {
+        "blog", "shop"}
+    assert shares["web1"]["server"]["accept_from"] == ["10.0.0.10"]
+    assert shares["lb"]["front"]["apps"]["shop"]["upstreams"] == ["10.0.0.12:80"]
+    for name, share in shares.items():  # each share is what that server's apply accepts
+        desired_state(FakeHost(), f"{name}.toml", dumps(share))
 
 
 def readme() -> str:

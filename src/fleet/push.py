@@ -215,8 +215,9 @@ class Gate:
     server keeps sending it requests whether or not the front itself is being pushed."""
 
     def __init__(self, transport: Transport, fronts: list[Server], shares: dict[str, str],
-                 payload: Payload) -> None:
+                 payload: Payload, progress: Callable[[str], None] = lambda _: None) -> None:
         self.transport, self.fronts, self.shares, self.payload = transport, fronts, shares, payload
+        self.progress = progress
         self.lock = threading.Lock()
         self.copied: dict[str, str | None] = {}  # front -> why fleet could not be copied
 
@@ -252,12 +253,27 @@ class Gate:
             return states, f"drain failed (exit {code}): {last_line(stderr)}"
         return states, None
 
+    def tell(self, server: Server, front: Server, done: str, states: dict[str, Any],
+             error: str | None) -> None:
+        """One progress line per front: which apps moved, which did not and why."""
+        if error:
+            self.progress(f"{server.name}: {front.name} failed: {error}")
+            return
+        moved = [app for app, s in states.items() if s.get("state") in ("drained", "restored")]
+        other = [f"{app} {s.get('state')} ({s.get('detail', '')})" for app, s in states.items()
+                 if app not in moved]
+        if moved:
+            self.progress(f"{server.name}: {done} on {front.name} for {', '.join(moved)}")
+        if other:
+            self.progress(f"{server.name}: on {front.name}: {'; '.join(other)}")
+
     def drain(self, server: Server, apps: list[str], rotation: Rotation) -> str | None:
         """Take `server` out on every front; on an error, put it back where it was taken out."""
         began = time.time()
         for front in self.fronts:
             states, error = self.rotate("drain", front, upstream(server), apps)
             rotation.fronts[front.name] = states
+            self.tell(server, front, "out of rotation", states, error)
             if error:
                 self.undrain(server, rotation)
                 return f"not deployed: could not take it out of rotation on {front.name}: {error}"
@@ -275,6 +291,7 @@ class Gate:
                 continue
             states, error = self.rotate("undrain", front, upstream(server), apps)
             after[front.name] = states
+            self.tell(server, front, "back in rotation", states, error)
             if error:
                 problems.append(f"{front.name}: {error}")
         rotation.back = (began, time.time())
@@ -389,7 +406,7 @@ def push(inventory: Inventory, data: Mapping[str, Any], transport: Transport, pa
     outcome = PushResult([results[s.name] for s in servers])
     shares = {s.name: dumps(host_document(inventory, data, s.name))
               for s in [*servers, *inventory.fronts]}
-    gate = Gate(transport, inventory.fronts, shares, payload) \
+    gate = Gate(transport, inventory.fronts, shares, payload, progress) \
         if drain and inventory.fronts and not plan else None
     for wave, members in waves(servers, max(1, batch)):
         failures = sum(1 for r in outcome.hosts if r.failed)

@@ -320,3 +320,11 @@ def test_push_plan_prints_what_each_host_would_change(monkeypatch, capsys,
     assert "app2 (10.0.0.12): 2 change(s)" in out
     assert "  repo blog: clone https://git.example.com/blog.git" in out
     assert "  repo blog: check out abc" in out
+
+
+def test_progress_says_when_a_server_leaves_and_rejoins_rotation() -> None:
+    lines: list[str] = []
+    kept = {"apps": {"blog": {"state": "kept", "detail": "health check failed: HTTP 500"}}}
+    run_push(FakeSsh(verbs={("lb", "undrain"): (1, kept)}), progress=lines.append)
+    assert "app1: out of rotation on lb for blog" in lines
+    assert "app1: on lb: blog kept (health check failed: HTTP 500)" in lines

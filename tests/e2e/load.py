@@ -34,8 +34,12 @@ class Load:
     """`with Load(host): ...` keeps requests going for the whole block (at most `limit` s)."""
 
     def __init__(self, host: str, path: str = "/", threads: int = 2, limit: float = 600,
-                 max_requests: int = 200_000, address: str = "127.0.0.1") -> None:
+                 max_requests: int = 200_000, address: str = "127.0.0.1",
+                 pause: float = 0.0) -> None:
         self.host, self.path, self.threads, self.address = host, path, threads, address
+        # Seconds each thread waits between requests: every request is a new connection, and
+        # the client's TIME_WAIT sockets (60 s) would exhaust its ports over a long run.
+        self.pause = pause
         self.limit, self.max_requests = limit, max_requests
         self.result = LoadResult()
         self.stop = threading.Event()
@@ -66,6 +70,8 @@ class Load:
             except (OSError, http.client.HTTPException) as exc:
                 with self.lock:
                     self.result.failures.append(f"{exc.__class__.__name__}: {exc}")
+            if self.pause:
+                self.stop.wait(self.pause)
 
     def __enter__(self) -> LoadResult:
         for _ in range(self.threads):

@@ -1,109 +1,32 @@
-"""fleet push end to end: two app servers and a front on a private bridge, over real ssh.
-
-The host plays the operator's machine: it runs the built fleet.pyz's `push`, which reaches
-each server's sshd by its bridge address. The servers have their own network namespaces, so
-this module needs no host-network lock and runs beside other sessions' servers.
+"""fleet push end to end: two app servers and a front on a private bridge, over real ssh
+(tests/harness/cluster.py): provisioning, no-op re-runs, an unreachable host, a rolling push
+under load with each server drained while it deploys, manual drain/undrain, a failing canary.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.load import Load, LoadResult
-from tests.harness import GitRemote
-from tests.harness.bridged import BridgedServer, make_ssh_identity
-from tests.harness.network import BridgeNetwork
-
-DOMAIN = "whoami.test"
-HOSTNAMES = {"app1": "app-one", "app2": "app-two"}
-
-
-@dataclass
-class Cluster:
-    network: BridgeNetwork
-    app1: BridgedServer
-    app2: BridgedServer
-    front: BridgedServer
-    git: GitRemote
-    source: str  # the app's wsgi.py as first pushed
-    config: Path
-    ssh_config: Path
-    pyz: Path
-    shiv_root: Path
-
-    def push(self, *args: str, timeout: float = 1800) -> tuple[int, dict, str]:
-        """Run `fleet push --json` on the host; returns (exit status, report, stderr)."""
-        env = {**os.environ, "SHIV_ROOT": str(self.shiv_root)}
-        proc = subprocess.run(
-            [sys.executable, str(self.pyz), "push", str(self.config), "--json",
-             "--ssh-config", str(self.ssh_config), *args],
-            capture_output=True, text=True, timeout=timeout, env=env, check=False)
-        try:
-            return proc.returncode, json.loads(proc.stdout), proc.stderr
-        except ValueError:
-            raise AssertionError(f"push printed no JSON (rc {proc.returncode}):\n"
-                                 f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}") from None
-
-    def load(self) -> Load:
-        """Continuous requests to the front with the app's Host header."""
-        return Load(DOMAIN, address=self.front.address, threads=4)
-
-    def answers(self, count: int = 20) -> list[str]:
-        """Bodies of `count` requests to the front with the app's Host header."""
-        bodies = []
-        for _ in range(count):
-            response = self.front.http_at("/", host=DOMAIN)
-            assert response.status == 200, response
-            bodies.append(response.body)
-        return bodies
-
-
-def inventory(servers: dict[str, BridgedServer], repo: str) -> str:
-    lines = []
-    for name, server in servers.items():
-        role = "front" if name == "front" else "app"
-        lines += [f"[servers.{name}]", f'address = "{server.address}"', f'role = "{role}"', ""]
-    lines += ["[apps.whoami]", f'repo = "{repo}"', f'domains = ["{DOMAIN}"]',
-              'health = { path = "/health" }', ""]
-    return "\n".join(lines)
+from tests.harness.cluster import DOMAIN, HOSTNAMES, Cluster, whoami_cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(e2e_host: None, suite: str, fleet_pyz: Path, fixture_apps_dir: Path,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    work = tmp_path_factory.mktemp("push")
-    servers: list[BridgedServer] = []
-    with BridgeNetwork() as network, GitRemote(listen=("127.0.0.1", network.gateway)) as git:
-        try:
-            git.create_repo("whoami", fixture_apps_dir / "whoami")
-            ssh_config, _, public_key = make_ssh_identity(work)
-            named = {}
-            for index, (name, hostname) in enumerate(
-                    [("front", "front"), ("app1", "app-one"), ("app2", "app-two")]):
-                server = BridgedServer(network, index, hostname, suite)
-                servers.append(server)
-                named[name] = server
-            for server in servers:  # one at a time: parallel boots lost sshd here
-                server.boot()
-                server.install_sshd(public_key)
-            config = work / "fleet.toml"
-            config.write_text(inventory({"app1": named["app1"], "app2": named["app2"],
-                                                  "front": named["front"]},
-                                        git.url("whoami", network.gateway)))
-            source = (fixture_apps_dir / "whoami" / "wsgi.py").read_text()
-            yield Cluster(network, named["app1"], named["app2"], named["front"], git, source,
-                          config, ssh_config, fleet_pyz, work / "shiv")
-        finally:
-            for server in servers:
-                server.destroy()
+    with whoami_cluster(suite, fleet_pyz, fixture_apps_dir,
+                        tmp_path_factory.mktemp("push")) as booted:
+        yield booted
+
+
+def front_load(cluster: Cluster) -> Load:
+    """Continuous requests to the front with the app's Host header, about 300 a second: as
+    many again and the host's ports, held in TIME_WAIT, would run out over the module."""
+    return Load(DOMAIN, address=cluster.front.address, threads=4, pause=0.01)
 
 
 def statuses(report: dict) -> dict[str, str]:
@@ -164,7 +87,7 @@ def test_a_rolling_push_under_load_drains_each_server_only_while_it_deploys(
     assert any("whoami" in line for line in plan["hosts"]["app1"]["changes"]), plan
     assert plan["hosts"]["front"]["changes"] == [], plan["hosts"]["front"]
     assert all(body.endswith(" v1") for body in cluster.answers(4))  # a plan changes nothing
-    with cluster.load() as load:
+    with front_load(cluster) as load:
         code, report, stderr = cluster.push()
     assert code == 0, json.dumps(report, indent=1)[-6000:] + stderr[-2000:]
     assert load.failed == 0, load.failures[:5]
@@ -213,7 +136,7 @@ def test_a_canary_that_fails_to_import_stops_the_push_and_the_front_keeps_servin
     stamp = "stat -c %Y /var/lib/fleet/push/fleet.toml; readlink /srv/fleet/whoami/current"
     app2_before = cluster.app2.run(stamp, check=True).stdout
     cluster.git.commit("whoami", {"wsgi.py": "import does_not_exist_fleet  # noqa\n"})
-    with cluster.load() as load:
+    with front_load(cluster) as load:
         code, report, _ = cluster.push("--max-failures", "1")
     assert code == 1
     assert statuses(report) == {"app1": "failed", "app2": "skipped", "front": "skipped"}

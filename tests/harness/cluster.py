@@ -1,0 +1,104 @@
+"""Two app servers and a front on a private bridge, reachable over real ssh: what `fleet push`
+is tested (tests/e2e/test_push.py) and measured (bench/push.py) against.
+
+The host plays the operator's machine. The servers have their own network namespaces, so a
+cluster needs no host-network lock and runs beside other sessions' servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .bridged import BridgedServer, make_ssh_identity
+from .gitremote import GitRemote
+from .network import BridgeNetwork
+
+DOMAIN = "whoami.test"
+HOSTNAMES = {"app1": "app-one", "app2": "app-two"}  # what whoami answers on each
+
+
+@dataclass
+class Cluster:
+    network: BridgeNetwork
+    app1: BridgedServer
+    app2: BridgedServer
+    front: BridgedServer
+    git: GitRemote
+    source: str  # the app's wsgi.py as first pushed
+    config: Path
+    ssh_config: Path
+    pyz: Path
+    shiv_root: Path
+
+    def push_run(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+        """`fleet push FILE --ssh-config ...` on the host, as the operator runs it."""
+        env = {**os.environ, "SHIV_ROOT": str(self.shiv_root)}
+        return subprocess.run(
+            [sys.executable, str(self.pyz), "push", str(self.config),
+             "--ssh-config", str(self.ssh_config), *args],
+            capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+    def push(self, *args: str, timeout: float = 1800) -> tuple[int, dict, str]:
+        """`fleet push --json`: (exit status, report, stderr)."""
+        proc = self.push_run("--json", *args, timeout=timeout)
+        try:
+            return proc.returncode, json.loads(proc.stdout), proc.stderr
+        except ValueError:
+            raise AssertionError(f"push printed no JSON (rc {proc.returncode}):\n"
+                                 f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}") from None
+
+    def answers(self, count: int = 20) -> list[str]:
+        """Bodies of `count` requests to the front with the app's Host header."""
+        bodies = []
+        for _ in range(count):
+            response = self.front.http_at("/", host=DOMAIN)
+            assert response.status == 200, response
+            bodies.append(response.body)
+        return bodies
+
+
+def inventory(servers: dict[str, BridgedServer], repo: str) -> str:
+    lines = []
+    for name, server in servers.items():
+        role = "front" if name == "front" else "app"
+        lines += [f"[servers.{name}]", f'address = "{server.address}"', f'role = "{role}"', ""]
+    lines += ["[apps.whoami]", f'repo = "{repo}"', f'domains = ["{DOMAIN}"]',
+              'health = { path = "/health" }', ""]
+    return "\n".join(lines)
+
+
+@contextmanager
+def whoami_cluster(suite: str, pyz: Path, apps_dir: Path, work: Path) -> Iterator[Cluster]:
+    """Boot the three servers with sshd and a key, serve tests/apps/whoami from a git daemon
+    on the bridge, write the operator's fleet.toml; tear everything down after."""
+    servers: list[BridgedServer] = []
+    with BridgeNetwork() as network, GitRemote(listen=("127.0.0.1", network.gateway)) as git:
+        try:
+            git.create_repo("whoami", apps_dir / "whoami")
+            ssh_config, _, public_key = make_ssh_identity(work)
+            named = {}
+            for index, (name, hostname) in enumerate(
+                    [("front", "front"), ("app1", "app-one"), ("app2", "app-two")]):
+                server = BridgedServer(network, index, hostname, suite)
+                servers.append(server)
+                named[name] = server
+            for server in servers:  # one at a time: parallel boots lost sshd here
+                server.boot()
+                server.install_sshd(public_key)
+            config = work / "fleet.toml"
+            config.write_text(inventory({"app1": named["app1"], "app2": named["app2"],
+                                         "front": named["front"]},
+                                        git.url("whoami", network.gateway)))
+            source = (apps_dir / "whoami" / "wsgi.py").read_text()
+            yield Cluster(network, named["app1"], named["app2"], named["front"], git, source,
+                          config, ssh_config, pyz, work / "shiv")
+        finally:
+            for server in servers:
+                server.destroy()

@@ -135,9 +135,49 @@ def parse_inventory(source: str, data: Mapping[str, Any]) -> Inventory:
         if len(set(wanted)) != len(wanted):
             app.fail("servers", "names the same server twice")
         placement.append((str(name), tuple(wanted)))
+    if any(s.role == "front" for s in servers):
+        check_shared_domains(apps, dict(placement))
     everyone = set(parse_accept_from(top.sub("server"))) >= EVERYONE
     sources = () if everyone else front_sources(table, servers)
     return Inventory(servers, tuple(placement), sources)
+
+
+def check_shared_domains(apps: Checker, placement: dict[str, tuple[str, ...]]) -> None:
+    """Apps sharing a domain (under prefixes) reach the front as one site: the front sends the
+    domain to one upstream and the app servers route by prefix, so every app on the domain
+    must run on the same app servers."""
+    owner: dict[str, str] = {}
+    for name in sorted(apps.table, key=lambda n: (has_prefix(apps.table[n]), str(n))):
+        for domain in apps.table[name].get("domains", []):
+            first = owner.setdefault(domain, str(name))
+            if set(placement[str(name)]) != set(placement[first]):
+                apps.fail(f"{name}.servers", f"shares domain {domain!r} with app {first!r}, "
+                                             "which runs on other app servers: behind a front, "
+                                             "apps on one domain must run on the same servers")
+
+
+def has_prefix(raw: Mapping[str, Any]) -> bool:
+    return raw.get("prefix", "/") not in ("", "/")
+
+
+def front_domains(inventory: Inventory, apps: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The domains each app answers for on a front: a shared domain goes to one app (the one
+    at its root, else the first by name), whose upstream reaches them all."""
+    claimed: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for name, _ in sorted(inventory.placement, key=lambda p: (has_prefix(apps[p[0]]), p[0])):
+        claimed[name] = [d for d in apps[name].get("domains", []) if d not in seen]
+        seen.update(claimed[name])
+    return claimed
+
+
+def front_health(raw: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The app's health table as the front requests it: under the app's prefix."""
+    if not has_prefix(raw):
+        return copy.deepcopy(raw["health"]) if "health" in raw else None
+    health = copy.deepcopy(raw.get("health", {}))
+    health["path"] = str(raw["prefix"]).rstrip("/") + str(health.get("path", "/"))
+    return health
 
 
 def resolve(address: str) -> list[str]:
@@ -201,14 +241,18 @@ def host_document(inventory: Inventory, data: Mapping[str, Any], server: str
             settings["accept_from"] = own + [a for a in inventory.front_sources if a not in own]
         return doc
     front: dict[str, Any] = {}
+    domains = front_domains(inventory, apps)
     for name, names in inventory.placement:
         raw = apps[name]
+        if not domains[name]:  # its domains reach it through another app's front site
+            continue
         entry: dict[str, Any] = {
-            "domains": list(raw.get("domains", [])),
+            "domains": domains[name],
             "upstreams": [upstream(inventory.server(n)) for n in names],
         }
-        if "health" in raw:
-            entry["health"] = copy.deepcopy(raw["health"])
+        health = front_health(raw)
+        if health is not None:
+            entry["health"] = health
         front[name] = entry
     doc["front"] = {"apps": front}
     return doc

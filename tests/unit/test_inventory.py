@@ -256,3 +256,48 @@ def test_ip_literal_fronts_need_no_name_resolution(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     inventory, _ = load_inventory("f.toml", BASE)
     assert inventory.front_sources == ("10.0.0.10",)
+
+
+SHARED = """
+[servers.a]
+address = "10.0.0.1"
+[servers.b]
+address = "10.0.0.2"
+[servers.lb]
+address = "10.0.0.9"
+role = "front"
+[apps.api]
+repo = "/srv/git/api"
+domains = ["x.example.com"]
+prefix = "/api"
+health = { path = "/ping" }
+[apps.site]
+repo = "/srv/git/site"
+domains = ["x.example.com"]
+"""
+
+
+def test_apps_sharing_a_domain_reach_the_front_as_one_site() -> None:
+    inventory, data = load_inventory("f.toml", SHARED)
+    front = host_document(inventory, data, "lb")["front"]["apps"]
+    # One server block for the domain (two would conflict in nginx): the root app's, whose
+    # upstream reaches both apps, as the app servers route by prefix.
+    assert front == {"site": {"domains": ["x.example.com"],
+                              "upstreams": ["10.0.0.1:80", "10.0.0.2:80"]}}
+
+
+def test_a_shared_domain_without_a_root_app_is_checked_under_its_prefix() -> None:
+    text = SHARED + 'prefix = "/www"\n'  # the last table is site's
+    inventory, data = load_inventory("f.toml", text)
+    front = host_document(inventory, data, "lb")["front"]["apps"]
+    assert list(front) == ["api"] and front["api"]["health"] == {"path": "/api/ping"}
+
+
+def test_apps_sharing_a_domain_must_run_on_the_same_servers_behind_a_front() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_inventory("f.toml", SHARED + 'servers = ["a"]\n')
+    assert str(info.value) == (
+        "f.toml: apps.api.servers: shares domain 'x.example.com' with app 'site', which runs "
+        "on other app servers: behind a front, apps on one domain must run on the same servers")
+    no_front = SHARED.replace('role = "front"', 'role = "app"')
+    load_inventory("f.toml", no_front + 'servers = ["a"]\n')  # without fronts: each serves

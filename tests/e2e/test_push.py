@@ -6,6 +6,7 @@ under load with each server drained while it deploys, manual drain/undrain, a fa
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,6 +130,27 @@ def test_an_operator_drains_and_undrains_an_app_server_on_the_front(cluster: Clu
     assert json.loads(back.stdout)["apps"] == {"whoami": {"state": "restored"}}
     assert front_status()["whoami"]["out"] == []
     assert {body.split()[1] for body in cluster.answers(20)} == set(HOSTNAMES.values())
+
+
+def test_apps_sharing_the_domain_under_a_prefix_are_served_through_the_front(
+        cluster: Cluster) -> None:
+    text = cluster.config.read_text()
+    repo = re.search(r'^repo = "(.*)"$', text, re.M)
+    assert repo
+    cluster.config.write_text(text + (
+        f'\n[apps.whoami-two]\nrepo = "{repo[1]}"\ndomains = ["{DOMAIN}"]\nprefix = "/two"\n'
+        'env = { WHOAMI_VERSION = "two" }\nhealth = { path = "/health" }\n'))
+    code, report, stderr = cluster.push()
+    assert code == 0, json.dumps(report, indent=1)[-6000:] + stderr[-2000:]
+    front = json.loads(cluster.front.run("fleet status --json", check=True).stdout)["front"]
+    assert list(front) == ["whoami"]  # one server block for the domain: no nginx conflict
+    two = set()
+    for _ in range(12):
+        response = cluster.front.http_at("/two/", host=DOMAIN)
+        assert response.status == 200 and response.body.endswith(" two"), response
+        two.add(response.body.split()[1])
+    assert two == set(HOSTNAMES.values())
+    assert all(body.endswith(" v2") for body in cluster.answers(6))  # the root app, as before
 
 
 def test_a_canary_that_fails_to_import_stops_the_push_and_the_front_keeps_serving(

@@ -7,6 +7,7 @@ the app servers over plain HTTP; the app servers' shares carry no tls. One clust
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,9 @@ import pytest
 
 from fleet.config import parse_toml
 from tests.e2e.test_tls import https, start_pebble
+from tests.harness.bridged import BridgedServer
 from tests.harness.cluster import DOMAIN, HOSTNAMES, Cluster, whoami_cluster
+from tests.harness.server import CommandFailed
 
 # Keys of [apps.whoami], then the CA every server's share names (only the front uses it).
 EXTRA = """tls = "acme"
@@ -38,11 +41,25 @@ sys.stdout.write(data.split(b"\\r\\n\\r\\n", 1)[1].decode())
 """
 
 
+def install_pebble(server: BridgedServer) -> None:
+    """Install pebble ahead of start_pebble, retried: the downloads go through the bridge's
+    NAT and DNS, where a transient failure (or another session's apt lock) is no finding."""
+    for attempt in range(3):
+        result = server.run(["apt-get", "install", "-y", "-q", "pebble", "openssl"],
+                            timeout=900, env={"DEBIAN_FRONTEND": "noninteractive"})
+        if result.ok:
+            return
+        if attempt < 2:
+            time.sleep(10)
+    raise CommandFailed(result)
+
+
 @pytest.fixture(scope="module")
 def cluster(e2e_host: None, suite: str, fleet_pyz: Path, fixture_apps_dir: Path,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     work = tmp_path_factory.mktemp("push-tls")
     with whoami_cluster(suite, fleet_pyz, fixture_apps_dir, work, extra=EXTRA) as booted:
+        install_pebble(booted.front)
         start_pebble(booted.front)
         yield booted
 

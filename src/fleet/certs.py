@@ -22,6 +22,7 @@ from fleet.config import AppConfig, Config
 from fleet.errors import ConfigError
 from fleet.files import require_file
 from fleet.host import Host
+from fleet.inventory import as_app
 
 LETSENCRYPT_DIR = "/etc/letsencrypt"
 ACME_WEBROOT = f"{layout.STATE_DIR}/acme"
@@ -44,6 +45,13 @@ def live_dir(app: str) -> str:
 
 def renewal_conf(app: str) -> str:
     return f"{LETSENCRYPT_DIR}/renewal/{lineage(app)}.conf"
+
+
+def certified(config: Config) -> list[tuple[str, AppConfig]]:
+    """Every app whose HTTPS this host serves, with its key in the config: its own apps, and
+    the apps it balances as a front (their `tls` moved there from the app servers)."""
+    return ([(f"apps.{a.name}", a) for a in config.apps]
+            + [(f"front.apps.{f.name}", as_app(f)) for f in config.front])
 
 
 def has_lineage(host: Host, app: str) -> bool:
@@ -148,12 +156,12 @@ def keypair_problem(cert: bytes, key: bytes) -> str | None:
 def check_tls_files(host: Host, config: Config) -> None:
     """Refuse (exit 2, nothing touched) an app whose own certificate or key is missing,
     unreadable, unsafe or not a pair."""
-    for app in config.apps:
+    for where, app in certified(config):
         if app.tls.mode != "files" or not app.tls.cert or not app.tls.key:
             continue
         data = {}
         for what, path in (("cert", app.tls.cert), ("key", app.tls.key)):
-            key = f"apps.{app.name}.tls.{what}"
+            key = f"{where}.tls.{what}"
             state = require_file(host, path, key)
             if what == "key" and state.mode & 0o004:
                 raise ConfigError(path, key, f"a private key readable by every user "
@@ -161,7 +169,7 @@ def check_tls_files(host: Host, config: Config) -> None:
             data[what] = host.read(path) or b""
         problem = keypair_problem(data["cert"], data["key"])
         if problem:
-            raise ConfigError(app.tls.key, f"apps.{app.name}.tls.key",
+            raise ConfigError(app.tls.key, f"{where}.tls.key",
                               f"{problem} {app.tls.cert}")
 
 

@@ -20,7 +20,7 @@ from fleet.emperor import wait_for_vassal
 from fleet.errors import FleetError
 from fleet.executor import perform
 from fleet.files import plan_absent, plan_dir, plan_file
-from fleet.front import check_front, converge_front
+from fleet.front import check_front, converge_front, converge_front_tls
 from fleet.health import check_app
 from fleet.history import History
 from fleet.host import Host, is_temp_name
@@ -86,6 +86,7 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
         if only is None:
             remove_stale(config, session)
             converge_front(config, session, outcome.apps)  # a front server's upstreams
+            converge_front_tls(config, session, outcome.apps)  # and its HTTPS
     except StepFailed as exc:
         outcome.aborted = exc.step.error
         return outcome

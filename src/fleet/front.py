@@ -3,24 +3,31 @@
 The front runs no app itself; its apply writes one conf.d file per balanced app (tested with
 `nginx -t` like every site), removes the files of apps it no longer balances, reloads nginx and
 health-checks each app *through* the front, so a passing check proves the whole path.
+
+HTTPS terminates at the front: a balanced app's `tls` gets its certificate here exactly as a
+standalone app's does (fleet.resources.tls, through the app's AppConfig view), and its file
+gets the 443 server block and the HTTP -> HTTPS redirect once a certificate is served.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from fleet import layout
+from fleet import certs, layout
 from fleet.actions import Action, Remove
-from fleet.config import Config
+from fleet.config import AppConfig, Config
 from fleet.deploy import Rollout
 from fleet.errors import FleetError
 from fleet.files import plan_file
 from fleet.health import check_app
+from fleet.host import Host
+from fleet.inventory import FrontApp
 from fleet.nginx import apply_tested, wait_workers_gone, worker_pids
 from fleet.render import render
+from fleet.resources import tls
 from fleet.resources.services import plan_service
 from fleet.rotation import Change, Drained, as_app, current, load_drained, marked_down, plan_drained
-from fleet.session import Session, StepFailed
+from fleet.session import Session, Step, StepFailed
 
 FRONT_DIR = f"{layout.NGINX_DIR}/conf.d"
 FRONT_PREFIX = "fleet-front-"
@@ -39,6 +46,18 @@ def stale_files(session: Session, names: set[str]) -> list[Action]:
     return actions
 
 
+def render_front(config: Config, host: Host, front: FrontApp, drained: Drained,
+                 version: tuple[int, ...] | None) -> bytes:
+    """The app's front file. Its HTTPS part depends only on the host's certificate files, so
+    an apply, a drain and an undrain render it alike."""
+    app = as_app(front)
+    return render("nginx-front.conf.j2", app=front,
+                  upstreams=[(u, u in marked_down(front, drained)) for u in front.upstreams],
+                  client_max_body_size=config.server.client_max_body_size,
+                  tls=certs.site_tls(host, app, version),
+                  acme_webroot=certs.ACME_WEBROOT if front.tls.mode == "acme" else None)
+
+
 def converge_front(config: Config, session: Session, rollouts: dict[str, Rollout]) -> bool:
     """Write, test and reload the front's sites; each app's failure is that app's alone.
     Servers drained from rotation (fleet.rotation) are rendered `down`. Returns whether nginx
@@ -50,12 +69,10 @@ def converge_front(config: Config, session: Session, rollouts: dict[str, Rollout
     if drained != stored:
         with session.step("rotation state") as step:
             session.apply(step, plan_drained(host, drained))
+    version = certs.nginx_version(host) if config.front else None
     for front in config.front:
         rollout = rollouts.setdefault(front.name, Rollout(front.name))
-        down = marked_down(front, drained)
-        content = render("nginx-front.conf.j2", app=front,
-                         upstreams=[(u, u in down) for u in front.upstreams],
-                         client_max_body_size=config.server.client_max_body_size)
+        content = render_front(config, host, front, drained, version)
         try:
             with session.step("front site", front.name) as step:
                 actions = plan_file(host, front_file(front.name), content, 0o644)
@@ -71,6 +88,28 @@ def converge_front(config: Config, session: Session, rollouts: dict[str, Rollout
         with session.step("nginx (front)") as step:
             session.apply(step, plan_service(host, "nginx", changed=True))
     return changed
+
+
+def converge_front_tls(config: Config, session: Session, rollouts: dict[str, Rollout]) -> None:
+    """ACME certificates for the balanced apps once their front site is live (the CA fetches
+    the challenge through it); a new one switches that site to HTTPS. A refused certificate
+    fails its step only: the app keeps being balanced over HTTP."""
+    host = session.host
+    fronts = {front.name: front for front in config.front}
+
+    def ready(app: AppConfig) -> bool:
+        rollout = rollouts.get(app.name)
+        return rollout is not None and not rollout.failed
+
+    def switch_site(app: AppConfig, step: Step) -> bool:
+        drained = current(load_drained(host), config.front)
+        content = render_front(config, host, fronts[app.name], drained,
+                               certs.nginx_version(host))
+        actions = plan_file(host, front_file(app.name), content, 0o644)
+        return apply_tested(session, step, actions, "this app's HTTPS front site")
+
+    views = [as_app(front) for front in config.front]
+    tls.converge_tls(config, views, session, ready, switch_site, holders=views)
 
 
 def rotate(config: Config, session: Session,
@@ -91,7 +130,8 @@ def rotate(config: Config, session: Session,
 
 
 def check_front(config: Config, session: Session, rollouts: dict[str, Rollout]) -> None:
-    """GET each app's health path through this front (Host = its first domain)."""
+    """GET each app's health path through this front (Host = its first domain), over HTTPS
+    when the front serves a certificate for it (port 80 then only redirects)."""
     for front in config.front:
         rollout = rollouts[front.name]
         if rollout.failed:
@@ -99,7 +139,8 @@ def check_front(config: Config, session: Session, rollouts: dict[str, Rollout]) 
             continue
         try:
             with session.step("health", front.name) as step:
-                result = check_app(as_app(front))
+                app = as_app(front)
+                result = check_app(app, https=certs.served_files(session.host, app) is not None)
                 step.notes.append(f"{result.detail} through the front after "
                                   f"{result.elapsed:.1f} s")
                 if not result.passed:

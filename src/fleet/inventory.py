@@ -20,20 +20,28 @@ from typing import Any
 
 from fleet.config import (
     APP_NAME_RE,
+    HSTS_DEFAULT,
+    AppConfig,
     Checker,
     HealthConfig,
+    TlsConfig,
     build_config,
     check_domain,
     parse_accept_from,
     parse_document,
     parse_health,
+    parse_hsts,
+    parse_tls,
     parse_toml,
 )
 from fleet.errors import ConfigError
 
 ROLES = ("app", "front")
 SERVER_KEYS = ["address", "user", "port", "role"]
-FRONT_APP_KEYS = ["domains", "upstreams", "health"]
+FRONT_APP_KEYS = ["domains", "upstreams", "health", "tls", "hsts"]
+# An app's keys that move to the fronts when there are any: HTTPS terminates there, and app
+# servers behind a front (which only accept the fronts) serve plain HTTP to it.
+AT_FRONT_KEYS = ("tls", "hsts")
 # A host name, an IPv4 address, a bracket-free IPv6 address, or an ssh_config Host alias.
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]*$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
@@ -80,12 +88,22 @@ class Inventory:
 
 @dataclass(frozen=True)
 class FrontApp:
-    """One app as a front server sees it: domains, the app servers behind it, its check."""
+    """One app as a front server sees it: domains, the app servers behind it, its check, and
+    its HTTPS (terminated at the front, as `tls` and `hsts` of a standalone app)."""
 
     name: str
     domains: tuple[str, ...]
     upstreams: tuple[str, ...]
     health: HealthConfig = field(default_factory=HealthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    hsts: int = HSTS_DEFAULT
+
+
+def as_app(front: FrontApp) -> AppConfig:
+    """A balanced app as the health check and the certificate code see it (domains, health,
+    tls, hsts): the front gets its certificate exactly as a standalone app does."""
+    return AppConfig(name=front.name, repo="-", domains=front.domains, health=front.health,
+                     tls=front.tls, hsts=front.hsts)
 
 
 def parse_server_entry(c: Checker, name: str) -> Server:
@@ -225,16 +243,18 @@ def load_inventory(source: str, text: str) -> tuple[Inventory, dict[str, Any]]:
 def host_document(inventory: Inventory, data: Mapping[str, Any], server: str
                   ) -> dict[str, Any]:
     """The operator file cut down to what `server` applies: no inventory, only its apps; a
-    front gets [front.apps.NAME] instead of apps. An app server's [server] accept_from gets
-    the fronts' addresses added (after the operator's own)."""
+    front gets [front.apps.NAME] instead of apps. With fronts, an app's `tls` and `hsts` go to
+    the fronts (HTTPS terminates there) and leave the app servers' shares, and an app server's
+    [server] accept_from gets the fronts' addresses added (after the operator's own)."""
     target = inventory.server(server)
     doc: dict[str, Any] = {k: copy.deepcopy(v) for k, v in data.items()
                            if k in ("server", "emperor")}
     apps = data.get("apps", {})
     if target.role == "app":
         mine = inventory.apps_on(server)
+        dropped = {"servers", *AT_FRONT_KEYS} if inventory.fronts else {"servers"}
         doc["apps"] = {name: {k: copy.deepcopy(v) for k, v in apps[name].items()
-                              if k != "servers"} for name in mine}
+                              if k not in dropped} for name in mine}
         if inventory.front_sources:
             settings = doc.setdefault("server", {})
             own = list(settings.get("accept_from", []))
@@ -253,6 +273,9 @@ def host_document(inventory: Inventory, data: Mapping[str, Any], server: str
         health = front_health(raw)
         if health is not None:
             entry["health"] = health
+        for key in AT_FRONT_KEYS:
+            if key in raw:
+                entry[key] = copy.deepcopy(raw[key])
         front[name] = entry
     doc["front"] = {"apps": front}
     return doc
@@ -287,7 +310,8 @@ def parse_front(c: Checker) -> tuple[FrontApp, ...]:
         for index, item in enumerate(upstreams):
             if not UPSTREAM_RE.match(item):
                 app.fail(f"upstreams[{index}]", f"{item!r} is not ADDRESS:PORT")
-        result.append(FrontApp(str(name), domains, upstreams, parse_health(app.sub("health"))))
+        result.append(FrontApp(str(name), domains, upstreams, parse_health(app.sub("health")),
+                               parse_tls(app), parse_hsts(app)))
     return tuple(result)
 
 

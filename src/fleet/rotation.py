@@ -17,11 +17,10 @@ from dataclasses import dataclass
 
 from fleet import layout
 from fleet.actions import Action
-from fleet.config import AppConfig
 from fleet.files import plan_file
 from fleet.health import judge_reply, probe
 from fleet.host import Host
-from fleet.inventory import FrontApp
+from fleet.inventory import FrontApp, as_app
 
 DRAINED_FILE = f"{layout.STATE_DIR}/front-drained.json"
 Drained = dict[str, set[str]]  # app -> its upstreams (ADDRESS:PORT) out of rotation
@@ -57,11 +56,6 @@ def marked_down(app: FrontApp, drained: Drained) -> set[str]:
     (a 502 for everyone is worse than a request to a server mid-deploy)."""
     down = drained.get(app.name, set()) & set(app.upstreams)
     return set() if down >= set(app.upstreams) else down
-
-
-def as_app(front: FrontApp) -> AppConfig:
-    """The health check's view of a balanced app (it only needs domains and health)."""
-    return AppConfig(name=front.name, repo="-", domains=front.domains, health=front.health)
 
 
 @dataclass(frozen=True)

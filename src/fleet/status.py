@@ -21,7 +21,7 @@ from fleet.host import Host
 from fleet.layout import AppPaths
 from fleet.logs import app_log_tail, last_error
 from fleet.resources.services import is_active
-from fleet.rotation import current, load_drained, marked_down
+from fleet.rotation import as_app, current, load_drained, marked_down
 
 
 def read_stats(path: str, timeout: float = 2.0) -> dict[str, Any]:
@@ -257,14 +257,18 @@ def emperor_status(host: Host, stats: dict[str, Any] | None) -> dict[str, object
 
 
 def front_status(host: Host, config: Config) -> dict[str, object]:
-    """A front's balanced apps: which app servers are in rotation and which are drained."""
+    """A front's balanced apps: which app servers are in rotation and which are drained, and
+    the certificate the front serves for each app with `tls`."""
     drained = current(load_drained(host), config.front)
     result: dict[str, object] = {}
     for app in config.front:
         down = marked_down(app, drained)
-        result[app.name] = {"domains": list(app.domains),
-                            "in": [u for u in app.upstreams if u not in down],
-                            "out": [u for u in app.upstreams if u in down]}
+        row: dict[str, object] = {"domains": list(app.domains),
+                                  "in": [u for u in app.upstreams if u not in down],
+                                  "out": [u for u in app.upstreams if u in down]}
+        if app.tls.mode != "off":  # HTTPS terminates here: its certificate is this host's
+            row["certificate"] = certificate_status(host, as_app(app))
+        result[app.name] = row
     return result
 
 

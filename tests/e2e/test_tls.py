@@ -100,12 +100,13 @@ class Reply:
     alpn: str | None
 
 
-def https(domain: str, cafile: Path, path: str = "/", alpn: list[str] | None = None) -> Reply:
-    """GET over TLS to 127.0.0.1:443 with SNI and Host = domain, verifying chain and name."""
+def https(domain: str, cafile: Path, path: str = "/", alpn: list[str] | None = None,
+          address: str = "127.0.0.1") -> Reply:
+    """GET over TLS to address:443 with SNI and Host = domain, verifying chain and name."""
     context = ssl.create_default_context(cafile=str(cafile))
     if alpn:
         context.set_alpn_protocols(alpn)
-    with socket.create_connection(("127.0.0.1", 443), timeout=10) as raw, \
+    with socket.create_connection((address, 443), timeout=10) as raw, \
             context.wrap_socket(raw, server_hostname=domain) as tls:
         der = tls.getpeercert(binary_form=True) or b""
         chosen = tls.selected_alpn_protocol()

@@ -64,20 +64,24 @@ class Cluster:
         return bodies
 
 
-def inventory(servers: dict[str, BridgedServer], repo: str) -> str:
+def inventory(servers: dict[str, BridgedServer], repo: str, extra: str = "") -> str:
+    """The operator's file; `extra` is TOML appended after [apps.whoami]: its lines before
+    any table header are more keys of that app (e.g. tls), then tables of its own."""
     lines = []
     for name, server in servers.items():
         role = "front" if name == "front" else "app"
         lines += [f"[servers.{name}]", f'address = "{server.address}"', f'role = "{role}"', ""]
     lines += ["[apps.whoami]", f'repo = "{repo}"', f'domains = ["{DOMAIN}"]',
-              'health = { path = "/health" }', ""]
+              'health = { path = "/health" }', *([extra] if extra else []), ""]
     return "\n".join(lines)
 
 
 @contextmanager
-def whoami_cluster(suite: str, pyz: Path, apps_dir: Path, work: Path) -> Iterator[Cluster]:
+def whoami_cluster(suite: str, pyz: Path, apps_dir: Path, work: Path,
+                   extra: str = "") -> Iterator[Cluster]:
     """Boot the three servers with sshd and a key, serve tests/apps/whoami from a git daemon
-    on the bridge, write the operator's fleet.toml; tear everything down after."""
+    on the bridge, write the operator's fleet.toml (plus `extra`, see inventory); tear
+    everything down after."""
     servers: list[BridgedServer] = []
     with BridgeNetwork() as network, GitRemote(listen=("127.0.0.1", network.gateway)) as git:
         try:
@@ -95,7 +99,7 @@ def whoami_cluster(suite: str, pyz: Path, apps_dir: Path, work: Path) -> Iterato
             config = work / "fleet.toml"
             config.write_text(inventory({"app1": named["app1"], "app2": named["app2"],
                                          "front": named["front"]},
-                                        git.url("whoami", network.gateway)))
+                                        git.url("whoami", network.gateway), extra))
             source = (apps_dir / "whoami" / "wsgi.py").read_text()
             yield Cluster(network, named["app1"], named["app2"], named["front"], git, source,
                           config, ssh_config, pyz, work / "shiv")

@@ -166,6 +166,53 @@ def test_a_domain_is_balanced_or_served_never_both() -> None:
         check_front_domains("f", front, {"a.example"})
 
 
+def test_with_fronts_tls_and_hsts_move_to_the_fronts_and_leave_the_app_servers() -> None:
+    text = BASE.replace('env = { SECRET = "s3cret" }',
+                        'env = { SECRET = "s3cret" }\ntls = "acme"\nhsts = 600').replace(
+        'servers = ["app2"]', 'servers = ["app2"]\ntls = { cert = "/etc/ssl/s.pem", '
+                              'key = "/etc/ssl/s.key" }')
+    inventory, data = load_inventory("f.toml", text)
+    for name in ("app1", "app2"):
+        doc = host_document(inventory, data, name)
+        assert all("tls" not in app and "hsts" not in app for app in doc["apps"].values())
+        _, _, apps = config.parse_document("share", config.parse_toml("share", dumps(doc)))
+        assert all(app.tls.mode == "off" for app in apps.values())  # plain HTTP to the front
+    lb = host_document(inventory, data, "lb")
+    assert lb["front"]["apps"]["blog"]["tls"] == "acme"
+    assert lb["front"]["apps"]["blog"]["hsts"] == 600
+    assert lb["front"]["apps"]["shop"]["tls"] == {"cert": "/etc/ssl/s.pem",
+                                                  "key": "/etc/ssl/s.key"}
+    blog, shop = parse_front(config.Checker("share", "front", config.parse_toml(
+        "share", dumps(lb))["front"]))
+    assert (blog.tls.mode, blog.hsts) == ("acme", 600)
+    assert (shop.tls.mode, shop.tls.cert, shop.hsts) == ("files", "/etc/ssl/s.pem",
+                                                         config.HSTS_DEFAULT)
+    assert data["apps"]["blog"]["tls"] == "acme"  # the operator's file is left as it was
+
+
+def test_without_fronts_an_apps_tls_stays_with_it() -> None:
+    text = BASE.replace('address = "10.0.0.10"\nrole = "front"',
+                        'address = "10.0.0.10"').replace('env = { SECRET = "s3cret" }',
+                                                         'env = { SECRET = "s3cret" }\n'
+                                                         'tls = "acme"\nhsts = false')
+    inventory, data = load_inventory("f.toml", text)
+    doc = host_document(inventory, data, "app1")
+    assert doc["apps"]["blog"]["tls"] == "acme" and doc["apps"]["blog"]["hsts"] is False
+
+
+@pytest.mark.parametrize(("entry", "key"), [
+    ({"tls": "on"}, "front.apps.a.tls"),
+    ({"tls": {"cert": "relative.pem", "key": "/k"}}, "front.apps.a.tls.cert"),
+    ({"tls": {"cert": "/c"}}, "front.apps.a.tls.key"),
+    ({"hsts": -1}, "front.apps.a.hsts"),
+])
+def test_a_front_apps_tls_is_validated_like_an_apps(entry: dict, key: str) -> None:
+    table = {"apps": {"a": {"domains": ["a.example"], "upstreams": ["h:80"], **entry}}}
+    with pytest.raises(ConfigError) as info:
+        parse_front(config.Checker("f", "front", table))
+    assert info.value.key == key
+
+
 # ----------------------------------------------------------------------------- accept_from
 
 

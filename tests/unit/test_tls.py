@@ -11,13 +11,18 @@ from pathlib import Path
 import pytest
 
 from fleet import certs
+from fleet import front as front_mod
 from fleet.actions import Unknown
 from fleet.commands import remove as remove_cmd
 from fleet.config import HSTS_DEFAULT, LETSENCRYPT
 from fleet.errors import ConfigError
 from fleet.executor import perform_all
+from fleet.health import HealthResult
 from fleet.host import RunResult
 from fleet.resources import tls as tls_res
+from fleet.rotation import drain, undrain
+from fleet.session import Session
+from fleet.status import front_status
 from fleet.store import desired_state, plan_store
 from tests.unit import test_converge as tc
 from tests.unit.fakehost import Entry, FakeHost
@@ -366,3 +371,111 @@ def test_refused_certificate_delete_fails_purge_with_certbots_reason(removable, 
     code, out, _ = fleet_main(monkeypatch, capsys, "remove-app", "alpha", "--purge", "--json")
     assert code == 0 and not certs.has_lineage(removable, "alpha")
     assert removable.state("/etc/fleet/apps/alpha.toml") is None
+
+
+# ----------------------------------------------------------------------------- at a front
+
+FRONT_ACME = """
+[server.acme]
+email = "ops@example.com"
+directory = "https://ca.test/dir"
+ca_bundle = "/etc/ca.pem"
+[front.apps.alpha]
+domains = ["alpha.test", "www.alpha.test"]
+upstreams = ["10.0.0.11:80", "10.0.0.12:80"]
+tls = "acme"
+hsts = 600
+"""
+
+
+@pytest.fixture
+def front_checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """The front's health checks (app, over HTTPS?) instead of real requests."""
+    checks: list[tuple[str, bool]] = []
+
+    def fake_check(app, site=None, *, https=False, **_kwargs):
+        checks.append((app.name, https))
+        return HealthResult(True, 200, "HTTP 200", 0.0)
+
+    monkeypatch.setattr(front_mod, "check_app", fake_check)
+    return checks
+
+
+def front_site(host: FakeHost) -> str:
+    return host.read(front_mod.front_file("alpha")).decode()
+
+
+def test_a_front_gets_the_certificate_and_terminates_https(ca: FakeCA, front_checks) -> None:
+    host = tc.server()
+    host.handlers.append(ca)
+    cfg = tc.config(host, FRONT_ACME)
+    session, outcome = tc.run(host, cfg)
+    steps = tc.changed_steps(session)
+    assert steps.index("front site alpha") < steps.index("certificate alpha") < \
+        steps.index("nginx site alpha")
+    assert "certbot" in host.packages and "openssl" in host.packages
+    assert host.ran("certbot")[0][-4:] == ["-d", "alpha.test", "-d", "www.alpha.test"]
+    text = front_site(host)
+    assert text.count("listen 443 ssl") == 1 and "return 301 https://$host$request_uri;" in text
+    assert f"ssl_certificate {certs.live_dir('alpha')}/fullchain.pem;" in text
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in text  # the standalone sites' parameters
+    assert 'add_header Strict-Transport-Security "max-age=600" always;' in text
+    assert "location ^~ /.well-known/acme-challenge/" in text
+    # Still one upstream, reached over plain HTTP from the HTTPS server block.
+    assert text.count("proxy_pass http://fleet_front_alpha;") == 1
+    assert "proxy_set_header X-Forwarded-Proto $scheme;" in text
+    assert front_checks == [("alpha", True)] and outcome.apps["alpha"].health == "passed"
+
+    host.commands.clear()
+    again, _ = tc.run(host, cfg)
+    assert tc.changed_steps(again) == [] and ca.requests == 1
+    assert front_checks[-1] == ("alpha", True)
+    status = front_status(host, cfg)["alpha"]["certificate"]
+    assert status["mode"] == "acme" and status["names"] == ["alpha.test", "www.alpha.test"]
+
+
+def test_a_front_without_certificate_yet_serves_http_and_the_challenge(
+        ca: FakeCA, front_checks) -> None:
+    ca.refuse = True
+    host = tc.server()
+    host.handlers.append(ca)
+    session, outcome = tc.run(host, tc.config(host, FRONT_ACME))
+    step = next(s for s in session.steps if s.name == "certificate")
+    assert step.status.value == "failed" and "Invalid response" in (step.error or "")
+    text = front_site(host)
+    assert "listen 443" not in text and "listen 80;" in text and "return 301" not in text
+    assert "location ^~ /.well-known/acme-challenge/" in text
+    assert front_checks == [("alpha", False)] and outcome.apps["alpha"].health == "passed"
+
+
+def test_drain_and_undrain_render_the_https_part_as_an_apply_does(
+        ca: FakeCA, front_checks, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(front_mod, "worker_pids", lambda: set())
+    monkeypatch.setattr(front_mod, "wait_workers_gone", lambda pids: True)
+    host = tc.server()
+    host.handlers.append(ca)
+    cfg = tc.config(host, FRONT_ACME)
+    tc.run(host, cfg)
+    applied = front_site(host)
+    quiet = Session(host, tc.Quiet())
+    front_mod.rotate(cfg, quiet, lambda d: drain(cfg.front, d, "10.0.0.11:80", []))
+    drained = front_site(host)
+    assert drained == applied.replace("10.0.0.11:80 max_fails=1 fail_timeout=5s;",
+                                      "10.0.0.11:80 max_fails=1 fail_timeout=5s down;")
+    front_mod.rotate(cfg, quiet, lambda d: undrain(cfg.front, d, "10.0.0.11:80", [], None))
+    assert front_site(host) == applied
+    again, _ = tc.run(host, cfg)
+    assert tc.changed_steps(again) == []
+
+
+def test_operator_files_of_a_front_app_are_checked_on_the_front(keypairs) -> None:
+    host = FakeHost()
+    host.files["/etc/ssl"] = Entry("dir", mode=0o755)
+    host.write("/etc/ssl/a.pem", keypairs["a.pem"], 0o644, "root", "root")
+    host.write("/etc/ssl/a.key", keypairs["b.key"], 0o600, "root", "root")
+    text = FRONT_ACME.replace('tls = "acme"',
+                              'tls = { cert = "/etc/ssl/a.pem", key = "/etc/ssl/a.key" }')
+    with pytest.raises(ConfigError) as info:
+        certs.check_tls_files(host, tc.config(host, text))
+    assert info.value.key == "front.apps.alpha.tls.key"
+    assert "does not match" in info.value.problem

@@ -7,7 +7,7 @@ from __future__ import annotations
 import http.client
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fleet import certs
 from fleet.actions import Action, Remove, Run, Unknown, WriteFile
@@ -24,11 +24,13 @@ CERTBOT_TIMER = "certbot.timer"
 
 
 def packages(config: Config) -> list[str]:
-    """certbot for ACME apps; openssl to read expiry dates of any served certificate."""
+    """certbot for ACME apps; openssl to read expiry dates of any served certificate. A
+    front's balanced apps count: their HTTPS terminates there."""
+    apps = [app for _, app in certs.certified(config)]
     wanted = []
-    if any(a.tls.mode == "acme" for a in config.apps):
+    if any(a.tls.mode == "acme" for a in apps):
         wanted.append("certbot")
-    if any(a.tls.mode != "off" for a in config.apps):
+    if any(a.tls.mode != "off" for a in apps):
         wanted.append("openssl")
     return wanted
 
@@ -146,10 +148,13 @@ def certificate(session: Session, step: Step, config: Config, app: AppConfig) ->
 
 def converge_tls(config: Config, selected: list[AppConfig], session: Session,
                  ready: Callable[[AppConfig], bool],
-                 switch_site: Callable[[AppConfig, Step], bool]) -> None:
+                 switch_site: Callable[[AppConfig, Step], bool],
+                 holders: Sequence[AppConfig] | None = None) -> None:
     """certbot's setup, then each ready ACME app's certificate; an app whose certificate was
-    just issued gets its HTTPS site (tested by `switch_site`) and nginx reloads once."""
-    if not any(a.tls.mode == "acme" for a in config.apps):
+    just issued gets its HTTPS site (tested by `switch_site`) and nginx reloads once.
+    `holders` (default: config.apps, so a run for some apps still sets certbot up) decides
+    whether certbot is set up at all; a front passes its balanced apps."""
+    if not any(a.tls.mode == "acme" for a in (config.apps if holders is None else holders)):
         return
     with session.step("acme client") as step:
         session.apply(step, plan_acme_client(session.host, config))

@@ -44,6 +44,8 @@ def test_push_provisions_both_app_servers_and_the_front_balances_them(cluster: C
         assert report["hosts"][name]["apps"]["whoami"]["health"] == "passed", report
     served_by = {body.split()[1] for body in cluster.answers(20)}
     assert served_by == {"app-one", "app-two"}
+    checked = json.loads(cluster.front.run("fleet check --json", check=True).stdout)
+    assert checked["apps"]["whoami"]["health"] == "passed", checked  # through the front
     # App servers answer only their front (and themselves): not the host on the same bridge.
     for server in (cluster.app1, cluster.app2):
         assert server.http_at("/", host=DOMAIN).status == 403

@@ -89,6 +89,9 @@ def test_push_gets_the_front_a_certificate_and_the_front_checks_over_https(
     status = json.loads(cluster.front.run("fleet status --json", check=True).stdout)
     certificate = status["front"]["whoami"]["certificate"]
     assert certificate["names"] == [DOMAIN] and certificate["problem"] is None, certificate
+    checked = json.loads(cluster.front.run("fleet check --json", check=True).stdout)
+    assert checked["apps"]["whoami"]["health"] == "passed", checked
+    assert "certificate expires" in checked["apps"]["whoami"]["detail"], checked
 
 
 def test_the_front_answers_https_from_both_app_servers(cluster: Cluster, root: Path) -> None:

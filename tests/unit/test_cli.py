@@ -264,3 +264,20 @@ def test_verbose_shows_each_command_with_url_credentials_masked(monkeypatch, cap
                            "'pkg[extra]'")
     monkeypatch.setattr(OPTIONS, "verbose", False)
     assert local_host().log_command is None
+
+
+def test_check_on_a_front_checks_each_balanced_app_through_it(monkeypatch, capsys) -> None:
+    host = stored_server(monkeypatch)
+    host.write("/etc/fleet/fleet.toml", b'[front.apps.shop]\ndomains = ["shop.test"]\n'
+               b'upstreams = ["10.0.0.11:80"]\nhealth = { path = "/ping" }\n', 0o600, "root",
+               "root")
+    checked: list[tuple[str, str, str]] = []
+
+    def fake_check(app, **kwargs):
+        checked.append((app.name, app.domains[0], app.health.path))
+        return HealthResult(app.name != "shop", 502, "HTTP 502", 0.1)
+
+    monkeypatch.setattr(inspect_cmd, "check_app", fake_check)
+    code, out, _ = fleet_main(monkeypatch, capsys, "check", "--json")
+    assert code == 1 and json.loads(out)["apps"]["shop"]["health"] == "failed"
+    assert ("shop", "shop.test", "/ping") in checked

@@ -18,6 +18,7 @@ from fleet.config import AppConfig, Config
 from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, FleetError
 from fleet.health import HealthResult, check_app
 from fleet.host import CLEAN_PATH, Host
+from fleet.inventory import as_app
 from fleet.logs import app_log_tail, existing, follow_journal, nginx_logs, tail_file
 from fleet.report import print_json
 from fleet.status import server_status
@@ -132,12 +133,13 @@ def check(
 ) -> None:
     """Run only the apps' health checks; exit 1 if any fails (for cron and monitoring).
 
-    Each check goes through nginx with the app's first domain, as a visitor's request would.
+    Each check goes through nginx with the app's first domain, as a visitor's request would;
+    on a front, each balanced app's check goes through the front to its app servers.
 
     Example: fleet check --json || mail -s "fleet check failed" ops@example.com
     """
     config = stored_config()
-    results = run_checks(list(config.apps), timeout)
+    results = run_checks([*config.apps, *(as_app(front) for front in config.front)], timeout)
     failed = sum(1 for r in results.values() if not r.passed)
     if json_out:
         print_json({"apps": {name: {"health": "passed" if r.passed else "failed",

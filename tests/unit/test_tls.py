@@ -479,3 +479,14 @@ def test_operator_files_of_a_front_app_are_checked_on_the_front(keypairs) -> Non
         certs.check_tls_files(host, tc.config(host, text))
     assert info.value.key == "front.apps.alpha.tls.key"
     assert "does not match" in info.value.problem
+
+
+def test_the_challenge_fetch_outlasts_nginx_reloading(monkeypatch) -> None:
+    answers = ["no answer (RemoteDisconnected: closed)", "HTTP 404 without the token", None]
+    monkeypatch.setattr(tls_res, "fetch_problem", lambda *_a: answers.pop(0))
+    slept: list[float] = []
+    assert tls_res.fetch_until("a.test", "/x", b"t", sleep=slept.append) is None
+    assert slept == [0.25, 0.25]
+    monkeypatch.setattr(tls_res, "fetch_problem", lambda *_a: "HTTP 404 without the token")
+    assert tls_res.fetch_until("a.test", "/x", b"t", wait=0.0, sleep=slept.append) == \
+        "HTTP 404 without the token"  # gives up once the wait is over

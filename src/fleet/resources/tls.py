@@ -72,6 +72,9 @@ def certbot_command(config: Config, app: AppConfig, reissue: bool) -> Run:
                timeout=600)
 
 
+CHALLENGE_WAIT = 10.0  # seconds the challenge fetch is retried through nginx
+
+
 def challenge_problem(host: Host, app: AppConfig) -> str | None:
     """Serve a token from the webroot and fetch it through nginx with each domain as Host: the
     CA would fetch the same path. Why it failed, or None."""
@@ -85,12 +88,25 @@ def challenge_problem(host: Host, app: AppConfig) -> str | None:
     perform(host, WriteFile(path, token, 0o644))
     try:
         for domain in app.domains:
-            problem = fetch_problem(domain, f"/.well-known/acme-challenge/{name}", token)
+            problem = fetch_until(domain, f"/.well-known/acme-challenge/{name}", token)
             if problem:
                 return f"http://{domain}/.well-known/acme-challenge/ through nginx: {problem}"
         return None
     finally:
         perform(host, Remove(path))
+
+
+def fetch_until(domain: str, path: str, expected: bytes, wait: float = CHALLENGE_WAIT,
+                sleep: Callable[[float], None] = time.sleep) -> str | None:
+    """fetch_problem, retried for `wait` seconds: `systemctl reload nginx` returns before the
+    old workers stop accepting, and for a moment they answer a new site's domain with the
+    catch-all's 444 (seen on a front whose site had just been written)."""
+    deadline = time.monotonic() + wait
+    while True:
+        problem = fetch_problem(domain, path, expected)
+        if problem is None or time.monotonic() >= deadline:
+            return problem
+        sleep(0.25)
 
 
 def fetch_problem(domain: str, path: str, expected: bytes) -> str | None:

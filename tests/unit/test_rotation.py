@@ -3,7 +3,10 @@ state (fleet.rotation, fleet.front.rotate) on an in-memory front."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+
+import pytest
 
 from fleet import front as front_mod
 from fleet.config import HealthConfig
@@ -113,3 +116,26 @@ def test_status_of_a_front_lists_servers_in_and_out_of_rotation() -> None:
         "blog": {"domains": ["blog.example.com"], "in": [B], "out": [A]},
         "shop": {"domains": ["shop.example.com"], "in": [B], "out": []},  # its only server
     }
+
+
+def test_drain_arguments_are_checked_and_a_non_front_is_left_untouched(monkeypatch,
+                                                                        capsys) -> None:
+    from fleet import cli
+    from fleet.commands import rotation as rotation_cmd
+    from fleet.errors import ConfigError
+
+    assert rotation_cmd.as_upstream("10.0.0.11") == A
+    assert rotation_cmd.as_upstream("[fd00::1]:8080") == "[fd00::1]:8080"
+    for bad, problem in (("a b", "is not ADDRESS or ADDRESS:PORT"),
+                         ("10.0.0.1:99999", "the port must be between 1 and 65535")):
+        with pytest.raises(ConfigError, match=problem):
+            rotation_cmd.as_upstream(bad)
+    host = FakeHost()  # an app server (or a bare one): no [front] table
+    monkeypatch.setattr(rotation_cmd, "local_host", lambda: host)
+    monkeypatch.setattr(rotation_cmd, "require_root", lambda: None)
+    monkeypatch.setattr(rotation_cmd, "run_lock", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr("sys.argv", ["fleet", "drain", "10.0.0.11", "--json"])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 0 and json.loads(capsys.readouterr().out)["apps"] == {}
+    assert host.read(DRAINED_FILE) is None and host.commands == []

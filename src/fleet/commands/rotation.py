@@ -16,7 +16,7 @@ from fleet import layout
 from fleet.commands.common import JsonOpt, app, err, local_host, reporter, require_root
 from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from fleet.front import rotate
-from fleet.inventory import UPSTREAM_RE, FrontApp, Server, upstream
+from fleet.inventory import ADDRESS_RE, UPSTREAM_RE, FrontApp, Server, upstream
 from fleet.lock import run_lock
 from fleet.report import print_json
 from fleet.rotation import Change, Drained, check_upstream, describe, drain, undrain
@@ -31,11 +31,15 @@ AppsOpt = Annotated[list[str] | None, typer.Option(
 
 
 def as_upstream(server: str) -> str:
-    if UPSTREAM_RE.match(server) and (server.count(":") == 1 or server.startswith("[")):
-        return server
-    if not server or "/" in server or " " in server:
-        raise ConfigError("SERVER", "", f"{server!r} is not ADDRESS or ADDRESS:PORT")
-    return upstream(Server("-", server))
+    """The server as the front's upstreams name it: ADDRESS:PORT, port 80 when left out."""
+    with_port = UPSTREAM_RE.match(server) and (server.count(":") == 1 or server.startswith("["))
+    if not with_port:
+        if not ADDRESS_RE.match(server):
+            raise ConfigError("SERVER", "", f"{server!r} is not ADDRESS or ADDRESS:PORT")
+        server = upstream(Server("-", server))
+    if not 1 <= int(server.rsplit(":", 1)[1]) <= 65535:
+        raise ConfigError("SERVER", "", f"{server!r}: the port must be between 1 and 65535")
+    return server
 
 
 def run_rotation(verb: str, server: str, apps: list[str], json_out: bool,
@@ -46,7 +50,8 @@ def run_rotation(verb: str, server: str, apps: list[str], json_out: bool,
     with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
         config = desired_state(host, None, None).config
         session = Session(host, reporter(json_out))
-        changes = rotate(config, session, lambda drained: update(config.front, drained, target))
+        changes = [] if not config.front else rotate(  # not a front: nothing to touch
+            config, session, lambda drained: update(config.front, drained, target))
     failed = session.counts()["failed"] > 0 or (verb == "undrain"
                                                 and any(c.state == "kept" for c in changes))
     if json_out:

@@ -20,6 +20,7 @@ from fleet.resources.users import check_identities, identity_problem, plan_user
 from fleet.session import Session
 from tests.unit.fakehost import FakeHost
 from tests.unit.test_converge import SHA_A1, Quiet, config, converge, server
+from tests.unit.test_converge import healthy as healthy  # health checks faked
 
 ME = "root"  # the unit tests run as root, like fleet on the server
 
@@ -108,6 +109,7 @@ def test_remove_renames_to_a_trash_name_first(tmp_path, monkeypatch) -> None:
     assert os.listdir(tmp_path / "releases") == []
 
 
+@pytest.mark.usefixtures("healthy")
 def test_converge_sweeps_trash_names() -> None:
     host = server()
     cfg = config(host)

@@ -170,6 +170,24 @@ def test_a_delete_killed_mid_way_is_swept_and_never_used(box, hostile) -> None:
     assert changed_steps(fleet_json(box, "apply", "/root/all.toml")) == set()
 
 
+def test_a_new_commit_linking_its_static_dir_fails_and_the_live_release_keeps_serving(
+        box, git_remote, hostile) -> None:
+    live = box.run(["readlink", "/srv/fleet/leak/current"], check=True).stdout.strip()
+    git_remote.commit("leak", {}, "static is now a link to /etc", links={"static": "/etc"})
+    before = modes(box, OUTSIDE)
+    run = fleet_json(box, "apply", "/root/all.toml")
+    assert run.returncode == 1
+    leak = run.data["apps"]["leak"]
+    assert leak["health"] == "failed", leak
+    assert "static 'static': 'static' is a symbolic link" in leak["error"], leak
+    assert run.data["apps"]["good"]["health"] == "passed", describe(run)
+    assert modes_changed(before, modes(box, OUTSIDE)) == {}
+    assert box.run(["readlink", "/srv/fleet/leak/current"]).stdout.strip() == live
+    assert get(box, "leak.test", "/static/ok.txt") == (200, "served as a static file\n")
+    status, body = get(box, "leak.test", "/static/shadow")
+    assert status in (403, 404) and "root:" not in body
+
+
 # ----------------------------------------------------------------------------- identities
 
 def bad_app(git_remote, name: str, user: str = "") -> str:

@@ -148,10 +148,19 @@ class GitRemote:
         self._git(["push", "--quiet", "origin", "main"], cwd=work)
         return self.url(name)
 
-    def commit(self, name: str, files: dict[str, str | None], message: str = "Update") -> str:
-        """Write (or, for None, delete) *files* in repo *name*, commit, push; return the sha."""
+    def commit(self, name: str, files: dict[str, str | None], message: str = "Update",
+               links: dict[str, str] | None = None) -> str:
+        """Write (or, for None, delete) *files* in repo *name*, replace paths by symbolic
+        *links* (path -> target), commit, push; return the sha."""
         work = self._work(name)
         self._write(work, files)
+        for rel, target in (links or {}).items():
+            path = work / rel
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            path.unlink(missing_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.symlink_to(target)
         self._git(["add", "--all"], cwd=work)
         self._git(["commit", "--quiet", "--allow-empty", "-m", message], cwd=work)
         self._git(["push", "--quiet", "origin", "main"], cwd=work)

@@ -26,7 +26,7 @@ from fleet.resources.release import (
     python_version,
     release_id,
 )
-from fleet.resources.users import plan_user
+from fleet.resources.users import creates_user, plan_user
 from fleet.session import Session, Step, StepFailed
 
 
@@ -48,8 +48,9 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
     def steps() -> None:
         with session.step("user", app.name) as step:
             home_existed = host.state(paths.home) is not None
-            created = session.apply(step, plan_user(host, app.owner, paths.home, app.name))
-            rollout.user_recreated = created and home_existed
+            actions = plan_user(host, app.owner, paths.home, app.name)
+            session.apply(step, actions)
+            rollout.user_recreated = creates_user(actions) and home_existed
         with session.step("app directories", app.name) as step:
             session.apply(step, app_dirs(host, app))
             if rollout.user_recreated:

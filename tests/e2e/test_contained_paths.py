@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import describe, fleet, fleet_json, get, install_fleet
+from tests.e2e.helpers import describe, fleet, fleet_json, get, install_fleet, uwsgi_processes
 from tests.e2e.reliability_helpers import (
     MANAGED,
     changed_steps,
@@ -186,6 +186,19 @@ def test_a_new_commit_linking_its_static_dir_fails_and_the_live_release_keeps_se
     assert get(box, "leak.test", "/static/ok.txt") == (200, "served as a static file\n")
     status, body = get(box, "leak.test", "/static/shadow")
     assert status in (403, 404) and "root:" not in body
+
+
+def test_an_earlier_fleets_account_is_adopted_without_a_restart(box, hostile) -> None:
+    """Servers set up before accounts were marked keep working: fleet adds its mark."""
+    box.run(["usermod", "--comment", "", "good"], check=True)
+    pids = {p["pid"] for p in uwsgi_processes(box) if p["user"] == "good"}
+    run = fleet_json(box, "apply", "/root/all.toml")
+    assert ("user", "good") in changed_steps(run), describe(run)
+    assert not {s for s in changed_steps(run) if s[1] == "good"} - {("user", "good")}
+    assert box.run(["getent", "passwd", "good"]).stdout.split(":")[4] == "fleet app good"
+    assert pids and {p["pid"] for p in uwsgi_processes(box) if p["user"] == "good"} == pids
+    assert get(box, "good.test") == (200, "good ok")
+    assert changed_steps(fleet_json(box, "apply", "/root/all.toml")) == set()
 
 
 # ----------------------------------------------------------------------------- identities

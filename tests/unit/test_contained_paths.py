@@ -16,7 +16,7 @@ from fleet.config import parse_app_document
 from fleet.errors import ConfigError, FleetError
 from fleet.host import LocalHost, RunResult, is_trash_name
 from fleet.resources.release import check_repo_paths, plan_release, secure
-from fleet.resources.users import check_identities, identity_problem, plan_user
+from fleet.resources.users import check_identities, creates_user, identity_problem, plan_user
 from fleet.session import Session
 from tests.unit.fakehost import FakeHost
 from tests.unit.test_converge import SHA_A1, Quiet, config, converge, server
@@ -217,6 +217,8 @@ def test_check_identities_names_the_file_and_key() -> None:
 def test_an_earlier_fleets_account_is_marked_as_fleets() -> None:
     host = FakeHost()
     host.handlers.append(accounts(PASSWD, GROUPS))
-    (action,) = plan_user(host, "old", "/srv/fleet/old", "old")
-    assert action.argv == ("usermod", "--comment", "fleet app old", "old")
+    actions = plan_user(host, "old", "/srv/fleet/old", "old")
+    assert [a.argv for a in actions] == [("usermod", "--comment", "fleet app old", "old")]
+    assert not creates_user(actions)  # same ids: nothing to give back, no restart
+    assert creates_user(plan_user(host, "new", "/srv/fleet/new", "new"))
     assert plan_user(host, "blog", "/srv/fleet/blog", "blog") == []

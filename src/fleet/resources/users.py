@@ -111,6 +111,12 @@ def check_identities(host: Host, config: Config) -> None:
             raise ConfigError(AppPaths(app.name).config_file, key, problem)
 
 
+def creates_user(actions: list[Action]) -> bool:
+    """Whether the plan makes a new account (new ids: the app's files must be given back),
+    rather than only marking an earlier fleet's account."""
+    return any(isinstance(a, Run) and a.argv[0] == "useradd" for a in actions)
+
+
 def plan_user(host: Host, name: str, home: str, app_name: str | None = None) -> list[Action]:
     """Create the app's user and group, marked as fleet's; an account of an earlier fleet
     (no comment) gets the mark. check_identities has already refused any other account."""

@@ -340,6 +340,8 @@ def _open_component(dir_fd: int, name: str, path: str) -> int:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise FleetError(f"{path}: {name} is a symbolic link or not a directory; "
                              "fleet does not follow links there") from None
+        if exc.errno == errno.ENOENT:
+            raise FleetError(f"{path}: {name} does not exist") from None
         raise
 
 

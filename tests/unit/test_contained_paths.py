@@ -69,6 +69,8 @@ def test_expose_tree_refuses_a_link_on_the_way_and_skips_links_inside(tmp_path, 
     with pytest.raises(FleetError, match="etc is a symbolic link"):
         LocalHost().expose_tree(str(tmp_path), str(root / "etc"))
     assert mode(outside) == 0o600 and mode(outside.parent) == mode(tmp_path)
+    with pytest.raises(FleetError, match="missing does not exist"):
+        LocalHost().expose_tree(str(tmp_path), str(root / "missing"))
 
 
 def test_secure_is_one_fd_based_action_with_the_same_signature() -> None:

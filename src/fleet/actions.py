@@ -121,6 +121,36 @@ class BuildVenv(Action):
 
 
 @dataclass(frozen=True)
+class OwnTree(Action):
+    """chown -R (and, for "private", chmod -R u=rwX,g=rX,o=) of a tree that may hold links
+    the repo chose: done through file descriptors, never following a link."""
+
+    path: str
+    owner: str | None  # None: keep each entry's owner
+    group: str
+    modes: str = "private"  # "private" or "keep"
+    why: str = ""
+
+    def describe(self) -> str:
+        what = "make root-owned and readable by the app only" if self.modes == "private" \
+            else "set owner"
+        return (f"{self.why or what}: {self.path} -> {self.owner or ''}:{self.group} "
+                "(links not followed)")
+
+
+@dataclass(frozen=True)
+class ExposeTree(Action):
+    """Let nginx traverse from `home` to a static directory and read it (o+x, o+rX), through
+    file descriptors: a link on the way is refused, a link inside is not followed."""
+
+    home: str
+    path: str
+
+    def describe(self) -> str:
+        return f"let nginx read static files: {self.path} (links not followed)"
+
+
+@dataclass(frozen=True)
 class Unknown(Action):
     """A step whose actions depend on one that has not run yet (shown by `plan`)."""
 

@@ -23,7 +23,7 @@ from fleet.files import plan_absent, plan_dir, plan_file
 from fleet.front import check_front, converge_front, converge_front_tls
 from fleet.health import check_app
 from fleet.history import History
-from fleet.host import Host, is_temp_name
+from fleet.host import Host, is_temp_name, is_trash_name
 from fleet.layout import AppPaths
 from fleet.logs import app_log_tail
 from fleet.nginx import apply_tested, wait_workers_gone, worker_pids
@@ -114,6 +114,15 @@ def written_dirs(host: Host, config: Config) -> list[str]:
     return list(dict.fromkeys(dirs))
 
 
+def trash_dirs(config: Config) -> list[str]:
+    """Where Host.remove renames the directories it deletes (releases, venvs, purged apps)."""
+    dirs = [layout.SRV]
+    for app in config.apps:
+        paths = AppPaths(app.name)
+        dirs += [paths.releases, paths.venvs]
+    return dirs
+
+
 def sweep_temp_files(config: Config, session: Session) -> None:
     """Temp files of writes killed mid-way (SIGKILL, power loss): nginx and the Emperor ignore
     them, but they would pile up. Runs under the lock, so no other run is writing them."""
@@ -125,6 +134,9 @@ def sweep_temp_files(config: Config, session: Session) -> None:
             state = host.state(path) if is_temp_name(entry) else None
             if state is not None and state.kind in ("file", "link"):
                 actions.append(Remove(path, "left by an interrupted write"))
+    for directory in trash_dirs(config):
+        actions += [Remove(f"{directory}/{entry}", "left by an interrupted delete")
+                    for entry in host.listdir(directory) if is_trash_name(entry)]
     if actions:
         with session.step("leftover temp files") as step:
             session.apply(step, actions)

@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterable
 from fleet.actions import (
     Action,
     BuildVenv,
+    ExposeTree,
     MakeDir,
     Move,
+    OwnTree,
     Remove,
     Run,
     SetAttrs,
@@ -38,6 +40,10 @@ def perform(host: Host, action: Action) -> None:
         run_command(host, action)
     elif isinstance(action, BuildVenv):
         host.build_venv(action.path, action.python)
+    elif isinstance(action, OwnTree):
+        host.own_tree(action.path, action.owner, action.group, action.modes)
+    elif isinstance(action, ExposeTree):
+        host.expose_tree(action.home, action.path)
     elif isinstance(action, Unknown):
         raise TypeError(f"cannot perform an undecided step: {action.what}")
     else:  # pragma: no cover - a new action type without an executor branch

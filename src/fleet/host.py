@@ -7,12 +7,15 @@ tests swap in a fake host and the real one stays small.
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import os
 import pwd
 import re
+import secrets
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from fleet.errors import CommandError
+from fleet.errors import CommandError, FleetError
 
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Temp names of write() (mkstemp: .fleet-tmp-XXXXXXXX) and symlink() (NAME.fleet-tmp). "tmp" in
@@ -30,9 +33,38 @@ LINK_TEMP_SUFFIX = ".fleet-tmp"
 _TEMP_NAME = re.compile(rf"{re.escape(TEMP_PREFIX)}[a-z0-9_]{{8}}|.+{re.escape(LINK_TEMP_SUFFIX)}")
 
 
+# remove() renames a directory to this name before deleting it: a delete killed mid-way leaves
+# a name nothing trusts (not a release id, not a venv key), and converge sweeps it.
+TRASH_PREFIX = ".fleet-trash-"
+_TRASH_NAME = re.compile(rf"{re.escape(TRASH_PREFIX)}[a-z0-9_]{{8}}")
+# Below this directory the tree holds app-controlled content (releases, venvs, persistent
+# data): root walks it with O_NOFOLLOW, one component at a time.
+UNTRUSTED_ROOT = "/srv/fleet"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+MAX_TREE_DEPTH = 256
+
+
 def is_temp_name(name: str) -> bool:
     """A temp file write() or symlink() leaves behind when the run is killed mid-way."""
     return _TEMP_NAME.fullmatch(name) is not None
+
+
+def is_trash_name(name: str) -> bool:
+    """A directory remove() was deleting when the run was killed."""
+    return _TRASH_NAME.fullmatch(name) is not None
+
+
+def private_mode(mode: int, is_dir: bool) -> int:
+    """chmod u=rwX,g=rX,o= (set-id bits cleared): root writes, the app's group reads."""
+    x = is_dir or bool(mode & 0o111)
+    return 0o640 | (0o110 if x else 0)
+
+
+def exposed_mode(mode: int, is_dir: bool) -> int:
+    """chmod o+rX: nginx reads static files and traverses their directories."""
+    x = is_dir or bool(mode & 0o111)
+    return (mode & 0o7777) | 0o004 | (0o001 if x else 0)
 
 
 @dataclass(frozen=True)
@@ -80,6 +112,10 @@ class Host(Protocol):
     def listdir(self, path: str) -> list[str]: ...
 
     def build_venv(self, path: str, python: str) -> None: ...
+
+    def own_tree(self, path: str, owner: str | None, group: str, modes: str) -> None: ...
+
+    def expose_tree(self, home: str, path: str) -> None: ...
 
 
 CommandLogger = Callable[[Sequence[str]], None]
@@ -154,13 +190,84 @@ class LocalHost:
             os.close(dir_fd)
 
     def mkdir(self, path: str, mode: int, owner: str, group: str) -> None:
-        os.makedirs(path, exist_ok=True)
-        self.chown(path, mode, owner, group)
+        """Create the directory and its missing parents; below /srv/fleet no component may be
+        a link (an app could have put one where root creates its data directory)."""
+        parent_fd, name = _open_parent(path, create=True)
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=parent_fd)
+            fd = _open_component(parent_fd, name, path)
+        finally:
+            os.close(parent_fd)
+        try:
+            _set_attrs(fd, mode, owner, group)
+        finally:
+            os.close(fd)
 
     def chown(self, path: str, mode: int, owner: str, group: str) -> None:
-        os.chown(path, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid,
-                 follow_symlinks=False)
-        os.chmod(path, mode)
+        """Owner, group and mode of the path itself, never of what a link points at."""
+        parent_fd, name = _open_parent(path)
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise FleetError(f"{path} is a symbolic link; fleet does not follow it") from None
+            raise
+        finally:
+            os.close(parent_fd)
+        try:
+            _set_attrs(fd, mode, owner, group)
+        finally:
+            os.close(fd)
+
+    def own_tree(self, path: str, owner: str | None, group: str, modes: str) -> None:
+        """chown -R (and with modes="private", chmod -R u=rwX,g=rX,o=) without following a
+        link anywhere: a link gets its own owner changed (lchown), never its target's."""
+        if self.log_command:
+            self.log_command(["fleet-own-tree", f"{owner or ''}:{group}", modes, path])
+        uid = -1 if owner is None else pwd.getpwnam(owner).pw_uid
+        gid = grp.getgrnam(group).gr_gid
+        parent_fd, name = _open_parent(path)
+        try:
+            fd = _open_component(parent_fd, name, path)
+        finally:
+            os.close(parent_fd)
+
+        def visit(fd: int, st: os.stat_result) -> None:
+            os.fchown(fd, uid, gid)
+            if modes == "private":
+                os.fchmod(fd, private_mode(st.st_mode, stat.S_ISDIR(st.st_mode)))
+
+        def link(dir_fd: int, name: str) -> None:
+            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+
+        _walk(fd, visit, link, path)
+
+    def expose_tree(self, home: str, path: str) -> None:
+        """chmod o+x on the directories between `home` and `path`, then chmod -R o+rX on
+        `path`, opening each with O_NOFOLLOW: a link on the way is refused, a link inside is
+        left alone (nginx does not serve links either)."""
+        if self.log_command:
+            self.log_command(["fleet-expose-tree", home, path])
+        parts = [p for p in os.path.relpath(path, home).split("/") if p not in ("", ".")]
+        if not parts or ".." in parts or not os.path.isabs(path):
+            raise FleetError(f"{path} is not inside {home}")
+        fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for index, part in enumerate(parts):
+                child = _open_component(fd, part, path)
+                os.close(fd)
+                fd = child
+                if index < len(parts) - 1:
+                    os.fchmod(fd, (os.fstat(fd).st_mode & 0o7777) | 0o001)
+        except BaseException:
+            os.close(fd)
+            raise
+
+        def visit(fd: int, st: os.stat_result) -> None:
+            os.fchmod(fd, exposed_mode(st.st_mode, stat.S_ISDIR(st.st_mode)))
+
+        _walk(fd, visit, lambda _fd, _name: None, path)
 
     def symlink(self, path: str, target: str) -> None:
         """Point a link at a new target atomically (rename over the old link)."""
@@ -171,8 +278,15 @@ class LocalHost:
         os.replace(tmp, path)
 
     def remove(self, path: str) -> None:
+        """A directory is first renamed to a trash name beside it (atomic), then deleted: a
+        delete killed mid-way never leaves a half-deleted release or venv under its own name."""
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+            directory, name = os.path.split(path)
+            trash = path
+            if not is_trash_name(name):
+                trash = os.path.join(directory, TRASH_PREFIX + secrets.token_hex(4))
+                os.rename(path, trash)
+            shutil.rmtree(trash)  # fd-based on Linux: never follows a link inside
         else:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -187,6 +301,79 @@ class LocalHost:
             return sorted(os.listdir(path))
         except (FileNotFoundError, NotADirectoryError):
             return []
+
+
+def _open_parent(path: str, create: bool = False) -> tuple[int, str]:
+    """An fd of the path's parent directory, and the last component. Below /srv/fleet each
+    component is opened with O_NOFOLLOW (a link there is refused); above it, the operator's
+    own layout (say /srv a link to a data disk) is followed."""
+    path = os.path.normpath(path)
+    parent, name = os.path.split(path)
+    if not path.startswith(UNTRUSTED_ROOT + "/"):
+        if create:
+            os.makedirs(parent, exist_ok=True)
+        return os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), name
+    if create:
+        os.makedirs(UNTRUSTED_ROOT, exist_ok=True)
+    fd = os.open(UNTRUSTED_ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in os.path.relpath(parent, UNTRUSTED_ROOT).split("/"):
+            if part in ("", "."):
+                continue
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+            child = _open_component(fd, part, path)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, name
+
+
+def _open_component(dir_fd: int, name: str, path: str) -> int:
+    """Open one directory below dir_fd; a link (or anything but a directory) is refused."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise FleetError(f"{path}: {name} is a symbolic link or not a directory; "
+                             "fleet does not follow links there") from None
+        if exc.errno == errno.ENOENT:
+            raise FleetError(f"{path}: {name} does not exist") from None
+        raise
+
+
+def _set_attrs(fd: int, mode: int, owner: str, group: str) -> None:
+    os.fchown(fd, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
+    os.fchmod(fd, mode)
+
+
+def _walk(fd: int, visit: Callable[[int, os.stat_result], None],
+          link: Callable[[int, str], None], path: str, depth: int = 0) -> None:
+    """Visit the directory open as fd and everything below it through file descriptors only;
+    links go to `link` (parent fd and name), never opened. Closes fd."""
+    try:
+        if depth > MAX_TREE_DEPTH:
+            raise FleetError(f"{path}: more than {MAX_TREE_DEPTH} nested directories")
+        visit(fd, os.fstat(fd))
+        for name in os.listdir(fd):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                link(fd, name)
+            elif stat.S_ISDIR(st.st_mode):
+                _walk(os.open(name, _DIR_FLAGS, dir_fd=fd), visit, link, f"{path}/{name}",
+                      depth + 1)
+            elif stat.S_ISREG(st.st_mode):
+                child = os.open(name, _FILE_FLAGS, dir_fd=fd)
+                try:
+                    visit(child, os.fstat(child))
+                finally:
+                    os.close(child)
+            # fifos, sockets, devices: git archive never makes them; left alone
+    finally:
+        os.close(fd)
 
 
 def _user(uid: int) -> str:

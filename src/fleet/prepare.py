@@ -7,7 +7,7 @@ import hashlib
 import time
 
 from fleet import certs, layout, sites
-from fleet.actions import Action, Remove, Run, Unknown
+from fleet.actions import Action, OwnTree, Remove, Unknown
 from fleet.config import AppConfig, Config
 from fleet.deploy import Rollout, live_release
 from fleet.envfile import app_environment
@@ -26,7 +26,7 @@ from fleet.resources.release import (
     python_version,
     release_id,
 )
-from fleet.resources.users import plan_user
+from fleet.resources.users import creates_user, plan_user
 from fleet.session import Session, Step, StepFailed
 
 
@@ -48,8 +48,9 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
     def steps() -> None:
         with session.step("user", app.name) as step:
             home_existed = host.state(paths.home) is not None
-            created = session.apply(step, plan_user(host, app.owner, paths.home))
-            rollout.user_recreated = created and home_existed
+            actions = plan_user(host, app.owner, paths.home, app.name)
+            session.apply(step, actions)
+            rollout.user_recreated = creates_user(actions) and home_existed
         with session.step("app directories", app.name) as step:
             session.apply(step, app_dirs(host, app))
             if rollout.user_recreated:
@@ -87,12 +88,12 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
 def reown(app: AppConfig) -> list[Action]:
     """A re-created user gets new ids: give it back its code's group and its data."""
     paths = AppPaths(app.name)
-    actions: list[Action] = [Run(("chown", "-R", f":{app.owner}", paths.releases, paths.venvs),
-                                 f"code and venvs back to group {app.owner}")]
-    for item in app.persist:
-        top = item.split("/")[0]
-        actions.append(Run(("chown", "-R", f"{app.owner}:{app.owner}",
-                            f"{paths.shared}/{top}"), f"data back to {app.owner}"))
+    actions: list[Action] = [
+        OwnTree(path, None, app.owner, "keep", f"back to group {app.owner}")
+        for path in (paths.releases, paths.venvs)]
+    for top in dict.fromkeys(item.split("/")[0] for item in app.persist):
+        actions.append(OwnTree(f"{paths.shared}/{top}", app.owner, app.owner, "keep",
+                               f"data back to {app.owner}"))
     return actions
 
 

@@ -39,13 +39,26 @@ def probe_source(version: str) -> str:
     return PROBE_APP.format(version=version)
 
 
-def snapshot(server: BareServer) -> str:
-    """Path, owner, group, mode, size, mtime and type of everything fleet manages, plus the
-    sha256 of every regular file: equal snapshots mean nothing was touched."""
-    dirs = " ".join(MANAGED)
+def snapshot(server: BareServer, paths: tuple[str, ...] = MANAGED) -> str:
+    """Path, owner, group, mode, size, mtime and type of everything fleet manages (or under
+    `paths`), plus the sha256 of every regular file: equal snapshots mean nothing was touched."""
+    dirs = " ".join(paths)
     script = (f"find {dirs} -printf '%p %U %G %m %s %T@ %y %l\\n' 2>/dev/null | sort; "
               f"find {dirs} -type f -print0 2>/dev/null | sort -z | xargs -0 -r sha256sum")
     return server.run(["sh", "-c", script], check=True).stdout
+
+
+def modes(server: BareServer, paths: tuple[str, ...]) -> dict[str, str]:
+    """Owner, group, mode and type of every path under `paths` (/etc, /usr: their content may
+    legitimately change, e.g. /etc/passwd gains an app's user, but no mode may)."""
+    script = f"find {' '.join(paths)} -xdev -printf '%p\\t%u %g %m %y\\n' 2>/dev/null"
+    listing = server.run(["sh", "-c", script]).stdout
+    return dict(line.split("\t", 1) for line in listing.splitlines() if "\t" in line)
+
+
+def modes_changed(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """Paths whose owner, group, mode or type differ (or that vanished) between listings."""
+    return {p: (m, after.get(p, "gone")) for p, m in before.items() if after.get(p) != m}
 
 
 def start_background(server: BareServer, *args: str) -> int:

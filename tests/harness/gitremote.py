@@ -125,9 +125,11 @@ class GitRemote:
         return f"git://{address}:{self.port}/{name}.git"
 
     def create_repo(
-        self, name: str, source: Path | None = None, files: dict[str, str] | None = None
+        self, name: str, source: Path | None = None, files: dict[str, str] | None = None,
+        links: dict[str, str] | None = None,
     ) -> str:
-        """New repo *name* (branch main) holding *source*'s files plus *files*; returns its URL."""
+        """New repo *name* (branch main) holding *source*'s files plus *files*, plus symbolic
+        *links* (path in the repo -> target, committed as links); returns its URL."""
         bare = self.repos / f"{name}.git"
         work = self.work / name
         if bare.exists():
@@ -138,15 +140,27 @@ class GitRemote:
         if source is not None:
             shutil.copytree(source, work, ignore=_IGNORE, dirs_exist_ok=True)
         self._write(work, files or {})
+        for rel, target in (links or {}).items():
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            (work / rel).symlink_to(target)
         self._git(["add", "--all"], cwd=work)
         self._git(["commit", "--quiet", "--allow-empty", "-m", f"Initial {name}"], cwd=work)
         self._git(["push", "--quiet", "origin", "main"], cwd=work)
         return self.url(name)
 
-    def commit(self, name: str, files: dict[str, str | None], message: str = "Update") -> str:
-        """Write (or, for None, delete) *files* in repo *name*, commit, push; return the sha."""
+    def commit(self, name: str, files: dict[str, str | None], message: str = "Update",
+               links: dict[str, str] | None = None) -> str:
+        """Write (or, for None, delete) *files* in repo *name*, replace paths by symbolic
+        *links* (path -> target), commit, push; return the sha."""
         work = self._work(name)
         self._write(work, files)
+        for rel, target in (links or {}).items():
+            path = work / rel
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            path.unlink(missing_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.symlink_to(target)
         self._git(["add", "--all"], cwd=work)
         self._git(["commit", "--quiet", "--allow-empty", "-m", message], cwd=work)
         self._git(["push", "--quiet", "origin", "main"], cwd=work)

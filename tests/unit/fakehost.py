@@ -8,6 +8,7 @@ The real behaviour is proven by the end-to-end tests on a booted Debian.
 from __future__ import annotations
 
 import posixpath
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +34,8 @@ class FakeHost:
     files: dict[str, Entry] = field(default_factory=dict)
     packages: set[str] = field(default_factory=set)
     users: set[str] = field(default_factory=lambda: {"root", "www-data"})
+    comments: dict[str, str] = field(default_factory=lambda: {"www-data": "www-data"})
+    members: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> members
     active: set[str] = field(default_factory=set)
     enabled: set[str] = field(default_factory=set)
     commits: dict[str, dict[str, str]] = field(default_factory=dict)  # url -> ref -> sha
@@ -108,6 +111,24 @@ class FakeHost:
         self.mkdir(f"{path}/bin", 0o755, "root", "root")
         self.write(f"{path}/bin/python", b"", 0o755, "root", "root")
 
+    def own_tree(self, path: str, owner: str | None, group: str, modes: str) -> None:
+        from fleet.host import private_mode
+
+        for key, entry in self.files.items():
+            if key == path or key.startswith(path + "/"):
+                entry.owner, entry.group = owner or entry.owner, group
+                if modes == "private" and entry.kind != "link":
+                    entry.mode = private_mode(entry.mode, entry.kind == "dir")
+
+    def expose_tree(self, home: str, path: str) -> None:
+        from fleet.host import exposed_mode
+
+        for key, entry in self.files.items():
+            if (key == path or key.startswith(path + "/")) and entry.kind != "link":
+                entry.mode = exposed_mode(entry.mode, entry.kind == "dir")
+            elif key.startswith(home + "/") and path.startswith(key + "/"):
+                entry.mode |= 0o001
+
     # ------------------------------------------------------------------ helpers
     def _need_parent(self, path: str) -> None:
         parent = posixpath.dirname(path)
@@ -130,9 +151,13 @@ class FakeHost:
                                      and "::" not in a)
             return ok
         if cmd == "getent":
-            return ok if argv[2] in self.users else RunResult(2, "", "")
+            return self.simulate_getent(argv[1], argv[2])
         if cmd == "useradd":
             self.users.add(argv[-1])
+            self.comments[argv[-1]] = argv[argv.index("--comment") + 1]
+            return ok
+        if cmd == "usermod":
+            self.comments[argv[-1]] = argv[argv.index("--comment") + 1]
             return ok
         if cmd == "git":
             return self.simulate_git(argv)
@@ -165,6 +190,20 @@ class FakeHost:
                     self.mkdir(parts[1], int(parts[2], 8), parts[3], parts[4])
             return ok
         return ok  # chown, chmod, ...
+
+    def simulate_getent(self, database: str, name: str) -> RunResult:
+        """Accounts as Debian lists them: root and www-data as shipped; others as fleet (or,
+        without a comment, an earlier fleet) made them, in a group of their own."""
+        if name not in self.users:
+            return RunResult(2, "", "")
+        uid = {"root": 0, "www-data": 33}.get(name, 1000 + zlib.crc32(name.encode()) % 50000)
+        if database == "group":
+            return RunResult(0, f"{name}:x:{uid}:{','.join(self.members.get(name, ()))}\n", "")
+        home, shell = {"root": ("/root", "/bin/bash"),
+                       "www-data": ("/var/www", "/usr/sbin/nologin")}.get(
+            name, (f"/srv/fleet/{name}", "/usr/sbin/nologin"))
+        comment = self.comments.get(name, "root" if name == "root" else "")
+        return RunResult(0, f"{name}:x:{uid}:{uid}:{comment}:{home}:{shell}\n", "")
 
     def simulate_git(self, argv: list[str]) -> RunResult:
         args = argv[3:]  # past "git -c safe.directory=*"

@@ -234,13 +234,21 @@ def test_purge_deletes_only_a_user_fleet_created_for_the_app() -> None:
     host = FakeHost()
     host.mkdir("/srv/fleet/alpha/shared", 0o750, "root", "root")
     app = config.parse_app_document("t", "alpha", {"repo": "r", "domains": ["a.test"]})
-    host.handlers.append(lambda h, argv: _passwd(argv, "alpha:x:999:999::/srv/fleet/alpha:/x"))
-    described = [a.describe() for a in remove_cmd.purge_actions(host, app)]
-    assert "remove /srv/fleet/alpha (purged)" in described
-    assert "delete user alpha: userdel alpha" in described
-    host.handlers[:] = [lambda h, argv: _passwd(argv, "alpha:x:33:33::/var/www:/bin/sh")]
-    assert not any("userdel" in d for d in
-                   (a.describe() for a in remove_cmd.purge_actions(host, app)))
+    # An earlier fleet's account (home /srv/fleet/alpha, nologin) and one marked as fleet's.
+    for line in ("alpha:x:999:999::/srv/fleet/alpha:/usr/sbin/nologin",
+                 "alpha:x:999:999:fleet app alpha:/srv/fleet/alpha:/usr/sbin/nologin"):
+        host.handlers[:] = [lambda h, argv, line=line: _passwd(argv, line)]
+        described = [a.describe() for a in remove_cmd.purge_actions(host, app)]
+        assert "remove /srv/fleet/alpha (purged)" in described
+        assert "delete user alpha: userdel alpha" in described
+    # Never an account fleet did not create for this app: another app's, a login shell's, root.
+    for line in ("alpha:x:33:33::/var/www:/bin/sh",
+                 "alpha:x:999:999:fleet app beta:/srv/fleet/beta:/usr/sbin/nologin",
+                 "alpha:x:999:999::/srv/fleet/alpha:/bin/bash",
+                 "alpha:x:0:0:fleet app alpha:/srv/fleet/alpha:/usr/sbin/nologin"):
+        host.handlers[:] = [lambda h, argv, line=line: _passwd(argv, line)]
+        assert not any("userdel" in d for d in
+                       (a.describe() for a in remove_cmd.purge_actions(host, app)))
 
 
 def _passwd(argv: list[str], line: str):

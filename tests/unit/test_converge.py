@@ -98,7 +98,8 @@ def test_fresh_server_is_provisioned_then_nothing_changes() -> None:
     assert all(r.health == "passed" for r in outcome.apps.values())
     assert any("install" in c for c in host.ran("apt-get"))
     assert ["useradd", "--system", "--user-group", "--home-dir", "/srv/fleet/alpha",
-            "--no-create-home", "--shell", "/usr/sbin/nologin", "alpha"] in host.commands
+            "--no-create-home", "--comment", "fleet app alpha", "--shell", "/usr/sbin/nologin",
+            "alpha"] in host.commands
     ini = host.read("/etc/uwsgi/vassals/alpha@aaaaaaaaaaaa.ini").decode()
     assert "uid = alpha" in ini and "need-app = true" in ini and "strict = true" in ini
     assert "chdir = /srv/fleet/alpha/releases/aaaaaaaaaaaa" in ini

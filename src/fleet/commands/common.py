@@ -27,6 +27,7 @@ from fleet.report import (
     print_summary,
     summary_json,
 )
+from fleet.resources.users import check_identities
 from fleet.session import Session
 from fleet.store import Desired, plan_store
 
@@ -87,6 +88,7 @@ def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str
     check_env_files(host, desired.config)  # a bad secrets file: exit 2 before any change
     check_ports(host, desired.config)  # a TCP address already taken: exit 2, likewise
     check_tls_files(host, desired.config)  # so does a missing or mismatched cert/key
+    check_identities(host, desired.config)  # an app user fleet did not create: likewise
     session = Session(host, reporter(json_out, show_diffs=check), check=check)
     outcome = Outcome()
     try:

@@ -28,6 +28,7 @@ from fleet.lock import run_lock
 from fleet.logs import nginx_logs
 from fleet.nginx import wait_workers_gone, worker_pids
 from fleet.report import print_json, print_summary, summary_json
+from fleet.resources.users import account, is_fleet_account
 from fleet.session import Session, Step, StepFailed
 from fleet.status import read_emperor, vassal_owner
 from fleet.store import Desired, desired_state, plan_store, without_app
@@ -103,8 +104,10 @@ def remove(session: Session, desired: Desired, target: AppConfig, purge: bool) -
     if purge:
         with session.step("purge", target.name) as step:
             wait_no_processes(target.owner, STOP_TIMEOUT)
+            owned = fleet_user(host, target)
             session.apply(step, purge_actions(host, target))
-            session.apply(step, purge_group(host, target.owner))
+            if owned:
+                session.apply(step, purge_group(host, target.owner))
             purge_certificate(session, step, target)
     with session.step("fleet config") as step:
         session.apply(step, plan_store(host, remaining))
@@ -165,10 +168,10 @@ def wait_no_processes(user: str, timeout: float) -> None:
 
 
 def fleet_user(host: Host, app: AppConfig) -> bool:
-    """Delete only a user fleet created for this app (its home is the app's directory)."""
-    result = host.run(["getent", "passwd", app.owner], check=False)
-    fields = result.stdout.strip().split(":")
-    return result.ok and len(fields) > 5 and fields[5] == AppPaths(app.name).home
+    """Delete only a user fleet created for this app (its comment, or an earlier version's
+    home and shell): never root, www-data or an account the operator made."""
+    found = account(host, app.owner)
+    return found is not None and is_fleet_account(found, app.name)
 
 
 def purge_actions(host: Host, app: AppConfig) -> list[Action]:

@@ -10,8 +10,20 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from fleet.actions import Action, BuildVenv, MakeDir, Move, Remove, Run, Symlink, WriteFile
+from fleet.actions import (
+    Action,
+    BuildVenv,
+    ExposeTree,
+    MakeDir,
+    Move,
+    OwnTree,
+    Remove,
+    Run,
+    Symlink,
+    WriteFile,
+)
 from fleet.config import AppConfig, PipSettings
+from fleet.errors import FleetError
 from fleet.host import Host
 from fleet.layout import SYSTEM_PYTHON, AppPaths
 from fleet.resources.repo import git, has_path, read_blob
@@ -30,25 +42,62 @@ def app_dir(root: str, app: AppConfig) -> str:
 
 
 def secure(path: str, group: str) -> list[Action]:
-    """Code is readable by the app's group and nobody else, and writable by root only."""
-    return [Run(("chown", "-R", f"root:{group}", path), "make root-owned"),
-            Run(("chmod", "-R", "u=rwX,g=rX,o=", path), "make read-only to the app")]
+    """Code is readable by the app's group and nobody else, and writable by root only. The
+    tree may hold links the repo (or a build) chose: they are never followed."""
+    return [OwnTree(path, "root", group, "private")]
 
 
 def expose_static(home: str, root: str, app: AppConfig) -> list[Action]:
-    """nginx serves static directories itself: let it traverse to them and read them."""
-    actions: list[Action] = []
-    for _url, directory in app.static:
-        target = PurePosixPath(app_dir(root, app)) / directory
-        parents = [p for p in target.parents if str(p).startswith(home) and str(p) != home]
-        actions += [Run(("chmod", "o+x", *sorted(str(p) for p in parents)), "let nginx in"),
-                    Run(("chmod", "-R", "o+rX", str(target)), "let nginx read static files")]
-    return actions
+    """nginx serves static directories itself: let it traverse to them and read them (a link
+    on the way is refused, one inside is neither followed nor served)."""
+    return [ExposeTree(home, str(PurePosixPath(app_dir(root, app)) / directory))
+            for _url, directory in app.static]
+
+
+def repo_paths(app: AppConfig) -> list[tuple[str, str]]:
+    """(config key, path inside the repo) of every path root acts on in a release."""
+    base = PurePosixPath(app.path)
+    paths = [] if app.path == "." else [("path", app.path)]
+    paths += [("static", str(base / directory)) for _url, directory in app.static]
+    paths += [("persist", str(base / item)) for item in app.persist]
+    return paths
+
+
+def tree_entry_mode(host: Host, repo: str, commit: str, path: str) -> str | None:
+    """The git mode of one path in the commit's tree ("040000", "120000" for a link, ...),
+    or None when it is not there."""
+    result = host.run(git(repo, "ls-tree", "--full-tree", commit, "--", path), check=False)
+    for line in result.stdout.splitlines():
+        meta, _, name = line.partition("\t")
+        if name == path and meta.split():
+            return meta.split()[0]
+    return None
+
+
+def check_repo_paths(host: Host, app: AppConfig, commit: str) -> None:
+    """Every path root acts on must be plain directories all the way down in the commit:
+    a link (`static -> /etc`) would make root chmod, serve or link through its target."""
+    repo = AppPaths(app.name).repo
+    for key, path in repo_paths(app):
+        parts = PurePosixPath(path).parts
+        for depth in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:depth])
+            mode = tree_entry_mode(host, repo, commit, prefix)
+            if mode is None:
+                break  # missing: nothing below it either (persist items are created)
+            if mode == "120000":
+                raise FleetError(f"{key} {path!r}: {prefix!r} is a symbolic link in commit "
+                                 f"{commit[:12]}; fleet refuses links in the paths it acts on")
+            last = depth == len(parts)
+            if mode != "040000" and not (last and key == "persist"):
+                raise FleetError(f"{key} {path!r}: {prefix!r} is not a directory in commit "
+                                 f"{commit[:12]}")
 
 
 def plan_release(host: Host, app: AppConfig, commit: str) -> list[Action]:
     paths = AppPaths(app.name)
     final = paths.release(release_id(commit))
+    check_repo_paths(host, app, commit)
     if host.state(final) is not None:
         return []
     tmp = f"{paths.releases}/.{release_id(commit)}.tmp"

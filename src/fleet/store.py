@@ -24,7 +24,7 @@ from fleet.config import (
 from fleet.errors import ConfigError
 from fleet.files import plan_absent, plan_dir, plan_file
 from fleet.host import Host
-from fleet.inventory import check_front_domains, parse_front
+from fleet.inventory import parse_front
 from fleet.layout import AppPaths
 from fleet.tomlwrite import dumps
 
@@ -100,7 +100,6 @@ def desired_state(host: Host, source: str | None, text: str | None, *,
     front = parse_front(Checker(source or layout.SERVER_FILE, "front",
                                 server_raw.get("front", {})))
     config = build_config(source or layout.ETC, server, emperor, apps, front)
-    check_front_domains(source or layout.ETC, front, {d for a in apps.values() for d in a.domains})
     return Desired(config, server_raw, apps_raw, kept, pruned)
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -63,8 +63,9 @@ class NotRoot(FleetError):
 def require_root() -> None:
     """Called first by every command that reads /etc/fleet or changes the server."""
     if os.geteuid() != 0:
-        context = click.get_current_context(silent=True)
-        command = context.command_path if context is not None else "fleet"
+        # Global options are flags only: the first word is the command.
+        words = [word for word in sys.argv[1:] if not word.startswith("-")]
+        command = f"fleet {words[0]}" if words else "fleet"
         raise NotRoot(f"{command} must run as root: fleet's state under /etc/fleet and "
                       "/srv/fleet is root-only (try sudo)")
 

@@ -93,6 +93,13 @@ def parse_server(c: Checker) -> ServerConfig:
     if cert is not None and not cert.startswith("/"):
         pip.fail("cert", "must be an absolute path")
     check_absolute(pip, "cert", cert)
+    urls = [("index_url", pip.get_str("index_url"))]
+    urls += [(f"extra_index_urls[{i}]", u)
+             for i, u in enumerate(pip.get_str_list("extra_index_urls"))]
+    for key, url in urls:  # reach pip's environment, the extra ones joined with spaces
+        if url is not None and (not url.startswith(("https://", "http://"))
+                                or REPO_BAD_RE.search(url)):
+            pip.fail(key, "must be an http(s):// URL without whitespace or control characters")
     body = c.get_str("client_max_body_size", "10m", pattern=SIZE_RE,
                      what="a size such as 10m, 512k or 1g")
     return ServerConfig(

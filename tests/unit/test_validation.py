@@ -69,6 +69,10 @@ def app_with(line: str) -> str:
     ("[server.pip]\ncert = '/etc/pip ca.pem'\n", "server.pip.cert: '/etc/pip ca.pem' may only"),
     (app_with("env_file = '/etc/fleet/a env'"), "apps.a.env_file: '/etc/fleet/a env' may only"),
     (app_with("env_file = '/etc/-a.env'"), "apps.a.env_file: '/etc/-a.env': no path component"),
+    ("[server.pip]\nindex_url = 'https://pypi.test/simple x'\n",
+     "server.pip.index_url: must be an http(s):// URL without whitespace"),
+    ("[server.pip]\nextra_index_urls = ['https://a.test/simple', '--trusted-host=x']\n",
+     "server.pip.extra_index_urls[1]: must be an http(s):// URL"),
     # repo URL and ref reach git's argv
     ("[apps.a]\nrepo = '--upload-pack=touch /tmp/pwned'\ndomains = ['a.com']\n",
      "apps.a.repo: '--upload-pack=touch /tmp/pwned' must not start with '-'"),

@@ -227,3 +227,15 @@ def test_add_app_checks_the_front_domains_and_names() -> None:
                                "served by a local app")
     with pytest.raises(ConfigError, match="'blog' is also a local app"):
         with_app(desired, "blog", {"repo": "git://x/a.git", "domains": ["x.com"]}, "add-app")
+
+
+def test_deploy_ref_is_validated_like_the_config() -> None:
+    host = front_host()
+    host.write("/etc/fleet/apps/shop.toml",
+               b'repo = "git://x/shop.git"\ndomains = ["shop.com"]\n', 0o600, "root", "root")
+    desired = desired_state(host, None, None)
+    raw = {**desired.apps_raw["shop"], "ref": "--output=/etc/passwd"}
+    with pytest.raises(ConfigError) as info:
+        with_app(desired, "shop", raw, "deploy shop --ref")
+    assert str(info.value) == ("deploy shop --ref: ref: '--output=/etc/passwd' is not a git "
+                               "branch, tag or commit")

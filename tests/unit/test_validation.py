@@ -239,3 +239,21 @@ def test_deploy_ref_is_validated_like_the_config() -> None:
         with_app(desired, "shop", raw, "deploy shop --ref")
     assert str(info.value) == ("deploy shop --ref: ref: '--output=/etc/passwd' is not a git "
                                "branch, tag or commit")
+
+
+def test_a_stored_table_refused_by_a_newer_fleet_is_repaired_by_apply() -> None:
+    host = FakeHost()
+    host.mkdir("/etc/fleet", 0o700, "root", "root")
+    host.mkdir("/etc/fleet/apps", 0o700, "root", "root")
+    host.write(layout.SERVER_FILE, b'[emperor.vassal_set]\nuid = "root"\n', 0o600, "root", "root")
+    host.write("/etc/fleet/apps/a.toml", b'repo = "-x"\ndomains = ["a.com"]\n', 0o600, "root",
+               "root")
+    with pytest.raises(ConfigError) as info:
+        desired_state(host, None, None)
+    assert str(info.value) == (f"{layout.SERVER_FILE}: emperor.vassal_set.uid: is not a uWSGI "
+                               "tuning option fleet passes to vassals (see README, [emperor] "
+                               "vassal_set)")
+    fixed = desired_state(host, "f.toml", "[emperor]\nthunder_lock = true\n"
+                          "[apps.a]\nrepo = 'git://x/a.git'\ndomains = ['a.com']\n")
+    assert fixed.config.emperor.vassal_set == () and fixed.config.apps[0].repo == "git://x/a.git"
+    assert "uid" not in str(fixed.server_raw)

@@ -50,7 +50,7 @@ class Checker:
     def get_str(self, name: str, default: str | None = None, required: bool = False,
                 pattern: re.Pattern[str] | None = None, what: str = "") -> Any:
         value = self.get(name, str, default, required)
-        if name in self.table and pattern is not None and not pattern.match(value):
+        if name in self.table and pattern is not None and not pattern.fullmatch(value):
             self.fail(name, f"{value!r} is not {what}")
         if isinstance(value, str) and ("\n" in value or "\x00" in value):
             self.fail(name, "must be a single line")

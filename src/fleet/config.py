@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleet.checker import Checker, kind_name, type_name
 from fleet.errors import ConfigError
+from fleet.limits import ENV_LINE_MAX, TOML_MAX_BYTES, TOML_MAX_DEPTH
 from fleet.routes import check_routes, parse_prefix, parse_socket
 from fleet.settings import (
     HSTS_DEFAULT,
@@ -46,6 +47,18 @@ SIZE_RE = re.compile(r"^[0-9]+[kKmMgG]?$")
 MODULE_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*(\(\))?)?$")
 URL_PREFIX_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 PROCESS_RANGE_RE = re.compile(r"^([0-9]{1,3})-([0-9]{1,3})$")
+# Every path fleet puts into nginx, uWSGI ini or systemd unit text: no space, quote, ';', '{',
+# '$', '%', '\\' or control character can reach those files (each would inject a directive or
+# an environment variable), and with no component starting with '-' none reads as an option.
+PATH_RE = re.compile(r"[A-Za-z0-9._/@+-]+")
+PATH_CHARS = "letters, digits and . _ / @ + -"
+# A repo URL or local path reaches git's argv: no whitespace or control characters.
+REPO_BAD_RE = re.compile(r"[\s\x00-\x1f\x7f]")
+# vassal_set values reach emperor.ini, which uWSGI expands when it reads it (as root):
+# $(VAR), @(file), @(exec://cmd), %(placeholder). None of those characters is allowed.
+# health.path goes into an HTTP request line: RFC 3986 path and query characters only.
+HEALTH_PATH_RE = re.compile(r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
+VASSAL_VALUE_RE = re.compile(r"[A-Za-z0-9 ._,:/+=*-]*")
 
 __all__ = [  # settings and the checker are re-exported: callers import them from here
     "HSTS_DEFAULT", "LETSENCRYPT", "MODES", "AcmeSettings", "AppConfig", "Checker", "Config",
@@ -72,13 +85,21 @@ def parse_server(c: Checker) -> ServerConfig:
     c.check_known(SERVER_KEYS)
     packages = c.get_str_list("packages")
     for index, package in enumerate(packages):
-        if not PACKAGE_RE.match(package):
+        if not PACKAGE_RE.fullmatch(package):
             c.fail(f"packages[{index}]", f"{package!r} is not a Debian package name")
     pip = c.sub("pip")
     pip.check_known(PIP_KEYS)
     cert = pip.get_str("cert")
     if cert is not None and not cert.startswith("/"):
         pip.fail("cert", "must be an absolute path")
+    check_absolute(pip, "cert", cert)
+    urls = [("index_url", pip.get_str("index_url"))]
+    urls += [(f"extra_index_urls[{i}]", u)
+             for i, u in enumerate(pip.get_str_list("extra_index_urls"))]
+    for key, url in urls:  # reach pip's environment, the extra ones joined with spaces
+        if url is not None and (not url.startswith(("https://", "http://"))
+                                or REPO_BAD_RE.search(url)):
+            pip.fail(key, "must be an http(s):// URL without whitespace or control characters")
     body = c.get_str("client_max_body_size", "10m", pattern=SIZE_RE,
                      what="a size such as 10m, 512k or 1g")
     return ServerConfig(
@@ -118,18 +139,31 @@ def ip_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | Non
 
 
 def check_absolute(c: Checker, key: str, value: str | None) -> str | None:
+    """An absolute file path that can be written into nginx, ini and systemd unit text as is."""
     if value is not None and (not value.startswith("/") or ".." in value.split("/")):
         c.fail(key, f"{value!r} must be an absolute path without '..'")
+    if value is not None:
+        check_path_chars(c, key, value)
     return value
+
+
+def check_path_chars(c: Checker, key: str, value: str) -> None:
+    """Refuse any character that could end a directive or a line in the files fleet renders
+    (nginx `alias ...;`, `ssl_certificate ...;`, systemd `Environment=`, uWSGI ini), and any
+    component that starts with '-' (it would read as an option where the path meets an argv)."""
+    if not PATH_RE.fullmatch(value):
+        c.fail(key, f"{value!r} may only use {PATH_CHARS}")
+    if any(part.startswith("-") for part in value.split("/")):
+        c.fail(key, f"{value!r}: no path component may start with '-'")
 
 
 def parse_acme(c: Checker) -> AcmeSettings:
     c.check_known(ACME_KEYS)
     email = c.get_str("email")
-    if email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", email):
+    if email is not None and not re.fullmatch(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", email):
         c.fail("email", f"{email!r} is not an email address")
     directory = c.get_str("directory", LETSENCRYPT)
-    if not directory.startswith("https://"):
+    if not directory.startswith("https://") or REPO_BAD_RE.search(directory):
         c.fail("directory", f"{directory!r} must be an https:// URL (the ACME directory)")
     return AcmeSettings(email, directory, check_absolute(c, "ca_bundle", c.get_str("ca_bundle")))
 
@@ -158,19 +192,47 @@ def parse_hsts(c: Checker) -> int:
     return value
 
 
+# The uWSGI options `vassal_set` may pass to every vassal: tuning knobs only. An allow-list,
+# not a deny-list: uWSGI has hundreds of options and many run commands or change identity
+# (uid, gid, master-as-root, exec-*, hook-*, attach-daemon, cron, mule, plugins, chroot,
+# include, socket, logto, route with exec, ...), and a vassal parses its ini as root.
+VASSAL_SET_ALLOWED = frozenset({
+    "harakiri", "harakiri-verbose", "harakiri-no-arh",
+    "max-requests", "max-requests-delta", "min-worker-lifetime", "max-worker-lifetime",
+    "reload-on-rss", "reload-on-as", "evil-reload-on-rss", "evil-reload-on-as",
+    "reload-mercy", "worker-reload-mercy", "limit-as", "limit-post",
+    "post-buffering", "post-buffering-bufsize", "buffer-size", "listen", "socket-timeout",
+    "so-keepalive", "chunked-input-limit", "chunked-input-timeout",
+    "lazy-apps", "enable-threads", "single-interpreter", "thunder-lock", "offload-threads",
+    "optimize", "py-call-osafterfork", "ignore-sigpipe", "ignore-write-errors",
+    "disable-write-exception", "memory-report", "disable-logging", "log-4xx", "log-5xx",
+    "log-slow", "log-big", "log-zero", "log-sendfile", "log-ioerror", "log-micros",
+    "log-x-forwarded-for", "cheaper-algo", "cheaper-overload", "cheaper-step",
+    "cheaper-busyness-max", "cheaper-busyness-min", "cheaper-busyness-multiplier",
+    "cheaper-busyness-penalty", "cheaper-busyness-backlog-alert",
+    "cheaper-busyness-backlog-step", "cheaper-busyness-verbose", "cheaper-rss-limit-soft",
+    "cheaper-rss-limit-hard", "max-fd", "auto-procname", "procname-prefix",
+    "procname-append", "add-header",
+})
+
+
 def parse_emperor(c: Checker) -> EmperorConfig:
     c.check_known(EMPEROR_KEYS)
     vassal_set = c.sub("vassal_set")
     pairs = []
     for key, value in vassal_set.table.items():
-        if not re.match(r"^[a-z][a-z0-9-]*$", str(key)):
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", str(key)):
             vassal_set.fail(str(key), "is not a uWSGI option name")
+        if str(key) not in VASSAL_SET_ALLOWED:
+            vassal_set.fail(str(key), "is not a uWSGI tuning option fleet passes to vassals "
+                                      "(see README, [emperor] vassal_set)")
         if isinstance(value, bool):
             value = "true" if value else "false"
         if not isinstance(value, (str, int)):
             vassal_set.fail(str(key), f"expected a string or integer, got {type_name(value)}")
-        if "\n" in str(value):
-            vassal_set.fail(str(key), "must be a single line")
+        if not VASSAL_VALUE_RE.fullmatch(str(value)):
+            vassal_set.fail(str(key), f"{str(value)!r} may only use letters, digits, spaces "
+                                      "and . _ , : / + = * - (uWSGI expands $ @ % ( ) as root)")
         pairs.append((str(key), str(value)))
     return EmperorConfig(thunder_lock=c.get("thunder_lock", bool, True),
                          vassal_set=tuple(sorted(pairs)))
@@ -178,7 +240,7 @@ def parse_emperor(c: Checker) -> EmperorConfig:
 
 def check_domain(c: Checker, key: str, domain: str) -> None:
     labels = domain.split(".")
-    if len(domain) > 253 or not all(DOMAIN_LABEL_RE.match(label) for label in labels):
+    if len(domain) > 253 or not all(DOMAIN_LABEL_RE.fullmatch(label) for label in labels):
         c.fail(key, f"{domain!r} is not a valid lower-case domain name")
 
 
@@ -187,15 +249,13 @@ def check_relative(c: Checker, key: str, value: str) -> str:
     path = PurePosixPath(value)
     if path.is_absolute() or ".." in path.parts:
         c.fail(key, f"{value!r} must be a relative path inside the app (no '..', not absolute)")
+    check_path_chars(c, key, value)
     return str(path)
 
 
 def check_env_file_key(c: Checker) -> str | None:
     """Only the path's shape here; owner, mode and content are checked on the server."""
-    value = c.get_str("env_file")
-    if value is not None and (not value.startswith("/") or ".." in value.split("/")):
-        c.fail("env_file", f"{value!r} must be an absolute path without '..'")
-    return value
+    return check_absolute(c, "env_file", c.get_str("env_file"))
 
 
 def parse_health(c: Checker) -> HealthConfig:
@@ -203,6 +263,9 @@ def parse_health(c: Checker) -> HealthConfig:
     path = c.get_str("path", "/")
     if not path.startswith("/"):
         c.fail("path", f"{path!r} must start with '/'")
+    if not HEALTH_PATH_RE.fullmatch(path):
+        c.fail("path", f"{path!r} is not a URL path (no spaces, quotes or control characters; "
+                       "percent-encode them)")
     status = c.get("status", (int, list), None)
     statuses: tuple[int, ...] = ()
     if isinstance(status, int):
@@ -225,7 +288,7 @@ def parse_processes(c: Checker) -> tuple[int, int | None]:
     value = c.get("processes", (int, str), 2)
     if isinstance(value, int):
         return c.get_int("processes", 2, 1, 256), None
-    match = PROCESS_RANGE_RE.match(value)
+    match = PROCESS_RANGE_RE.fullmatch(value)
     if not match:
         c.fail("processes", f"expected an integer or a range such as \"1-8\", got {value!r}")
     low, high = int(match.group(1)), int(match.group(2))
@@ -244,13 +307,14 @@ def parse_mode(c: Checker) -> tuple[str, int]:
 
 
 def parse_app(c: Checker, name: str) -> AppConfig:
-    if not APP_NAME_RE.match(name):
+    if not APP_NAME_RE.fullmatch(name):
         c.fail("", f"invalid app name {name!r}: use lowercase letters, digits and dashes, "
                    "starting with a letter, at most 32 characters")
     c.check_known(APP_KEYS + INVENTORY_APP_KEYS)
     repo = c.get_str("repo", required=True)
     if not repo.strip():
         c.fail("repo", "must not be empty")
+    check_repo(c, repo)
     domains = c.get_str_list("domains", required=True)
     if not domains:
         c.fail("domains", "must list at least one domain")
@@ -259,22 +323,23 @@ def parse_app(c: Checker, name: str) -> AppConfig:
     if len(set(domains)) != len(domains):
         c.fail("domains", "lists the same domain twice")
     ref = c.get_str("ref")
-    if ref is not None and (not ref or ref.startswith("-") or " " in ref):
+    if ref is not None and (not ref or ref.startswith("-") or REPO_BAD_RE.search(ref)):
         c.fail("ref", f"{ref!r} is not a git branch, tag or commit")
     env = c.sub("env")
     env_pairs = []
     for key, value in env.table.items():
-        if not ENV_NAME_RE.match(str(key)):
+        if not ENV_NAME_RE.fullmatch(str(key)):
             env.fail(str(key), "is not a valid environment variable name")
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             env.fail(str(key), f"expected a string or number, got {type_name(value)}")
-        if "\n" in str(value) or "\x00" in str(value):
+        if "\n" in str(value) or "\r" in str(value) or "\x00" in str(value):
             env.fail(str(key), "must be a single line")
+        check_env_line(env, str(key), str(value))
         env_pairs.append((str(key), str(value)))
     static = c.sub("static")
     static_pairs = []
     for url, directory in static.table.items():
-        if not URL_PREFIX_RE.match(str(url)) or "/../" in f"{url}/":
+        if not URL_PREFIX_RE.fullmatch(str(url)) or "/../" in f"{url}/" or "//" in str(url):
             static.fail(str(url), "URL prefix must start with '/' and use plain path characters")
         if not isinstance(directory, str):
             static.fail(str(url), f"expected a directory name, got {type_name(directory)}")
@@ -318,6 +383,23 @@ def parse_app(c: Checker, name: str) -> AppConfig:
     )
 
 
+def check_repo(c: Checker, repo: str) -> None:
+    """The URL reaches git's argv: '-' first would make it an option (`--upload-pack=...`)."""
+    if repo.startswith("-"):
+        c.fail("repo", f"{repo!r} must not start with '-'")
+    if REPO_BAD_RE.search(repo):
+        c.fail("repo", "must not contain whitespace or control characters")
+
+
+def check_env_line(c: Checker, key: str, value: str) -> None:
+    """uWSGI reads the env file in lines of at most ENV_LINE_MAX bytes and silently splits a
+    longer one: its tail would become another variable. Never quote the value (a secret)."""
+    length = len(f"{key}={value}".encode())
+    if length > ENV_LINE_MAX:
+        c.fail(key, f"KEY=VALUE is {length} bytes; uWSGI reads at most {ENV_LINE_MAX} "
+                    "per line (use a file the app reads itself for longer values)")
+
+
 def check_across_apps(source: str, apps: list[AppConfig]) -> None:
     check_routes(source, apps)  # domain + prefix, locations, TCP addresses
     users: dict[str, str] = {}
@@ -328,14 +410,56 @@ def check_across_apps(source: str, apps: list[AppConfig]) -> None:
         users[app.owner] = app.name
 
 
+def check_front_against_apps(source: str, front: tuple[FrontApp, ...],
+                             apps: list[AppConfig]) -> None:
+    """A name or a domain is a local app's or a balanced app's, never both: they would share
+    one certificate lineage, one nginx site and one `fleet check` result. Checked here, where
+    apply, add-app and deploy --ref all pass."""
+    local = {app.name: app for app in apps}
+    domains = {domain for app in apps for domain in app.domains}
+    for balanced in front:
+        if balanced.name in local:
+            raise ConfigError(source, f"front.apps.{balanced.name}",
+                              f"{balanced.name!r} is also a local app ([apps.{balanced.name}])")
+        for domain in balanced.domains:
+            if domain in domains:
+                raise ConfigError(source, f"front.apps.{balanced.name}.domains",
+                                  f"{domain!r} is also served by a local app")
+
+
 # --------------------------------------------------------------------------- entry points
 
 
 def parse_toml(source: str, text: str) -> dict[str, Any]:
+    """Parse TOML within fleet's limits: a huge or deeply nested file is one ConfigError,
+    never a traceback (the parser recurses once per nesting level)."""
+    size = len(text.encode(errors="surrogateescape"))
+    if size > TOML_MAX_BYTES:
+        raise ConfigError(source, "", f"is {size} bytes; fleet reads at most {TOML_MAX_BYTES}")
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"invalid TOML: {exc}") from None
+    except RecursionError:
+        data = None
+    if data is None or nesting_depth(data) > TOML_MAX_DEPTH:
+        raise ConfigError(source, "", f"tables and arrays nest deeper than {TOML_MAX_DEPTH} "
+                                      "levels")
+    return data
+
+
+def nesting_depth(data: Any) -> int:
+    """How deep tables and arrays nest, counted without recursion (the input is untrusted)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > TOML_MAX_DEPTH:
+            break
+        children = value.values() if isinstance(value, dict) else value
+        stack += [(v, depth + 1) for v in children if isinstance(v, (dict, list))]
+    return deepest
 
 
 # servers: fleet push's inventory (ignored by apply); front: a front server's upstreams.
@@ -363,5 +487,6 @@ def build_config(source: str, server: ServerConfig | None, emperor: EmperorConfi
                  apps: Mapping[str, AppConfig], front: tuple[FrontApp, ...] = ()) -> Config:
     ordered = [apps[name] for name in sorted(apps)]
     check_across_apps(source, ordered)
+    check_front_against_apps(source, front, ordered)
     return Config(server or ServerConfig(), emperor or EmperorConfig(), tuple(ordered), front)
 

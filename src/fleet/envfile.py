@@ -27,7 +27,7 @@ def parse_env_file(path: str, text: str) -> Pairs:
         key = key.strip()
         if not sep:
             raise ConfigError(path, f"line {number}", "expected KEY=VALUE")
-        if not ENV_NAME_RE.match(key):
+        if not ENV_NAME_RE.fullmatch(key):
             raise ConfigError(path, f"line {number}",
                               "is not a valid environment variable name before '='")
         if "\x00" in value:

@@ -23,7 +23,12 @@ class ConfigError(FleetError):
         self.key = key
         self.problem = problem
         where = f"{source}: {key}: " if key else f"{source}: "
-        super().__init__(where + problem)
+        super().__init__(one_line(where + problem))
+
+
+def one_line(text: str) -> str:
+    """Control characters escaped (a key may hold a newline): the error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class CommandError(FleetError):

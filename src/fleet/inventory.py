@@ -107,7 +107,7 @@ def as_app(front: FrontApp) -> AppConfig:
 
 
 def parse_server_entry(c: Checker, name: str) -> Server:
-    if not APP_NAME_RE.match(name):
+    if not APP_NAME_RE.fullmatch(name):
         c.fail("", f"invalid server name {name!r}: use lowercase letters, digits and dashes, "
                    "starting with a letter, at most 32 characters")
     c.check_known(SERVER_KEYS)
@@ -296,7 +296,7 @@ def parse_front(c: Checker) -> tuple[FrontApp, ...]:
     result = []
     for name in sorted(apps.table):
         app = apps.sub(str(name))
-        if not APP_NAME_RE.match(str(name)):
+        if not APP_NAME_RE.fullmatch(str(name)):
             app.fail("", f"invalid app name {name!r}")
         app.check_known(FRONT_APP_KEYS)
         domains = app.get_str_list("domains", required=True)
@@ -308,7 +308,7 @@ def parse_front(c: Checker) -> tuple[FrontApp, ...]:
         if not upstreams:
             app.fail("upstreams", "must list at least one app server (address:port)")
         for index, item in enumerate(upstreams):
-            if not UPSTREAM_RE.match(item):
+            if not UPSTREAM_RE.fullmatch(item):
                 app.fail(f"upstreams[{index}]", f"{item!r} is not ADDRESS:PORT")
         result.append(FrontApp(str(name), domains, upstreams, parse_health(app.sub("health")),
                                parse_tls(app), parse_hsts(app)))

@@ -29,7 +29,7 @@ def parse_prefix(c: Checker) -> str:
     value = c.get_str("prefix", "/")
     segments = value.strip("/").split("/") if value.strip("/") else []
     if not value.startswith("/") or "//" in value or any(
-            s in (".", "..") or not PREFIX_SEGMENT_RE.match(s) for s in segments):
+            s in (".", "..") or not PREFIX_SEGMENT_RE.fullmatch(s) for s in segments):
         c.fail("prefix", f"{value!r} must be '/' or a URL path such as '/blog' "
                          "(letters, digits, '.', '_', '~', '-')")
     return "/" + "/".join(segments) if segments else "/"
@@ -40,7 +40,7 @@ def parse_socket(c: Checker, on_demand: bool) -> str:
     value = c.get_str("socket", "unix")
     if value == "unix":
         return value
-    match = TCP_RE.match(value)
+    match = TCP_RE.fullmatch(value)
     if not match:
         c.fail("socket", f"{value!r} must be \"unix\" or \"tcp:HOST:PORT\" with an IPv4 "
                          "address, e.g. \"tcp:127.0.0.1:9001\"")

@@ -24,7 +24,7 @@ from fleet.config import (
 from fleet.errors import ConfigError
 from fleet.files import plan_absent, plan_dir, plan_file
 from fleet.host import Host
-from fleet.inventory import check_front_domains, parse_front
+from fleet.inventory import parse_front
 from fleet.layout import AppPaths
 from fleet.tomlwrite import dumps
 
@@ -50,9 +50,12 @@ def read_text(host: Host, path: str) -> str | None:
         raise ConfigError(path, "", "is not UTF-8 text") from None
 
 
-def load_stored(host: Host) -> tuple[dict[str, Any], dict[str, dict[str, Any]],
-                                     ServerConfig | None, EmperorConfig | None,
-                                     dict[str, AppConfig]]:
+def load_stored(host: Host, replaced: frozenset[str] = frozenset()) -> tuple[
+        dict[str, Any], dict[str, dict[str, Any]], ServerConfig | None, EmperorConfig | None,
+        dict[str, AppConfig]]:
+    """The stored state. Tables in `replaced` ("server", "emperor", "apps.NAME") are about to
+    be replaced by the operator's file and are not validated: a stored table that a newer
+    fleet refuses (say a `vassal_set` option) can then be repaired with `fleet apply FILE`."""
     server_raw: dict[str, Any] = {}
     server = emperor = None
     text = read_text(host, layout.SERVER_FILE)
@@ -60,8 +63,10 @@ def load_stored(host: Host) -> tuple[dict[str, Any], dict[str, dict[str, Any]],
         server_raw = parse_toml(layout.SERVER_FILE, text)
         top = Checker(layout.SERVER_FILE, "", server_raw)
         top.check_known(["server", "emperor", "front"])
-        server = parse_server(top.sub("server"))
-        emperor = parse_emperor(top.sub("emperor"))
+        if "server" not in replaced:
+            server = parse_server(top.sub("server"))
+        if "emperor" not in replaced:
+            emperor = parse_emperor(top.sub("emperor"))
     apps_raw: dict[str, dict[str, Any]] = {}
     apps: dict[str, AppConfig] = {}
     for entry in host.listdir(layout.APPS_DIR):
@@ -71,19 +76,27 @@ def load_stored(host: Host) -> tuple[dict[str, Any], dict[str, dict[str, Any]],
         name = entry[: -len(".toml")]
         raw = parse_toml(path, read_text(host, path) or "")
         apps_raw[name] = raw
-        apps[name] = parse_app_document(path, name, raw)
+        if f"apps.{name}" not in replaced:
+            apps[name] = parse_app_document(path, name, raw)
     return server_raw, apps_raw, server, emperor, apps
 
 
 def desired_state(host: Host, source: str | None, text: str | None, *,
                   prune: bool = False) -> Desired:
     """Merge an operator's file (if any) into the stored state; validate all of it."""
-    server_raw, apps_raw, server, emperor, apps = load_stored(host)
     kept: list[str] = []
     pruned: list[str] = []
+    data: dict[str, Any] = {}
+    new_server = new_emperor = None
+    new_apps: dict[str, AppConfig] = {}
+    replaced: set[str] = set()
     if source is not None and text is not None:
         data = parse_toml(source, text)
         new_server, new_emperor, new_apps = parse_document(source, data)
+        replaced = {t for t in ("server", "emperor") if t in data}
+        replaced |= {f"apps.{name}" for name in new_apps}
+    server_raw, apps_raw, server, emperor, apps = load_stored(host, frozenset(replaced))
+    if source is not None and text is not None:
         if new_server is not None:
             server, server_raw["server"] = new_server, data["server"]
         if new_emperor is not None:
@@ -100,7 +113,6 @@ def desired_state(host: Host, source: str | None, text: str | None, *,
     front = parse_front(Checker(source or layout.SERVER_FILE, "front",
                                 server_raw.get("front", {})))
     config = build_config(source or layout.ETC, server, emperor, apps, front)
-    check_front_domains(source or layout.ETC, front, {d for a in apps.values() for d in a.domains})
     return Desired(config, server_raw, apps_raw, kept, pruned)
 
 

@@ -11,7 +11,7 @@ BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def key(name: str) -> str:
-    return name if BARE_KEY.match(name) else value(name)
+    return name if BARE_KEY.fullmatch(name) else value(name)
 
 
 def value(item: Any) -> str:

@@ -154,6 +154,12 @@ BAD_FILES = {
                          "/nope.env: apps.x.env_file: no such file"),
     "world-readable env_file": (f'[apps.x]\n{BAD_APP}env_file = "/etc/hostname"\n',
                                 "apps.x.env_file: must be owned by root and readable by nobody"),
+    "nginx directive in static": (f'[apps.x]\n{BAD_APP}[apps.x.static]\n"/s" = "s;x"\n',
+                                  "apps.x.static./s: 's;x' may only use letters"),
+    "vassal_set uid": ('[emperor.vassal_set]\nuid = "root"\n',
+                       "emperor.vassal_set.uid: is not a uWSGI tuning option"),
+    "health.path with a space": (f'[apps.x]\n{BAD_APP}[apps.x.health]\npath = "/a b"\n',
+                                 "apps.x.health.path: '/a b' is not a URL path"),
 }
 BAD_ARGS = {
     "unknown option": (["apply", "--frobnicate"], "No such option: --frobnicate"),

@@ -125,6 +125,10 @@ def test_apps_sharing_a_domain_share_one_server_block() -> None:
     assert "\nmodule =" not in vassal
     tcp = read(host, "/etc/uwsgi/vassals/gamma@aaaaaaaaaaaa.ini")
     assert "\nsocket = 127.0.0.1:9301\n" in tcp and "chown-socket" not in tcp
+    # any local user reaches a TCP socket: uWSGI's magic variables are refused there
+    assert "\nroute-if-not = empty:${UWSGI_FILE} break:403 Forbidden\n" in tcp
+    assert tcp.count("route-if-not = empty:${UWSGI_") == 11
+    assert "route-if-not" not in root_vassal(host)
     root = read(host, "/etc/uwsgi/vassals/alpha@aaaaaaaaaaaa.ini")
     assert "\nmodule = wsgi:app\n" in root and "mount" not in root
     host.commands.clear()
@@ -280,3 +284,7 @@ def test_unix_release_still_starts_beside_the_live_one() -> None:
     step = next(s for s in session.steps if s.name == "deploy" and s.app == "alpha")
     assert not [a for a in step.actions if isinstance(a, Remove)]
     assert SHA_A1  # the live release (aaaa...) was retired only after nginx switched
+
+
+def root_vassal(host) -> str:
+    return read(host, "/etc/uwsgi/vassals/alpha@aaaaaaaaaaaa.ini")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -16,8 +17,9 @@ from fleet.actions import Action
 from fleet.certs import check_tls_files
 from fleet.converge import Outcome, converge
 from fleet.envfile import check_env_files
-from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError, FleetError
+from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, ConfigError, FleetError
 from fleet.host import LocalHost
+from fleet.limits import TOML_MAX_BYTES
 from fleet.ports import check_ports
 from fleet.report import (
     SilentReporter,
@@ -52,9 +54,21 @@ class Options:
 OPTIONS = Options()
 
 
+class NotRoot(FleetError):
+    """A command that reads or changes root-only state, run by another user: nothing was
+    touched, so it is refused like bad input (exit 2), in one line instead of a traceback."""
+
+    exit_code = EXIT_INVALID
+
+
 def require_root() -> None:
+    """Called first by every command that reads /etc/fleet or changes the server."""
     if os.geteuid() != 0:
-        raise FleetError("fleet changes the server and must run as root (try sudo)")
+        # Global options are flags only: the first word is the command.
+        words = [word for word in sys.argv[1:] if not word.startswith("-")]
+        command = f"fleet {words[0]}" if words else "fleet"
+        raise NotRoot(f"{command} must run as root: fleet's state under /etc/fleet and "
+                      "/srv/fleet is root-only (try sudo)")
 
 
 def local_host() -> LocalHost:
@@ -67,8 +81,10 @@ def local_host() -> LocalHost:
 
 
 def read_input(file: Path) -> str:
+    """The operator's file, read only up to the size limit (parse_toml names the excess)."""
     try:
-        return file.read_text()
+        with file.open(encoding="utf-8") as handle:
+            return handle.read(TOML_MAX_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(str(file), "", "no such file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -112,6 +112,7 @@ def releases(name: AppName, json_out: JsonOpt = False) -> None:
 
     Example: fleet releases shop --json
     """
+    require_root()
     host = local_host()
     desired = desired_state(host, None, None)
     stored_app(desired, name)

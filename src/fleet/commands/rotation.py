@@ -32,9 +32,9 @@ AppsOpt = Annotated[list[str] | None, typer.Option(
 
 def as_upstream(server: str) -> str:
     """The server as the front's upstreams name it: ADDRESS:PORT, port 80 when left out."""
-    with_port = UPSTREAM_RE.match(server) and (server.count(":") == 1 or server.startswith("["))
+    with_port = UPSTREAM_RE.fullmatch(server) and (server.count(":") == 1 or server.startswith("["))
     if not with_port:
-        if not ADDRESS_RE.match(server):
+        if not ADDRESS_RE.fullmatch(server):
             raise ConfigError("SERVER", "", f"{server!r} is not ADDRESS or ADDRESS:PORT")
         server = upstream(Server("-", server))
     if not 1 <= int(server.rsplit(":", 1)[1]) <= 65535:

@@ -24,7 +24,8 @@ MARKERS = "/root/pwned-* /etc/pwned-* /usr/pwned-* /srv/fleet/calm/pwned-* " \
 WATCHED = "/etc /root /usr /srv/fleet/calm"
 SKIP = ("/etc/fleet", "/etc/nginx", "/etc/uwsgi", "/etc/systemd", "/etc/tmpfiles.d",
         "/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/subuid",
-        "/etc/subgid", "/etc/.pwd.lock", "/etc/ld.so.cache", "/root/.cache")
+        "/etc/subgid", "/etc/passwd-", "/etc/group-", "/etc/shadow-", "/etc/gshadow-",
+        "/etc/subuid-", "/etc/subgid-", "/etc/.pwd.lock", "/etc/ld.so.cache", "/root/.cache")
 STATE: dict[str, object] = {}
 
 
@@ -58,12 +59,13 @@ init_timeout = 5
 
 def snapshot(box: BareServer) -> str:
     """Path, owner, mode, size, mtime and type of everything watched (sha256 of /etc and
-    /root files too): equal snapshots mean nothing there was touched."""
+    /root files too): equal snapshots mean nothing there was touched. Directories without
+    mtime and size: fleet's own files (skipped) and users come and go in /etc."""
     prune = " -o ".join(f"-path {p}" for p in SKIP)
-    script = (f"find {WATCHED} \\( {prune} \\) -prune -o "
-              f"-printf '%p %U %G %m %s %T@ %y %l\\n' 2>/dev/null | sort; "
-              f"find /etc /root \\( {prune} \\) -prune -o -type f -print0 2>/dev/null "
-              f"| sort -z | xargs -0 -r sha256sum")
+    script = (rf"find {WATCHED} \( {prune} \) -prune -o -type d -printf '%p %U %G %m d\n' "
+              rf"-o -printf '%p %U %G %m %s %T@ %y %l\n' 2>/dev/null | sort; "
+              rf"find /etc /root \( {prune} \) -prune -o -type f -print0 2>/dev/null "
+              rf"| sort -z | xargs -0 -r sha256sum")
     return box.run(["sh", "-c", script], check=True).stdout
 
 

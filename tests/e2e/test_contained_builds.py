@@ -25,7 +25,8 @@ WATCHED = "/etc /root /usr /srv/fleet/calm"
 SKIP = ("/etc/fleet", "/etc/nginx", "/etc/uwsgi", "/etc/systemd", "/etc/tmpfiles.d",
         "/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/subuid",
         "/etc/subgid", "/etc/passwd-", "/etc/group-", "/etc/shadow-", "/etc/gshadow-",
-        "/etc/subuid-", "/etc/subgid-", "/etc/.pwd.lock", "/etc/ld.so.cache", "/root/.cache")
+        "/etc/subuid-", "/etc/subgid-", "/etc/.pwd.lock", "/etc/ld.so.cache", "/root/.cache",
+        "/srv/fleet/calm/repo.git")  # fleet fetches the healthy app on every apply
 STATE: dict[str, object] = {}
 
 

@@ -110,6 +110,29 @@ class Run(Action):
 
 
 @dataclass(frozen=True)
+class ContainedRun(Action):
+    """Run app or dependency code (pip, a build backend, `init`) as an unprivileged user in a
+    transient systemd unit: read-only system, private /tmp, only `writable` writable, stdin
+    /dev/null, a new session, and its whole cgroup killed at `timeout` or when it ends."""
+
+    argv: tuple[str, ...]
+    user: str
+    why: str = ""
+    env: tuple[tuple[str, str], ...] = ()  # reaches the unit through a root-only file
+    cwd: str = "/"
+    writable: tuple[str, ...] = ()
+    timeout: float = 1800
+    secrets: tuple[str, ...] = field(default=(), compare=False)
+
+    def describe(self) -> str:
+        text = shlex.join(self.argv)
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, MASK)
+        return f"{self.why or 'run'} (as {self.user}, contained): {text}"
+
+
+@dataclass(frozen=True)
 class BuildVenv(Action):
     """Create a virtualenv with the system Python (done in-process with `virtualenv`)."""
 

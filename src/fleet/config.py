@@ -75,7 +75,8 @@ TLS_KEYS = ["cert", "key"]
 PIP_KEYS = ["index_url", "extra_index_urls", "cert"]
 EMPEROR_KEYS = ["thunder_lock", "vassal_set"]
 APP_KEYS = ["repo", "ref", "path", "domains", "module", "processes", "threads", "env", "static",
-            "user", "health", "persist", "keep_releases", "init", "mode", "idle",
+            "user", "health", "persist", "keep_releases", "init", "init_timeout", "mode",
+            "idle",
             "env_file", "prefix", "socket", "tls", "hsts"]
 INVENTORY_APP_KEYS = ["servers"]  # where the app runs: read by fleet push (fleet.inventory)
 HEALTH_KEYS = ["path", "status", "contains", "timeout"]
@@ -373,6 +374,7 @@ def parse_app(c: Checker, name: str) -> AppConfig:
         persist=persist,
         keep_releases=c.get_int("keep_releases", 5, 1, 100),
         init=c.get_str("init"),
+        init_timeout=c.get_int("init_timeout", 1800, 1, 86400),
         env_file=check_env_file_key(c),
         mode=mode,
         idle=idle,

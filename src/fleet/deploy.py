@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from fleet import layout
-from fleet.actions import Action, Remove, Run
+from fleet.actions import Action, ContainedRun, Remove
 from fleet.config import AppConfig
 from fleet.emperor import vassal_entry, wait_until_gone
 from fleet.envfile import app_environment
@@ -79,16 +79,19 @@ def app_env(host: Host, app: AppConfig) -> tuple[tuple[str, str], ...]:
 
 
 def run_init(session: Session, step: Step, app: AppConfig, rollout: Rollout) -> None:
-    """The app's init command (migrations...): as the app's user, in the new release."""
+    """The app's init command (migrations...): contained as the app's user, in the new
+    release, able to write only its data (shared/) and a private /tmp; at init_timeout its
+    whole process tree is killed, and nothing it started outlives it."""
     assert rollout.release and rollout.venv
     paths = AppPaths(app.name)
     app_vars = app_env(session.host, app)
     env = (*app_vars, ("PATH", f"{rollout.venv}/bin:/usr/local/bin:/usr/bin:/bin"),
-           ("VIRTUAL_ENV", rollout.venv), ("HOME", paths.shared))
-    argv = ("/usr/sbin/runuser", "-u", app.owner, "--", "sh", "-c", app.init or "")
-    session.apply(step, [Run(argv, "run the init command", env,
-                             app_dir(paths.release(rollout.release), app), 1800,
-                             tuple(v for _, v in app_vars))])
+           ("VIRTUAL_ENV", rollout.venv), ("HOME", paths.shared), ("LANG", "C.UTF-8"))
+    session.apply(step, [ContainedRun(("/bin/sh", "-c", app.init or ""), app.owner,
+                                      "run the init command", env,
+                                      app_dir(paths.release(rollout.release), app),
+                                      (paths.shared,), app.init_timeout,
+                                      tuple(v for _, v in app_vars))])
 
 
 def gate(session: Session, app: AppConfig, release: str) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from fleet.actions import (
     Action,
     BuildVenv,
+    ContainedRun,
     ExposeTree,
     MakeDir,
     Move,
@@ -38,6 +39,10 @@ def perform(host: Host, action: Action) -> None:
         host.run(["mv", "-T", action.src, action.dest])
     elif isinstance(action, Run):
         run_command(host, action)
+    elif isinstance(action, ContainedRun):
+        host.run_contained(list(action.argv), user=action.user, cwd=action.cwd,
+                           env=dict(action.env), writable=action.writable,
+                           timeout=action.timeout)
     elif isinstance(action, BuildVenv):
         host.build_venv(action.path, action.python)
     elif isinstance(action, OwnTree):

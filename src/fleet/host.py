@@ -18,6 +18,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,42 @@ class Host(Protocol):
 
     def expose_tree(self, home: str, path: str) -> None: ...
 
+    def run_contained(self, argv: Sequence[str], *, user: str, cwd: str = "/",
+                      env: Mapping[str, str] | None = None, writable: Sequence[str] = (),
+                      timeout: float = 1800) -> RunResult: ...
+
+
+# How long past its RuntimeMaxSec= fleet waits for systemd-run to return before giving up.
+CONTAINED_GRACE = 30.0
+# Where the root-only environment file of a contained run lives while it runs (tmpfs).
+CONTAINED_ENV_DIR = "/run"
+
+
+def contained_argv(argv: Sequence[str], *, user: str, cwd: str, writable: Sequence[str],
+                   timeout: float, env_file: str | None) -> list[str]:
+    """systemd-run command line for a contained run: the unit, not fleet, starts the process,
+    so it gets a new session, no terminal, and dies with its whole cgroup."""
+    props = [f"User={user}", f"Group={user}", "ProtectSystem=strict", "ProtectHome=yes",
+             "PrivateTmp=yes", "NoNewPrivileges=yes", "StandardInput=null",
+             f"RuntimeMaxSec={max(1, int(timeout))}", "KillMode=control-group",
+             "TimeoutStopSec=5", f"WorkingDirectory={cwd}", "UMask=0027"]
+    props += [f"ReadWritePaths={path}" for path in writable]
+    if env_file:
+        props.append(f"EnvironmentFile={env_file}")
+    head = ["systemd-run", "--wait", "--pipe", "--collect", "--quiet", "--service-type=exec"]
+    for prop in props:
+        head += ["-p", prop]
+    return [*head, "--", *argv]
+
+
+def env_file_text(env: Mapping[str, str]) -> str:
+    """systemd EnvironmentFile= text: values double-quoted, so spaces and quotes survive."""
+    lines = []
+    for key, value in env.items():
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+        lines.append(f'{key}="{quoted}"\n')
+    return "".join(lines)
+
 
 CommandLogger = Callable[[Sequence[str]], None]
 
@@ -135,7 +172,9 @@ class LocalHost:
         full_env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "HOME": "/root"}
         full_env.update(env or {})
         try:
-            proc = subprocess.run(list(argv), cwd=cwd, env=full_env, input=input,
+            # No child ever shares fleet's terminal: stdin is /dev/null unless input is given.
+            stdin = subprocess.DEVNULL if input is None else None
+            proc = subprocess.run(list(argv), cwd=cwd, env=full_env, input=input, stdin=stdin,
                                   capture_output=True, text=True, timeout=timeout,
                                   errors="replace", check=False)
         except FileNotFoundError:
@@ -295,6 +334,33 @@ class LocalHost:
         if self.log_command:
             self.log_command(["virtualenv", path, "--python", python])
         build_venv(path, python)
+
+    def run_contained(self, argv: Sequence[str], *, user: str, cwd: str = "/",
+                      env: Mapping[str, str] | None = None, writable: Sequence[str] = (),
+                      timeout: float = 1800) -> RunResult:
+        """Run as `user` in a transient systemd unit (see contained_argv). The environment
+        (pip index tokens, app secrets) goes through a 0600 root-only file that systemd reads
+        before dropping privileges, never through a command line; it is removed afterwards."""
+        env_file = None
+        if env:
+            fd, env_file = tempfile.mkstemp(prefix=".fleet-env-", dir=CONTAINED_ENV_DIR)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(env_file_text(env))
+        started = time.monotonic()
+        try:
+            result = self.run(contained_argv(argv, user=user, cwd=cwd, writable=writable,
+                                             timeout=timeout, env_file=env_file),
+                              check=False, timeout=timeout + CONTAINED_GRACE)
+        finally:
+            if env_file:
+                with contextlib.suppress(OSError):
+                    os.unlink(env_file)
+        if not result.ok and time.monotonic() - started >= timeout:
+            result = RunResult(124, result.stdout, result.stderr
+                               + f"\ntimed out after {timeout:g} s: {shlex.join(argv)}")
+        if not result.ok:
+            raise CommandError(list(argv), result.returncode, result.stdout, result.stderr)
+        return result
 
     def listdir(self, path: str) -> list[str]:
         try:

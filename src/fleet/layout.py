@@ -36,6 +36,8 @@ NGINX_ACCESS = f"{NGINX_FLEET_DIR}/access.conf"
 LOOPBACK = ("127.0.0.1", "::1")  # always allowed: fleet's health checks come from here
 NGINX_USER = "www-data"
 SYSTEM_PYTHON = "/usr/bin/python3"
+# Each app's private build cache (pip cache, HOME of its builds): BUILD_CACHE/NAME, 0700.
+BUILD_CACHE = "/var/cache/fleet"
 UWSGI_BIN = "/usr/bin/uwsgi-core"
 # logrotate: nginx-common ships /etc/logrotate.d/nginx but does not depend on it.
 BASE_PACKAGES = ("nginx", "uwsgi-core", "uwsgi-plugin-python3", "python3-venv", "git",

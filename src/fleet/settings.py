@@ -85,6 +85,7 @@ class AppConfig:
     persist: tuple[str, ...] = ("instance",)
     keep_releases: int = 5
     init: str | None = None
+    init_timeout: int = 1800  # seconds; then init's whole process tree is killed
     env_file: str | None = None  # root-only KEY=VALUE file merged under `env`
     mode: str = "always"  # or "on-demand": the Emperor starts the vassal on a request
     idle: int = 600  # on-demand: seconds without a request before the vassal stops

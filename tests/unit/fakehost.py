@@ -44,6 +44,7 @@ class FakeHost:
     handlers: list[Handler] = field(default_factory=list)
     nginx_ok: bool = True
     pip_fails: bool = False
+    contained: list[tuple[list[str], str, str, tuple[str, ...]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for d in ("/", "/etc", "/etc/systemd/system", "/etc/tmpfiles.d", "/etc/nginx",
@@ -129,6 +130,13 @@ class FakeHost:
             elif key.startswith(home + "/") and path.startswith(key + "/"):
                 entry.mode |= 0o001
 
+    def run_contained(self, argv: Sequence[str], *, user: str, cwd: str = "/",
+                      env: Mapping[str, str] | None = None, writable: Sequence[str] = (),
+                      timeout: float = 1800) -> RunResult:
+        """Recorded in `contained` and simulated like run() (pip failures, ...)."""
+        self.contained.append((list(argv), user, cwd, tuple(writable)))
+        return self.run(argv, cwd=cwd, env=env, timeout=timeout)
+
     # ------------------------------------------------------------------ helpers
     def _need_parent(self, path: str) -> None:
         parent = posixpath.dirname(path)
@@ -178,7 +186,7 @@ class FakeHost:
         if cmd == "nginx":
             return ok if self.nginx_ok else RunResult(1, "", "nginx: [emerg] bad config")
         if cmd.endswith("/bin/python"):
-            if argv[1:3] == ["-m", "pip"] and self.pip_fails:
+            if "pip" in argv[1:4] and self.pip_fails:
                 return RunResult(1, "", "ERROR: No matching distribution found")
             return ok
         if cmd == "/usr/bin/python3":

@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 from fleet.actions import (
     Action,
     BuildVenv,
+    ContainedRun,
     ExposeTree,
     MakeDir,
     Move,
@@ -25,7 +26,7 @@ from fleet.actions import (
 from fleet.config import AppConfig, PipSettings
 from fleet.errors import FleetError
 from fleet.host import Host
-from fleet.layout import SYSTEM_PYTHON, AppPaths
+from fleet.layout import BUILD_CACHE, SYSTEM_PYTHON, AppPaths
 from fleet.resources.repo import git, has_path, read_blob
 
 VENV_MARKER = ".fleet-complete"
@@ -149,13 +150,20 @@ def dependencies(host: Host, app: AppConfig, commit: str) -> Dependencies:
 
 
 def python_version(host: Host) -> str:
-    return host.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version)"]).stdout.strip()
+    """The system Python's version: -I and cwd "/" so nothing beside fleet is imported."""
+    return host.run([SYSTEM_PYTHON, "-I", "-c", "import sys; print(sys.version)"],
+                    cwd="/").stdout.strip()
 
 
 def venv_ready(host: Host, venv: str) -> bool:
+    """From file facts only: running the venv's python would run its .pth files as root."""
     if host.state(f"{venv}/{VENV_MARKER}") is None:
         return False
-    return host.run([f"{venv}/bin/python", "-c", "import sys"], check=False).ok
+    link = host.state(f"{venv}/bin/python")
+    if link is None or link.kind != "link":
+        return link is not None and link.kind == "file"
+    target = link.target if link.target.startswith("/") else f"{venv}/bin/{link.target}"
+    return host.state(target) is not None
 
 
 def pip_env(pip: PipSettings) -> tuple[tuple[str, str], ...]:
@@ -169,26 +177,49 @@ def pip_env(pip: PipSettings) -> tuple[tuple[str, str], ...]:
     return tuple(env)
 
 
+def build_cache(app: AppConfig) -> str:
+    """The app's private pip cache and HOME for its builds: 0700, owned by the app's user."""
+    return f"{BUILD_CACHE}/{app.name}"
+
+
 def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv: str,
               pip: PipSettings) -> list[Action]:
+    """Root makes an empty venv and hands it to the app's user; pip (and every setup.py or
+    build backend it runs) runs contained as that user; then root takes the venv back,
+    marks it complete, and only a complete venv is ever used."""
     if venv_ready(host, venv):
         return []
-    code = app_dir(AppPaths(app.name).release(release_id(commit)), app)
+    paths = AppPaths(app.name)
+    code = app_dir(paths.release(release_id(commit)), app)
+    cache = build_cache(app)
     actions: list[Action] = []
     if host.state(venv) is not None:
         actions.append(Remove(venv, "incomplete or broken"))
-    actions.append(BuildVenv(venv, SYSTEM_PYTHON))
-    pip_cmd = (f"{venv}/bin/python", "-m", "pip", "install", "--no-input")
+    actions += [MakeDir(BUILD_CACHE, 0o755), MakeDir(cache, 0o700, app.owner, app.owner),
+                BuildVenv(venv, SYSTEM_PYTHON),
+                OwnTree(venv, app.owner, app.owner, "keep",
+                        "hand the new venv to the app's user for the build")]
+    env = (*pip_env(pip), ("HOME", cache), ("PIP_CACHE_DIR", f"{cache}/pip"),
+           ("TMPDIR", "/tmp"))
     secrets = tuple(u for u in (pip.index_url, *pip.extra_index_urls) if u)
+    pip_cmd = (f"{venv}/bin/python", "-I", "-m", "pip", "install", "--no-input")
+
+    def contained(argv: tuple[str, ...], why: str, cwd: str = "/") -> ContainedRun:
+        return ContainedRun(argv, app.owner, why, env, cwd, (venv, cache), 1800, secrets)
+
     if deps.kind == "requirements":
-        actions.append(Run((*pip_cmd, "-r", "requirements.txt"), "install requirements.txt",
-                           pip_env(pip), code, 1800, secrets))
+        # cwd is the release so relative paths in requirements.txt work; -I keeps it off
+        # sys.path, and the release is read-only to the build.
+        actions.append(contained((*pip_cmd, "-r", f"{code}/requirements.txt"),
+                                 "install requirements.txt", code))
     elif deps.kind == "project":
-        actions.append(Run((*pip_cmd, "."), "install the project", pip_env(pip), code, 1800,
-                           secrets))
-        actions += secure(AppPaths(app.name).release(release_id(commit)), app.owner)
-        actions += expose_static(AppPaths(app.name).home,
-                                 AppPaths(app.name).release(release_id(commit)), app)
+        # Building writes build/ and *.egg-info into the source: build a private copy.
+        src = f"{cache}/src"
+        if host.state(src) is not None:
+            actions.append(Remove(src, "a previous build's copy"))
+        actions += [contained(("/bin/cp", "-R", "--", code, src), "copy the project to build it"),
+                    contained((*pip_cmd, src), "install the project"),
+                    Remove(src, "the build copy")]
     actions += secure(venv, app.owner)
     actions.append(WriteFile(f"{venv}/{VENV_MARKER}", f"{deps.kind} {deps.digest}\n".encode(),
                              0o640, "root", app.owner))

@@ -1,0 +1,92 @@
+"""Contained runs: the systemd-run command line, the secret-free environment file, and the
+build and init steps that use them (issue 14, item 1)."""
+
+from __future__ import annotations
+
+from fleet.actions import MASK, BuildVenv, ContainedRun, OwnTree, Run, WriteFile
+from fleet.config import PipSettings
+from fleet.host import LocalHost, contained_argv, env_file_text
+from fleet.resources.release import Dependencies, plan_venv, python_version, venv_ready
+from fleet.settings import AppConfig
+from tests.unit.fakehost import FakeHost
+
+VENV = "/srv/fleet/blog/venvs/abc"
+TOKEN = "https://user:s3cret@pypi.example.com/simple"
+
+
+def test_contained_argv_sandboxes_and_carries_no_environment() -> None:
+    argv = contained_argv(["/v/bin/python", "-I", "-m", "pip"], user="blog", cwd="/",
+                          writable=("/v", "/var/cache/fleet/blog"), timeout=60,
+                          env_file="/run/.fleet-env-x")
+    assert argv[:5] == ["systemd-run", "--wait", "--pipe", "--collect", "--quiet"]
+    props = {argv[i + 1] for i, a in enumerate(argv) if a == "-p"}
+    assert {"User=blog", "Group=blog", "ProtectSystem=strict", "ProtectHome=yes",
+            "PrivateTmp=yes", "NoNewPrivileges=yes", "StandardInput=null",
+            "RuntimeMaxSec=60", "WorkingDirectory=/", "ReadWritePaths=/v",
+            "ReadWritePaths=/var/cache/fleet/blog",
+            "EnvironmentFile=/run/.fleet-env-x"} <= props
+    assert argv[argv.index("--") + 1:] == ["/v/bin/python", "-I", "-m", "pip"]
+
+
+def test_env_file_quotes_values() -> None:
+    text = env_file_text({"A": 'x "y" $HOME \\ z', "B": "plain"})
+    assert text == 'A="x \\"y\\" \\$HOME \\\\ z"\nB="plain"\n'
+
+
+def test_contained_run_masks_secrets_in_its_plan_line() -> None:
+    action = ContainedRun(("pip", "--index-url", TOKEN), "blog", "install", secrets=(TOKEN,))
+    assert TOKEN not in action.describe() and MASK in action.describe()
+    assert "as blog, contained" in action.describe()
+
+
+def test_localhost_gives_children_no_stdin() -> None:
+    result = LocalHost().run(["sh", "-c", "cat; echo done"], timeout=10)
+    assert result.stdout == "done\n"
+
+
+def test_venv_ready_never_runs_the_venvs_python() -> None:
+    host = FakeHost()
+    host.mkdir(f"{VENV}/bin", 0o755, "root", "blog")
+    host.symlink(f"{VENV}/bin/python", "/usr/bin/python3")
+    host.write(f"{VENV}/.fleet-complete", b"x", 0o640, "root", "blog")
+    assert not venv_ready(host, VENV)  # the link's target is missing on this host
+    host.mkdir("/usr/bin", 0o755, "root", "root")
+    host.write("/usr/bin/python3", b"", 0o755, "root", "root")
+    assert venv_ready(host, VENV)
+    assert host.commands == []
+
+
+def test_python_version_is_isolated() -> None:
+    host = FakeHost()
+    python_version(host)
+    assert host.commands == [["/usr/bin/python3", "-I", "-c", "import sys; print(sys.version)"]]
+
+
+def test_pip_runs_contained_as_the_app_user_then_root_takes_the_venv() -> None:
+    host = FakeHost()
+    app = AppConfig(name="blog", repo="git://x/blog.git", domains=("blog.test",))
+    pip = PipSettings(index_url=TOKEN)
+    actions = plan_venv(host, app, "a" * 40, Dependencies("requirements", "d"), VENV, pip)
+    kinds = [type(a) for a in actions]
+    assert kinds.index(BuildVenv) < kinds.index(ContainedRun) < kinds.index(WriteFile)
+    build = next(a for a in actions if isinstance(a, ContainedRun))
+    assert build.user == "blog" and build.argv[:4] == (f"{VENV}/bin/python", "-I", "-m", "pip")
+    assert build.writable == (VENV, "/var/cache/fleet/blog")
+    assert ("PIP_INDEX_URL", TOKEN) in build.env and TOKEN not in " ".join(build.argv)
+    assert ("HOME", "/var/cache/fleet/blog") in build.env
+    runs = [a for a in actions if isinstance(a, Run)]
+    assert not [r for r in runs if "pip" in " ".join(r.argv)]  # nothing of pip as root
+    owns = [a for a in actions if isinstance(a, OwnTree)]
+    assert owns[0] == OwnTree(VENV, "blog", "blog", "keep", owns[0].why)  # handed to the app
+    assert owns[-1] == OwnTree(VENV, "root", "blog", "private")  # secure(): taken back
+    assert actions.index(owns[-1]) > actions.index(build)
+
+
+def test_project_builds_from_a_private_copy() -> None:
+    host = FakeHost()
+    app = AppConfig(name="blog", repo="git://x/blog.git", domains=("blog.test",))
+    actions = plan_venv(host, app, "a" * 40, Dependencies("project", "a" * 40), VENV,
+                        PipSettings())
+    contained = [a for a in actions if isinstance(a, ContainedRun)]
+    assert contained[0].argv[0] == "/bin/cp"
+    assert contained[1].argv[-1] == "/var/cache/fleet/blog/src"

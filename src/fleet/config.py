@@ -56,7 +56,8 @@ __all__ = [  # settings and the checker are re-exported: callers import them fro
 
 # --------------------------------------------------------------------------- sections
 
-SERVER_KEYS = ["packages", "pip", "client_max_body_size", "acme", "accept_from"]
+SERVER_KEYS = ["packages", "pip", "client_max_body_size", "acme", "accept_from",
+               "git_timeout"]
 ACME_KEYS = ["email", "directory", "ca_bundle"]
 TLS_KEYS = ["cert", "key"]
 PIP_KEYS = ["index_url", "extra_index_urls", "cert"]
@@ -81,7 +82,11 @@ def parse_server(c: Checker) -> ServerConfig:
         pip.fail("cert", "must be an absolute path")
     body = c.get_str("client_max_body_size", "10m", pattern=SIZE_RE,
                      what="a size such as 10m, 512k or 1g")
+    git_timeout = c.get("git_timeout", (int, float), 900)
+    if not 1 <= git_timeout <= 86400:
+        c.fail("git_timeout", f"must be between 1 and 86400 seconds, got {git_timeout}")
     return ServerConfig(
+        git_timeout=float(git_timeout),
         packages=packages,
         pip=PipSettings(pip.get_str("index_url"), pip.get_str_list("extra_index_urls"), cert),
         client_max_body_size=body,

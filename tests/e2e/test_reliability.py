@@ -157,9 +157,10 @@ BAD_FILES = {
 }
 BAD_ARGS = {
     "unknown option": (["apply", "--frobnicate"], "No such option: --frobnicate"),
-    "bad --env pair": (["add-app", "x", "--repo", "r", "--domain", "x.test", "--env", "NOPE"],
-                       "--env: NOPE: expected KEY=VALUE"),
-    "bad --env name": (["add-app", "x", "--repo", "r", "--domain", "x.test", "--env", "1A=b"],
+    # A value on the command line is refused, naming the key only (issue 14).
+    "--env pair": (["add-app", "x", "--repo", "r", "--domain", "x.test", "--env", "NOPE=v"],
+                   "--env: NOPE: a value on the command line is readable by every local user"),
+    "bad --env name": (["add-app", "x", "--repo", "r", "--domain", "x.test", "--env", "1A"],
                        "env.1A: is not a valid environment variable name"),
 }
 

@@ -181,3 +181,21 @@ def test_x_fleet_site_goes_to_loopback_probes_only() -> None:
     assert not pattern.search("192.0.2.2 1")  # a remote client sending the header
     assert not pattern.search("127.0.0.1 ")  # loopback without the header
     assert not pattern.search("10.127.0.1 1")
+
+
+# ----------------------------------------------------------------------------- add-app env
+
+def test_add_app_env_values_come_from_stdin_and_file(tmp_path) -> None:
+    import io
+
+    from fleet.commands.converge import read_env_sources
+    env_file = tmp_path / "app.env"
+    env_file.write_text("# secrets\nA=from-file\nB=b\n")
+    assert read_env_sources(["A"], env_file, io.StringIO("from-stdin\n")) == {
+        "A": "from-stdin", "B": "b"}
+    assert read_env_sources(["X", "Y"], None, io.StringIO("1\n2\n")) == {"X": "1", "Y": "2"}
+    with pytest.raises(ConfigError, match="stdin has 1 lines for 2"):
+        read_env_sources(["X", "Y"], None, io.StringIO("1"))
+    with pytest.raises(ConfigError) as info:
+        read_env_sources(["TOKEN=s3cret"], None, io.StringIO(""))
+    assert "s3cret" not in str(info.value) and str(info.value).startswith("--env: TOKEN: ")

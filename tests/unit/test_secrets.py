@@ -199,3 +199,25 @@ def test_add_app_env_values_come_from_stdin_and_file(tmp_path) -> None:
     with pytest.raises(ConfigError) as info:
         read_env_sources(["TOKEN=s3cret"], None, io.StringIO(""))
     assert "s3cret" not in str(info.value) and str(info.value).startswith("--env: TOKEN: ")
+
+
+# ----------------------------------------------------------------------------- build tar
+
+def test_the_build_tar_is_private_and_a_stale_one_is_swept() -> None:
+    from fleet.actions import Remove
+    from fleet.config import AppConfig
+    from fleet.layout import AppPaths
+    from fleet.resources.release import plan_release
+    host = FakeHost()
+    paths = AppPaths("blog")
+    host.files[paths.repo] = Entry("dir", mode=0o700)
+    host.files[f"{paths.repo}/fleet-archive-0123456789ab.tar"] = Entry("file")
+    app = AppConfig("blog", "https://x/blog.git", ("blog.test",))
+    actions = plan_release(host, app, "f" * 40)
+    assert actions[0] == Remove(f"{paths.repo}/fleet-archive-0123456789ab.tar",
+                                "left by an interrupted run")
+    export = next(a for a in actions if isinstance(a, Run) and "archive" in a.argv)
+    tar = export.argv[export.argv.index("-o") + 1]
+    assert tar == f"{paths.repo}/fleet-archive-ffffffffffff.tar"
+    host.files[paths.release("f" * 12)] = Entry("dir")
+    assert plan_release(host, app, "f" * 40) == [actions[0]]  # swept even with no build

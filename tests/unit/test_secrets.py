@@ -221,3 +221,62 @@ def test_the_build_tar_is_private_and_a_stale_one_is_swept() -> None:
     assert tar == f"{paths.repo}/fleet-archive-ffffffffffff.tar"
     host.files[paths.release("f" * 12)] = Entry("dir")
     assert plan_release(host, app, "f" * 40) == [actions[0]]  # swept even with no build
+
+
+# ----------------------------------------------------------------------------- TLS links
+
+LINKED_APP = ('[apps.own]\nrepo = "r"\ndomains = ["own.test"]\n'
+              'tls = { cert = "/etc/le/live/own/cert.pem", key = "/etc/le/live/own/key.pem" }\n')
+
+
+def linked_host(keypairs: dict[str, bytes], key_target: str = "../../archive/own/key1.pem",
+                key_owner: str = "root", link_owner: str = "root") -> FakeHost:
+    """certbot's layout: live/NAME/*.pem are relative links into archive/NAME/."""
+    host = FakeHost()
+    host.users.add("mallory")
+    for d in ("/etc/le", "/etc/le/live", "/etc/le/live/own", "/etc/le/archive",
+              "/etc/le/archive/own", "/tmp"):
+        host.files[d] = Entry("dir", mode=0o755)
+    host.write("/etc/le/archive/own/cert1.pem", keypairs["a.pem"], 0o644, "root", "root")
+    host.write("/etc/le/archive/own/key1.pem", keypairs["a.key"], 0o600, key_owner, "root")
+    host.write("/tmp/key.pem", keypairs["a.key"], 0o600, "root", "root")
+    host.files["/etc/le/live/own/cert.pem"] = Entry("link", target="../../archive/own/cert1.pem")
+    host.files["/etc/le/live/own/key.pem"] = Entry("link", owner=link_owner, target=key_target)
+    return host
+
+
+def tls_config(host: FakeHost):
+    from fleet.store import desired_state
+    return desired_state(host, "fleet.toml", LINKED_APP).config
+
+
+@pytest.fixture(scope="module")
+def keypairs(tmp_path_factory) -> dict[str, bytes]:
+    import subprocess
+    tmp = tmp_path_factory.mktemp("keys")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    tmp / "a.key", "-out", tmp / "a.pem", "-days", "2", "-subj", "/CN=own.test"],
+                   check=True, capture_output=True)
+    return {n: (tmp / n).read_bytes() for n in ("a.key", "a.pem")}
+
+
+def test_certbot_style_links_are_resolved_then_checked(keypairs) -> None:
+    from fleet import certs
+    host = linked_host(keypairs)
+    certs.check_tls_files(host, tls_config(host))  # resolved: passes
+
+
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"key_owner": "mallory"}, "owned by mallory, not root"),
+    ({"link_owner": "mallory"}, "belongs to mallory, not root"),
+    ({"key_target": "/tmp/key.pem"}, "where others or the apps can write"),
+    ({"key_target": "../../archive/own/nope.pem"}, "does not exist"),
+    ({"key_target": "../../archive/own"}, "leads to a dir"),
+])
+def test_links_to_unsafe_files_are_refused(keypairs, kwargs, problem) -> None:
+    from fleet import certs
+    host = linked_host(keypairs, **kwargs)
+    with pytest.raises(ConfigError) as info:
+        certs.check_tls_files(host, tls_config(host))
+    assert info.value.key == "apps.own.tls.key" and problem in info.value.problem
+    assert info.value.exit_code == 2

@@ -5,6 +5,7 @@ stdin, and X-Fleet-Site for loopback probes only. A healthy app (pages) keeps se
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import secrets
 import socket
@@ -165,7 +166,7 @@ def non_loopback_address() -> str | None:
     """One of the host's own IPv4 addresses that is not loopback (nginx listens on all; the
     container shares the host's network), read from /proc/net/fib_trie."""
     lines = Path("/proc/net/fib_trie").read_text().splitlines()
-    for previous, line in zip(lines, lines[1:], strict=False):
+    for previous, line in itertools.pairwise(lines):
         if line.strip() == "/32 host LOCAL":
             address = previous.split()[-1]
             if not address.startswith("127."):

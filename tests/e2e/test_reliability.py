@@ -160,8 +160,9 @@ BAD_ARGS = {
     # A value on the command line is refused, naming the key only (issue 14).
     "--env pair": (["add-app", "x", "--repo", "r", "--domain", "x.test", "--env", "NOPE=v"],
                    "--env: NOPE: a value on the command line is readable by every local user"),
-    "bad --env name": (["add-app", "x", "--repo", "r", "--domain", "x.test", "--env", "1A"],
-                       "env.1A: is not a valid environment variable name"),
+    "bad --env file line": (["add-app", "x", "--repo", "r", "--domain", "x.test",
+                             "--env-file", "/etc/hostname"],
+                            "/etc/hostname: line 1: expected KEY=VALUE"),
 }
 
 

@@ -89,7 +89,9 @@ def box(server_factory, git_remote, fleet_pyz, hang):
             git_remote.create_repo(name, APPS / name)
     server: BareServer = server_factory()
     install_fleet(server, fleet_pyz)
-    server.write_file("/root/fleet.toml", toml(git_remote, hang.port))
+    # The operator's own input holds the token: theirs to keep private (0600), as fleet's
+    # stored copy is; the test then finds the token in no file others can read.
+    server.write_file("/root/fleet.toml", toml(git_remote, hang.port), 0o600)
     result = server.run(["sh", "/root/bootstrap", "/root/fleet.pyz", "--version"], timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return server

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import ssl
 import tempfile
@@ -21,7 +22,7 @@ from fleet.actions import Action, Remove, WriteFile
 from fleet.config import AppConfig, Config
 from fleet.errors import ConfigError
 from fleet.files import require_file
-from fleet.host import Host
+from fleet.host import FileState, Host
 from fleet.inventory import as_app
 
 LETSENCRYPT_DIR = "/etc/letsencrypt"
@@ -153,6 +154,44 @@ def keypair_problem(cert: bytes, key: bytes) -> str | None:
     return None
 
 
+MAX_LINKS = 8
+# Where a certificate or key a link points to may not be: places other users or the apps
+# can write, or pseudo files.
+UNSAFE_PLACES = ("/tmp/", "/var/tmp/", "/dev/", "/proc/", "/sys/", "/run/", f"{layout.SRV}/")
+
+
+def resolve_tls_file(host: Host, path: str, key: str) -> tuple[str, FileState]:
+    """The file a certificate or key setting names, following symlinks as certbot's live/
+    layout needs (live/NAME/cert.pem -> ../../archive/NAME/cert1.pem): each link must be
+    root's (no one else can re-point it), the file it ends at a root-owned regular file
+    outside the places others or the apps can write."""
+    current = path
+    for _ in range(MAX_LINKS):
+        state = host.state(current)
+        if state is None:
+            raise ConfigError(path, key, "no such file" if current == path
+                              else f"its link leads to {current}, which does not exist")
+        if state.kind != "link":
+            break
+        if state.owner != "root":
+            raise ConfigError(path, key, f"the link {current} belongs to {state.owner}, "
+                                         "not root (anyone who owns it can re-point it)")
+        current = posixpath.normpath(posixpath.join(posixpath.dirname(current), state.target))
+    else:
+        raise ConfigError(path, key, f"more than {MAX_LINKS} links in a row")
+    if current != path:
+        if state.kind != "file":
+            raise ConfigError(path, key, f"its link leads to a {state.kind}, not a file")
+        if current.startswith(UNSAFE_PLACES):
+            raise ConfigError(path, key, f"its link leads to {current}, where others or "
+                                         "the apps can write")
+        if state.owner != "root":
+            raise ConfigError(path, key, f"its link leads to {current}, owned by "
+                                         f"{state.owner}, not root")
+        return current, state
+    return path, require_file(host, path, key)
+
+
 def check_tls_files(host: Host, config: Config) -> None:
     """Refuse (exit 2, nothing touched) an app whose own certificate or key is missing,
     unreadable, unsafe or not a pair."""
@@ -162,11 +201,11 @@ def check_tls_files(host: Host, config: Config) -> None:
         data = {}
         for what, path in (("cert", app.tls.cert), ("key", app.tls.key)):
             key = f"{where}.tls.{what}"
-            state = require_file(host, path, key)
+            real, state = resolve_tls_file(host, path, key)
             if what == "key" and state.mode & 0o004:
                 raise ConfigError(path, key, f"a private key readable by every user "
                                              f"({state.mode:04o}): chmod o-r it")
-            data[what] = host.read(path) or b""
+            data[what] = host.read(real) or b""
         problem = keypair_problem(data["cert"], data["key"])
         if problem:
             raise ConfigError(app.tls.key, f"{where}.tls.key",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleet.checker import Checker, kind_name, type_name
 from fleet.errors import ConfigError
-from fleet.limits import ENV_LINE_MAX, TOML_MAX_BYTES, TOML_MAX_DEPTH
+from fleet.limits import TOML_MAX_BYTES, TOML_MAX_DEPTH, env_line_problem
 from fleet.routes import check_routes, parse_prefix, parse_socket
 from fleet.settings import (
     HSTS_DEFAULT,
@@ -69,7 +69,8 @@ __all__ = [  # settings and the checker are re-exported: callers import them fro
 
 # --------------------------------------------------------------------------- sections
 
-SERVER_KEYS = ["packages", "pip", "client_max_body_size", "acme", "accept_from"]
+SERVER_KEYS = ["packages", "pip", "client_max_body_size", "acme", "accept_from",
+               "git_timeout"]
 ACME_KEYS = ["email", "directory", "ca_bundle"]
 TLS_KEYS = ["cert", "key"]
 PIP_KEYS = ["index_url", "extra_index_urls", "cert"]
@@ -103,7 +104,11 @@ def parse_server(c: Checker) -> ServerConfig:
             pip.fail(key, "must be an http(s):// URL without whitespace or control characters")
     body = c.get_str("client_max_body_size", "10m", pattern=SIZE_RE,
                      what="a size such as 10m, 512k or 1g")
+    git_timeout = c.get("git_timeout", (int, float), 900)
+    if not 1 <= git_timeout <= 86400:
+        c.fail("git_timeout", f"must be between 1 and 86400 seconds, got {git_timeout}")
     return ServerConfig(
+        git_timeout=float(git_timeout),
         packages=packages,
         pip=PipSettings(pip.get_str("index_url"), pip.get_str_list("extra_index_urls"), cert),
         client_max_body_size=body,
@@ -394,12 +399,10 @@ def check_repo(c: Checker, repo: str) -> None:
 
 
 def check_env_line(c: Checker, key: str, value: str) -> None:
-    """uWSGI reads the env file in lines of at most ENV_LINE_MAX bytes and silently splits a
-    longer one: its tail would become another variable. Never quote the value (a secret)."""
-    length = len(f"{key}={value}".encode())
-    if length > ENV_LINE_MAX:
-        c.fail(key, f"KEY=VALUE is {length} bytes; uWSGI reads at most {ENV_LINE_MAX} "
-                    "per line (use a file the app reads itself for longer values)")
+    """uWSGI splits a longer line silently: its tail would become another variable."""
+    problem = env_line_problem(key, value)
+    if problem:
+        c.fail(key, problem)
 
 
 def check_across_apps(source: str, apps: list[AppConfig]) -> None:

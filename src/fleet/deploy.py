@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from fleet import layout
 from fleet.actions import Action, ContainedRun, Remove
+from fleet.bounded import AnswerError
 from fleet.config import AppConfig
 from fleet.emperor import vassal_entry, wait_until_gone
 from fleet.envfile import app_environment
@@ -24,6 +25,7 @@ from fleet.history import History
 from fleet.host import Host
 from fleet.layout import AppPaths
 from fleet.logs import app_log_tail
+from fleet.masking import mask_urls
 from fleet.render import render
 from fleet.resources.release import app_dir
 from fleet.session import Session, Step
@@ -60,7 +62,7 @@ class Rollout:
         data: dict[str, object] = {"commit": self.commit, "release": self.release,
                                    "health": self.health, "changed": changed}
         if self.error:
-            data["error"] = self.error
+            data["error"] = mask_urls(self.error)
         return data
 
 
@@ -109,6 +111,8 @@ def gate(session: Session, app: AppConfig, release: str) -> str:
             problem = judge_reply(app, reply.status, reply.body) or ""
             if not problem:
                 return f"HTTP {reply.status} on its own socket"
+        except AnswerError as exc:  # bounded: an endless or huge answer fails the gate
+            problem = f"{exc} on {address}"
         except (OSError, ValueError) as exc:
             problem = f"no answer on {address} ({exc.__class__.__name__})"
         try:

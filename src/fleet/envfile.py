@@ -11,9 +11,9 @@ from fleet.config import ENV_NAME_RE, AppConfig, Config
 from fleet.errors import ConfigError
 from fleet.files import require_file
 from fleet.host import Host
+from fleet.limits import env_line_problem
 
 Pairs = tuple[tuple[str, str], ...]
-
 
 def parse_env_file(path: str, text: str) -> Pairs:
     """KEY=VALUE lines; blank lines and lines starting with '#' are skipped. Values are kept
@@ -32,6 +32,9 @@ def parse_env_file(path: str, text: str) -> Pairs:
                               "is not a valid environment variable name before '='")
         if "\x00" in value:
             raise ConfigError(path, f"line {number}", "contains a NUL byte")
+        too_long = env_line_problem(key, value)
+        if too_long:
+            raise ConfigError(path, f"line {number} ({key})", too_long)
         pairs[key] = value
     return tuple(sorted(pairs.items()))
 

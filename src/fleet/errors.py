@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fleet.masking import mask_urls
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # something did not converge or a health check failed
 EXIT_INVALID = 2  # invalid input: nothing on the server was touched
@@ -40,12 +42,12 @@ class CommandError(FleetError):
         self.stdout = stdout
         self.stderr = stderr
         tail = (stderr.strip() or stdout.strip()).splitlines()[-1:] or [""]
-        super().__init__(f"{argv[0]} exited {returncode}: {tail[0]}")
+        super().__init__(mask_urls(f"{argv[0]} exited {returncode}: {tail[0]}"))
 
     def output_tail(self, lines: int = 20) -> str:
         """The last lines of the command's output, where its reason for failing usually is."""
         text = (self.stdout + "\n" + self.stderr).strip()
-        return "\n".join(text.splitlines()[-lines:])
+        return mask_urls("\n".join(text.splitlines()[-lines:]))
 
 
 class LockError(FleetError):

@@ -7,6 +7,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
+from fleet.bounded import AnswerError, AnswerTooSlow, deadline
 from fleet.config import AppConfig
 
 
@@ -18,6 +19,7 @@ class HealthResult:
     elapsed: float
 
 
+BODY_CAP = 65536  # what `contains` is looked for in
 PROBE_HEADER = "X-Fleet-Probe"
 SITE_HEADER = "X-Fleet-Site"
 
@@ -32,7 +34,10 @@ class Response:
 def probe(host_header: str, path: str, timeout: float = 5.0, address: str = "127.0.0.1",
           port: int | None = None, https: bool = False) -> Response:
     """One GET through nginx; with `https`, over TLS on 443 with the domain as SNI (port 80
-    only redirects). The certificate is not verified here: its expiry is checked apart."""
+    only redirects). The certificate is not verified here: its expiry is checked apart.
+
+    `timeout` bounds the whole exchange, not each read: the app behind nginx may stream its
+    answer a byte a second (AnswerTooSlow). Only the first BODY_CAP bytes are read."""
     conn: http.client.HTTPConnection
     if https:
         context = ssl.create_default_context()
@@ -42,11 +47,26 @@ def probe(host_header: str, path: str, timeout: float = 5.0, address: str = "127
                               sni=host_header)
     else:
         conn = http.client.HTTPConnection(address, port or 80, timeout=timeout)
+    start = time.monotonic()
     try:
-        conn.request("GET", path, headers={"Host": host_header, "User-Agent": "fleet-health",
-                                           PROBE_HEADER: "1"})
-        response = conn.getresponse()
-        return Response(response.status, response.read(65536).decode(errors="replace"),
+        conn.connect()
+        left = timeout - (time.monotonic() - start)
+        if left <= 0:
+            raise AnswerTooSlow(timeout)
+        with deadline(conn.sock, left) as expired:
+            try:
+                conn.request("GET", path, headers={"Host": host_header,
+                                                   "User-Agent": "fleet-health",
+                                                   PROBE_HEADER: "1"})
+                response = conn.getresponse()
+                body = response.read(BODY_CAP)
+            except (OSError, http.client.HTTPException):
+                if expired.is_set():
+                    raise AnswerTooSlow(timeout) from None
+                raise
+            if expired.is_set():  # a body cut short by the deadline is no answer
+                raise AnswerTooSlow(timeout)
+        return Response(response.status, body.decode(errors="replace"),
                         response.getheader(SITE_HEADER))
     finally:
         conn.close()
@@ -103,6 +123,9 @@ def check_app(app: AppConfig, site: str | None = None, *, timeout: float | None 
             problem = judge(app, response, site) or ""
             if not problem:
                 return HealthResult(True, status, f"HTTP {status}", clock.monotonic() - start)
+        except AnswerError as exc:
+            status = None
+            problem = str(exc)
         except (OSError, http.client.HTTPException) as exc:
             status = None
             problem = f"no response ({exc.__class__.__name__}: {exc})"

@@ -17,3 +17,13 @@ TOML_MAX_BYTES = 1024 * 1024
 # Tables and arrays nested deeper than this: fleet's own schema needs 4 levels; the parser
 # recurses per level, so thousands of levels raise RecursionError instead of a one-line error.
 TOML_MAX_DEPTH = 32
+
+
+def env_line_problem(key: str, value: str) -> str | None:
+    """Why uWSGI would not read the line `KEY=VALUE` whole, or None. Never quotes the value:
+    it is a secret. Used for `env` (config.py) and `env_file` lines (envfile.py) alike."""
+    length = len(f"{key}={value}".encode())
+    if length <= ENV_LINE_MAX:
+        return None
+    return (f"KEY=VALUE is {length} bytes; uWSGI reads at most {ENV_LINE_MAX} per line "
+            "(a longer one is cut and its rest becomes another variable)")

@@ -16,6 +16,7 @@ from fleet.files import plan_dir
 from fleet.history import History
 from fleet.host import Host
 from fleet.layout import AppPaths
+from fleet.masking import mask_urls
 from fleet.render import render
 from fleet.resources import repo as repo_res
 from fleet.resources.release import (
@@ -57,7 +58,7 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
                 session.apply(step, reown(app))
                 rollout.restart = f"user {app.owner} was re-created"
         with session.step("repo", app.name) as step:
-            rollout.commit = sync_repo(app, session, step, history)
+            rollout.commit = sync_repo(app, session, step, history, config.server.git_timeout)
         if rollout.commit is None:
             return
         rollout.release = release_id(rollout.commit)
@@ -112,24 +113,27 @@ def app_dirs(host: Host, app: AppConfig) -> list[Action]:
     return actions
 
 
-def sync_repo(app: AppConfig, session: Session, step: Step, history: History) -> str | None:
+def sync_repo(app: AppConfig, session: Session, step: Step, history: History,
+              timeout: float = repo_res.GIT_TIMEOUT) -> str | None:
     """Clone or fetch the mirror and resolve the ref (or a rollback's pin); a plan asks the
-    remote instead of fetching."""
+    remote instead of fetching. Credentials in the URL go to git through its environment."""
     host = session.host
     paths = AppPaths(app.name)
     existed = host.state(paths.repo) is not None
-    session.apply(step, repo_res.plan_clone(host, app.repo, paths.repo))
+    session.apply(step, repo_res.plan_clone(host, app.repo, paths.repo, timeout))
     if existed or not session.check:  # the mirror holds all the code: root only, like releases
         session.apply(step, plan_dir(host, paths.repo, 0o700))
     pin = history.pin if history.pin and history.pin.get("ref") == app.ref else None
     if session.check:
-        commit = (pin or {}).get("commit") or repo_res.remote_commit(host, app.repo, app.ref)
+        commit = (pin or {}).get("commit") or repo_res.remote_commit(host, app.repo, app.ref,
+                                                                     timeout)
         if commit is None or not existed:
-            session.apply(step, [Unknown(f"resolve {app.ref or 'HEAD'} of {app.repo}")])
+            session.apply(step, [Unknown(f"resolve {app.ref or 'HEAD'} of "
+                                         f"{mask_urls(app.repo)}")])
             return None
         return commit
     if existed:
-        repo_res.fetch(host, paths.repo)
+        repo_res.fetch(host, app.repo, paths.repo, timeout)
     commit = repo_res.resolve(host, paths.repo, (pin or {}).get("commit") or app.ref)
     step.notes.append(f"commit {commit[:12]}" + (" (pinned by a rollback)" if pin else ""))
     return commit

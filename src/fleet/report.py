@@ -22,6 +22,7 @@ from rich.text import Text
 from fleet import layout
 from fleet.actions import MASK, Action, Unknown, WriteFile
 from fleet.converge import Outcome
+from fleet.masking import mask_urls
 from fleet.session import Session, Status, Step
 
 STYLE = {Status.OK: "green", Status.CHANGED: "yellow", Status.FAILED: "bold red",
@@ -31,7 +32,6 @@ UNDECIDED_NOTE = "decided when the steps before it have run"
 
 # ----------------------------------------------------------------------------- masking
 
-URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s\"']+@")
 TABLE_HEADER = re.compile(r"^\s*\[\s*(?P<name>[^\[\]]+?)\s*\]\s*(#.*)?$")
 KEY_VALUE = re.compile(r"^(?P<indent>\s*)(?P<key>(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
                        r"(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)"
@@ -40,11 +40,6 @@ INLINE_ENV = re.compile(r"^(?P<head>\s*(?:[A-Za-z0-9_-]+\s*\.\s*)*env\s*=\s*)\{(
                         r"(?P<tail>\s*(#.*)?)$")
 INLINE_PAIR = re.compile(r"(?P<key>[A-Za-z0-9_-]+|\"(?:[^\"\\]|\\.)*\"|'[^']*')\s*=\s*"
                          r"(?P<value>\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^,}]+?)\s*(?=,|$)")
-
-
-def mask_urls(text: str) -> str:
-    """https://user:token@host/... -> https://********@host/... (repo and index URLs)."""
-    return URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{MASK}@", text)
 
 
 def dotted(key: str) -> list[str]:
@@ -271,7 +266,7 @@ def summary_json(session: Session, outcome: Outcome, extra: dict[str, object] | 
                     for name, r in outcome.apps.items()}
     data["steps"] = [step_json(s) for s in session.steps]
     if outcome.aborted:
-        data["aborted"] = outcome.aborted
+        data["aborted"] = mask_urls(outcome.aborted)
     data.update(extra or {})
     return data
 
@@ -300,7 +295,7 @@ def print_summary(console: Console, session: Session, outcome: Outcome, *,
     if counts["changed"] == 0 and counts["failed"] == 0:
         console.print("Nothing changed: the server already matched the desired state.")
     if outcome.aborted:
-        console.print(Text.assemble(("stopped: ", "bold red"), outcome.aborted))
+        console.print(Text.assemble(("stopped: ", "bold red"), mask_urls(outcome.aborted)))
     if outcome.apps:
         table = Table("app", "commit", "health", "changed", "error")
         for name, result in outcome.apps.items():
@@ -308,5 +303,5 @@ def print_summary(console: Console, session: Session, outcome: Outcome, *,
             table.add_row(name, (result.commit or "-")[:12],
                           Text(result.health, style=colour),
                           "yes" if app_changed(session, name) else "no",
-                          Text(result.error or ""))
+                          Text(mask_urls(result.error or "")))
         console.print(table)

@@ -13,6 +13,7 @@ from fleet.actions import Action, Unknown
 from fleet.errors import CommandError, FleetError
 from fleet.executor import perform
 from fleet.host import Host
+from fleet.masking import mask_urls
 
 
 class Status(str, Enum):
@@ -79,20 +80,22 @@ class Session:
         self.reporter.step_started(record)
         try:
             yield record
+        # Errors and logs are masked once, here: every report, table and JSON field shows
+        # these records, and a git error may quote a URL with credentials.
         except CommandError as exc:
             record.status = Status.FAILED
-            record.error = str(exc)
-            record.log = exc.output_tail()
+            record.error = mask_urls(str(exc))
+            record.log = mask_urls(exc.output_tail())
             self.reporter.step_finished(record)
             raise StepFailed(record) from exc
         except FleetError as exc:
             record.status = Status.FAILED
-            record.error = str(exc)
+            record.error = mask_urls(str(exc))
             self.reporter.step_finished(record)
             raise StepFailed(record) from exc
         except OSError as exc:
             record.status = Status.FAILED
-            record.error = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+            record.error = mask_urls(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
             self.reporter.step_finished(record)
             raise StepFailed(record) from exc
         if record.actions:

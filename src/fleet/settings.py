@@ -46,6 +46,8 @@ class ServerConfig:
     acme: AcmeSettings = field(default_factory=AcmeSettings)
     # Who may reach the apps through nginx: addresses or networks (plus loopback); () = anyone.
     accept_from: tuple[str, ...] = ()
+    # Longest a clone, fetch or ls-remote of an app's repo may take (a hung git server).
+    git_timeout: float = 900.0
 
 
 @dataclass(frozen=True)

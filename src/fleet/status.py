@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import layout
+from fleet.bounded import STATS_CAP, AnswerError, parse_json, read_all
 from fleet.certs import certificate_status, served_files
 from fleet.config import Config
 from fleet.health import judge, probe
@@ -25,14 +26,16 @@ from fleet.rotation import as_app, current, load_drained, marked_down
 
 
 def read_stats(path: str, timeout: float = 2.0) -> dict[str, Any]:
-    """uWSGI's stats server writes one JSON document and closes the connection."""
+    """uWSGI's stats server writes one JSON document and closes the connection. The socket's
+    directory is writable by the app, so the answer may be anyone's: it is read within
+    `timeout` and STATS_CAP bytes, and anything but a JSON object is an AnswerError."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return json.loads(b"".join(chunks).decode(errors="replace"))
+        data = parse_json(read_all(sock, timeout, STATS_CAP))
+    if not isinstance(data, dict):
+        raise AnswerError("stats answer unreadable (not a JSON object)")
+    return data
 
 
 @dataclass
@@ -59,13 +62,17 @@ def proc_rss(pid: int) -> int:
 def parse_workers(stats: dict[str, Any],
                   rss_of: Callable[[int], int] = proc_rss) -> list[WorkerInfo]:
     """Workers from a vassal's stats. uWSGI counts a worker's first start in respawn_count,
-    so respawns are that count minus one."""
-    return [WorkerInfo(int(w.get("pid", 0)), str(w.get("status", "?")),
-                       int(w.get("requests", 0)),
-                       int(w.get("rss", 0)) or rss_of(int(w.get("pid", 0))),
-                       max(int(w.get("respawn_count", 0)) - 1, 0))
-            for w in stats.get("workers", [])
-            if int(w.get("pid", 0)) > 0]  # cheaper's stopped workers keep a slot with pid 0
+    so respawns are that count minus one. Its socket is in a directory the app can write:
+    a document of another shape is an AnswerError, not a traceback."""
+    try:
+        return [WorkerInfo(int(w.get("pid", 0)), str(w.get("status", "?")),
+                           int(w.get("requests", 0)),
+                           int(w.get("rss", 0)) or rss_of(int(w.get("pid", 0))),
+                           max(int(w.get("respawn_count", 0)) - 1, 0))
+                for w in stats.get("workers", [])
+                if int(w.get("pid", 0)) > 0]  # cheaper's stopped workers keep a pid-0 slot
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        raise AnswerError("stats answer unreadable (not uWSGI's workers)") from None
 
 
 def vassal_owner(filename: str) -> tuple[str, str | None] | None:
@@ -90,16 +97,20 @@ def ini_value(text: str, key: str) -> str | None:
 class VassalStatus:
     id: str
     release: str | None
-    state: str  # running, sleeping, throttled, failing, starting, stopped
+    state: str  # running, sleeping, throttled, failing, starting, stopped, unreadable
     pid: int | None = None
+    stats_problem: str | None = None  # why its stats answer was refused (state unreadable)
     respawns: int = 0
     attempts: int = 0  # failed starts counted by the Emperor's throttling
     workers: list[WorkerInfo] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
-        return {"id": self.id, "release": self.release, "state": self.state, "pid": self.pid,
+        data = {"id": self.id, "release": self.release, "state": self.state, "pid": self.pid,
                 "respawns": self.respawns, "failed_starts": self.attempts,
                 "workers": [w.pid for w in self.workers]}
+        if self.stats_problem:
+            data["stats_problem"] = self.stats_problem
+        return data
 
 
 def is_sleeping(host: Host, filename: str, entry: dict[str, Any] | None) -> bool:
@@ -130,6 +141,9 @@ def vassal_status(host: Host, filename: str, emperor: dict[str, Any] | None) -> 
             raise OSError("no stats socket in the vassal file")
         result.workers = parse_workers(read_stats(stats_path))
         result.state = "running"
+    except AnswerError as exc:  # an answer came, but not one fleet reads: say so
+        result.state = "unreadable"
+        result.stats_problem = str(exc)
     except (OSError, ValueError):
         if blocked is not None:
             result.state = "throttled"
@@ -181,7 +195,8 @@ def why_down(host: Host, name: str, vassal: VassalStatus) -> str:
     what = {"throttled": f"throttled by the Emperor after {vassal.attempts} failed starts",
             "failing": f"exits right after starting ({vassal.respawns} respawns)",
             "starting": "starting, not answering on its stats socket yet",
-            "stopped": "not running (the Emperor does not list it)"}.get(vassal.state,
+            "stopped": "not running (the Emperor does not list it)",
+            "unreadable": f"its stats socket: {vassal.stats_problem}"}.get(vassal.state,
                                                                         vassal.state)
     error = last_error(app_log_tail(host, name, 40))
     return f"{what}: {error}" if error else what

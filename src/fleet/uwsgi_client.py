@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from dataclasses import dataclass
+
+from fleet.bounded import REPLY_CAP, AnswerTooSlow, read_all
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,9 @@ def parse_reply(raw: bytes) -> Reply:
 
 def get(address: str, path: str, host: str, timeout: float = 5.0,
         script_name: str = "") -> Reply:
-    """address: a unix socket path, or HOST:PORT for a TCP socket."""
+    """address: a unix socket path, or HOST:PORT for a TCP socket. The whole exchange takes
+    at most `timeout` seconds and REPLY_CAP bytes (AnswerTooSlow / AnswerTooLarge)."""
+    start = time.monotonic()
     if address.startswith("/"):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         target: object = address
@@ -62,7 +67,8 @@ def get(address: str, path: str, host: str, timeout: float = 5.0,
         sock.settimeout(timeout)
         sock.connect(target)  # type: ignore[arg-type]
         sock.sendall(encode_vars(request_vars(path, host, script_name)))
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return parse_reply(b"".join(chunks))
+        left = timeout - (time.monotonic() - start)
+        if left <= 0:
+            raise AnswerTooSlow(timeout)
+        raw = read_all(sock, left, REPLY_CAP)
+    return parse_reply(raw)

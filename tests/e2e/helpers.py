@@ -26,8 +26,9 @@ def install_fleet(server: BareServer, pyz: Path) -> None:
     server.copy_in(ROOT / "bootstrap", "/root/bootstrap", 0o755)
 
 
-def fleet(server: BareServer, *args: str, timeout: float = 1500) -> Completed:
-    return server.run(["/usr/local/bin/fleet", *args], timeout=timeout)
+def fleet(server: BareServer, *args: str, timeout: float = 1500,
+          input: str | None = None) -> Completed:
+    return server.run(["/usr/local/bin/fleet", *args], timeout=timeout, input=input)
 
 
 @dataclass
@@ -40,8 +41,9 @@ class JsonRun:
         return self.result.returncode
 
 
-def fleet_json(server: BareServer, *args: str, timeout: float = 1500) -> JsonRun:
-    result = fleet(server, *args, "--json", timeout=timeout)
+def fleet_json(server: BareServer, *args: str, timeout: float = 1500,
+               input: str | None = None) -> JsonRun:
+    result = fleet(server, *args, "--json", timeout=timeout, input=input)
     try:
         data = json.loads(result.stdout)
     except ValueError as exc:

@@ -134,7 +134,7 @@ def test_unknown_host_gets_no_app_content(box, first_apply) -> None:
 def test_add_app_leaves_other_vassals_alone(box, first_apply, git_remote) -> None:
     before = service_pids(box)
     run = fleet_json(box, "add-app", "delta", "--repo", git_remote.url("delta"),
-                     "--domain", "delta.test", "--env", "A=1")
+                     "--domain", "delta.test", "--env", "A", input="1\n")
     assert run.returncode == 0, describe(run)
     assert set(run.data["apps"]) == {"delta"}
     status, body = get(box, "delta.test")

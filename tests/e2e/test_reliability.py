@@ -163,10 +163,12 @@ BAD_FILES = {
 }
 BAD_ARGS = {
     "unknown option": (["apply", "--frobnicate"], "No such option: --frobnicate"),
-    "bad --env pair": (["add-app", "x", "--repo", "r", "--domain", "x.test", "--env", "NOPE"],
-                       "--env: NOPE: expected KEY=VALUE"),
-    "bad --env name": (["add-app", "x", "--repo", "r", "--domain", "x.test", "--env", "1A=b"],
-                       "env.1A: is not a valid environment variable name"),
+    # A value on the command line is refused, naming the key only (issue 14).
+    "--env pair": (["add-app", "x", "--repo", "r", "--domain", "x.test", "--env", "NOPE=v"],
+                   "--env: NOPE: a value on the command line is readable by every local user"),
+    "bad --env file line": (["add-app", "x", "--repo", "r", "--domain", "x.test",
+                             "--env-file", "/etc/hostname"],
+                            "/etc/hostname: line 1: expected KEY=VALUE"),
 }
 
 

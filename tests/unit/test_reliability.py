@@ -196,10 +196,12 @@ def test_lock_of_a_killed_run_does_not_block(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "expected"), [
     (["apply", "--no-such-option"], "No such option: --no-such-option"),
     (["apply", "--prune=maybe"], "fleet: "),
-    (["add-app", "x", "--repo", "r", "--domain", "x.test", "--env", "NOVALUE"],
-     "--env: NOVALUE: expected KEY=VALUE"),
+    (["add-app", "x", "--repo", "r", "--domain", "x.test", "--env", "K=s3cret"],
+     "--env: K: a value on the command line is readable by every local user"),
     (["add-app", "x", "--repo", "r", "--domain", "x.test", "--env", "=v"],
-     "--env: =v: expected KEY=VALUE"),
+     "--env: =: a value on the command line"),
+    (["add-app", "x", "--repo", "r", "--domain", "x.test", "--env-file", "/nonexistent.env"],
+     "/nonexistent.env: no such file"),
 ])
 def test_bad_command_line_is_one_line_exit_2(args: list[str], expected: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

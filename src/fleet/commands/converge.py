@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -17,6 +19,7 @@ from fleet.commands.common import (
     require_root,
     run_converge,
 )
+from fleet.envfile import parse_env_file
 from fleet.errors import ConfigError
 from fleet.lock import run_lock
 from fleet.store import desired_state, with_app
@@ -63,13 +66,44 @@ def do_apply(file: Path | None, *, prune: bool, check: bool, json_out: bool) -> 
         return run_converge(desired, json_out=json_out, check=check)
 
 
-def parse_env_pairs(pairs: list[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError("--env", pair, "expected KEY=VALUE")
-        env[key] = value
+ENV_ON_ARGV = ("a value on the command line is readable by every local user (/proc): "
+               "give --env KEY and the value on stdin, or --env-file FILE")
+
+
+def env_names(names: list[str]) -> list[str]:
+    """--env takes a name only: KEY=VALUE is refused naming the key, never the value."""
+    for name in names:
+        key, sep, _value = name.partition("=")
+        if sep:
+            raise ConfigError("--env", key or "=", ENV_ON_ARGV)
+        if not key:
+            raise ConfigError("--env", "''", "expected a variable name")
+    return names
+
+
+def read_env_values(names: list[str], stdin: TextIO) -> dict[str, str]:
+    """The values of --env names: a hidden prompt on a terminal; otherwise one line of stdin
+    per name, in order (a single name takes all of stdin, less its final newline)."""
+    if not names:
+        return {}
+    if stdin.isatty():
+        return {name: getpass.getpass(f"{name}: ") for name in names}
+    if len(names) == 1:
+        return {names[0]: stdin.read().removesuffix("\n")}
+    lines = stdin.read().split("\n")
+    if len(lines) < len(names):
+        raise ConfigError("--env", names[len(lines)],
+                          f"stdin has {len(lines)} lines for {len(names)} --env names")
+    return dict(zip(names, lines, strict=False))
+
+
+def read_env_sources(names: list[str], env_file: Path | None,
+                     stdin: TextIO = sys.stdin) -> dict[str, str]:
+    """The app's env table: --env-file's pairs, then the --env values read from stdin."""
+    env: dict[str, str] = {}
+    if env_file is not None:
+        env.update(parse_env_file(str(env_file), read_input(env_file)))
+    env.update(read_env_values(env_names(names), stdin))
     return env
 
 
@@ -82,20 +116,24 @@ def add_app(
     path: Annotated[str, typer.Option(help="App directory inside the repo.")] = ".",
     module: Annotated[str, typer.Option(help="uWSGI module spec.")] = "wsgi:app",
     env: Annotated[list[str] | None, typer.Option(
-        help="Environment variable KEY=VALUE (repeatable).")] = None,
+        help="Environment variable NAME (repeatable); its value is read from stdin (one line "
+             "per name) or a hidden prompt, never from the command line.")] = None,
+    env_file: Annotated[Path | None, typer.Option(
+        "--env-file", help="File of KEY=VALUE lines for the app's env table.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Add (or replace) one app in /etc/fleet/apps and converge just that app.
 
     Example: fleet add-app blog --repo https://git.example.com/blog.git --domain blog.example.com
     """
+    values = read_env_sources(list(env or []), env_file)  # bad input: exit 2 first
     require_root()
     raw: dict[str, object] = {"repo": repo, "domains": list(domain), "path": path,
                               "module": module}
     if ref:
         raw["ref"] = ref
-    if env:
-        raw["env"] = parse_env_pairs(env)
+    if values:
+        raw["env"] = values
     host = local_host()
     with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
         desired = with_app(desired_state(host, None, None), name, raw, f"add-app {name}")

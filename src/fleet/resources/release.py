@@ -30,6 +30,7 @@ from fleet.layout import BUILD_CACHE, SYSTEM_PYTHON, AppPaths
 from fleet.resources.repo import git, has_path, read_blob
 
 VENV_MARKER = ".fleet-complete"
+ARCHIVE_PREFIX = "fleet-archive-"  # git archive's tar of a build, inside the mirror
 PIP_ENV = (("PIP_DISABLE_PIP_VERSION_CHECK", "1"), ("PIP_NO_INPUT", "1"),
            ("PIP_ROOT_USER_ACTION", "ignore"))
 
@@ -95,15 +96,22 @@ def check_repo_paths(host: Host, app: AppConfig, commit: str) -> None:
                                  f"{commit[:12]}")
 
 
+def stale_archives(host: Host, repo: str) -> list[Action]:
+    """The code of a build is exported as a tar inside the root-only mirror, never in a
+    world-traversable place; one a killed run left there is swept by the next build."""
+    return [Remove(f"{repo}/{name}", "left by an interrupted run")
+            for name in host.listdir(repo) if name.startswith(ARCHIVE_PREFIX)]
+
+
 def plan_release(host: Host, app: AppConfig, commit: str) -> list[Action]:
     paths = AppPaths(app.name)
     final = paths.release(release_id(commit))
     check_repo_paths(host, app, commit)
+    actions: list[Action] = stale_archives(host, paths.repo)
     if host.state(final) is not None:
-        return []
+        return actions
     tmp = f"{paths.releases}/.{release_id(commit)}.tmp"
-    tarball = f"{tmp}.tar"
-    actions: list[Action] = []
+    tarball = f"{paths.repo}/{ARCHIVE_PREFIX}{release_id(commit)}.tar"  # root-only (0700)
     if host.state(tmp) is not None:
         actions.append(Remove(tmp, "left by an interrupted run"))
     actions += [

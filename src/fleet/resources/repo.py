@@ -1,4 +1,9 @@
-"""The app's git repository: a root-owned mirror, fetched on every run, resolved to a commit."""
+"""The app's git repository: a root-owned mirror, fetched on every run, resolved to a commit.
+
+Credentials in the repo URL never reach git's command line or the mirror's config: git gets
+the URL without them and a credential helper (set through GIT_CONFIG_* variables, readable by
+root only in /proc/PID/environ) that prints them from the environment.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +12,65 @@ import re
 from fleet.actions import Action, Move, Remove, Run
 from fleet.errors import FleetError
 from fleet.host import Host
+from fleet.masking import RepoUrl, mask_urls, split_credentials
 
 GIT = ("git", "-c", "safe.directory=*")
 GIT_ENV = (("GIT_TERMINAL_PROMPT", "0"), ("GIT_ASKPASS", "/bin/false"))
+GIT_TIMEOUT = 900.0  # [server] git_timeout
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+# A shell function git runs as `HELPER get`: printf is a dash builtin, so the values are
+# expanded inside the shell and appear on no command line.
+CREDENTIAL_HELPER = ('!f() { test "$1" = get || return 0; printf \'username=%s\\npassword=%s\\n\' '
+                     '"$FLEET_GIT_USERNAME" "$FLEET_GIT_PASSWORD"; }; f')
+
+
+def git_env(repo: RepoUrl, timeout: float = GIT_TIMEOUT) -> tuple[tuple[str, str], ...]:
+    """What every command that talks to the remote gets: no prompt, a stalled transfer
+    aborted by curl itself (so no helper outlives a killed git), and the credentials."""
+    env = [*GIT_ENV, ("GIT_HTTP_LOW_SPEED_LIMIT", "1"),
+           ("GIT_HTTP_LOW_SPEED_TIME", str(max(1, int(min(timeout, 60)))))]
+    if repo.has_credentials:
+        # An empty helper first resets any helper from git's system or global config, so
+        # the credentials are never handed to (and stored by) another helper.
+        env += [("GIT_CONFIG_COUNT", "2"),
+                ("GIT_CONFIG_KEY_0", "credential.helper"), ("GIT_CONFIG_VALUE_0", ""),
+                ("GIT_CONFIG_KEY_1", f"credential.{repo.origin()}.helper"),
+                ("GIT_CONFIG_VALUE_1", CREDENTIAL_HELPER),
+                ("FLEET_GIT_USERNAME", repo.username), ("FLEET_GIT_PASSWORD", repo.password)]
+    return tuple(env)
 
 
 def git(repo: str, *args: str) -> list[str]:
     return [*GIT, "-C", repo, *args]
 
 
-def plan_clone(host: Host, url: str, repo: str) -> list[Action]:
-    """Clone a mirror beside the final path, then rename: a killed clone is never mistaken."""
+def plan_clone(host: Host, url: str, repo: str, timeout: float = GIT_TIMEOUT) -> list[Action]:
+    """Clone a mirror beside the final path, then rename: a killed clone is never mistaken.
+
+    The mirror's remote URL is the one without credentials: a mirror cloned by an older fleet
+    with a token in its config is rewritten here (the token leaves the file)."""
+    remote = split_credentials(url)
     if host.state(repo) is not None:
         current = host.run(git(repo, "config", "--get", "remote.origin.url"), check=False)
-        if current.stdout.strip() != url:
-            return [Run(tuple(git(repo, "remote", "set-url", "origin", url)),
-                        "point the mirror at the new repo URL")]
+        if current.stdout.strip() != remote.url:
+            return [Run(tuple(git(repo, "remote", "set-url", "origin", "--", remote.url)),
+                        "point the mirror at the new repo URL (without credentials)")]
         return []
     tmp = f"{repo}.tmp"
     actions: list[Action] = []
     if host.state(tmp) is not None:
         actions.append(Remove(tmp, "left by an interrupted clone"))
-    actions += [Run((*GIT, "clone", "--mirror", "--quiet", url, tmp), f"clone {url}",
-                    GIT_ENV, timeout=900),
+    actions += [Run((*GIT, "clone", "--mirror", "--quiet", "--", remote.url, tmp),
+                    f"clone {mask_urls(remote.url)}", git_env(remote, timeout),
+                    timeout=timeout),
                 Move(tmp, repo)]
     return actions
 
 
-def fetch(host: Host, repo: str) -> None:
+def fetch(host: Host, url: str, repo: str, timeout: float = GIT_TIMEOUT) -> None:
     """Refresh the mirror. Not a change of the server's state: only of fleet's cache of it."""
-    host.run(git(repo, "fetch", "--prune", "--quiet", "origin"), env=dict(GIT_ENV), timeout=900)
+    host.run(git(repo, "fetch", "--prune", "--quiet", "origin"),
+             env=dict(git_env(split_credentials(url), timeout)), timeout=timeout)
 
 
 def resolve(host: Host, repo: str, ref: str | None) -> str:
@@ -64,11 +97,14 @@ def parse_ls_remote(output: str, ref: str | None) -> str | None:
     return ref if SHA_RE.match(ref) else None
 
 
-def remote_commit(host: Host, url: str, ref: str | None) -> str | None:
+def remote_commit(host: Host, url: str, ref: str | None,
+                  timeout: float = GIT_TIMEOUT) -> str | None:
     """Look the ref up without touching the server (for plans); None when it cannot be known."""
     if ref is not None and SHA_RE.match(ref):
         return ref
-    result = host.run([*GIT, "ls-remote", url], check=False, env=dict(GIT_ENV), timeout=120)
+    remote = split_credentials(url)
+    result = host.run([*GIT, "ls-remote", "--", remote.url], check=False,
+                      env=dict(git_env(remote, timeout)), timeout=min(120, timeout))
     return parse_ls_remote(result.stdout, ref) if result.ok else None
 
 

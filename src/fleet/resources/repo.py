@@ -17,7 +17,7 @@ from fleet.masking import RepoUrl, mask_urls, split_credentials
 GIT = ("git", "-c", "safe.directory=*")
 GIT_ENV = (("GIT_TERMINAL_PROMPT", "0"), ("GIT_ASKPASS", "/bin/false"))
 GIT_TIMEOUT = 900.0  # [server] git_timeout
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+SHA_RE = re.compile(r"[0-9a-f]{40}")
 # A shell function git runs as `HELPER get`: printf is a dash builtin, so the values are
 # expanded inside the shell and appear on no command line.
 CREDENTIAL_HELPER = ('!f() { test "$1" = get || return 0; printf \'username=%s\\npassword=%s\\n\' '
@@ -75,10 +75,11 @@ def fetch(host: Host, url: str, repo: str, timeout: float = GIT_TIMEOUT) -> None
 
 def resolve(host: Host, repo: str, ref: str | None) -> str:
     wanted = ref or "HEAD"
-    result = host.run(git(repo, "rev-parse", "--verify", "--quiet", f"{wanted}^{{commit}}"),
+    result = host.run(git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
+                                f"{wanted}^{{commit}}"),
                       check=False)
     sha = result.stdout.strip()
-    if not result.ok or not SHA_RE.match(sha):
+    if not result.ok or not SHA_RE.fullmatch(sha):
         raise FleetError(f"ref {wanted!r} not found in the repository")
     return sha
 
@@ -94,13 +95,13 @@ def parse_ls_remote(output: str, ref: str | None) -> str | None:
     for name in (f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"refs/heads/{ref}", ref):
         if name in refs:
             return refs[name]
-    return ref if SHA_RE.match(ref) else None
+    return ref if SHA_RE.fullmatch(ref) else None
 
 
 def remote_commit(host: Host, url: str, ref: str | None,
                   timeout: float = GIT_TIMEOUT) -> str | None:
     """Look the ref up without touching the server (for plans); None when it cannot be known."""
-    if ref is not None and SHA_RE.match(ref):
+    if ref is not None and SHA_RE.fullmatch(ref):
         return ref
     remote = split_credentials(url)
     result = host.run([*GIT, "ls-remote", "--", remote.url], check=False,

@@ -238,10 +238,7 @@ class LocalHost:
             fd = _open_component(parent_fd, name, path)
         finally:
             os.close(parent_fd)
-        try:
-            _set_attrs(fd, mode, owner, group)
-        finally:
-            os.close(fd)
+        _set_attrs(fd, mode, owner, group)
 
     def chown(self, path: str, mode: int, owner: str, group: str) -> None:
         """Owner, group and mode of the path itself, never of what a link points at."""
@@ -254,10 +251,7 @@ class LocalHost:
             raise
         finally:
             os.close(parent_fd)
-        try:
-            _set_attrs(fd, mode, owner, group)
-        finally:
-            os.close(fd)
+        _set_attrs(fd, mode, owner, group)
 
     def own_tree(self, path: str, owner: str | None, group: str, modes: str) -> None:
         """chown -R (and with modes="private", chmod -R u=rwX,g=rX,o=) without following a
@@ -412,8 +406,12 @@ def _open_component(dir_fd: int, name: str, path: str) -> int:
 
 
 def _set_attrs(fd: int, mode: int, owner: str, group: str) -> None:
-    os.fchown(fd, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
-    os.fchmod(fd, mode)
+    """Owner, group and mode through the open fd (which this closes): never a link's target."""
+    try:
+        os.fchown(fd, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _walk(fd: int, visit: Callable[[int, os.stat_result], None],

@@ -69,8 +69,12 @@ def test_pip_runs_contained_as_the_app_user_then_root_takes_the_venv() -> None:
     actions = plan_venv(host, app, "a" * 40, Dependencies("requirements", "d"), VENV, pip)
     kinds = [type(a) for a in actions]
     assert kinds.index(BuildVenv) < kinds.index(ContainedRun) < kinds.index(WriteFile)
-    build = next(a for a in actions if isinstance(a, ContainedRun))
+    copy, build = [a for a in actions if isinstance(a, ContainedRun)]
+    # pip builds local paths (`./pkg`, `-e .`) in place: never in the read-only release.
+    assert copy.argv[0] == "/bin/cp" and copy.argv[-1] == "/var/cache/fleet/blog/src"
     assert build.user == "blog" and build.argv[:4] == (f"{VENV}/bin/python", "-I", "-m", "pip")
+    assert build.argv[-2:] == ("-r", "/var/cache/fleet/blog/src/requirements.txt")
+    assert build.cwd == "/var/cache/fleet/blog/src"
     assert build.writable == (VENV, "/var/cache/fleet/blog")
     assert ("PIP_INDEX_URL", TOKEN) in build.env and TOKEN not in " ".join(build.argv)
     assert ("HOME", "/var/cache/fleet/blog") in build.env

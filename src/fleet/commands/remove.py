@@ -28,6 +28,7 @@ from fleet.lock import run_lock
 from fleet.logs import nginx_logs
 from fleet.nginx import wait_workers_gone, worker_pids
 from fleet.report import print_json, print_summary, summary_json
+from fleet.resources.release import build_cache
 from fleet.resources.users import account, is_fleet_account
 from fleet.session import Session, Step, StepFailed
 from fleet.status import read_emperor, vassal_owner
@@ -179,7 +180,7 @@ def purge_actions(host: Host, app: AppConfig) -> list[Action]:
     actions: list[Action] = []
     for path in (paths.home, paths.state_file, f"{layout.STATE_DIR}/apps/{app.name}",
                  paths.run_dir, paths.env_file, *nginx_logs(app.name),
-                 certs.state_file(app.name)):
+                 certs.state_file(app.name), build_cache(app)):
         actions += plan_absent(host, path, "purged")
     if fleet_user(host, app):
         actions.append(Run(("userdel", app.owner), f"delete user {app.owner}"))

@@ -215,19 +215,20 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
     def contained(argv: tuple[str, ...], why: str, cwd: str = "/") -> ContainedRun:
         return ContainedRun(argv, app.owner, why, env, cwd, (venv, cache), 1800, secrets)
 
-    if deps.kind == "requirements":
-        # cwd is the release so relative paths in requirements.txt work; -I keeps it off
-        # sys.path, and the release is read-only to the build.
-        actions.append(contained((*pip_cmd, "-r", f"{code}/requirements.txt"),
-                                 "install requirements.txt", code))
-    elif deps.kind == "project":
-        # Building writes build/ and *.egg-info into the source: build a private copy.
+    if deps.kind in ("requirements", "project"):
+        # pip writes into the source it builds (build/, *.egg-info: a project, or a local
+        # path or `-e .` in requirements.txt), and the release is root-owned and read-only:
+        # build from a private copy the app's user owns.
         src = f"{cache}/src"
         if host.state(src) is not None:
             actions.append(Remove(src, "a previous build's copy"))
-        actions += [contained(("/bin/cp", "-R", "--", code, src), "copy the project to build it"),
-                    contained((*pip_cmd, src), "install the project"),
-                    Remove(src, "the build copy")]
+        actions.append(contained(("/bin/cp", "-R", "--", code, src), "copy the code to build it"))
+        if deps.kind == "requirements":
+            actions.append(contained((*pip_cmd, "-r", f"{src}/requirements.txt"),
+                                     "install requirements.txt", src))
+        else:
+            actions.append(contained((*pip_cmd, src), "install the project"))
+        actions.append(Remove(src, "the build copy"))
     actions += secure(venv, app.owner)
     actions.append(WriteFile(f"{venv}/{VENV_MARKER}", f"{deps.kind} {deps.digest}\n".encode(),
                              0o640, "root", app.owner))

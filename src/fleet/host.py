@@ -15,6 +15,7 @@ import re
 import secrets
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -173,17 +174,14 @@ class LocalHost:
         full_env.update(env or {})
         try:
             # No child ever shares fleet's terminal: stdin is /dev/null unless input is given.
-            stdin = subprocess.DEVNULL if input is None else None
-            proc = subprocess.run(list(argv), cwd=cwd, env=full_env, input=input, stdin=stdin,
-                                  capture_output=True, text=True, timeout=timeout,
-                                  errors="replace", check=False)
+            proc = subprocess.Popen(list(argv), cwd=cwd, env=full_env,
+                                    stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    errors="replace")
         except FileNotFoundError:
             result = RunResult(127, "", f"{argv[0]}: command not found")
-        except subprocess.TimeoutExpired as exc:
-            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
-            result = RunResult(124, out, f"timed out after {timeout} s: {shlex.join(argv)}")
         else:
-            result = RunResult(proc.returncode, proc.stdout, proc.stderr)
+            result = _communicate(proc, input, timeout, argv)
         if check and not result.ok:
             raise CommandError(list(argv), result.returncode, result.stdout, result.stderr)
         return result
@@ -438,6 +436,46 @@ def _walk(fd: int, visit: Callable[[int, os.stat_result], None],
             # fifos, sockets, devices: git archive never makes them; left alone
     finally:
         os.close(fd)
+
+
+def _communicate(proc: subprocess.Popen[str], input: str | None, timeout: float | None,
+                 argv: Sequence[str]) -> RunResult:
+    """Wait for the command; at its timeout kill its whole tree (git's remote helper, hung on
+    a silent server, would outlive git and keep the pipes open), then stop waiting for
+    anything that escaped the tree."""
+    try:
+        out, errout = proc.communicate(input, timeout=timeout)
+        return RunResult(proc.returncode, out, errout)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        try:
+            out, _ = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = ""
+        return RunResult(124, out or "", f"timed out after {timeout} s: {shlex.join(argv)}")
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (found through /proc: no procps needed)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    todo, tree = [pid], []
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    for member in tree:
+        with contextlib.suppress(OSError):
+            os.kill(member, signal.SIGKILL)
 
 
 def _user(uid: int) -> str:

@@ -3,6 +3,9 @@ build and init steps that use them (issue 14, item 1)."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from fleet.actions import MASK, BuildVenv, ContainedRun, OwnTree, Run, WriteFile
 from fleet.config import PipSettings
 from fleet.host import LocalHost, contained_argv, env_file_text
@@ -94,3 +97,27 @@ def test_project_builds_from_a_private_copy() -> None:
     contained = [a for a in actions if isinstance(a, ContainedRun)]
     assert contained[0].argv[0] == "/bin/cp"
     assert contained[1].argv[-1] == "/var/cache/fleet/blog/src"
+
+
+def test_a_timed_out_command_takes_its_whole_tree_with_it(tmp_path) -> None:
+    """git's remote helper, hung on a silent server, outlived git and held the pipes: at the
+    timeout every descendant goes, and run() returns instead of waiting for them."""
+    marker = tmp_path / "child.pid"
+    started = time.monotonic()
+    result = LocalHost().run(["sh", "-c", f"sleep 300 & echo $! > {marker}; sleep 300"],
+                             check=False, timeout=1)
+    assert result.returncode == 124 and "timed out after 1 s" in result.stderr
+    assert time.monotonic() - started < 10
+    child = int(marker.read_text())
+    deadline = time.monotonic() + 5
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(child)
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a killed orphan stays one until init reaps it)."""
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return False

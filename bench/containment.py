@@ -14,7 +14,7 @@ import time
 from _common import ROOT, machine  # noqa: F401 - puts the repo on sys.path
 from tests.harness.server import BareServer
 
-from fleet.host import contained_argv
+from fleet.host.machine import contained_argv
 
 
 class PrivateServer(BareServer):

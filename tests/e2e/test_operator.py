@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.layout import BASE_PACKAGES
+from fleet.host.layout import BASE_PACKAGES
 from tests.e2e.helpers import fleet, get, install_fleet, service_pids, uwsgi_processes
 from tests.harness.server import BareServer, NoResponse
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.config import parse_toml
+from fleet.config.parse import parse_toml
 from tests.e2e.test_tls import https, start_pebble
 from tests.harness.bridged import BridgedServer
 from tests.harness.cluster import DOMAIN, HOSTNAMES, Cluster, whoami_cluster

@@ -410,10 +410,10 @@ timeout = 20
 
 def test_second_run_waits_for_the_first_and_names_its_pid(box, git_remote) -> None:
     git_remote.commit("rel-one", {"wsgi.py": probe_source("v2")})
-    box.run(["truncate", "-s", "0", "/run/fleet.lock"], check=True)
+    box.run(["truncate", "-s", "0", "/run/fleet.host.lock"], check=True)
     pid = start_background(box, "apply")
     for _ in range(100):
-        if box.run(["cat", "/run/fleet.lock"]).stdout.strip() == str(pid):
+        if box.run(["cat", "/run/fleet.host.lock"]).stdout.strip() == str(pid):
             break
         time.sleep(0.05)
     else:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet.ports import parse_listeners
-from fleet.uwsgi_client import get as uwsgi_get
+from fleet.host.uwsgi_client import get as uwsgi_get
+from fleet.server.ports import parse_listeners
 from tests.e2e.helpers import describe, fleet, fleet_json, install_fleet, service_pids
 from tests.harness.server import BareServer, NoResponse
 

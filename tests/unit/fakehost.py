@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleet.errors import CommandError
-from fleet.host import FileState, RunResult
+from fleet.host.machine import FileState, RunResult
 
 
 @dataclass
@@ -113,7 +113,7 @@ class FakeHost:
         self.write(f"{path}/bin/python", b"", 0o755, "root", "root")
 
     def own_tree(self, path: str, owner: str | None, group: str, modes: str) -> None:
-        from fleet.host import private_mode
+        from fleet.host.machine import private_mode
 
         for key, entry in self.files.items():
             if key == path or key.startswith(path + "/"):
@@ -122,7 +122,7 @@ class FakeHost:
                     entry.mode = private_mode(entry.mode, entry.kind == "dir")
 
     def expose_tree(self, home: str, path: str) -> None:
-        from fleet.host import exposed_mode
+        from fleet.host.machine import exposed_mode
 
         for key, entry in self.files.items():
             if (key == path or key.startswith(path + "/")) and entry.kind != "link":

@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from fleet import layout
-from fleet.config import AppConfig, Config, EmperorConfig, ServerConfig, TlsConfig
-from fleet.converge import render_access
-from fleet.prepare import render_site
-from fleet.session import Status
+from fleet.config.settings import AppConfig, Config, EmperorConfig, ServerConfig, TlsConfig
+from fleet.converge.apply import render_access
+from fleet.converge.prepare import render_site
+from fleet.host import layout
+from fleet.host.session import Status
 from tests.unit import test_converge as tc
 
 healthy = tc.healthy  # the autouse fixture: no real health checks, gates or waits

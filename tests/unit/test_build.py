@@ -112,7 +112,7 @@ def test_zipapp_header_and_shiv_environment(built: Built) -> None:
         baked_id = zf.read("site-packages/fleet/_build_id.txt").decode()
     assert env["build_id"] == built.build_id == baked_id
     assert env["root"] == "/var/lib/fleet/shiv"
-    assert env["entry_point"] == "fleet.cli:main"
+    assert env["entry_point"] == "fleet.cli.app:main"
     assert env["reproducible"] is True
     assert env["preamble"] == "fleet_preamble.py"
 

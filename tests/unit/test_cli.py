@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from fleet import cli, config
-from fleet.commands import init as init_cmd
-from fleet.commands import inspect as inspect_cmd
-from fleet.commands import remove as remove_cmd
-from fleet.commands.common import app as cli_app
-from fleet.health import HealthResult
-from fleet.logs import filter_app_lines, last_error, split_cursor
-from fleet.status import ini_value, vassal_owner, vassal_status
+from fleet.cli import app as cli
+from fleet.cli import init as init_cmd
+from fleet.cli import inspect as inspect_cmd
+from fleet.cli import remove as remove_cmd
+from fleet.cli.common import app as cli_app
+from fleet.config import parse as config
+from fleet.server.health import HealthResult
+from fleet.server.logs import filter_app_lines, last_error, split_cursor
+from fleet.server.status import ini_value, vassal_owner, vassal_status
 from tests.unit.fakehost import Entry, FakeHost
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,7 +172,7 @@ def test_last_error_picks_the_reason_not_the_epilogue() -> None:
 
 def test_logs_nginx_without_per_app_files_says_why(monkeypatch, capsys) -> None:
     stored_server(monkeypatch)
-    monkeypatch.setattr("fleet.logs.NGINX_LOG_DIR", "/nonexistent")
+    monkeypatch.setattr("fleet.server.logs.NGINX_LOG_DIR", "/nonexistent")
     code, _, err = fleet_main(monkeypatch, capsys, "logs", "alpha", "--nginx")
     assert code == 1 and "no nginx logs for alpha" in err and "fleet apply" in err
 
@@ -252,7 +253,7 @@ def test_purge_deletes_only_a_user_fleet_created_for_the_app() -> None:
 
 
 def _passwd(argv: list[str], line: str):
-    from fleet.host import RunResult
+    from fleet.host.machine import RunResult
 
     if argv[:2] == ["getent", "passwd"]:
         return RunResult(0, line + "\n", "")
@@ -260,7 +261,7 @@ def _passwd(argv: list[str], line: str):
 
 
 def test_verbose_shows_each_command_with_url_credentials_masked(monkeypatch, capsys) -> None:
-    from fleet.commands.common import OPTIONS, local_host
+    from fleet.cli.common import OPTIONS, local_host
 
     monkeypatch.setattr(OPTIONS, "verbose", True)
     host = local_host()

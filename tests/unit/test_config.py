@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from fleet.config import parse_document, parse_toml
+from fleet.config.parse import parse_document, parse_toml
+from fleet.config.store import desired_state
 from fleet.errors import EXIT_INVALID, ConfigError
-from fleet.store import desired_state
 from tests.unit.fakehost import FakeHost
 
 GOOD_APP = 'repo = "git://example/a.git"\ndomains = ["a.example.com"]\n'
@@ -134,8 +134,8 @@ def test_push_refuses_bad_access_settings_with_exit_2_before_any_ssh(
         server: str, front: str, message: str) -> None:
     import socket
 
-    from fleet import cli
-    from fleet.commands import push as push_cmd
+    from fleet.cli import app as cli
+    from fleet.cli import push as push_cmd
 
     def no_ssh(*_args, **_kwargs):
         raise AssertionError("ssh must not start")
@@ -157,8 +157,8 @@ def test_push_refuses_bad_access_settings_with_exit_2_before_any_ssh(
 
 
 def test_accept_from_survives_the_stored_round_trip() -> None:
-    from fleet.executor import perform
-    from fleet.store import plan_store
+    from fleet.config.store import plan_store
+    from fleet.host.executor import perform
 
     host = FakeHost()
     host.mkdir("/etc/fleet", 0o700, "root", "root")

@@ -6,11 +6,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fleet.actions import MASK, BuildVenv, ContainedRun, OwnTree, Run, WriteFile
-from fleet.config import PipSettings
-from fleet.host import LocalHost, contained_argv, env_file_text
-from fleet.resources.release import Dependencies, plan_venv, python_version, venv_ready
-from fleet.settings import AppConfig
+from fleet.config.settings import AppConfig, PipSettings
+from fleet.host.actions import MASK, BuildVenv, ContainedRun, OwnTree, Run, WriteFile
+from fleet.host.machine import LocalHost, contained_argv, env_file_text
+from fleet.server.release import Dependencies, plan_venv, python_version, venv_ready
 from tests.unit.fakehost import FakeHost
 
 VENV = "/srv/fleet/blog/venvs/abc"

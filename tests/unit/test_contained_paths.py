@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from fleet import host as host_mod
-from fleet.config import parse_app_document
+from fleet.config.parse import parse_app_document
 from fleet.errors import ConfigError, FleetError
-from fleet.host import LocalHost, RunResult, is_trash_name
-from fleet.resources.release import check_repo_paths, plan_release, secure
-from fleet.resources.users import check_identities, creates_user, identity_problem, plan_user
-from fleet.session import Session
+from fleet.host import machine as host_mod
+from fleet.host.machine import LocalHost, RunResult, is_trash_name
+from fleet.host.session import Session
+from fleet.server.release import check_repo_paths, plan_release, secure
+from fleet.server.users import check_identities, creates_user, identity_problem, plan_user
 from tests.unit.fakehost import FakeHost
 from tests.unit.test_converge import SHA_A1, Quiet, config, converge, server
 from tests.unit.test_converge import healthy as healthy  # health checks faked

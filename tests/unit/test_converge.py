@@ -8,18 +8,18 @@ import pwd
 
 import pytest
 
-from fleet import converge as converge_mod
-from fleet import deploy as deploy_mod
-from fleet.actions import Run, Unknown, WriteFile
-from fleet.config import Config
-from fleet.converge import converge
+from fleet.config.settings import Config
+from fleet.config.store import desired_state
+from fleet.converge import apply as converge_mod
+from fleet.converge import deploy as deploy_mod
+from fleet.converge.apply import converge
 from fleet.errors import FleetError
-from fleet.health import HealthResult
-from fleet.history import History
-from fleet.host import LocalHost, is_temp_name
-from fleet.resources.release import VENV_MARKER
-from fleet.session import Session, Status
-from fleet.store import desired_state
+from fleet.host.actions import Run, Unknown, WriteFile
+from fleet.host.machine import LocalHost, is_temp_name
+from fleet.host.session import Session, Status
+from fleet.server.health import HealthResult
+from fleet.server.history import History
+from fleet.server.release import VENV_MARKER
 from tests.unit.fakehost import FakeHost
 
 SHA_A1 = "a" * 40
@@ -321,7 +321,7 @@ def test_leftover_temp_files_are_swept_and_nothing_else() -> None:
 
 def test_temp_names_the_host_writes_are_the_ones_swept(monkeypatch, tmp_path) -> None:
     """Killed between creating the temp file (or link) and renaming it: the name it leaves."""
-    from fleet import host as host_mod
+    from fleet.host import machine as host_mod
 
     names: list[str] = []
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import fleet.cli  # noqa: F401 - registers the commands on the typer app
-from fleet import config
-from fleet.commands.common import app as cli_app
-from fleet.inventory import host_document, load_inventory
-from fleet.store import desired_state
-from fleet.tomlwrite import dumps
+import fleet.cli.app  # noqa: F401 - registers the commands on the typer app
+from fleet.cli.common import app as cli_app
+from fleet.cluster.inventory import host_document, load_inventory
+from fleet.config import parse as config
+from fleet.config.store import desired_state
+from fleet.config.tomlwrite import dumps
 from tests.unit.fakehost import FakeHost
 
 ROOT = Path(__file__).resolve().parents[2]

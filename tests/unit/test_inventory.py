@@ -6,16 +6,16 @@ import socket
 
 import pytest
 
-from fleet import config
-from fleet.errors import ConfigError
-from fleet.inventory import (
+from fleet.cluster.inventory import (
     Server,
     check_front_domains,
     host_document,
     load_inventory,
     parse_front,
 )
-from fleet.tomlwrite import dumps
+from fleet.config import parse as config
+from fleet.config.tomlwrite import dumps
+from fleet.errors import ConfigError
 
 BASE = """
 [server]

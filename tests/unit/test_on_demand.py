@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fleet import status as status_mod
-from fleet.actions import Remove, WriteFile
-from fleet.status import app_status, vassal_status
+from fleet.host.actions import Remove, WriteFile
+from fleet.server import status as status_mod
+from fleet.server.status import app_status, vassal_status
 from tests.unit.test_converge import (  # noqa: F401 - healthy is an autouse fixture
     SHA_A2,
     changed_steps,

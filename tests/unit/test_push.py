@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fleet import cli
-from fleet.inventory import Server, load_inventory
-from fleet.push import Payload, push, waves
-from fleet.ssh import OpenSSH, Result, as_root
+from fleet.cli import app as cli
+from fleet.cluster.inventory import Server, load_inventory
+from fleet.cluster.push import Payload, push, waves
+from fleet.cluster.ssh import OpenSSH, Result, as_root
 
 FILE = """
 [servers.app1]
@@ -204,7 +204,7 @@ def test_push_command_json_and_exit_1_on_failure(monkeypatch, capsys, tmp_path: 
     pyz = tmp_path / "fleet.pyz"
     pyz.write_bytes(b"PK")
     fake = FakeSsh({"app3": (255, None)})
-    monkeypatch.setattr("fleet.commands.push.OpenSSH", lambda config: fake)
+    monkeypatch.setattr("fleet.cli.push.OpenSSH", lambda config: fake)
     monkeypatch.setattr("sys.argv", ["fleet", "push", str(path), "--pyz", str(pyz), "--json",
                                      "--max-failures", "1"])
     with pytest.raises(SystemExit) as info:
@@ -310,7 +310,7 @@ def test_push_plan_prints_what_each_host_would_change(monkeypatch, capsys,
          "actions": ["clone https://git.example.com/blog.git", "check out abc"]}]
     fake = FakeSsh({name: (0, planned if name == "app2" else report())
                     for name in ("app1", "app2", "app3", "lb")})
-    monkeypatch.setattr("fleet.commands.push.OpenSSH", lambda config: fake)
+    monkeypatch.setattr("fleet.cli.push.OpenSSH", lambda config: fake)
     monkeypatch.setattr("sys.argv", ["fleet", "push", str(path), "--pyz", str(pyz), "--plan"])
     with pytest.raises(SystemExit) as info:
         cli.main()

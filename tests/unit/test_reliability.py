@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from fleet.config import parse_document, parse_toml
-from fleet.envfile import app_environment, check_env_files, parse_env_file
+from fleet.cli.report import summary_json
+from fleet.config.envfile import app_environment, check_env_files, parse_env_file
+from fleet.config.parse import parse_document, parse_toml
 from fleet.errors import EXIT_INVALID, CommandError, ConfigError, LockError
-from fleet.lock import run_lock
-from fleet.report import summary_json
-from fleet.resources.packages import plan_packages
-from fleet.session import Session
+from fleet.host.lock import run_lock
+from fleet.host.session import Session
+from fleet.server.packages import plan_packages
 from tests.unit.fakehost import FakeHost
 from tests.unit.test_converge import Quiet, healthy, run, server  # noqa: F401 (autouse)
 from tests.unit.test_converge import config as load_config
@@ -129,7 +129,7 @@ def test_plan_with_env_file_changes_nothing() -> None:
     cfg = load_config(host, APP)
     before = {p: (e.content, e.mode, e.owner) for p, e in host.files.items()}
     session = Session(host, Quiet(), check=True)
-    from fleet.converge import converge
+    from fleet.converge.apply import converge
 
     converge(cfg, session)
     assert {p: (e.content, e.mode, e.owner) for p, e in host.files.items()} == before
@@ -161,7 +161,7 @@ def test_interrupted_dpkg_is_finished_before_apt_runs() -> None:
 
 
 def test_second_run_refuses_naming_the_holder_pid(tmp_path: Path) -> None:
-    path = str(tmp_path / "fleet.lock")
+    path = str(tmp_path / "fleet.host.lock")
     messages: list[str] = []
     with run_lock(path), pytest.raises(LockError) as info, \
             run_lock(path, wait=0.5, on_wait=messages.append):
@@ -171,8 +171,8 @@ def test_second_run_refuses_naming_the_holder_pid(tmp_path: Path) -> None:
 
 
 def test_lock_of_a_killed_run_does_not_block(tmp_path: Path) -> None:
-    path = str(tmp_path / "fleet.lock")
-    code = ("import sys, time; from fleet.lock import run_lock\n"
+    path = str(tmp_path / "fleet.host.lock")
+    code = ("import sys, time; from fleet.host.lock import run_lock\n"
             "with run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE,
                               text=True)
@@ -214,9 +214,9 @@ def test_bad_command_line_is_one_line_exit_2(args: list[str], expected: str) -> 
 
 
 def test_a_command_waits_while_someone_else_holds_its_lock() -> None:
-    from fleet.actions import Run
-    from fleet.executor import run_command
-    from fleet.host import RunResult
+    from fleet.host.actions import Run
+    from fleet.host.executor import run_command
+    from fleet.host.machine import RunResult
 
     host = FakeHost()
     answers = [RunResult(2, "", "dpkg: error: dpkg database lock was locked by another "

@@ -8,15 +8,10 @@ import re
 import pytest
 from rich.console import Console
 
-from fleet.actions import MASK, Run, Unknown, WriteFile
-from fleet.report import (
-    TextReporter,
-    mask_toml_env,
-    mask_urls,
-    masked_diff,
-    print_summary,
-)
-from fleet.session import Session, Status, Step
+from fleet.cli.report import TextReporter, mask_toml_env, masked_diff, print_summary
+from fleet.host.actions import MASK, Run, Unknown, WriteFile
+from fleet.host.session import Session, Status, Step
+from fleet.masking import mask_urls
 from tests.unit.fakehost import FakeHost
 
 STORED = """repo = "git://remote/beta.git"
@@ -117,7 +112,7 @@ def test_converged_plan_says_nothing_would_change() -> None:
 
 
 def _outcome():
-    from fleet.converge import Outcome
+    from fleet.converge.apply import Outcome
 
     return Outcome()
 
@@ -126,7 +121,7 @@ def test_terminal_shows_a_live_line_with_elapsed_time(monkeypatch: pytest.Monkey
     import time as real_time
 
     clock = [1000.0]
-    monkeypatch.setattr("fleet.report.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("fleet.cli.report.time.monotonic", lambda: clock[0])
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=100, color_system=None)
     reporter = TextReporter(console)

@@ -1,5 +1,5 @@
 """Which app servers a front keeps out of rotation: drain, undrain, render, and the stored
-state (fleet.rotation, fleet.front.rotate) on an in-memory front."""
+state (fleet.server.rotation, fleet.converge.front.rotate) on an in-memory front."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from fleet import front as front_mod
-from fleet.config import HealthConfig
-from fleet.front import front_file, rotate
-from fleet.inventory import FrontApp
-from fleet.rotation import DRAINED_FILE, current, drain, marked_down, undrain
-from fleet.session import Session
-from fleet.status import front_status
-from fleet.store import desired_state
+from fleet.cluster.inventory import FrontApp
+from fleet.config.settings import HealthConfig
+from fleet.config.store import desired_state
+from fleet.converge import front as front_mod
+from fleet.converge.front import front_file, rotate
+from fleet.host.session import Session
+from fleet.server.rotation import DRAINED_FILE, current, drain, marked_down, undrain
+from fleet.server.status import front_status
 from tests.unit.fakehost import FakeHost
 from tests.unit.test_converge import Quiet
 
@@ -120,8 +120,8 @@ def test_status_of_a_front_lists_servers_in_and_out_of_rotation() -> None:
 
 def test_drain_arguments_are_checked_and_a_non_front_is_left_untouched(monkeypatch,
                                                                         capsys) -> None:
-    from fleet import cli
-    from fleet.commands import rotation as rotation_cmd
+    from fleet.cli import app as cli
+    from fleet.cli import rotation as rotation_cmd
     from fleet.errors import ConfigError
 
     assert rotation_cmd.as_upstream("10.0.0.11") == A

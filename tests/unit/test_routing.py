@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from fleet import deploy as deploy_mod
-from fleet.actions import Remove, WriteFile
+from fleet.config.store import desired_state
+from fleet.converge import deploy as deploy_mod
 from fleet.errors import ConfigError, FleetError
-from fleet.ports import check_ports, parse_listeners
-from fleet.session import Status
-from fleet.store import desired_state
+from fleet.host.actions import Remove, WriteFile
+from fleet.host.session import Status
+from fleet.server.ports import check_ports, parse_listeners
 from tests.unit.fakehost import Entry, FakeHost
 from tests.unit.test_converge import (  # noqa: F401 - healthy: autouse fakes of the gates
     SHA_A1,
@@ -137,7 +137,7 @@ def test_apps_sharing_a_domain_share_one_server_block() -> None:
 
 
 def test_health_checks_go_under_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fleet import health
+    from fleet.server import health
 
     asked: list[str] = []
 

@@ -9,14 +9,15 @@ import time
 
 import pytest
 
-from fleet import bounded, status
-from fleet.actions import Run
-from fleet.envfile import parse_env_file
+from fleet.config.envfile import parse_env_file
+from fleet.config.limits import ENV_LINE_MAX
 from fleet.errors import CommandError, ConfigError
-from fleet.limits import ENV_LINE_MAX
+from fleet.host import bounded
+from fleet.host.actions import Run
+from fleet.host.render import render
 from fleet.masking import mask_urls, split_credentials
-from fleet.render import render
-from fleet.resources import repo as repo_res
+from fleet.server import repo as repo_res
+from fleet.server import status
 from tests.unit.fakehost import Entry, FakeHost
 
 TOKEN = "ghp_s3cretTOKEN"
@@ -188,7 +189,7 @@ def test_x_fleet_site_goes_to_loopback_probes_only() -> None:
 def test_add_app_env_values_come_from_stdin_and_file(tmp_path) -> None:
     import io
 
-    from fleet.commands.converge import read_env_sources
+    from fleet.cli.converge import read_env_sources
     env_file = tmp_path / "app.env"
     env_file.write_text("# secrets\nA=from-file\nB=b\n")
     assert read_env_sources(["A"], env_file, io.StringIO("from-stdin\n")) == {
@@ -204,10 +205,10 @@ def test_add_app_env_values_come_from_stdin_and_file(tmp_path) -> None:
 # ----------------------------------------------------------------------------- build tar
 
 def test_the_build_tar_is_private_and_a_stale_one_is_swept() -> None:
-    from fleet.actions import Remove
-    from fleet.config import AppConfig
-    from fleet.layout import AppPaths
-    from fleet.resources.release import plan_release
+    from fleet.config.settings import AppConfig
+    from fleet.host.actions import Remove
+    from fleet.host.layout import AppPaths
+    from fleet.server.release import plan_release
     host = FakeHost()
     paths = AppPaths("blog")
     host.files[paths.repo] = Entry("dir", mode=0o700)
@@ -246,7 +247,7 @@ def linked_host(keypairs: dict[str, bytes], key_target: str = "../../archive/own
 
 
 def tls_config(host: FakeHost):
-    from fleet.store import desired_state
+    from fleet.config.store import desired_state
     return desired_state(host, "fleet.toml", LINKED_APP).config
 
 
@@ -261,7 +262,7 @@ def keypairs(tmp_path_factory) -> dict[str, bytes]:
 
 
 def test_certbot_style_links_are_resolved_then_checked(keypairs) -> None:
-    from fleet import certs
+    from fleet.server import certs
     host = linked_host(keypairs)
     certs.check_tls_files(host, tls_config(host))  # resolved: passes
 
@@ -274,7 +275,7 @@ def test_certbot_style_links_are_resolved_then_checked(keypairs) -> None:
     ({"key_target": "../../archive/own"}, "leads to a dir"),
 ])
 def test_links_to_unsafe_files_are_refused(keypairs, kwargs, problem) -> None:
-    from fleet import certs
+    from fleet.server import certs
     host = linked_host(keypairs, **kwargs)
     with pytest.raises(ConfigError) as info:
         certs.check_tls_files(host, tls_config(host))

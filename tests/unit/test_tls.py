@@ -10,20 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from fleet import certs
-from fleet import front as front_mod
-from fleet.actions import Unknown
-from fleet.commands import remove as remove_cmd
-from fleet.config import HSTS_DEFAULT, LETSENCRYPT
+from fleet.cli import remove as remove_cmd
+from fleet.config.settings import HSTS_DEFAULT, LETSENCRYPT
+from fleet.config.store import desired_state, plan_store
+from fleet.converge import front as front_mod
 from fleet.errors import ConfigError
-from fleet.executor import perform_all
-from fleet.health import HealthResult
-from fleet.host import RunResult
-from fleet.resources import tls as tls_res
-from fleet.rotation import drain, undrain
-from fleet.session import Session
-from fleet.status import front_status
-from fleet.store import desired_state, plan_store
+from fleet.host.actions import Unknown
+from fleet.host.executor import perform_all
+from fleet.host.machine import RunResult
+from fleet.host.session import Session
+from fleet.server import certs
+from fleet.server import tls as tls_res
+from fleet.server.health import HealthResult
+from fleet.server.rotation import drain, undrain
+from fleet.server.status import front_status
 from tests.unit import test_converge as tc
 from tests.unit.fakehost import Entry, FakeHost
 from tests.unit.test_cli import fleet_main

@@ -11,12 +11,13 @@ import sys
 
 import pytest
 
-from fleet import cli, layout
-from fleet.commands import common
-from fleet.config import VASSAL_SET_ALLOWED, parse_toml
+from fleet.cli import app as cli
+from fleet.cli import common
+from fleet.config.limits import ENV_LINE_MAX, TOML_MAX_BYTES, TOML_MAX_DEPTH
+from fleet.config.parse import VASSAL_SET_ALLOWED, parse_toml
+from fleet.config.store import desired_state, with_app
 from fleet.errors import EXIT_INVALID, ConfigError
-from fleet.limits import ENV_LINE_MAX, TOML_MAX_BYTES, TOML_MAX_DEPTH
-from fleet.store import desired_state, with_app
+from fleet.host import layout
 from tests.unit.fakehost import FakeHost
 from tests.unit.test_config import error_of, parse
 

@@ -1,0 +1,130 @@
+"""What every command shares: the typer app, global options, root check, output helpers."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from fleet.cli.report import (
+    SilentReporter,
+    TextReporter,
+    print_json,
+    print_summary,
+    summary_json,
+)
+from fleet.config.envfile import check_env_files
+from fleet.config.limits import TOML_MAX_BYTES
+from fleet.config.store import Desired, plan_store
+from fleet.converge.apply import Outcome, converge
+from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, ConfigError, FleetError
+from fleet.host.actions import Action
+from fleet.host.machine import LocalHost
+from fleet.host.session import Session
+from fleet.masking import mask_urls
+from fleet.server.certs import check_tls_files
+from fleet.server.ports import check_ports
+from fleet.server.users import check_identities
+
+app = typer.Typer(
+    name="fleet",
+    help="Turn a bare Debian server into a host for many Flask apps behind nginx and the "
+         "uWSGI Emperor. Run as root on the server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+err = Console(stderr=True, highlight=False)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
+
+
+class Options:
+    verbose = False
+    quiet = False
+    debug = False
+
+
+OPTIONS = Options()
+
+
+class NotRoot(FleetError):
+    """A command that reads or changes root-only state, run by another user: nothing was
+    touched, so it is refused like bad input (exit 2), in one line instead of a traceback."""
+
+    exit_code = EXIT_INVALID
+
+
+def require_root() -> None:
+    """Called first by every command that reads /etc/fleet or changes the server."""
+    if os.geteuid() != 0:
+        # Global options are flags only: the first word is the command.
+        words = [word for word in sys.argv[1:] if not word.startswith("-")]
+        command = f"fleet {words[0]}" if words else "fleet"
+        raise NotRoot(f"{command} must run as root: fleet's state under /etc/fleet and "
+                      "/srv/fleet is root-only (try sudo)")
+
+
+def local_host() -> LocalHost:
+    def show(argv: Sequence[str]) -> None:
+        # Env values never reach argv; credentials inside URLs (git remotes) would.
+        err.print(Text(f"$ {mask_urls(shlex.join(list(argv)))}", style="dim"),
+                  highlight=False, soft_wrap=True)
+
+    return LocalHost(show if OPTIONS.verbose else None)
+
+
+def read_input(file: Path) -> str:
+    """The operator's file, read only up to the size limit (parse_toml names the excess)."""
+    try:
+        with file.open(encoding="utf-8") as handle:
+            return handle.read(TOML_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(str(file), "", "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(file), "", f"cannot read: {exc}") from None
+
+
+def reporter(json_out: bool, show_diffs: bool = False) -> TextReporter | SilentReporter:
+    if json_out:
+        return SilentReporter()
+    return TextReporter(verbose=OPTIONS.verbose, quiet=OPTIONS.quiet, show_diffs=show_diffs)
+
+
+def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str] | None = None,
+                 extra: dict[str, object] | None = None,
+                 pre_actions: Sequence[Action] = ()) -> int:
+    host = local_host()
+    check_env_files(host, desired.config)  # a bad secrets file: exit 2 before any change
+    check_ports(host, desired.config)  # a TCP address already taken: exit 2, likewise
+    check_tls_files(host, desired.config)  # so does a missing or mismatched cert/key
+    check_identities(host, desired.config)  # an app user fleet did not create: likewise
+    session = Session(host, reporter(json_out, show_diffs=check), check=check)
+    outcome = Outcome()
+    try:
+        with session.step("fleet config") as step:
+            session.apply(step, [*plan_store(host, desired), *pre_actions])
+        outcome = converge(desired.config, session, only=only)
+    except Exception as exc:  # a step failed in a way the session could not attribute
+        if not session.steps or session.steps[-1].error is None:
+            raise
+        outcome.aborted = str(exc)
+    notes = {"kept": desired.kept, "pruned": desired.pruned}
+    if json_out:
+        print_json(summary_json(session, outcome, {**notes, **(extra or {})}))
+    else:
+        console = Console(highlight=False)
+        if desired.kept:
+            console.print(f"kept apps not named in the file: {', '.join(desired.kept)} "
+                          "(--prune removes them)")
+        print_summary(console, session, outcome, plan=check)
+    failed = session.counts()["failed"] > 0 or outcome.aborted is not None
+    return EXIT_FAILED if failed else EXIT_OK
+
+

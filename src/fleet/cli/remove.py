@@ -1,0 +1,217 @@
+"""`fleet remove-app`: stop one app and remove what serves it, leaving every other app alone.
+
+It composes converge's own pieces (the store, stale-file removal, tmpfiles) rather than
+running a full converge, which would also fetch and deploy new commits of the other apps.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fleet.cli.common import JsonOpt, app, err, local_host, reporter, require_root
+from fleet.cli.inspect import configured_app
+from fleet.cli.report import print_json, print_summary, summary_json
+from fleet.config.settings import AppConfig
+from fleet.config.store import Desired, desired_state, plan_store, without_app
+from fleet.converge.apply import Outcome, converge_tmpfiles, remove_stale
+from fleet.errors import EXIT_FAILED, EXIT_OK, CommandError, FleetError
+from fleet.host import layout
+from fleet.host.actions import Action, Run
+from fleet.host.files import plan_absent
+from fleet.host.layout import AppPaths
+from fleet.host.lock import run_lock
+from fleet.host.machine import Host
+from fleet.host.session import Session, Step, StepFailed
+from fleet.server import certs
+from fleet.server.logs import nginx_logs
+from fleet.server.nginx import wait_workers_gone, worker_pids
+from fleet.server.release import build_cache
+from fleet.server.status import read_emperor, vassal_owner
+from fleet.server.users import account, is_fleet_account
+
+STOP_TIMEOUT = 60.0
+CERTBOT_BUSY = "Another instance of Certbot is already running"  # its timer, renewing
+
+
+@app.command("remove-app")
+def remove_app(
+    name: Annotated[str, typer.Argument(help="The app to remove.")],
+    purge: Annotated[bool, typer.Option(
+        "--purge", help="Also delete its data (/srv/fleet/NAME), release history, user "
+                        "and certificate.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Stop an app and remove its vassal, nginx site, environment and config file.
+
+    Its data directory (/srv/fleet/NAME), user and certificate stay unless --purge (adding
+    the app again reuses the certificate). Other apps keep running untouched.
+
+    Example: fleet remove-app blog --purge
+    """
+    require_root()
+    host = local_host()
+    with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
+        desired = desired_state(host, None, None)
+        target = configured_app(desired.config, name)
+        session = Session(host, reporter(json_out))
+        outcome = Outcome()
+        try:
+            remove(session, desired, target, purge)
+        except StepFailed as exc:
+            outcome.aborted = exc.step.error
+    cert = None if purge or not certs.has_lineage(host, name) else certs.lineage(name)
+    kept = [] if purge else [AppPaths(name).home, f"user {target.owner}",
+                             *([f"certificate {cert}"] if cert else [])]
+    if json_out:
+        print_json(summary_json(session, outcome, {"removed": name, "purged": purge,
+                                                   "kept": kept}))
+    else:
+        console = Console(highlight=False)
+        print_summary(console, session, outcome)
+        if outcome.aborted is None:
+            console.print(f"Removed {name}." + (f" Kept {', '.join(kept[:-1])} and {kept[-1]} "
+                                                f"(--purge deletes them)." if kept else ""))
+            if cert:
+                console.print(f"certbot keeps renewing {cert}: adding {name} again reuses it "
+                              "without asking the CA.")
+    failed = session.counts()["failed"] > 0 or outcome.aborted is not None
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def remove(session: Session, desired: Desired, target: AppConfig, purge: bool) -> None:
+    """Vassal and site first (the app stops serving), its config file last, so an interrupted
+    removal can simply be run again."""
+    host = session.host
+    remaining = without_app(desired, target.name)
+    old_workers = worker_pids()
+    remove_stale(remaining.config, session)
+    with session.step("stop", target.name) as step:
+        start = time.monotonic()
+        wait_stopped(target.name, STOP_TIMEOUT)
+        # `systemctl reload nginx` returns before the old workers stop taking connections:
+        # until they exit, the removed site may still answer.
+        if nginx_reloaded(session) and not wait_workers_gone(old_workers, STOP_TIMEOUT):
+            raise FleetError(f"nginx's old workers still run {STOP_TIMEOUT:.0f} s after "
+                             "the reload")
+        if time.monotonic() - start > 0.5:
+            step.notes.append(f"stopped after {time.monotonic() - start:.1f} s")
+    with session.step("runtime directories") as step:
+        converge_tmpfiles(remaining.config, session, step)
+    if purge:
+        with session.step("purge", target.name) as step:
+            wait_no_processes(target.owner, STOP_TIMEOUT)
+            owned = fleet_user(host, target)
+            session.apply(step, purge_actions(host, target))
+            if owned:
+                session.apply(step, purge_group(host, target.owner))
+            purge_certificate(session, step, target)
+    with session.step("fleet config") as step:
+        session.apply(step, plan_store(host, remaining))
+
+
+def nginx_reloaded(session: Session) -> bool:
+    return any(isinstance(a, Run) and a.argv[1:2] == ("reload",) and a.argv[-1] == "nginx"
+               for step in session.steps for a in step.actions)
+
+
+def app_vassals(name: str) -> list[str]:
+    """The app's vassals the Emperor still runs (or None known when it does not answer)."""
+    stats = read_emperor()
+    if stats is None:
+        return []
+    return [v.get("id", "") for v in stats.get("vassals", [])
+            if (vassal_owner(str(v.get("id", ""))) or ("", None))[0] == name]
+
+
+def wait_stopped(name: str, timeout: float) -> None:
+    """Wait for the Emperor to notice the removed files (it rescans every 3 s) and stop the
+    vassals."""
+    start = time.monotonic()
+    while app_vassals(name):
+        if time.monotonic() - start > timeout:
+            raise FleetError(f"the Emperor still runs {', '.join(app_vassals(name))} "
+                             f"{timeout:.0f} s after its file was removed")
+        time.sleep(0.25)
+
+
+def user_processes(user: str) -> list[int]:
+    """PIDs running as the user (read from /proc: works on a minimal server)."""
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as handle:
+                fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        except OSError:
+            continue
+        if int(fields.get("Uid", "-1 ").split()[0]) == uid:
+            pids.append(int(entry))
+    return pids
+
+
+def wait_no_processes(user: str, timeout: float) -> None:
+    """userdel refuses a user that still runs processes; workers may take a moment to exit."""
+    deadline = time.monotonic() + timeout
+    while pids := user_processes(user):
+        if time.monotonic() > deadline:
+            raise FleetError(f"user {user} still runs processes {pids[:5]}: not deleting it")
+        time.sleep(0.25)
+
+
+def fleet_user(host: Host, app: AppConfig) -> bool:
+    """Delete only a user fleet created for this app (its comment, or an earlier version's
+    home and shell): never root, www-data or an account the operator made."""
+    found = account(host, app.owner)
+    return found is not None and is_fleet_account(found, app.name)
+
+
+def purge_actions(host: Host, app: AppConfig) -> list[Action]:
+    paths = AppPaths(app.name)
+    actions: list[Action] = []
+    for path in (paths.home, paths.state_file, f"{layout.STATE_DIR}/apps/{app.name}",
+                 paths.run_dir, paths.env_file, *nginx_logs(app.name),
+                 certs.state_file(app.name), build_cache(app)):
+        actions += plan_absent(host, path, "purged")
+    if fleet_user(host, app):
+        actions.append(Run(("userdel", app.owner), f"delete user {app.owner}"))
+    return actions
+
+
+def certificate_actions(host: Host, app: AppConfig) -> list[Action]:
+    """certbot itself deletes the lineage (live, archive, renewal conf): otherwise its timer
+    keeps renewing a certificate for an app that is gone."""
+    if not certs.has_lineage(host, app.name):
+        return []
+    name = certs.lineage(app.name)
+    return [Run(("certbot", "delete", "--cert-name", name, "--non-interactive"),
+                f"delete certificate {name}", timeout=300,
+                retry_while=CERTBOT_BUSY, retry_for=300)]
+
+
+def purge_certificate(session: Session, step: Step, app: AppConfig) -> None:
+    try:
+        session.apply(step, certificate_actions(session.host, app))
+    except CommandError as exc:
+        step.log = exc.output_tail()
+        reason = certs.ca_message("\n".join((exc.stdout, exc.stderr)))
+        raise FleetError(f"certbot could not delete certificate {certs.lineage(app.name)}: "
+                         f"{reason}") from None
+
+
+def purge_group(host: Host, group: str) -> list[Action]:
+    """Debian's userdel deletes the user's own group too; elsewhere it may linger."""
+    if host.run(["getent", "group", group], check=False).ok and \
+            not host.run(["getent", "passwd", group], check=False).ok:
+        return [Run(("groupdel", group), f"delete group {group}")]
+    return []

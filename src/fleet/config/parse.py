@@ -1,0 +1,497 @@
+"""The desired state: parse and validate fleet's TOML into typed, frozen settings.
+
+Every problem becomes one ConfigError naming the file, the dotted key and what is wrong,
+raised before anything on the server is touched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from fleet.config.checker import Checker, kind_name, type_name
+from fleet.config.limits import TOML_MAX_BYTES, TOML_MAX_DEPTH, env_line_problem
+from fleet.config.routes import check_routes, parse_prefix, parse_socket
+from fleet.config.settings import (
+    HSTS_DEFAULT,
+    LETSENCRYPT,
+    MODES,
+    AcmeSettings,
+    AppConfig,
+    Config,
+    EmperorConfig,
+    HealthConfig,
+    PipSettings,
+    ServerConfig,
+    TlsConfig,
+)
+from fleet.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fleet.cluster.inventory import FrontApp
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+APP_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+DOMAIN_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+SIZE_RE = re.compile(r"^[0-9]+[kKmMgG]?$")
+MODULE_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*(\(\))?)?$")
+URL_PREFIX_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+PROCESS_RANGE_RE = re.compile(r"^([0-9]{1,3})-([0-9]{1,3})$")
+# Every path fleet puts into nginx, uWSGI ini or systemd unit text: no space, quote, ';', '{',
+# '$', '%', '\\' or control character can reach those files (each would inject a directive or
+# an environment variable), and with no component starting with '-' none reads as an option.
+PATH_RE = re.compile(r"[A-Za-z0-9._/@+-]+")
+PATH_CHARS = "letters, digits and . _ / @ + -"
+# A repo URL or local path reaches git's argv: no whitespace or control characters.
+REPO_BAD_RE = re.compile(r"[\s\x00-\x1f\x7f]")
+# vassal_set values reach emperor.ini, which uWSGI expands when it reads it (as root):
+# $(VAR), @(file), @(exec://cmd), %(placeholder). None of those characters is allowed.
+# health.path goes into an HTTP request line: RFC 3986 path and query characters only.
+HEALTH_PATH_RE = re.compile(r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
+VASSAL_VALUE_RE = re.compile(r"[A-Za-z0-9 ._,:/+=*-]*")
+
+__all__ = [  # settings and the checker are re-exported: callers import them from here
+    "HSTS_DEFAULT", "LETSENCRYPT", "MODES", "AcmeSettings", "AppConfig", "Checker", "Config",
+    "EmperorConfig", "HealthConfig", "PipSettings", "ServerConfig", "TlsConfig", "kind_name",
+    "type_name",
+]
+
+
+# --------------------------------------------------------------------------- sections
+
+SERVER_KEYS = ["packages", "pip", "client_max_body_size", "acme", "accept_from",
+               "git_timeout"]
+ACME_KEYS = ["email", "directory", "ca_bundle"]
+TLS_KEYS = ["cert", "key"]
+PIP_KEYS = ["index_url", "extra_index_urls", "cert"]
+EMPEROR_KEYS = ["thunder_lock", "vassal_set"]
+APP_KEYS = ["repo", "ref", "path", "domains", "module", "processes", "threads", "env", "static",
+            "user", "health", "persist", "keep_releases", "init", "init_timeout", "mode",
+            "idle",
+            "env_file", "prefix", "socket", "tls", "hsts"]
+INVENTORY_APP_KEYS = ["servers"]  # where the app runs: read by fleet push (fleet.cluster.inventory)
+HEALTH_KEYS = ["path", "status", "contains", "timeout"]
+
+
+def parse_server(c: Checker) -> ServerConfig:
+    c.check_known(SERVER_KEYS)
+    packages = c.get_str_list("packages")
+    for index, package in enumerate(packages):
+        if not PACKAGE_RE.fullmatch(package):
+            c.fail(f"packages[{index}]", f"{package!r} is not a Debian package name")
+    pip = c.sub("pip")
+    pip.check_known(PIP_KEYS)
+    cert = pip.get_str("cert")
+    if cert is not None and not cert.startswith("/"):
+        pip.fail("cert", "must be an absolute path")
+    check_absolute(pip, "cert", cert)
+    urls = [("index_url", pip.get_str("index_url"))]
+    urls += [(f"extra_index_urls[{i}]", u)
+             for i, u in enumerate(pip.get_str_list("extra_index_urls"))]
+    for key, url in urls:  # reach pip's environment, the extra ones joined with spaces
+        if url is not None and (not url.startswith(("https://", "http://"))
+                                or REPO_BAD_RE.search(url)):
+            pip.fail(key, "must be an http(s):// URL without whitespace or control characters")
+    body = c.get_str("client_max_body_size", "10m", pattern=SIZE_RE,
+                     what="a size such as 10m, 512k or 1g")
+    git_timeout = c.get("git_timeout", (int, float), 900)
+    if not 1 <= git_timeout <= 86400:
+        c.fail("git_timeout", f"must be between 1 and 86400 seconds, got {git_timeout}")
+    return ServerConfig(
+        git_timeout=float(git_timeout),
+        packages=packages,
+        pip=PipSettings(pip.get_str("index_url"), pip.get_str_list("extra_index_urls"), cert),
+        client_max_body_size=body,
+        acme=parse_acme(c.sub("acme")),
+        accept_from=parse_accept_from(c),
+    )
+
+
+def parse_accept_from(c: Checker) -> tuple[str, ...]:
+    """Addresses and networks nginx lets reach the apps (normalized, each once); () = anyone."""
+    result: list[str] = []
+    for index, item in enumerate(c.get_str_list("accept_from")):
+        key = f"accept_from[{index}]"
+        network = ip_network(item)
+        if network is None:
+            c.fail(key, f"{item!r} is not an IPv4 or IPv6 address or network "
+                        "(such as \"10.0.0.10\" or \"10.0.0.0/24\")")
+        if "%" in item:
+            c.fail(key, f"{item!r}: nginx takes no IPv6 zone index (%...)")
+        if network.network_address != ipaddress.ip_interface(item).ip:
+            c.fail(key, f"{item!r} has host bits set: did you mean \"{network}\"?")
+        text = (str(network.network_address) if network.prefixlen == network.max_prefixlen
+                else str(network))
+        if text not in result:
+            result.append(text)
+    return tuple(result)
+
+
+def ip_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+def check_absolute(c: Checker, key: str, value: str | None) -> str | None:
+    """An absolute file path that can be written into nginx, ini and systemd unit text as is."""
+    if value is not None and (not value.startswith("/") or ".." in value.split("/")):
+        c.fail(key, f"{value!r} must be an absolute path without '..'")
+    if value is not None:
+        check_path_chars(c, key, value)
+    return value
+
+
+def check_path_chars(c: Checker, key: str, value: str) -> None:
+    """Refuse any character that could end a directive or a line in the files fleet renders
+    (nginx `alias ...;`, `ssl_certificate ...;`, systemd `Environment=`, uWSGI ini), and any
+    component that starts with '-' (it would read as an option where the path meets an argv)."""
+    if not PATH_RE.fullmatch(value):
+        c.fail(key, f"{value!r} may only use {PATH_CHARS}")
+    if any(part.startswith("-") for part in value.split("/")):
+        c.fail(key, f"{value!r}: no path component may start with '-'")
+
+
+def parse_acme(c: Checker) -> AcmeSettings:
+    c.check_known(ACME_KEYS)
+    email = c.get_str("email")
+    if email is not None and not re.fullmatch(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", email):
+        c.fail("email", f"{email!r} is not an email address")
+    directory = c.get_str("directory", LETSENCRYPT)
+    if not directory.startswith("https://") or REPO_BAD_RE.search(directory):
+        c.fail("directory", f"{directory!r} must be an https:// URL (the ACME directory)")
+    return AcmeSettings(email, directory, check_absolute(c, "ca_bundle", c.get_str("ca_bundle")))
+
+
+def parse_tls(c: Checker) -> TlsConfig:
+    """Only the shape here; the files themselves are checked on the server (fleet.server.certs)."""
+    value = c.get("tls", (str, dict), "off")
+    if isinstance(value, str):
+        if value not in ("off", "acme"):
+            c.fail("tls", f"{value!r} must be \"off\", \"acme\" or {{ cert = PATH, key = PATH }}")
+        return TlsConfig(value)
+    files = c.sub("tls")
+    files.check_known(TLS_KEYS)
+    cert = check_absolute(files, "cert", files.get_str("cert", required=True))
+    key = check_absolute(files, "key", files.get_str("key", required=True))
+    return TlsConfig("files", cert, key)
+
+
+def parse_hsts(c: Checker) -> int:
+    """true: the default max-age; false or 0: no header; an integer: that max-age."""
+    value = c.get("hsts", (bool, int), True)
+    if isinstance(value, bool):
+        return HSTS_DEFAULT if value else 0
+    if not 0 <= value <= 63072000:
+        c.fail("hsts", f"max-age must be between 0 and 63072000 seconds, got {value}")
+    return value
+
+
+# The uWSGI options `vassal_set` may pass to every vassal: tuning knobs only. An allow-list,
+# not a deny-list: uWSGI has hundreds of options and many run commands or change identity
+# (uid, gid, master-as-root, exec-*, hook-*, attach-daemon, cron, mule, plugins, chroot,
+# include, socket, logto, route with exec, ...), and a vassal parses its ini as root.
+VASSAL_SET_ALLOWED = frozenset({
+    "harakiri", "harakiri-verbose", "harakiri-no-arh",
+    "max-requests", "max-requests-delta", "min-worker-lifetime", "max-worker-lifetime",
+    "reload-on-rss", "reload-on-as", "evil-reload-on-rss", "evil-reload-on-as",
+    "reload-mercy", "worker-reload-mercy", "limit-as", "limit-post",
+    "post-buffering", "post-buffering-bufsize", "buffer-size", "listen", "socket-timeout",
+    "so-keepalive", "chunked-input-limit", "chunked-input-timeout",
+    "lazy-apps", "enable-threads", "single-interpreter", "thunder-lock", "offload-threads",
+    "optimize", "py-call-osafterfork", "ignore-sigpipe", "ignore-write-errors",
+    "disable-write-exception", "memory-report", "disable-logging", "log-4xx", "log-5xx",
+    "log-slow", "log-big", "log-zero", "log-sendfile", "log-ioerror", "log-micros",
+    "log-x-forwarded-for", "cheaper-algo", "cheaper-overload", "cheaper-step",
+    "cheaper-busyness-max", "cheaper-busyness-min", "cheaper-busyness-multiplier",
+    "cheaper-busyness-penalty", "cheaper-busyness-backlog-alert",
+    "cheaper-busyness-backlog-step", "cheaper-busyness-verbose", "cheaper-rss-limit-soft",
+    "cheaper-rss-limit-hard", "max-fd", "auto-procname", "procname-prefix",
+    "procname-append", "add-header",
+})
+
+
+def parse_emperor(c: Checker) -> EmperorConfig:
+    c.check_known(EMPEROR_KEYS)
+    vassal_set = c.sub("vassal_set")
+    pairs = []
+    for key, value in vassal_set.table.items():
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", str(key)):
+            vassal_set.fail(str(key), "is not a uWSGI option name")
+        if str(key) not in VASSAL_SET_ALLOWED:
+            vassal_set.fail(str(key), "is not a uWSGI tuning option fleet passes to vassals "
+                                      "(see README, [emperor] vassal_set)")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if not isinstance(value, (str, int)):
+            vassal_set.fail(str(key), f"expected a string or integer, got {type_name(value)}")
+        if not VASSAL_VALUE_RE.fullmatch(str(value)):
+            vassal_set.fail(str(key), f"{str(value)!r} may only use letters, digits, spaces "
+                                      "and . _ , : / + = * - (uWSGI expands $ @ % ( ) as root)")
+        pairs.append((str(key), str(value)))
+    return EmperorConfig(thunder_lock=c.get("thunder_lock", bool, True),
+                         vassal_set=tuple(sorted(pairs)))
+
+
+def check_domain(c: Checker, key: str, domain: str) -> None:
+    labels = domain.split(".")
+    if len(domain) > 253 or not all(DOMAIN_LABEL_RE.fullmatch(label) for label in labels):
+        c.fail(key, f"{domain!r} is not a valid lower-case domain name")
+
+
+def check_relative(c: Checker, key: str, value: str) -> str:
+    """Refuse absolute paths and any '..' so a path can never leave its base directory."""
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts:
+        c.fail(key, f"{value!r} must be a relative path inside the app (no '..', not absolute)")
+    check_path_chars(c, key, value)
+    return str(path)
+
+
+def check_env_file_key(c: Checker) -> str | None:
+    """Only the path's shape here; owner, mode and content are checked on the server."""
+    return check_absolute(c, "env_file", c.get_str("env_file"))
+
+
+def parse_health(c: Checker) -> HealthConfig:
+    c.check_known(HEALTH_KEYS)
+    path = c.get_str("path", "/")
+    if not path.startswith("/"):
+        c.fail("path", f"{path!r} must start with '/'")
+    if not HEALTH_PATH_RE.fullmatch(path):
+        c.fail("path", f"{path!r} is not a URL path (no spaces, quotes or control characters; "
+                       "percent-encode them)")
+    status = c.get("status", (int, list), None)
+    statuses: tuple[int, ...] = ()
+    if isinstance(status, int):
+        statuses = (status,)
+    elif isinstance(status, list):
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in status):
+            c.fail("status", "expected an integer or a list of integers")
+        statuses = tuple(status)
+    for s in statuses:
+        if not 100 <= s <= 599:
+            c.fail("status", f"{s} is not an HTTP status")
+    timeout = c.get("timeout", (int, float), 30)
+    if not 0 < timeout <= 3600:
+        c.fail("timeout", f"must be between 0 and 3600 seconds, got {timeout}")
+    return HealthConfig(path, statuses, c.get_str("contains"), float(timeout))
+
+
+def parse_processes(c: Checker) -> tuple[int, int | None]:
+    """`processes`: a fixed count, or "MIN-MAX" for uWSGI's cheaper (fewer workers when quiet)."""
+    value = c.get("processes", (int, str), 2)
+    if isinstance(value, int):
+        return c.get_int("processes", 2, 1, 256), None
+    match = PROCESS_RANGE_RE.fullmatch(value)
+    if not match:
+        c.fail("processes", f"expected an integer or a range such as \"1-8\", got {value!r}")
+    low, high = int(match.group(1)), int(match.group(2))
+    if not 1 <= low < high <= 256:
+        c.fail("processes", f"range {value!r} must be MIN-MAX with 1 <= MIN < MAX <= 256")
+    return high, low
+
+
+def parse_mode(c: Checker) -> tuple[str, int]:
+    mode = c.get_str("mode", "always")
+    if mode not in MODES:
+        c.fail("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    if "idle" in c.table and mode != "on-demand":
+        c.fail("idle", "only applies with mode = \"on-demand\"")
+    return mode, c.get_int("idle", 600, 1, 86400)
+
+
+def parse_app(c: Checker, name: str) -> AppConfig:
+    if not APP_NAME_RE.fullmatch(name):
+        c.fail("", f"invalid app name {name!r}: use lowercase letters, digits and dashes, "
+                   "starting with a letter, at most 32 characters")
+    c.check_known(APP_KEYS + INVENTORY_APP_KEYS)
+    repo = c.get_str("repo", required=True)
+    if not repo.strip():
+        c.fail("repo", "must not be empty")
+    check_repo(c, repo)
+    domains = c.get_str_list("domains", required=True)
+    if not domains:
+        c.fail("domains", "must list at least one domain")
+    for index, domain in enumerate(domains):
+        check_domain(c, f"domains[{index}]", domain)
+    if len(set(domains)) != len(domains):
+        c.fail("domains", "lists the same domain twice")
+    ref = c.get_str("ref")
+    if ref is not None and (not ref or ref.startswith("-") or REPO_BAD_RE.search(ref)):
+        c.fail("ref", f"{ref!r} is not a git branch, tag or commit")
+    env = c.sub("env")
+    env_pairs = []
+    for key, value in env.table.items():
+        if not ENV_NAME_RE.fullmatch(str(key)):
+            env.fail(str(key), "is not a valid environment variable name")
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            env.fail(str(key), f"expected a string or number, got {type_name(value)}")
+        if "\n" in str(value) or "\r" in str(value) or "\x00" in str(value):
+            env.fail(str(key), "must be a single line")
+        check_env_line(env, str(key), str(value))
+        env_pairs.append((str(key), str(value)))
+    static = c.sub("static")
+    static_pairs = []
+    for url, directory in static.table.items():
+        if not URL_PREFIX_RE.fullmatch(str(url)) or "/../" in f"{url}/" or "//" in str(url):
+            static.fail(str(url), "URL prefix must start with '/' and use plain path characters")
+        if not isinstance(directory, str):
+            static.fail(str(url), f"expected a directory name, got {type_name(directory)}")
+        static_pairs.append((str(url), check_relative(static, str(url), directory)))
+    c.get_str_list("servers")  # where the app runs: checked by fleet.cluster.inventory, unused here
+    persist = c.get_str_list("persist", ("instance",))
+    for index, item in enumerate(persist):
+        check_relative(c, f"persist[{index}]", item)
+        if item in (".", ""):
+            c.fail(f"persist[{index}]", "must name a directory inside the app")
+    user = c.get_str("user", "", pattern=APP_NAME_RE, what="a valid user name")
+    if user == "root":
+        c.fail("user", "apps never run as root")
+    processes, min_processes = parse_processes(c)
+    mode, idle = parse_mode(c)
+    return AppConfig(
+        name=name,
+        repo=repo,
+        ref=ref,
+        path=check_relative(c, "path", c.get_str("path", ".")),
+        domains=domains,
+        module=c.get_str("module", "wsgi:app", pattern=MODULE_RE,
+                         what="a module spec such as 'wsgi:app' or 'pkg:create_app()'"),
+        processes=processes,
+        min_processes=min_processes,
+        threads=c.get_int("threads", 1, 1, 256),
+        env=tuple(sorted(env_pairs)),
+        static=tuple(sorted(static_pairs)),
+        user=user,
+        health=parse_health(c.sub("health")),
+        persist=persist,
+        keep_releases=c.get_int("keep_releases", 5, 1, 100),
+        init=c.get_str("init"),
+        init_timeout=c.get_int("init_timeout", 1800, 1, 86400),
+        env_file=check_env_file_key(c),
+        mode=mode,
+        idle=idle,
+        tls=parse_tls(c),
+        hsts=parse_hsts(c),
+        prefix=parse_prefix(c),
+        socket=parse_socket(c, mode == "on-demand"),
+    )
+
+
+def check_repo(c: Checker, repo: str) -> None:
+    """The URL reaches git's argv: '-' first would make it an option (`--upload-pack=...`)."""
+    if repo.startswith("-"):
+        c.fail("repo", f"{repo!r} must not start with '-'")
+    if REPO_BAD_RE.search(repo):
+        c.fail("repo", "must not contain whitespace or control characters")
+
+
+def check_env_line(c: Checker, key: str, value: str) -> None:
+    """uWSGI splits a longer line silently: its tail would become another variable."""
+    problem = env_line_problem(key, value)
+    if problem:
+        c.fail(key, problem)
+
+
+def check_across_apps(source: str, apps: list[AppConfig]) -> None:
+    check_routes(source, apps)  # domain + prefix, locations, TCP addresses
+    users: dict[str, str] = {}
+    for app in apps:
+        if app.owner in users:
+            raise ConfigError(source, f"apps.{app.name}.user",
+                              f"user {app.owner!r} is already used by app {users[app.owner]!r}")
+        users[app.owner] = app.name
+
+
+def check_front_against_apps(source: str, front: tuple[FrontApp, ...],
+                             apps: list[AppConfig]) -> None:
+    """A name or a domain is a local app's or a balanced app's, never both: they would share
+    one certificate lineage, one nginx site and one `fleet check` result. Checked here, where
+    apply, add-app and deploy --ref all pass."""
+    local = {app.name: app for app in apps}
+    domains = {domain for app in apps for domain in app.domains}
+    for balanced in front:
+        if balanced.name in local:
+            raise ConfigError(source, f"front.apps.{balanced.name}",
+                              f"{balanced.name!r} is also a local app ([apps.{balanced.name}])")
+        for domain in balanced.domains:
+            if domain in domains:
+                raise ConfigError(source, f"front.apps.{balanced.name}.domains",
+                                  f"{domain!r} is also served by a local app")
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def parse_toml(source: str, text: str) -> dict[str, Any]:
+    """Parse TOML within fleet's limits: a huge or deeply nested file is one ConfigError,
+    never a traceback (the parser recurses once per nesting level)."""
+    size = len(text.encode(errors="surrogateescape"))
+    if size > TOML_MAX_BYTES:
+        raise ConfigError(source, "", f"is {size} bytes; fleet reads at most {TOML_MAX_BYTES}")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"invalid TOML: {exc}") from None
+    except RecursionError:
+        data = None
+    if data is None or nesting_depth(data) > TOML_MAX_DEPTH:
+        raise ConfigError(source, "", f"tables and arrays nest deeper than {TOML_MAX_DEPTH} "
+                                      "levels")
+    return data
+
+
+def nesting_depth(data: Any) -> int:
+    """How deep tables and arrays nest, counted without recursion (the input is untrusted)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > TOML_MAX_DEPTH:
+            break
+        children = value.values() if isinstance(value, dict) else value
+        stack += [(v, depth + 1) for v in children if isinstance(v, (dict, list))]
+    return deepest
+
+
+# servers: fleet push's inventory (ignored by apply); front: a front server's upstreams.
+TOP_KEYS = ["server", "emperor", "apps", "servers", "front"]
+
+
+def parse_document(source: str, data: Mapping[str, Any]) -> tuple[
+        ServerConfig | None, EmperorConfig | None, dict[str, AppConfig]]:
+    """Parse one operator file; sections it omits come back as None so they can be merged."""
+    top = Checker(source, "", data)
+    top.check_known(TOP_KEYS)
+    server = parse_server(top.sub("server")) if "server" in data else None
+    emperor = parse_emperor(top.sub("emperor")) if "emperor" in data else None
+    apps_table = top.sub("apps")
+    apps = {str(n): parse_app(apps_table.sub(str(n)), str(n)) for n in apps_table.table}
+    return server, emperor, apps
+
+
+def parse_app_document(source: str, name: str, data: Mapping[str, Any]) -> AppConfig:
+    """Parse a stored apps/NAME.toml, whose keys sit at the top level."""
+    return parse_app(Checker(source, "", data), name)
+
+
+def build_config(source: str, server: ServerConfig | None, emperor: EmperorConfig | None,
+                 apps: Mapping[str, AppConfig], front: tuple[FrontApp, ...] = ()) -> Config:
+    ordered = [apps[name] for name in sorted(apps)]
+    check_across_apps(source, ordered)
+    check_front_against_apps(source, front, ordered)
+    return Config(server or ServerConfig(), emperor or EmperorConfig(), tuple(ordered), front)
+

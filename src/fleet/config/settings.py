@@ -1,0 +1,125 @@
+"""fleet's settings as typed, frozen values: what config.py produces from TOML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fleet.cluster.inventory import FrontApp
+
+MODES = ("always", "on-demand")
+
+
+@dataclass(frozen=True)
+class PipSettings:
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    cert: str | None = None
+
+
+LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+HSTS_DEFAULT = 15768000  # half a year: long enough to matter, short enough to back out of
+
+
+@dataclass(frozen=True)
+class AcmeSettings:
+    email: str | None = None
+    directory: str = LETSENCRYPT
+    ca_bundle: str | None = None  # trusted for the ACME directory (a private CA)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """`off`, `acme` (certificates from [server.acme]) or `files` (the operator's cert/key)."""
+
+    mode: str = "off"
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    packages: tuple[str, ...] = ()
+    pip: PipSettings = field(default_factory=PipSettings)
+    client_max_body_size: str = "10m"
+    acme: AcmeSettings = field(default_factory=AcmeSettings)
+    # Who may reach the apps through nginx: addresses or networks (plus loopback); () = anyone.
+    accept_from: tuple[str, ...] = ()
+    # Longest a clone, fetch or ls-remote of an app's repo may take (a hung git server).
+    git_timeout: float = 900.0
+
+
+@dataclass(frozen=True)
+class EmperorConfig:
+    thunder_lock: bool = True
+    vassal_set: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    path: str = "/"
+    status: tuple[int, ...] = ()  # empty: any 2xx or 3xx
+    contains: str | None = None
+    timeout: float = 30.0
+
+    def accepts(self, status: int) -> bool:
+        if self.status:
+            return status in self.status
+        return 200 <= status < 400
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    name: str
+    repo: str
+    domains: tuple[str, ...]
+    ref: str | None = None
+    path: str = "."
+    module: str = "wsgi:app"
+    processes: int = 2  # the maximum when min_processes is set
+    min_processes: int | None = None  # processes = "MIN-MAX": uWSGI's cheaper keeps MIN
+    threads: int = 1
+    env: tuple[tuple[str, str], ...] = ()
+    static: tuple[tuple[str, str], ...] = ()
+    user: str = ""
+    health: HealthConfig = field(default_factory=HealthConfig)
+    persist: tuple[str, ...] = ("instance",)
+    keep_releases: int = 5
+    init: str | None = None
+    init_timeout: int = 1800  # seconds; then init's whole process tree is killed
+    env_file: str | None = None  # root-only KEY=VALUE file merged under `env`
+    mode: str = "always"  # or "on-demand": the Emperor starts the vassal on a request
+    idle: int = 600  # on-demand: seconds without a request before the vassal stops
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    hsts: int = HSTS_DEFAULT  # Strict-Transport-Security max-age with TLS on; 0: none
+    prefix: str = "/"  # URL path under its domains; the app sees it as SCRIPT_NAME
+    socket: str = "unix"  # or "tcp:HOST:PORT"
+
+    @property
+    def on_demand(self) -> bool:
+        return self.mode == "on-demand"
+
+    @property
+    def tcp_address(self) -> str | None:
+        """HOST:PORT the vassal binds, or None for a unix socket in the app's run dir."""
+        return self.socket[len("tcp:"):] if self.socket.startswith("tcp:") else None
+
+    def url(self, path: str) -> str:
+        """A path of the app (health, static) as visitors request it: under its prefix."""
+        return path if self.prefix == "/" else self.prefix + path
+
+    @property
+    def owner(self) -> str:
+        return self.user or self.name
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    emperor: EmperorConfig
+    apps: tuple[AppConfig, ...]
+    front: tuple[FrontApp, ...] = ()  # a front server's balanced apps (fleet.cluster.inventory)
+
+    def app(self, name: str) -> AppConfig | None:
+        return next((a for a in self.apps if a.name == name), None)

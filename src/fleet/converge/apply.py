@@ -1,0 +1,343 @@
+"""Bring the server to the desired state, step by step; the same code computes a plan.
+
+Order matters: packages; each app's user, repo, release and venv (an app's failure stops only
+that app); run directories and the Emperor; each app's vassal (a new release starts beside the
+live one and must pass its health gate); nginx, tested before every reload; then, through
+nginx, every app's health check, and the retirement of replaced releases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+from dataclasses import dataclass, field
+
+from fleet.config.settings import AppConfig, Config
+from fleet.converge import sites
+from fleet.converge.deploy import Rollout, activate, live_release, record_failure, retire
+from fleet.converge.front import check_front, converge_front, converge_front_tls
+from fleet.converge.prepare import guarded, prepare_app, render_site
+from fleet.converge.tcp_switch import restore_live
+from fleet.errors import FleetError
+from fleet.host import layout
+from fleet.host.actions import Action, Remove, Run, Unknown
+from fleet.host.executor import perform
+from fleet.host.files import plan_absent, plan_dir, plan_file
+from fleet.host.layout import AppPaths
+from fleet.host.machine import Host, is_temp_name, is_trash_name
+from fleet.host.render import render
+from fleet.host.session import Session, Step, StepFailed
+from fleet.server import certs, tls
+from fleet.server.emperor import wait_for_vassal
+from fleet.server.health import check_app
+from fleet.server.history import History
+from fleet.server.logs import app_log_tail
+from fleet.server.nginx import apply_tested, wait_workers_gone, worker_pids
+from fleet.server.packages import plan_packages
+from fleet.server.services import plan_service
+from fleet.server.users import user_exists
+
+
+@dataclass
+class Outcome:
+    apps: dict[str, Rollout] = field(default_factory=dict)
+    aborted: str | None = None
+
+
+def converge(config: Config, session: Session, *, only: set[str] | None = None,
+             health: bool = True) -> Outcome:
+    """Converge every app (or just `only`), isolating each app's failure from the others."""
+    outcome = Outcome()
+    selected = [a for a in config.apps if only is None or a.name in only]
+    histories = {a.name: History.load(session.host, a.name) for a in selected}
+    with contextlib.suppress(StepFailed):  # housekeeping: recorded as failed, apps go on
+        sweep_temp_files(config, session)
+    try:
+        with session.step("packages") as step:
+            wanted = [*layout.BASE_PACKAGES, *tls.packages(config), *config.server.packages]
+            session.apply(step, plan_packages(session.host, wanted))
+        with session.step("directories") as step:
+            session.apply(step, plan_dir(session.host, layout.SRV, 0o755)
+                          + plan_dir(session.host, layout.VASSALS_DIR, 0o755)
+                          + plan_dir(session.host, layout.ENV_DIR, 0o700)
+                          + plan_dir(session.host, layout.STATE_DIR, 0o755)
+                          + plan_dir(session.host, layout.STATE_APPS, 0o700))
+        for app in selected:
+            outcome.apps[app.name] = prepare_app(config, app, session, histories[app.name])
+        with session.step("runtime directories") as step:
+            lost_sockets = converge_tmpfiles(config, session, step)
+            for name in lost_sockets & set(outcome.apps):
+                outcome.apps[name].restart = "its run directory (and socket) had been removed"
+        with session.step("emperor") as step:
+            converge_emperor(config, session, step)
+    except StepFailed as exc:
+        outcome.aborted = exc.step.error
+        return outcome
+    for app in selected:
+        rollout = outcome.apps[app.name]
+        if rollout.vassal is not None:
+            guarded(rollout, lambda a=app, r=rollout: activate(session, a, r))
+        elif not rollout.failed:  # a plan that cannot know the commit yet
+            with session.step("deploy", app.name) as step:
+                session.apply(step, [Unknown("start and health-check the new release")])
+
+    try:
+        replaced_workers = converge_nginx(config, selected, outcome, session)
+        converge_certificates(config, selected, outcome, session)
+        if only is None:
+            remove_stale(config, session)
+            converge_front(config, session, outcome.apps)  # a front server's upstreams
+            converge_front_tls(config, session, outcome.apps)  # and its HTTPS
+    except StepFailed as exc:
+        outcome.aborted = exc.step.error
+        return outcome
+    if not session.check:
+        if replaced_workers and any(r.swapped for r in outcome.apps.values()):
+            wait_workers_gone(replaced_workers)
+        for app in selected:
+            finish_app(app, outcome.apps[app.name], session, histories[app.name], health)
+        if only is None and health:
+            check_front(config, session, outcome.apps)
+    return outcome
+
+
+def written_dirs(host: Host, config: Config) -> list[str]:
+    """Every directory fleet writes files or links into (through Host.write and symlink)."""
+    dirs = [layout.ETC, layout.APPS_DIR, layout.ENV_DIR, layout.UWSGI_DIR, layout.VASSALS_DIR,
+            posixpath.dirname(layout.EMPEROR_UNIT), posixpath.dirname(layout.TMPFILES),
+            posixpath.dirname(layout.NGINX_GLOBAL), layout.NGINX_SITES,
+            layout.NGINX_FLEET_DIR, layout.NGINX_LOCATIONS,
+            *(f"{layout.NGINX_LOCATIONS}/{d}" for d in host.listdir(layout.NGINX_LOCATIONS)),
+            layout.STATE_DIR, layout.STATE_APPS, certs.CERT_STATE,
+            posixpath.dirname(certs.DEPLOY_HOOK), posixpath.dirname(certs.CERTBOT_DROPIN),
+            f"{certs.ACME_WEBROOT}/.well-known/acme-challenge",
+            *(AppPaths(a.name).home for a in config.apps)]  # the `current` link
+    return list(dict.fromkeys(dirs))
+
+
+def trash_dirs(config: Config) -> list[str]:
+    """Where Host.remove renames the directories it deletes (releases, venvs, purged apps)."""
+    dirs = [layout.SRV]
+    for app in config.apps:
+        paths = AppPaths(app.name)
+        dirs += [paths.releases, paths.venvs]
+    return dirs
+
+
+def sweep_temp_files(config: Config, session: Session) -> None:
+    """Temp files of writes killed mid-way (SIGKILL, power loss): nginx and the Emperor ignore
+    them, but they would pile up. Runs under the lock, so no other run is writing them."""
+    host = session.host
+    actions: list[Action] = []
+    for directory in written_dirs(host, config):
+        for entry in host.listdir(directory):
+            path = f"{directory}/{entry}"
+            state = host.state(path) if is_temp_name(entry) else None
+            if state is not None and state.kind in ("file", "link"):
+                actions.append(Remove(path, "left by an interrupted write"))
+    for directory in trash_dirs(config):
+        actions += [Remove(f"{directory}/{entry}", "left by an interrupted delete")
+                    for entry in host.listdir(directory) if is_trash_name(entry)]
+    if actions:
+        with session.step("leftover temp files") as step:
+            session.apply(step, actions)
+
+
+def converge_tmpfiles(config: Config, session: Session, step: Step) -> set[str]:
+    """Run directories from tmpfiles.d. Returns the apps whose run directory was gone: their
+    vassals lost their sockets with it and must be started anew."""
+    host = session.host
+    apps = [a for a in config.apps if session.check or user_exists(host, a.owner)]
+    content = render("tmpfiles.conf.j2", run_root=layout.RUN, nginx_group=layout.NGINX_USER,
+                     on_demand_dir=layout.ON_DEMAND_DIR,
+                     apps=[{"run_dir": AppPaths(a.name).run_dir, "owner": a.owner}
+                           for a in apps])
+    actions = plan_file(host, layout.TMPFILES, content, 0o644)
+    drift = [a for a in apps
+             if plan_dir(host, AppPaths(a.name).run_dir, 0o750, a.owner, layout.NGINX_USER)]
+    on_demand_drift = plan_dir(host, layout.ON_DEMAND_DIR, 0o750, "root", layout.NGINX_USER)
+    if actions or drift or on_demand_drift:
+        actions.append(Run(("systemd-tmpfiles", "--create", layout.TMPFILES),
+                           "create runtime directories"))
+    session.apply(step, actions)
+    return {a.name for a in drift if host.state(AppPaths(a.name).home) is not None
+            and not session.check and host.listdir(AppPaths(a.name).run_dir) == []}
+
+
+def converge_emperor(config: Config, session: Session, step: Step) -> None:
+    host = session.host
+    unit = plan_file(host, layout.EMPEROR_UNIT,
+                     render("systemd/fleet-emperor.service", uwsgi_bin=layout.UWSGI_BIN,
+                            emperor_ini=layout.EMPEROR_INI), 0o644)
+    ini = plan_file(host, layout.EMPEROR_INI,
+                    render("emperor.ini.j2", vassals_dir=layout.VASSALS_DIR,
+                           emperor_stats=layout.EMPEROR_STATS,
+                           on_demand_extension=layout.ON_DEMAND_EXTENSION,
+                           vassal_set=config.emperor.vassal_set), 0o644)
+    session.apply(step, unit + ini)
+    session.apply(step, plan_service(host, layout.EMPEROR_UNIT_NAME, changed=bool(ini),
+                                     on_change="restart", unit_file_changed=bool(unit)))
+
+
+def render_global(host: Host) -> bytes:
+    version = certs.nginx_version(host)  # unknown before nginx is installed: assume current
+    return render("nginx-fleet.conf.j2",
+                  reject_handshake=version is None or version >= (1, 19, 4))
+
+
+def render_access(config: Config) -> bytes:
+    """allow/deny for every app's server block: written even without a restriction, so that
+    the sites can always include it and a change of accept_from is this one file."""
+    return render("nginx-access.conf.j2", accept_from=config.server.accept_from,
+                  loopback=layout.LOOPBACK)
+
+
+def converge_certificates(config: Config, selected: list[AppConfig], outcome: Outcome,
+                          session: Session) -> None:
+    """ACME certificates once each app's HTTP site is live; a new one switches it to HTTPS.
+    A refused certificate fails its step only: the app keeps serving over HTTP."""
+    host = session.host
+
+    def ready(app: AppConfig) -> bool:
+        rollout = outcome.apps[app.name]
+        return not rollout.failed and rollout.site is not None and rollout.release is not None
+
+    def switch_site(app: AppConfig, step: Step) -> bool:
+        rollout = outcome.apps[app.name]
+        assert rollout.release
+        rollout.site = render_site(config, app, rollout.release,
+                                   certs.site_tls(host, app, certs.nginx_version(host)))
+        actions = plan_file(host, AppPaths(app.name).nginx_site, rollout.site, 0o644)
+        return apply_tested(session, step, actions, "this app's HTTPS site")
+
+    tls.converge_tls(config, selected, session, ready, switch_site)
+
+
+def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
+                   session: Session) -> set[int]:
+    """Global files first (shared settings, accept_from), then each app's site, each tested.
+    Returns the PIDs of the workers a reload replaced (they may still be finishing requests to
+    the old upstreams)."""
+    host = session.host
+    changed = False
+    with session.step("nginx config") as step:
+        actions = (plan_file(host, layout.NGINX_GLOBAL, render_global(host), 0o644)
+                   + plan_dir(host, layout.NGINX_FLEET_DIR, 0o755)
+                   + plan_file(host, layout.NGINX_ACCESS, render_access(config), 0o644)
+                   + plan_absent(host, layout.NGINX_DEFAULT_SITE, "fleet's catch-all replaces it"))
+        changed |= apply_tested(session, step, actions, "fleet's global config")
+    for app in selected:
+        rollout = outcome.apps[app.name]
+        if rollout.failed or rollout.site is None:
+            continue
+
+        def site_step(app: AppConfig = app, rollout: Rollout = rollout) -> None:
+            nonlocal changed
+            with session.step("nginx site", app.name) as step:
+                site = sites.site_file(config, app)
+                actions = (sites.plan_site_dirs(host, config, app)
+                           + plan_file(host, site, rollout.site or b"", 0o644)
+                           + sites.moved_files(host, config, app))
+                rollout.previous_site, rollout.site_file = host.read(site), site
+                try:
+                    changed |= apply_tested(session, step, actions, "this app's site")
+                except FleetError:
+                    if rollout.swapped:  # the gated release never takes traffic: stop it
+                        perform(host, Remove(AppPaths(app.name).vassal(rollout.release or "")))
+                    raise
+
+        guarded(rollout, site_step)
+    with session.step("nginx") as step:
+        actions = plan_service(host, "nginx", changed=changed)
+        reloads = any(isinstance(a, Run) and a.argv[1:2] == ("reload",) for a in actions)
+        before = worker_pids() if reloads and not session.check else set()
+        session.apply(step, actions)
+    return before
+
+
+def finish_app(app: AppConfig, rollout: Rollout, session: Session, history: History,
+               health: bool) -> None:
+    """Check the app through nginx; then retire what the new release replaced, or, if the
+    switched release fails through nginx, switch back."""
+    if rollout.failed or rollout.release is None:
+        rollout.health = "failed" if rollout.failed else "skipped"
+        record_failure(session, rollout, history)
+        return
+    if health:
+        guarded(rollout, lambda: health_check(app, rollout, session))
+        rollout.health = "failed" if rollout.failed else "passed"
+    if rollout.failed and rollout.swapped:
+        switch_back(app, rollout, session)
+        record_failure(session, rollout, history)
+        return
+    if rollout.swapped or live_release(session, app.name) != rollout.release:
+        guarded(rollout, lambda: retire(session, app, rollout, history))
+
+
+def health_check(app: AppConfig, rollout: Rollout, session: Session) -> None:
+    with session.step("health", app.name) as step:
+        vassal_id = AppPaths(app.name).vassal_id(rollout.release or "")
+        if rollout.vassal_written is not None and not wait_for_vassal(
+                vassal_id, rollout.vassal_written, app.health.timeout):
+            raise FleetError(f"the Emperor did not reload {vassal_id} within "
+                             f"{app.health.timeout:.0f} s")
+        result = check_app(app, f"{app.name}@{rollout.release}",
+                           https=certs.served_files(session.host, app) is not None)
+        step.notes.append(f"{result.detail} after {result.elapsed:.1f} s")
+        if not result.passed:
+            step.log = app_log_tail(session.host, app.name) or None
+            raise FleetError(f"GET {app.url(app.health.path)} with Host {app.domains[0]}: "
+                             f"{result.detail} (waited {result.elapsed:.0f} s)")
+
+
+def switch_back(app: AppConfig, rollout: Rollout, session: Session) -> None:
+    """The new release passed on its socket but not through nginx: put the old site back."""
+    paths = AppPaths(app.name)
+    with session.step("switch back", app.name) as step:
+        actions: list[Action] = []
+        if rollout.previous_site is not None:
+            actions += plan_file(session.host, rollout.site_file or paths.nginx_site,
+                                 rollout.previous_site, 0o644)
+            actions.append(Run(("systemctl", "reload", "nginx"), "reload nginx"))
+        actions.append(Remove(paths.vassal(rollout.release or ""), "failed through nginx"))
+        session.apply(step, actions)
+        restore_live(session, step, app, rollout)  # a TCP app's previous vassal
+
+
+def orphan_socket_files(host: Host, removed: set[str]) -> list[Action]:
+    """On-demand .socket files whose vassal ini is gone (retired releases, removed apps)."""
+    entries = set(host.listdir(layout.VASSALS_DIR))
+    actions: list[Action] = []
+    for entry in sorted(entries):
+        ini = entry[: -len(layout.ON_DEMAND_EXTENSION)]
+        if entry.endswith(".ini" + layout.ON_DEMAND_EXTENSION) and (
+                ini not in entries or f"{layout.VASSALS_DIR}/{ini}" in removed):
+            actions.append(Remove(f"{layout.VASSALS_DIR}/{entry}", "its vassal is gone"))
+    return actions
+
+
+def remove_stale(config: Config, session: Session) -> None:
+    """Vassals and sites of apps no longer configured: remove them (their data stays)."""
+    host = session.host
+    names = {a.name for a in config.apps}
+    actions: list[Action] = []
+    for entry in host.listdir(layout.VASSALS_DIR):
+        owner = layout.vassal_app(entry)
+        if entry.endswith(".ini") and (owner is None or owner[0] not in names):
+            actions.append(Remove(f"{layout.VASSALS_DIR}/{entry}", "app no longer configured"))
+    actions += orphan_socket_files(host, {a.path for a in actions if isinstance(a, Remove)})
+    for entry in host.listdir(layout.NGINX_SITES):
+        if entry.startswith("fleet-") and entry.endswith(".conf") and entry[6:-5] not in names:
+            actions.append(Remove(f"{layout.NGINX_SITES}/{entry}", "app no longer configured"))
+    actions += sites.stale_locations(host, config)
+    for entry in host.listdir(layout.ENV_DIR):
+        if entry.endswith(".env") and entry[:-4] not in names:
+            actions.append(Remove(f"{layout.ENV_DIR}/{entry}", "app no longer configured"))
+    if not actions:
+        return
+    with session.step("remove stale apps") as step:
+        session.apply(step, actions)
+        if any(a.path.startswith((layout.NGINX_SITES, layout.NGINX_LOCATIONS))
+               for a in actions if isinstance(a, Remove)):
+            session.apply(step, plan_service(host, "nginx", changed=True))
+

@@ -1,0 +1,173 @@
+"""Everything an app needs before it takes traffic: its user and directories, its code at the
+ref (or a rollback's pin), its release and venv, and the text of its vassal and nginx site."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from fleet.config.envfile import app_environment
+from fleet.config.settings import AppConfig, Config
+from fleet.converge import sites
+from fleet.converge.deploy import Rollout, live_release
+from fleet.host import layout
+from fleet.host.actions import Action, OwnTree, Remove, Unknown
+from fleet.host.executor import perform
+from fleet.host.files import plan_dir
+from fleet.host.layout import AppPaths
+from fleet.host.machine import Host
+from fleet.host.render import render
+from fleet.host.session import Session, Step, StepFailed
+from fleet.masking import mask_urls
+from fleet.server import certs
+from fleet.server import repo as repo_res
+from fleet.server.history import History
+from fleet.server.release import (
+    app_dir,
+    dependencies,
+    plan_release,
+    plan_venv,
+    python_version,
+    release_id,
+)
+from fleet.server.users import creates_user, plan_user
+
+
+def guarded(rollout: Rollout, action) -> None:
+    """Run one app's step; its failure marks that app failed and nothing else."""
+    try:
+        action()
+    except StepFailed as exc:
+        rollout.failed = True
+        rollout.error = f"{exc.step.name}: {exc.step.error}"
+
+
+def prepare_app(config: Config, app: AppConfig, session: Session, history: History) -> Rollout:
+    """User, directories, repo, release and venv: everything before the app takes traffic."""
+    host = session.host
+    paths = AppPaths(app.name)
+    rollout = Rollout(app.name, live=live_release(session, app.name))
+
+    def steps() -> None:
+        with session.step("user", app.name) as step:
+            home_existed = host.state(paths.home) is not None
+            actions = plan_user(host, app.owner, paths.home, app.name)
+            session.apply(step, actions)
+            rollout.user_recreated = creates_user(actions) and home_existed
+        with session.step("app directories", app.name) as step:
+            session.apply(step, app_dirs(host, app))
+            if rollout.user_recreated:
+                session.apply(step, reown(app))
+                rollout.restart = f"user {app.owner} was re-created"
+        with session.step("repo", app.name) as step:
+            rollout.commit = sync_repo(app, session, step, history, config.server.git_timeout)
+        if rollout.commit is None:
+            return
+        rollout.release = release_id(rollout.commit)
+        with session.step("release", app.name) as step:
+            session.apply(step, plan_release(host, app, rollout.commit))
+        with session.step("virtualenv", app.name) as step:
+            deps = dependencies(host, app, rollout.commit)
+            rollout.venv = paths.venv(deps.venv_key(python_version(host)))
+            try:
+                session.apply(step, plan_venv(host, app, rollout.commit, deps, rollout.venv,
+                                              config.server.pip))
+            except Exception:
+                if not session.check and host.state(rollout.venv) is not None:
+                    perform(host, Remove(rollout.venv, "failed build"))  # never reuse it
+                raise
+            if rollout.release not in history.releases and not session.check:
+                history.record(rollout.release, rollout.commit, venv=rollout.venv,
+                               built=time.time())
+        rollout.env = render("app.env.j2", env=app_environment(host, app))
+        rollout.vassal = render_vassal(config, app, rollout)
+        rollout.site = render_site(config, app, rollout.release,
+                                   certs.site_tls(host, app, certs.nginx_version(host)))
+
+    guarded(rollout, steps)
+    return rollout
+
+
+def reown(app: AppConfig) -> list[Action]:
+    """A re-created user gets new ids: give it back its code's group and its data."""
+    paths = AppPaths(app.name)
+    actions: list[Action] = [
+        OwnTree(path, None, app.owner, "keep", f"back to group {app.owner}")
+        for path in (paths.releases, paths.venvs)]
+    for top in dict.fromkeys(item.split("/")[0] for item in app.persist):
+        actions.append(OwnTree(f"{paths.shared}/{top}", app.owner, app.owner, "keep",
+                               f"data back to {app.owner}"))
+    return actions
+
+
+def app_dirs(host: Host, app: AppConfig) -> list[Action]:
+    paths = AppPaths(app.name)
+    owner = app.owner
+    actions = (plan_dir(host, paths.home, 0o751, "root", owner)
+               + plan_dir(host, paths.releases, 0o751, "root", owner)
+               + plan_dir(host, paths.venvs, 0o750, "root", owner)
+               + plan_dir(host, paths.shared, 0o750, "root", owner))
+    for item in app.persist:
+        path = paths.shared
+        for part in item.split("/"):
+            path = f"{path}/{part}"
+            actions += plan_dir(host, path, 0o700, owner, owner)
+    return actions
+
+
+def sync_repo(app: AppConfig, session: Session, step: Step, history: History,
+              timeout: float = repo_res.GIT_TIMEOUT) -> str | None:
+    """Clone or fetch the mirror and resolve the ref (or a rollback's pin); a plan asks the
+    remote instead of fetching. Credentials in the URL go to git through its environment."""
+    host = session.host
+    paths = AppPaths(app.name)
+    existed = host.state(paths.repo) is not None
+    session.apply(step, repo_res.plan_clone(host, app.repo, paths.repo, timeout))
+    if existed or not session.check:  # the mirror holds all the code: root only, like releases
+        session.apply(step, plan_dir(host, paths.repo, 0o700))
+    pin = history.pin if history.pin and history.pin.get("ref") == app.ref else None
+    if session.check:
+        commit = (pin or {}).get("commit") or repo_res.remote_commit(host, app.repo, app.ref,
+                                                                     timeout)
+        if commit is None or not existed:
+            session.apply(step, [Unknown(f"resolve {app.ref or 'HEAD'} of "
+                                         f"{mask_urls(app.repo)}")])
+            return None
+        return commit
+    if existed:
+        repo_res.fetch(host, app.repo, paths.repo, timeout)
+    commit = repo_res.resolve(host, paths.repo, (pin or {}).get("commit") or app.ref)
+    step.notes.append(f"commit {commit[:12]}" + (" (pinned by a rollback)" if pin else ""))
+    return commit
+
+
+def render_vassal(config: Config, app: AppConfig, rollout: Rollout) -> bytes:
+    assert rollout.release and rollout.venv and rollout.env is not None
+    paths = AppPaths(app.name)
+    return render(
+        "vassal.ini.j2", app=app, release=rollout.release,
+        env_digest=hashlib.sha256(rollout.env).hexdigest()[:16],
+        chdir=app_dir(paths.release(rollout.release), app), venv=rollout.venv,
+        thunder_lock=config.emperor.thunder_lock,
+        socket=paths.serving_socket(rollout.release, app.on_demand),
+        stats=paths.stats(rollout.release), nginx_group=layout.NGINX_USER,
+        env_file=paths.env_file,
+    )
+
+
+def render_site(config: Config, app: AppConfig, release: str,
+                tls: dict | None = None) -> bytes:
+    """The app's server blocks: HTTPS (plus an HTTP redirect) when `tls` names its files;
+    only its locations when another app holds the server block of its domains (sites.py)."""
+    paths = AppPaths(app.name)
+    root = app_dir(paths.release(release), app)
+    static = sites.static_locations(app, root)
+    holder = sites.holder_of(config, app)
+    if holder.name != app.name:
+        return render("nginx-locations.conf.j2", app=app, release=release, holder=holder.name,
+                      socket=paths.serving_socket(release, app.on_demand), static=static)
+    return render("nginx-site.conf.j2", app=app, release=release,
+                  socket=paths.serving_socket(release, app.on_demand), static=static,
+                  locations_dir=sites.locations_dir(app), access_file=layout.NGINX_ACCESS,
+                  client_max_body_size=config.server.client_max_body_size, tls=tls,
+                  acme_webroot=certs.ACME_WEBROOT if app.tls.mode == "acme" else None)

@@ -1,0 +1,59 @@
+"""Compare a desired file, directory or link with the host and return the actions to converge."""
+
+from __future__ import annotations
+
+from fleet.errors import ConfigError
+from fleet.host.actions import Action, MakeDir, Remove, SetAttrs, Symlink, WriteFile
+from fleet.host.machine import FileState, Host
+
+
+def plan_file(host: Host, path: str, content: bytes, mode: int = 0o644, owner: str = "root",
+              group: str = "root", *, secret: bool = False, why: str = "") -> list[Action]:
+    state = host.state(path)
+    if state is None:
+        return [WriteFile(path, content, mode, owner, group, None, secret, why)]
+    if state.kind != "file":
+        return [Remove(path, "not a regular file"),
+                WriteFile(path, content, mode, owner, group, None, secret, why)]
+    old = host.read(path)
+    if old != content:
+        return [WriteFile(path, content, mode, owner, group, old, secret, why)]
+    if (state.mode, state.owner, state.group) != (mode, owner, group):
+        return [SetAttrs(path, mode, owner, group)]
+    return []
+
+
+def plan_dir(host: Host, path: str, mode: int = 0o755, owner: str = "root",
+             group: str = "root") -> list[Action]:
+    state = host.state(path)
+    if state is None:
+        return [MakeDir(path, mode, owner, group)]
+    if state.kind != "dir":
+        return [Remove(path, "not a directory"), MakeDir(path, mode, owner, group)]
+    if (state.mode, state.owner, state.group) != (mode, owner, group):
+        return [SetAttrs(path, mode, owner, group)]
+    return []
+
+
+def plan_link(host: Host, path: str, target: str) -> list[Action]:
+    state = host.state(path)
+    if state is not None and state.kind == "link" and state.target == target:
+        return []
+    if state is not None and state.kind == "dir":
+        return [Remove(path, "replaced by a link"), Symlink(path, target)]
+    return [Symlink(path, target)]
+
+
+def plan_absent(host: Host, path: str, why: str = "") -> list[Action]:
+    return [] if host.state(path) is None else [Remove(path, why)]
+
+
+def require_file(host: Host, path: str, key: str) -> FileState:
+    """An operator-named file (certificate, key, env_file) must exist as a regular file; else
+    an input error naming the file and the key, before anything changes."""
+    state = host.state(path)
+    if state is None:
+        raise ConfigError(path, key, "no such file")
+    if state.kind != "file":
+        raise ConfigError(path, key, f"must be a regular file, not a {state.kind}")
+    return state

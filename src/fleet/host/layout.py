@@ -1,0 +1,133 @@
+"""Where fleet keeps things on the server: one place, so templates and code agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ETC = "/etc/fleet"
+SERVER_FILE = f"{ETC}/fleet.toml"
+APPS_DIR = f"{ETC}/apps"
+ENV_DIR = f"{ETC}/env"
+STATE_DIR = "/var/lib/fleet"
+STATE_APPS = f"{STATE_DIR}/apps"
+LOCK_FILE = "/run/fleet.host.lock"
+SRV = "/srv/fleet"
+RUN = "/run/fleet"
+UWSGI_DIR = "/etc/uwsgi"
+EMPEROR_INI = f"{UWSGI_DIR}/emperor.ini"
+VASSALS_DIR = f"{UWSGI_DIR}/vassals"
+EMPEROR_UNIT_NAME = "fleet-emperor.service"
+EMPEROR_UNIT = f"/etc/systemd/system/{EMPEROR_UNIT_NAME}"
+EMPEROR_STATS = f"{RUN}/emperor-stats.sock"
+# Sockets the Emperor binds (as root, mode 0666) for on-demand vassals: root:www-data 0750, so
+# only nginx and root reach them. The leading "_" keeps it apart from app names.
+ON_DEMAND_DIR = f"{RUN}/_on-demand"
+ON_DEMAND_EXTENSION = ".socket"
+TMPFILES = "/etc/tmpfiles.d/fleet.conf"
+NGINX_DIR = "/etc/nginx"
+NGINX_GLOBAL = f"{NGINX_DIR}/conf.d/fleet.conf"
+NGINX_SITES = f"{NGINX_DIR}/sites-enabled"
+NGINX_DEFAULT_SITE = f"{NGINX_SITES}/default"
+NGINX_FLEET_DIR = f"{NGINX_DIR}/fleet"
+# Locations of apps served under a prefix of a domain whose server block another app holds.
+NGINX_LOCATIONS = f"{NGINX_FLEET_DIR}/locations"
+# allow/deny from [server] accept_from, included in every app's server block.
+NGINX_ACCESS = f"{NGINX_FLEET_DIR}/access.conf"
+LOOPBACK = ("127.0.0.1", "::1")  # always allowed: fleet's health checks come from here
+NGINX_USER = "www-data"
+SYSTEM_PYTHON = "/usr/bin/python3"
+# Each app's private build cache (pip cache, HOME of its builds): BUILD_CACHE/NAME, 0700.
+BUILD_CACHE = "/var/cache/fleet"
+UWSGI_BIN = "/usr/bin/uwsgi-core"
+# logrotate: nginx-common ships /etc/logrotate.d/nginx but does not depend on it.
+BASE_PACKAGES = ("nginx", "uwsgi-core", "uwsgi-plugin-python3", "python3-venv", "git",
+                 "logrotate")
+
+
+@dataclass(frozen=True)
+class AppPaths:
+    """Every path that belongs to one app."""
+
+    name: str
+
+    @property
+    def home(self) -> str:
+        return f"{SRV}/{self.name}"
+
+    @property
+    def repo(self) -> str:
+        return f"{self.home}/repo.git"
+
+    @property
+    def releases(self) -> str:
+        return f"{self.home}/releases"
+
+    def release(self, release_id: str) -> str:
+        return f"{self.releases}/{release_id}"
+
+    @property
+    def venvs(self) -> str:
+        return f"{self.home}/venvs"
+
+    def venv(self, key: str) -> str:
+        return f"{self.venvs}/{key}"
+
+    @property
+    def shared(self) -> str:
+        return f"{self.home}/shared"
+
+    @property
+    def current(self) -> str:
+        return f"{self.home}/current"
+
+    @property
+    def run_dir(self) -> str:
+        return f"{RUN}/{self.name}"
+
+    def socket(self, release: str) -> str:
+        return f"{self.run_dir}/{release}.sock"
+
+    def on_demand_socket(self, release: str) -> str:
+        return f"{ON_DEMAND_DIR}/{self.name}@{release}.sock"
+
+    def serving_socket(self, release: str, on_demand: bool) -> str:
+        """Where nginx and the health gate reach a release: its own socket, or the Emperor's."""
+        return self.on_demand_socket(release) if on_demand else self.socket(release)
+
+    def on_demand_file(self, release: str) -> str:
+        """Beside the vassal ini, names the socket the Emperor binds and wakes the vassal on."""
+        return self.vassal(release) + ON_DEMAND_EXTENSION
+
+    def stats(self, release: str) -> str:
+        return f"{self.run_dir}/{release}.stats"
+
+    def vassal_id(self, release: str) -> str:
+        """The Emperor's name for a release's vassal: two can run side by side in a deploy."""
+        return f"{self.name}@{release}.ini"
+
+    def vassal(self, release: str) -> str:
+        return f"{VASSALS_DIR}/{self.vassal_id(release)}"
+
+    @property
+    def env_file(self) -> str:
+        return f"{ENV_DIR}/{self.name}.env"
+
+    @property
+    def config_file(self) -> str:
+        return f"{APPS_DIR}/{self.name}.toml"
+
+    @property
+    def nginx_site(self) -> str:
+        return f"{NGINX_SITES}/fleet-{self.name}.conf"
+
+    @property
+    def state_file(self) -> str:
+        return f"{STATE_APPS}/{self.name}.json"
+
+
+def vassal_app(filename: str) -> tuple[str, str] | None:
+    """(app, release) of a vassal file name written by fleet, else None."""
+    if not filename.endswith(".ini") or "@" not in filename:
+        return None
+    app, _, release = filename[: -len(".ini")].partition("@")
+    return app, release

@@ -1,0 +1,56 @@
+"""The Emperor's own view of its vassals, from its stats socket."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fleet.host import layout
+from fleet.server.status import read_stats
+
+
+def vassal_entry(stats: dict[str, Any], vassal_id: str) -> dict[str, Any] | None:
+    return next((v for v in stats.get("vassals", []) if v.get("id") == vassal_id), None)
+
+
+def has_loaded(stats: dict[str, Any], vassal_id: str, mtime: float) -> bool:
+    """True once the Emperor has (re)started the vassal for an ini at least this new.
+
+    It rescans every 3 s and records the ini's mtime (whole seconds) when it acts on it.
+    """
+    entry = vassal_entry(stats, vassal_id)
+    return entry is not None and int(entry.get("last_mod", 0)) >= int(mtime)
+
+
+def wait_for_vassal(vassal_id: str, mtime: float, timeout: float, interval: float = 0.25,
+                    stats_path: str = layout.EMPEROR_STATS) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if has_loaded(read_stats(stats_path), vassal_id, mtime):
+                return True
+        except (OSError, ValueError):
+            pass  # the Emperor may be (re)starting
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def wait_until_gone(vassal_id: str, timeout: float = 30.0, interval: float = 0.25,
+                    stats_path: str = layout.EMPEROR_STATS) -> bool:
+    """Wait until the Emperor no longer lists a vassal whose ini was removed.
+
+    Re-creating an ini of the same name (a rollback to a release that just left) before the
+    old vassal has exited would let the dying one answer the health gate, and its vacuum
+    unlink the new one's socket.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if vassal_entry(read_stats(stats_path), vassal_id) is None:
+                return True
+        except (OSError, ValueError):
+            return True  # no Emperor running: no vassal either
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

@@ -1,0 +1,77 @@
+"""nginx: write fleet's files, test them with `nginx -t` before every reload, and put back the
+previous files when a change is rejected, so one app's bad site never takes the others down."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from fleet.errors import FleetError
+from fleet.host.actions import Action, WriteFile
+from fleet.host.machine import Host
+from fleet.host.session import Session, Step
+
+WORKER = b"nginx: worker process"
+
+
+def test_config(session: Session) -> str | None:
+    """nginx's complaint about the files as they are now, or None when they are valid."""
+    if session.check:
+        return None
+    result = session.host.run(["nginx", "-t", "-q"], check=False)
+    return None if result.ok else nginx_complaint(result.stderr)
+
+
+def nginx_complaint(stderr: str) -> str:
+    """The line that says what is wrong ([emerg]), not the closing "test failed"."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if "[emerg]" in line or "[crit]" in line:
+            return line
+    return lines[-1] if lines else "nginx -t failed"
+
+
+def revert(host: Host, actions: Sequence[Action]) -> None:
+    """Undo file writes that made nginx's configuration invalid."""
+    for action in reversed(actions):
+        if isinstance(action, WriteFile):
+            if action.old is None:
+                host.remove(action.path)
+            else:
+                host.write(action.path, action.old, action.mode, action.owner, action.group)
+
+
+def apply_tested(session: Session, step: Step, actions: list[Action], what: str) -> bool:
+    """Apply file actions, test nginx, and revert them with a clear error if nginx refuses."""
+    changed = session.apply(step, actions)
+    problem = test_config(session) if changed else None
+    if problem:
+        revert(session.host, actions)
+        raise FleetError(f"nginx rejected {what}, kept the previous files: {problem}")
+    return changed
+
+
+def worker_pids() -> set[int]:
+    """PIDs of nginx's worker processes now (read from /proc: Debian minbase has no ps)."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if handle.read().startswith(WORKER):
+                        pids.add(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def wait_workers_gone(pids: set[int], timeout: float = 60.0) -> bool:
+    """After a reload, wait until the workers of the old configuration have finished their
+    requests and exited: only then may the upstreams they used go away."""
+    deadline = time.monotonic() + timeout
+    while any(os.path.exists(f"/proc/{pid}") for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -1,0 +1,235 @@
+"""A release: the code of one commit, extracted root-owned, and the virtualenv it runs in.
+
+Both are built beside their final path and renamed (or marked complete) last, so a killed
+run never leaves something half-built that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from fleet.config.settings import AppConfig, PipSettings
+from fleet.errors import FleetError
+from fleet.host.actions import (
+    Action,
+    BuildVenv,
+    ContainedRun,
+    ExposeTree,
+    MakeDir,
+    Move,
+    OwnTree,
+    Remove,
+    Run,
+    Symlink,
+    WriteFile,
+)
+from fleet.host.layout import BUILD_CACHE, SYSTEM_PYTHON, AppPaths
+from fleet.host.machine import Host
+from fleet.server.repo import git, has_path, read_blob
+
+VENV_MARKER = ".fleet-complete"
+ARCHIVE_PREFIX = "fleet-archive-"  # git archive's tar of a build, inside the mirror
+PIP_ENV = (("PIP_DISABLE_PIP_VERSION_CHECK", "1"), ("PIP_NO_INPUT", "1"),
+           ("PIP_ROOT_USER_ACTION", "ignore"))
+
+
+def release_id(commit: str) -> str:
+    return commit[:12]
+
+
+def app_dir(root: str, app: AppConfig) -> str:
+    return root if app.path == "." else f"{root}/{app.path}"
+
+
+def secure(path: str, group: str) -> list[Action]:
+    """Code is readable by the app's group and nobody else, and writable by root only. The
+    tree may hold links the repo (or a build) chose: they are never followed."""
+    return [OwnTree(path, "root", group, "private")]
+
+
+def expose_static(home: str, root: str, app: AppConfig) -> list[Action]:
+    """nginx serves static directories itself: let it traverse to them and read them (a link
+    on the way is refused, one inside is neither followed nor served)."""
+    return [ExposeTree(home, str(PurePosixPath(app_dir(root, app)) / directory))
+            for _url, directory in app.static]
+
+
+def repo_paths(app: AppConfig) -> list[tuple[str, str]]:
+    """(config key, path inside the repo) of every path root acts on in a release."""
+    base = PurePosixPath(app.path)
+    paths = [] if app.path == "." else [("path", app.path)]
+    paths += [("static", str(base / directory)) for _url, directory in app.static]
+    paths += [("persist", str(base / item)) for item in app.persist]
+    return paths
+
+
+def tree_entry_mode(host: Host, repo: str, commit: str, path: str) -> str | None:
+    """The git mode of one path in the commit's tree ("040000", "120000" for a link, ...),
+    or None when it is not there."""
+    result = host.run(git(repo, "ls-tree", "--full-tree", commit, "--", path), check=False)
+    for line in result.stdout.splitlines():
+        meta, _, name = line.partition("\t")
+        if name == path and meta.split():
+            return meta.split()[0]
+    return None
+
+
+def check_repo_paths(host: Host, app: AppConfig, commit: str) -> None:
+    """Every path root acts on must be plain directories all the way down in the commit:
+    a link (`static -> /etc`) would make root chmod, serve or link through its target."""
+    repo = AppPaths(app.name).repo
+    for key, path in repo_paths(app):
+        parts = PurePosixPath(path).parts
+        for depth in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:depth])
+            mode = tree_entry_mode(host, repo, commit, prefix)
+            if mode is None:
+                break  # missing: nothing below it either (persist items are created)
+            if mode == "120000":
+                raise FleetError(f"{key} {path!r}: {prefix!r} is a symbolic link in commit "
+                                 f"{commit[:12]}; fleet refuses links in the paths it acts on")
+            last = depth == len(parts)
+            if mode != "040000" and not (last and key == "persist"):
+                raise FleetError(f"{key} {path!r}: {prefix!r} is not a directory in commit "
+                                 f"{commit[:12]}")
+
+
+def stale_archives(host: Host, repo: str) -> list[Action]:
+    """The code of a build is exported as a tar inside the root-only mirror, never in a
+    world-traversable place; one a killed run left there is swept by the next build."""
+    return [Remove(f"{repo}/{name}", "left by an interrupted run")
+            for name in host.listdir(repo) if name.startswith(ARCHIVE_PREFIX)]
+
+
+def plan_release(host: Host, app: AppConfig, commit: str) -> list[Action]:
+    paths = AppPaths(app.name)
+    final = paths.release(release_id(commit))
+    check_repo_paths(host, app, commit)
+    actions: list[Action] = stale_archives(host, paths.repo)
+    if host.state(final) is not None:
+        return actions
+    tmp = f"{paths.releases}/.{release_id(commit)}.tmp"
+    tarball = f"{paths.repo}/{ARCHIVE_PREFIX}{release_id(commit)}.tar"  # root-only (0700)
+    if host.state(tmp) is not None:
+        actions.append(Remove(tmp, "left by an interrupted run"))
+    actions += [
+        MakeDir(tmp, 0o750, "root", app.owner),
+        Run(tuple(git(paths.repo, "archive", "--format=tar", "-o", tarball, commit)),
+            f"export commit {commit[:12]}"),
+        Run(("tar", "-x", "-f", tarball, "-C", tmp), "unpack the code"),
+        Remove(tarball),
+    ]
+    for item in app.persist:
+        inside = app_dir(tmp, app) + "/" + item
+        if has_path(host, paths.repo, commit, str(PurePosixPath(app.path) / item)):
+            actions.append(Remove(inside, "the persistent copy replaces the repo's"))
+        actions += [MakeDir(str(PurePosixPath(inside).parent), 0o750, "root", app.owner),
+                    Symlink(inside, f"{paths.shared}/{item}")]
+    actions += secure(tmp, app.owner)
+    actions += expose_static(paths.home, tmp, app)
+    actions.append(Move(tmp, final))
+    return actions
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """How an app's dependencies are installed, and what identifies that install."""
+
+    kind: str  # "requirements", "project" or "none"
+    digest: str  # what must be equal for two releases to share a venv
+
+    def venv_key(self, python_version: str) -> str:
+        data = f"{self.kind}\0{self.digest}\0{python_version}".encode()
+        return hashlib.sha256(data).hexdigest()[:16]
+
+
+def dependencies(host: Host, app: AppConfig, commit: str) -> Dependencies:
+    repo = AppPaths(app.name).repo
+    base = PurePosixPath(app.path)
+    requirements = read_blob(host, repo, commit, str(base / "requirements.txt"))
+    if requirements is not None:
+        return Dependencies("requirements", hashlib.sha256(requirements).hexdigest())
+    if any(has_path(host, repo, commit, str(base / f)) for f in ("pyproject.toml", "setup.py")):
+        # The project itself is installed into the venv, so its code is part of the key.
+        return Dependencies("project", commit)
+    return Dependencies("none", "")
+
+
+def python_version(host: Host) -> str:
+    """The system Python's version: -I and cwd "/" so nothing beside fleet is imported."""
+    return host.run([SYSTEM_PYTHON, "-I", "-c", "import sys; print(sys.version)"],
+                    cwd="/").stdout.strip()
+
+
+def venv_ready(host: Host, venv: str) -> bool:
+    """From file facts only: running the venv's python would run its .pth files as root."""
+    if host.state(f"{venv}/{VENV_MARKER}") is None:
+        return False
+    link = host.state(f"{venv}/bin/python")
+    if link is None or link.kind != "link":
+        return link is not None and link.kind == "file"
+    target = link.target if link.target.startswith("/") else f"{venv}/bin/{link.target}"
+    return host.state(target) is not None
+
+
+def pip_env(pip: PipSettings) -> tuple[tuple[str, str], ...]:
+    env = list(PIP_ENV)
+    if pip.index_url:
+        env.append(("PIP_INDEX_URL", pip.index_url))
+    if pip.extra_index_urls:
+        env.append(("PIP_EXTRA_INDEX_URL", " ".join(pip.extra_index_urls)))
+    if pip.cert:
+        env.append(("PIP_CERT", pip.cert))
+    return tuple(env)
+
+
+def build_cache(app: AppConfig) -> str:
+    """The app's private pip cache and HOME for its builds: 0700, owned by the app's user."""
+    return f"{BUILD_CACHE}/{app.name}"
+
+
+def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv: str,
+              pip: PipSettings) -> list[Action]:
+    """Root makes an empty venv and hands it to the app's user; pip (and every setup.py or
+    build backend it runs) runs contained as that user; then root takes the venv back,
+    marks it complete, and only a complete venv is ever used."""
+    if venv_ready(host, venv):
+        return []
+    paths = AppPaths(app.name)
+    code = app_dir(paths.release(release_id(commit)), app)
+    cache = build_cache(app)
+    actions: list[Action] = []
+    if host.state(venv) is not None:
+        actions.append(Remove(venv, "incomplete or broken"))
+    actions += [MakeDir(BUILD_CACHE, 0o755), MakeDir(cache, 0o700, app.owner, app.owner),
+                BuildVenv(venv, SYSTEM_PYTHON),
+                OwnTree(venv, app.owner, app.owner, "keep",
+                        "hand the new venv to the app's user for the build")]
+    env = (*pip_env(pip), ("HOME", cache), ("PIP_CACHE_DIR", f"{cache}/pip"),
+           ("TMPDIR", "/tmp"))
+    secrets = tuple(u for u in (pip.index_url, *pip.extra_index_urls) if u)
+    pip_cmd = (f"{venv}/bin/python", "-I", "-m", "pip", "install", "--no-input")
+
+    def contained(argv: tuple[str, ...], why: str, cwd: str = "/") -> ContainedRun:
+        return ContainedRun(argv, app.owner, why, env, cwd, (venv, cache), 1800, secrets)
+
+    if deps.kind in ("requirements", "project"):
+        # pip writes into the source it builds (build/, *.egg-info: a project, or a local
+        # path or `-e .` in requirements.txt), and the release is root-owned and read-only:
+        # build from a private copy the app's user owns.
+        src = f"{cache}/src"
+        if host.state(src) is not None:
+            actions.append(Remove(src, "a previous build's copy"))
+        actions.append(contained(("/bin/cp", "-R", "--", code, src), "copy the code to build it"))
+        if deps.kind == "requirements":
+            actions.append(contained((*pip_cmd, "-r", f"{src}/requirements.txt"),
+                                     "install requirements.txt", src))
+        else:
+            actions.append(contained((*pip_cmd, src), "install the project"))
+        actions.append(Remove(src, "the build copy"))
+    actions += secure(venv, app.owner)
+    actions.append(WriteFile(f"{venv}/{VENV_MARKER}", f"{deps.kind} {deps.digest}\n".encode(),
+                             0o640, "root", app.owner))
+    return actions

@@ -1,0 +1,119 @@
+"""The app's git repository: a root-owned mirror, fetched on every run, resolved to a commit.
+
+Credentials in the repo URL never reach git's command line or the mirror's config: git gets
+the URL without them and a credential helper (set through GIT_CONFIG_* variables, readable by
+root only in /proc/PID/environ) that prints them from the environment.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fleet.errors import FleetError
+from fleet.host.actions import Action, Move, Remove, Run
+from fleet.host.machine import Host
+from fleet.masking import RepoUrl, mask_urls, split_credentials
+
+GIT = ("git", "-c", "safe.directory=*")
+GIT_ENV = (("GIT_TERMINAL_PROMPT", "0"), ("GIT_ASKPASS", "/bin/false"))
+GIT_TIMEOUT = 900.0  # [server] git_timeout
+SHA_RE = re.compile(r"[0-9a-f]{40}")
+# A shell function git runs as `HELPER get`: printf is a dash builtin, so the values are
+# expanded inside the shell and appear on no command line.
+CREDENTIAL_HELPER = ('!f() { test "$1" = get || return 0; printf \'username=%s\\npassword=%s\\n\' '
+                     '"$FLEET_GIT_USERNAME" "$FLEET_GIT_PASSWORD"; }; f')
+
+
+def git_env(repo: RepoUrl, timeout: float = GIT_TIMEOUT) -> tuple[tuple[str, str], ...]:
+    """What every command that talks to the remote gets: no prompt, a stalled transfer
+    aborted by curl itself (so no helper outlives a killed git), and the credentials."""
+    env = [*GIT_ENV, ("GIT_HTTP_LOW_SPEED_LIMIT", "1"),
+           ("GIT_HTTP_LOW_SPEED_TIME", str(max(1, int(min(timeout, 60)))))]
+    if repo.has_credentials:
+        # An empty helper first resets any helper from git's system or global config, so
+        # the credentials are never handed to (and stored by) another helper.
+        env += [("GIT_CONFIG_COUNT", "2"),
+                ("GIT_CONFIG_KEY_0", "credential.helper"), ("GIT_CONFIG_VALUE_0", ""),
+                ("GIT_CONFIG_KEY_1", f"credential.{repo.origin()}.helper"),
+                ("GIT_CONFIG_VALUE_1", CREDENTIAL_HELPER),
+                ("FLEET_GIT_USERNAME", repo.username), ("FLEET_GIT_PASSWORD", repo.password)]
+    return tuple(env)
+
+
+def git(repo: str, *args: str) -> list[str]:
+    return [*GIT, "-C", repo, *args]
+
+
+def plan_clone(host: Host, url: str, repo: str, timeout: float = GIT_TIMEOUT) -> list[Action]:
+    """Clone a mirror beside the final path, then rename: a killed clone is never mistaken.
+
+    The mirror's remote URL is the one without credentials: a mirror cloned by an older fleet
+    with a token in its config is rewritten here (the token leaves the file)."""
+    remote = split_credentials(url)
+    if host.state(repo) is not None:
+        current = host.run(git(repo, "config", "--get", "remote.origin.url"), check=False)
+        if current.stdout.strip() != remote.url:
+            return [Run(tuple(git(repo, "remote", "set-url", "origin", "--", remote.url)),
+                        "point the mirror at the new repo URL (without credentials)")]
+        return []
+    tmp = f"{repo}.tmp"
+    actions: list[Action] = []
+    if host.state(tmp) is not None:
+        actions.append(Remove(tmp, "left by an interrupted clone"))
+    actions += [Run((*GIT, "clone", "--mirror", "--quiet", "--", remote.url, tmp),
+                    f"clone {mask_urls(remote.url)}", git_env(remote, timeout),
+                    timeout=timeout),
+                Move(tmp, repo)]
+    return actions
+
+
+def fetch(host: Host, url: str, repo: str, timeout: float = GIT_TIMEOUT) -> None:
+    """Refresh the mirror. Not a change of the server's state: only of fleet's cache of it."""
+    host.run(git(repo, "fetch", "--prune", "--quiet", "origin"),
+             env=dict(git_env(split_credentials(url), timeout)), timeout=timeout)
+
+
+def resolve(host: Host, repo: str, ref: str | None) -> str:
+    wanted = ref or "HEAD"
+    result = host.run(git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
+                                f"{wanted}^{{commit}}"),
+                      check=False)
+    sha = result.stdout.strip()
+    if not result.ok or not SHA_RE.fullmatch(sha):
+        raise FleetError(f"ref {wanted!r} not found in the repository")
+    return sha
+
+
+def parse_ls_remote(output: str, ref: str | None) -> str | None:
+    """The commit a remote ref points at, from `git ls-remote URL`; tags are peeled."""
+    refs: dict[str, str] = {}
+    for line in output.splitlines():
+        sha, _, name = line.partition("\t")
+        refs[name] = sha
+    if ref is None:
+        return refs.get("HEAD")
+    for name in (f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"refs/heads/{ref}", ref):
+        if name in refs:
+            return refs[name]
+    return ref if SHA_RE.fullmatch(ref) else None
+
+
+def remote_commit(host: Host, url: str, ref: str | None,
+                  timeout: float = GIT_TIMEOUT) -> str | None:
+    """Look the ref up without touching the server (for plans); None when it cannot be known."""
+    if ref is not None and SHA_RE.fullmatch(ref):
+        return ref
+    remote = split_credentials(url)
+    result = host.run([*GIT, "ls-remote", "--", remote.url], check=False,
+                      env=dict(git_env(remote, timeout)), timeout=min(120, timeout))
+    return parse_ls_remote(result.stdout, ref) if result.ok else None
+
+
+def read_blob(host: Host, repo: str, commit: str, path: str) -> bytes | None:
+    result = host.run(git(repo, "show", f"{commit}:{path}"), check=False)
+    return result.stdout.encode() if result.ok else None
+
+
+def has_path(host: Host, repo: str, commit: str, path: str) -> bool:
+    result = host.run(git(repo, "cat-file", "-e", f"{commit}:{path}"), check=False)
+    return result.ok

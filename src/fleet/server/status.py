@@ -1,0 +1,299 @@
+"""What is running, read from uWSGI's own stats sockets, systemd and nginx.
+
+The vassal files in /etc/uwsgi/vassals and the Emperor's stats say which vassals of an app
+exist and whether the Emperor throttles them; each vassal's stats socket (named in its ini)
+says what its workers do. Nothing here trusts fleet's own config to describe the running state.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet.cluster.inventory import as_app
+from fleet.config.settings import Config
+from fleet.host import layout
+from fleet.host.bounded import STATS_CAP, AnswerError, parse_json, read_all
+from fleet.host.layout import AppPaths
+from fleet.host.machine import Host
+from fleet.server.certs import certificate_status, served_files
+from fleet.server.health import judge, probe
+from fleet.server.logs import app_log_tail, last_error
+from fleet.server.rotation import current, load_drained, marked_down
+from fleet.server.services import is_active
+
+
+def read_stats(path: str, timeout: float = 2.0) -> dict[str, Any]:
+    """uWSGI's stats server writes one JSON document and closes the connection. The socket's
+    directory is writable by the app, so the answer may be anyone's: it is read within
+    `timeout` and STATS_CAP bytes, and anything but a JSON object is an AnswerError."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        data = parse_json(read_all(sock, timeout, STATS_CAP))
+    if not isinstance(data, dict):
+        raise AnswerError("stats answer unreadable (not a JSON object)")
+    return data
+
+
+@dataclass
+class WorkerInfo:
+    pid: int
+    status: str
+    requests: int
+    rss: int
+    respawns: int
+
+
+def proc_rss(pid: int) -> int:
+    """Resident memory in bytes from /proc (uWSGI reports rss only with memory-report on)."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def parse_workers(stats: dict[str, Any],
+                  rss_of: Callable[[int], int] = proc_rss) -> list[WorkerInfo]:
+    """Workers from a vassal's stats. uWSGI counts a worker's first start in respawn_count,
+    so respawns are that count minus one. Its socket is in a directory the app can write:
+    a document of another shape is an AnswerError, not a traceback."""
+    try:
+        return [WorkerInfo(int(w.get("pid", 0)), str(w.get("status", "?")),
+                           int(w.get("requests", 0)),
+                           int(w.get("rss", 0)) or rss_of(int(w.get("pid", 0))),
+                           max(int(w.get("respawn_count", 0)) - 1, 0))
+                for w in stats.get("workers", [])
+                if int(w.get("pid", 0)) > 0]  # cheaper's stopped workers keep a pid-0 slot
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        raise AnswerError("stats answer unreadable (not uWSGI's workers)") from None
+
+
+def vassal_owner(filename: str) -> tuple[str, str | None] | None:
+    """(app, release) of a vassal file: NAME@RELEASE.ini, or NAME.ini (release unknown)."""
+    if not filename.endswith(".ini") or filename.startswith("."):
+        return None
+    app, sep, release = filename[: -len(".ini")].partition("@")
+    return app, (release if sep else None)
+
+
+def ini_value(text: str, key: str) -> str | None:
+    """The last `key = value` of an ini (uWSGI lets a later line win)."""
+    value = None
+    for line in text.splitlines():
+        name, sep, rest = line.partition("=")
+        if sep and name.strip() == key:
+            value = rest.strip()
+    return value
+
+
+@dataclass
+class VassalStatus:
+    id: str
+    release: str | None
+    state: str  # running, sleeping, throttled, failing, starting, stopped, unreadable
+    pid: int | None = None
+    stats_problem: str | None = None  # why its stats answer was refused (state unreadable)
+    respawns: int = 0
+    attempts: int = 0  # failed starts counted by the Emperor's throttling
+    workers: list[WorkerInfo] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        data = {"id": self.id, "release": self.release, "state": self.state, "pid": self.pid,
+                "respawns": self.respawns, "failed_starts": self.attempts,
+                "workers": [w.pid for w in self.workers]}
+        if self.stats_problem:
+            data["stats_problem"] = self.stats_problem
+        return data
+
+
+def is_sleeping(host: Host, filename: str, entry: dict[str, Any] | None) -> bool:
+    """An on-demand vassal (a .socket file beside its ini) without a process: the Emperor
+    holds its socket and starts it on the next request. Not a failure."""
+    if host.state(f"{layout.VASSALS_DIR}/{filename}{layout.ON_DEMAND_EXTENSION}") is None:
+        return False
+    return entry is None or int(entry.get("pid") or 0) <= 0
+
+
+def vassal_status(host: Host, filename: str, emperor: dict[str, Any] | None) -> VassalStatus:
+    owner = vassal_owner(filename)
+    result = VassalStatus(filename, owner[1] if owner else None, "stopped")
+    entry = blocked = None
+    if emperor is not None:
+        entry = next((v for v in emperor.get("vassals", []) if v.get("id") == filename), None)
+        blocked = next((b for b in emperor.get("blacklist", []) if b.get("id") == filename),
+                       None)
+    if entry is not None:
+        result.pid = int(entry.get("pid") or 0) or None
+        result.respawns = int(entry.get("respawns") or 0)
+    if blocked is not None:
+        result.attempts = int(blocked.get("attempt") or 0) + 1
+    stats_path = ini_value((host.read(f"{layout.VASSALS_DIR}/{filename}") or b"").decode(
+        errors="replace"), "stats")
+    try:
+        if stats_path is None:
+            raise OSError("no stats socket in the vassal file")
+        result.workers = parse_workers(read_stats(stats_path))
+        result.state = "running"
+    except AnswerError as exc:  # an answer came, but not one fleet reads: say so
+        result.state = "unreadable"
+        result.stats_problem = str(exc)
+    except (OSError, ValueError):
+        if blocked is not None:
+            result.state = "throttled"
+        elif is_sleeping(host, filename, entry):
+            result.state = "sleeping"
+        elif entry is not None:
+            result.state = "failing" if result.respawns or entry.get("cursed") else "starting"
+    return result
+
+
+@dataclass
+class AppStatus:
+    name: str
+    commit: str | None
+    domains: list[str]
+    state: str  # running, sleeping, throttled, failing, starting, stopped, not deployed
+    release: str | None = None
+    workers: list[WorkerInfo] = field(default_factory=list)
+    vassals: list[VassalStatus] = field(default_factory=list)
+    health: str = "unknown"
+    problem: str | None = None
+    certificate: dict[str, Any] | None = None  # expiry of the served one (fleet.server.certs)
+
+    def to_json(self) -> dict[str, object]:
+        busy = sum(1 for w in self.workers if w.status == "busy")
+        return {
+            "commit": self.commit, "release": self.release, "domains": self.domains,
+            "state": self.state, "health": self.health, "problem": self.problem,
+            "workers": {"total": len(self.workers), "busy": busy,
+                        "idle": len(self.workers) - busy,
+                        "requests": sum(w.requests for w in self.workers),
+                        "rss": sum(w.rss for w in self.workers),
+                        "respawns": sum(w.respawns for w in self.workers),
+                        "pids": [w.pid for w in self.workers]},
+            "vassals": [v.to_json() for v in self.vassals],
+            "certificate": self.certificate,
+        }
+
+
+def live_vassal(vassals: list[VassalStatus], release: str | None) -> VassalStatus | None:
+    """The vassal of the live release; during a deploy a second one may run beside it."""
+    for vassal in vassals:
+        if release is not None and vassal.release == release:
+            return vassal
+    return vassals[0] if len(vassals) == 1 else None
+
+
+def why_down(host: Host, name: str, vassal: VassalStatus) -> str:
+    what = {"throttled": f"throttled by the Emperor after {vassal.attempts} failed starts",
+            "failing": f"exits right after starting ({vassal.respawns} respawns)",
+            "starting": "starting, not answering on its stats socket yet",
+            "stopped": "not running (the Emperor does not list it)",
+            "unreadable": f"its stats socket: {vassal.stats_problem}"}.get(vassal.state,
+                                                                        vassal.state)
+    error = last_error(app_log_tail(host, name, 40))
+    return f"{what}: {error}" if error else what
+
+
+def never_served(host: Host, name: str) -> str:
+    """Why an app has no vassal: its last release failed its gate, or it was never applied."""
+    try:
+        data = json.loads(host.read(AppPaths(name).state_file) or b"{}")
+        failed = [r for r in data.get("releases", []) if r.get("failed")]
+    except (ValueError, AttributeError):
+        failed = []
+    if failed:
+        last = max(failed, key=lambda r: r.get("built") or 0)
+        return f"no release serves: release {last.get('id')} failed ({last['failed']})"
+    return f"no vassal file in {layout.VASSALS_DIR} (run fleet apply)"
+
+
+def app_status(host: Host, config: Config, name: str,
+               emperor: dict[str, Any] | None = None) -> AppStatus:
+    app = config.app(name)
+    assert app is not None
+    link = host.state(AppPaths(name).current)
+    release = link.target.rsplit("/", 1)[-1] if link and link.kind == "link" else None
+    result = AppStatus(name, release, list(app.domains), "not deployed", release)
+    result.certificate = certificate_status(host, app)
+    files = [f for f in host.listdir(layout.VASSALS_DIR)
+             if (vassal_owner(f) or ("", None))[0] == name]
+    result.vassals = [vassal_status(host, f, emperor) for f in files]
+    live = live_vassal(result.vassals, release)
+    if live is None:
+        result.problem = never_served(host, name)
+    else:
+        result.state = live.state
+        result.workers = live.workers
+        if live.state == "sleeping":
+            result.health = "sleeping"  # a probe would wake it: status leaves it asleep
+            return result
+        if live.state != "running":
+            result.problem = why_down(host, name, live)
+    try:
+        why = judge(app, probe(app.domains[0], app.url(app.health.path), timeout=5,
+                               https=served_files(host, app) is not None))
+        result.health = "failed" if why else "passed"
+        if why:
+            result.problem = result.problem or why
+    except OSError as exc:
+        result.health = "failed"
+        result.problem = result.problem or f"no response through nginx ({exc})"
+    return result
+
+
+def read_emperor(path: str = layout.EMPEROR_STATS) -> dict[str, Any] | None:
+    try:
+        return read_stats(path)
+    except (OSError, ValueError):
+        return None
+
+
+def emperor_status(host: Host, stats: dict[str, Any] | None) -> dict[str, object]:
+    data: dict[str, object] = {"active": is_active(host, layout.EMPEROR_UNIT_NAME)}
+    if stats is None:
+        data["problem"] = "no answer on the Emperor's stats socket " + layout.EMPEROR_STATS
+        data["vassals"], data["blacklist"] = [], []
+        return data
+    data["vassals"] = [{"id": v.get("id"), "pid": v.get("pid"), "ready": v.get("ready"),
+                        "respawns": v.get("respawns"), "cursed": v.get("cursed")}
+                       for v in stats.get("vassals", [])]
+    data["blacklist"] = [{"id": b.get("id"), "failed_starts": int(b.get("attempt") or 0) + 1,
+                          "throttle_ms": b.get("throttle_level")}
+                         for b in stats.get("blacklist", [])]
+    return data
+
+
+def front_status(host: Host, config: Config) -> dict[str, object]:
+    """A front's balanced apps: which app servers are in rotation and which are drained, and
+    the certificate the front serves for each app with `tls`."""
+    drained = current(load_drained(host), config.front)
+    result: dict[str, object] = {}
+    for app in config.front:
+        down = marked_down(app, drained)
+        row: dict[str, object] = {"domains": list(app.domains),
+                                  "in": [u for u in app.upstreams if u not in down],
+                                  "out": [u for u in app.upstreams if u in down]}
+        if app.tls.mode != "off":  # HTTPS terminates here: its certificate is this host's
+            row["certificate"] = certificate_status(host, as_app(app))
+        result[app.name] = row
+    return result
+
+
+def server_status(host: Host, config: Config) -> dict[str, object]:
+    emperor = read_emperor()
+    return {
+        "apps": {a.name: app_status(host, config, a.name, emperor).to_json()
+                 for a in config.apps},
+        "front": front_status(host, config),
+        "emperor": emperor_status(host, emperor),
+        "nginx": {"active": is_active(host, "nginx")},
+    }

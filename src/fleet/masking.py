@@ -3,7 +3,7 @@
 A repo URL such as https://user:TOKEN@host/app.git (or https://TOKEN@host/...) carries a
 secret. git gets the URL without it (so it is on no command line, in no mirror config) and the
 credentials through its environment; every message fleet prints passes through mask_urls.
-Kept free of fleet imports so errors.py and session.py can use it.
+Kept free of fleet imports so every layer (errors, the session, the config) can use it.
 """
 
 from __future__ import annotations

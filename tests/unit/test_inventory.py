@@ -6,14 +6,9 @@ import socket
 
 import pytest
 
-from fleet.cluster.inventory import (
-    Server,
-    check_front_domains,
-    host_document,
-    load_inventory,
-    parse_front,
-)
+from fleet.cluster.inventory import Server, host_document, load_inventory
 from fleet.config import parse as config
+from fleet.config.parse import parse_front
 from fleet.config.tomlwrite import dumps
 from fleet.errors import ConfigError
 
@@ -156,14 +151,6 @@ def test_bad_front_tables(table: dict, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_front(config.Checker("f", "front", table))
     assert info.value.key == key
-
-
-def test_a_domain_is_balanced_or_served_never_both() -> None:
-    front = parse_front(config.Checker("f", "front", {"apps": {"a": {
-        "domains": ["a.example"], "upstreams": ["h:80"]}}}))
-    check_front_domains("f", front, {"b.example"})
-    with pytest.raises(ConfigError, match="also served by a local app"):
-        check_front_domains("f", front, {"a.example"})
 
 
 def test_with_fronts_tls_and_hsts_move_to_the_fronts_and_leave_the_app_servers() -> None:

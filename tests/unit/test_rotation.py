@@ -8,8 +8,7 @@ import json
 
 import pytest
 
-from fleet.cluster.inventory import FrontApp
-from fleet.config.settings import HealthConfig
+from fleet.config.settings import FrontApp, HealthConfig
 from fleet.config.store import desired_state
 from fleet.converge import front as front_mod
 from fleet.converge.front import front_file, rotate

@@ -1,6 +1,6 @@
 """The command line: each command parses, calls one function, and renders its result.
 
-Commands live in fleet.commands.*; this module holds the app, global options and the entry
+Commands live in the other fleet.cli modules; this module holds the app, global options and the entry
 point that turns errors into one line and an exit code.
 """
 

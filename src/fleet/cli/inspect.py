@@ -14,8 +14,7 @@ from rich.text import Text
 
 from fleet.cli.common import OPTIONS, JsonOpt, app, local_host, require_root
 from fleet.cli.report import print_json
-from fleet.cluster.inventory import as_app
-from fleet.config.settings import AppConfig, Config
+from fleet.config.settings import AppConfig, Config, as_app
 from fleet.config.store import desired_state
 from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, FleetError
 from fleet.host.machine import CLEAN_PATH, Host

@@ -14,7 +14,9 @@ from rich.console import Console
 
 from fleet.cli.common import JsonOpt, app, err, local_host, reporter, require_root
 from fleet.cli.report import print_json
-from fleet.cluster.inventory import ADDRESS_RE, UPSTREAM_RE, FrontApp, Server, upstream
+from fleet.cluster.inventory import ADDRESS_RE, Server, upstream
+from fleet.config.parse import UPSTREAM_RE
+from fleet.config.settings import FrontApp
 from fleet.config.store import desired_state
 from fleet.converge.front import rotate
 from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError

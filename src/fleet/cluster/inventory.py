@@ -15,34 +15,26 @@ import ipaddress
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fleet.config.checker import Checker
 from fleet.config.parse import (
     APP_NAME_RE,
     build_config,
-    check_domain,
     parse_accept_from,
     parse_document,
-    parse_health,
-    parse_hsts,
-    parse_tls,
     parse_toml,
 )
-from fleet.config.settings import HSTS_DEFAULT, AppConfig, HealthConfig, TlsConfig
-from fleet.errors import ConfigError
 
 ROLES = ("app", "front")
 SERVER_KEYS = ["address", "user", "port", "role"]
-FRONT_APP_KEYS = ["domains", "upstreams", "health", "tls", "hsts"]
 # An app's keys that move to the fronts when there are any: HTTPS terminates there, and app
 # servers behind a front (which only accept the fronts) serve plain HTTP to it.
 AT_FRONT_KEYS = ("tls", "hsts")
 # A host name, an IPv4 address, a bracket-free IPv6 address, or an ssh_config Host alias.
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]*$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
-UPSTREAM_RE = re.compile(r"^[A-Za-z0-9.:_\[\]-]+:[0-9]{1,5}$")
 APP_PORT = 80  # app servers' nginx: the front talks to it on the inventory address
 EVERYONE = {"0.0.0.0/0", "::/0"}  # [server] accept_from with both: app servers take anyone
 
@@ -81,26 +73,6 @@ class Inventory:
 
     def servers_of(self, app: str) -> tuple[str, ...]:
         return dict(self.placement).get(app, ())
-
-
-@dataclass(frozen=True)
-class FrontApp:
-    """One app as a front server sees it: domains, the app servers behind it, its check, and
-    its HTTPS (terminated at the front, as `tls` and `hsts` of a standalone app)."""
-
-    name: str
-    domains: tuple[str, ...]
-    upstreams: tuple[str, ...]
-    health: HealthConfig = field(default_factory=HealthConfig)
-    tls: TlsConfig = field(default_factory=TlsConfig)
-    hsts: int = HSTS_DEFAULT
-
-
-def as_app(front: FrontApp) -> AppConfig:
-    """A balanced app as the health check and the certificate code see it (domains, health,
-    tls, hsts): the front gets its certificate exactly as a standalone app does."""
-    return AppConfig(name=front.name, repo="-", domains=front.domains, health=front.health,
-                     tls=front.tls, hsts=front.hsts)
 
 
 def parse_server_entry(c: Checker, name: str) -> Server:
@@ -281,41 +253,3 @@ def host_document(inventory: Inventory, data: Mapping[str, Any], server: str
 def upstream(server: Server) -> str:
     address = f"[{server.address}]" if ":" in server.address else server.address
     return f"{address}:{APP_PORT}"
-
-
-# --------------------------------------------------------------------------- [front] on a server
-
-
-def parse_front(c: Checker) -> tuple[FrontApp, ...]:
-    """The [front] table a front server applies (written by `fleet push`, or by hand)."""
-    c.check_known(["apps"])
-    apps = c.sub("apps")
-    result = []
-    for name in sorted(apps.table):
-        app = apps.sub(str(name))
-        if not APP_NAME_RE.fullmatch(str(name)):
-            app.fail("", f"invalid app name {name!r}")
-        app.check_known(FRONT_APP_KEYS)
-        domains = app.get_str_list("domains", required=True)
-        if not domains:
-            app.fail("domains", "must list at least one domain")
-        for index, domain in enumerate(domains):
-            check_domain(app, f"domains[{index}]", domain)
-        upstreams = app.get_str_list("upstreams", required=True)
-        if not upstreams:
-            app.fail("upstreams", "must list at least one app server (address:port)")
-        for index, item in enumerate(upstreams):
-            if not UPSTREAM_RE.fullmatch(item):
-                app.fail(f"upstreams[{index}]", f"{item!r} is not ADDRESS:PORT")
-        result.append(FrontApp(str(name), domains, upstreams, parse_health(app.sub("health")),
-                               parse_tls(app), parse_hsts(app)))
-    return tuple(result)
-
-
-def check_front_domains(source: str, front: tuple[FrontApp, ...], app_domains: set[str]) -> None:
-    """A domain is balanced by the front or served by a local app, never both."""
-    for app in front:
-        for domain in app.domains:
-            if domain in app_domains:
-                raise ConfigError(source, f"front.apps.{app.name}.domains",
-                                  f"{domain!r} is also served by a local app")

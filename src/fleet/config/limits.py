@@ -1,6 +1,6 @@
 """Limits fleet enforces on its inputs, shared by config validation and the server-side checks.
 
-Kept in a module of its own (no imports) so config.py, envfile.py and the checks on the server
+Kept in a module of its own (no imports) so parse.py, envfile.py and the checks on the server
 can all use them without import cycles.
 """
 
@@ -21,7 +21,7 @@ TOML_MAX_DEPTH = 32
 
 def env_line_problem(key: str, value: str) -> str | None:
     """Why uWSGI would not read the line `KEY=VALUE` whole, or None. Never quotes the value:
-    it is a secret. Used for `env` (config.py) and `env_file` lines (envfile.py) alike."""
+    it is a secret. Used for `env` (parse.py) and `env_file` lines (envfile.py) alike."""
     length = len(f"{key}={value}".encode())
     if length <= ENV_LINE_MAX:
         return None

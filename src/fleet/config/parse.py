@@ -11,9 +11,9 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fleet.config.checker import Checker, kind_name, type_name
+from fleet.config.checker import Checker, type_name
 from fleet.config.limits import TOML_MAX_BYTES, TOML_MAX_DEPTH, env_line_problem
 from fleet.config.routes import check_routes, parse_prefix, parse_socket
 from fleet.config.settings import (
@@ -24,15 +24,13 @@ from fleet.config.settings import (
     AppConfig,
     Config,
     EmperorConfig,
+    FrontApp,
     HealthConfig,
     PipSettings,
     ServerConfig,
     TlsConfig,
 )
 from fleet.errors import ConfigError
-
-if TYPE_CHECKING:
-    from fleet.cluster.inventory import FrontApp
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,12 +57,6 @@ REPO_BAD_RE = re.compile(r"[\s\x00-\x1f\x7f]")
 # health.path goes into an HTTP request line: RFC 3986 path and query characters only.
 HEALTH_PATH_RE = re.compile(r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
 VASSAL_VALUE_RE = re.compile(r"[A-Za-z0-9 ._,:/+=*-]*")
-
-__all__ = [  # settings and the checker are re-exported: callers import them from here
-    "HSTS_DEFAULT", "LETSENCRYPT", "MODES", "AcmeSettings", "AppConfig", "Checker", "Config",
-    "EmperorConfig", "HealthConfig", "PipSettings", "ServerConfig", "TlsConfig", "kind_name",
-    "type_name",
-]
 
 
 # --------------------------------------------------------------------------- sections
@@ -495,3 +487,33 @@ def build_config(source: str, server: ServerConfig | None, emperor: EmperorConfi
     check_front_against_apps(source, front, ordered)
     return Config(server or ServerConfig(), emperor or EmperorConfig(), tuple(ordered), front)
 
+
+# --------------------------------------------------------------------------- [front] on a server
+FRONT_APP_KEYS = ["domains", "upstreams", "health", "tls", "hsts"]
+UPSTREAM_RE = re.compile(r"^[A-Za-z0-9.:_\[\]-]+:[0-9]{1,5}$")
+
+
+def parse_front(c: Checker) -> tuple[FrontApp, ...]:
+    """The [front] table a front server applies (written by `fleet push`, or by hand)."""
+    c.check_known(["apps"])
+    apps = c.sub("apps")
+    result = []
+    for name in sorted(apps.table):
+        app = apps.sub(str(name))
+        if not APP_NAME_RE.fullmatch(str(name)):
+            app.fail("", f"invalid app name {name!r}")
+        app.check_known(FRONT_APP_KEYS)
+        domains = app.get_str_list("domains", required=True)
+        if not domains:
+            app.fail("domains", "must list at least one domain")
+        for index, domain in enumerate(domains):
+            check_domain(app, f"domains[{index}]", domain)
+        upstreams = app.get_str_list("upstreams", required=True)
+        if not upstreams:
+            app.fail("upstreams", "must list at least one app server (address:port)")
+        for index, item in enumerate(upstreams):
+            if not UPSTREAM_RE.fullmatch(item):
+                app.fail(f"upstreams[{index}]", f"{item!r} is not ADDRESS:PORT")
+        result.append(FrontApp(str(name), domains, upstreams, parse_health(app.sub("health")),
+                               parse_tls(app), parse_hsts(app)))
+    return tuple(result)

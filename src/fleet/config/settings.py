@@ -1,12 +1,8 @@
-"""fleet's settings as typed, frozen values: what config.py produces from TOML."""
+"""fleet's settings as typed, frozen values: what fleet.config.parse produces from TOML."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from fleet.cluster.inventory import FrontApp
 
 MODES = ("always", "on-demand")
 
@@ -119,7 +115,27 @@ class Config:
     server: ServerConfig
     emperor: EmperorConfig
     apps: tuple[AppConfig, ...]
-    front: tuple[FrontApp, ...] = ()  # a front server's balanced apps (fleet.cluster.inventory)
+    front: tuple[FrontApp, ...] = ()  # a front server's balanced apps ([front], from fleet push)
 
     def app(self, name: str) -> AppConfig | None:
         return next((a for a in self.apps if a.name == name), None)
+
+
+@dataclass(frozen=True)
+class FrontApp:
+    """One app as a front server sees it: domains, the app servers behind it, its check, and
+    its HTTPS (terminated at the front, as `tls` and `hsts` of a standalone app)."""
+
+    name: str
+    domains: tuple[str, ...]
+    upstreams: tuple[str, ...]
+    health: HealthConfig = field(default_factory=HealthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    hsts: int = HSTS_DEFAULT
+
+
+def as_app(front: FrontApp) -> AppConfig:
+    """A balanced app as the health check and the certificate code see it (domains, health,
+    tls, hsts): the front gets its certificate exactly as a standalone app does."""
+    return AppConfig(name=front.name, repo="-", domains=front.domains, health=front.health,
+                     tls=front.tls, hsts=front.hsts)

@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.cluster.inventory import parse_front
 from fleet.config.checker import Checker
 from fleet.config.parse import (
     build_config,
     parse_app_document,
     parse_document,
     parse_emperor,
+    parse_front,
     parse_server,
     parse_toml,
 )

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 from fleet.config.settings import AppConfig, Config
 from fleet.converge import sites
-from fleet.converge.deploy import Rollout, activate, live_release, record_failure, retire
+from fleet.converge.deploy import activate, live_release, record_failure, retire
 from fleet.converge.front import check_front, converge_front, converge_front_tls
 from fleet.converge.prepare import guarded, prepare_app, render_site
+from fleet.converge.rollout import Rollout
 from fleet.converge.tcp_switch import restore_live
 from fleet.errors import FleetError
 from fleet.host import layout

@@ -9,10 +9,10 @@ finished their requests. A release that fails its gate is stopped and never sees
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 from fleet.config.envfile import app_environment
 from fleet.config.settings import AppConfig
+from fleet.converge.rollout import Rollout
 from fleet.converge.tcp_switch import free_address, restore_live
 from fleet.errors import FleetError
 from fleet.host import layout
@@ -25,45 +25,12 @@ from fleet.host.machine import Host
 from fleet.host.render import render
 from fleet.host.session import Session, Step
 from fleet.host.uwsgi_client import get as uwsgi_get
-from fleet.masking import mask_urls
 from fleet.server.emperor import vassal_entry, wait_until_gone
 from fleet.server.health import judge_reply
 from fleet.server.history import History
 from fleet.server.logs import app_log_tail
 from fleet.server.release import app_dir
 from fleet.server.status import read_stats
-
-
-@dataclass
-class Rollout:
-    """What one app's run decided: which release serves, and how it gets there."""
-
-    name: str
-    commit: str | None = None
-    release: str | None = None  # the release that should serve after this run
-    live: str | None = None  # the release serving before this run
-    venv: str | None = None
-    vassal: bytes | None = None
-    env: bytes | None = None
-    site: bytes | None = None
-    previous_site: bytes | None = None  # the site before this run, to switch back to
-    user_recreated: bool = False  # the app's user had been deleted and was created again
-    restart: str | None = None  # why the live vassal must be started anew, not reloaded
-    site_file: str | None = None  # where the app's nginx file lives (fleet.converge.sites)
-    stopped_live: bytes | None = None  # TCP app: ini of the live vassal stopped for the new one
-    swapped: bool = False  # a new release passed its gate and nginx must switch to it
-    vassal_written: float | None = None  # in-place reload: mtime of the rewritten ini
-    health: str = "skipped"
-    failed: bool = False
-    error: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self, changed: bool) -> dict[str, object]:
-        data: dict[str, object] = {"commit": self.commit, "release": self.release,
-                                   "health": self.health, "changed": changed}
-        if self.error:
-            data["error"] = mask_urls(self.error)
-        return data
 
 
 def live_release_of(host: Host, app: str) -> str | None:

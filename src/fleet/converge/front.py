@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fleet.cluster.inventory import FrontApp, as_app
-from fleet.config.settings import AppConfig, Config
-from fleet.converge.deploy import Rollout
+from fleet.config.settings import AppConfig, Config, FrontApp, as_app
+from fleet.converge.rollout import Rollout
 from fleet.errors import FleetError
 from fleet.host import layout
 from fleet.host.actions import Action, Remove

@@ -9,7 +9,8 @@ import time
 from fleet.config.envfile import app_environment
 from fleet.config.settings import AppConfig, Config
 from fleet.converge import sites
-from fleet.converge.deploy import Rollout, live_release
+from fleet.converge.deploy import live_release
+from fleet.converge.rollout import Rollout
 from fleet.host import layout
 from fleet.host.actions import Action, OwnTree, Remove, Unknown
 from fleet.host.executor import perform

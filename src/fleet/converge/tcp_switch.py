@@ -17,7 +17,7 @@ from fleet.host.session import Session, Step
 from fleet.server.emperor import wait_until_gone
 
 if TYPE_CHECKING:
-    from fleet.converge.deploy import Rollout
+    from fleet.converge.rollout import Rollout
 
 
 def free_address(session: Session, step: Step, app: AppConfig, rollout: Rollout) -> None:

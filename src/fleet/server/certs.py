@@ -17,8 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from fleet.cluster.inventory import as_app
-from fleet.config.settings import AppConfig, Config
+from fleet.config.settings import AppConfig, Config, as_app
 from fleet.errors import ConfigError
 from fleet.host import layout
 from fleet.host.actions import Action, Remove, WriteFile

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fleet.cluster.inventory import FrontApp, as_app
+from fleet.config.settings import FrontApp, as_app
 from fleet.host import layout
 from fleet.host.actions import Action
 from fleet.host.files import plan_file

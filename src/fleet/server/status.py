@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.cluster.inventory import as_app
-from fleet.config.settings import Config
+from fleet.config.settings import Config, as_app
 from fleet.host import layout
 from fleet.host.bounded import STATS_CAP, AnswerError, parse_json, read_all
 from fleet.host.layout import AppPaths

@@ -109,7 +109,7 @@ def test_init_writes_a_valid_private_config_and_refuses_to_overwrite(
 
 
 def test_init_example_documents_every_key_with_valid_values() -> None:
-    """Switching every optional line on still parses, and names every key fleet.config.parse knows."""
+    """Switching every optional line on still parses, and names every key the parser knows."""
     text = uncommented(init_cmd.example_config().decode())
     data = config.parse_toml("uncommented", text)
     server, emperor, apps = config.parse_document("uncommented", data)

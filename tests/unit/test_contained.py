@@ -36,7 +36,8 @@ def test_env_file_quotes_values() -> None:
 
 
 def test_contained_run_masks_secrets_in_its_plan_line() -> None:
-    action = ContainedRun(("pip", "--index-url", TOKEN), "blog", "install", secrets=(TOKEN,))
+    action = ContainedRun(argv=("pip", "--index-url", TOKEN), user="blog", why="install",
+                          secrets=(TOKEN,))
     assert TOKEN not in action.describe() and MASK in action.describe()
     assert "as blog, contained" in action.describe()
 
@@ -83,8 +84,10 @@ def test_pip_runs_contained_as_the_app_user_then_root_takes_the_venv() -> None:
     runs = [a for a in actions if isinstance(a, Run)]
     assert not [r for r in runs if "pip" in " ".join(r.argv)]  # nothing of pip as root
     owns = [a for a in actions if isinstance(a, OwnTree)]
-    assert owns[0] == OwnTree(VENV, "blog", "blog", "keep", owns[0].why)  # handed to the app
-    assert owns[-1] == OwnTree(VENV, "root", "blog", "private")  # secure(): taken back
+    assert owns[0] == OwnTree(path=VENV, owner="blog", group="blog", modes="keep",
+                              why=owns[0].why)  # handed to the app
+    assert owns[-1] == OwnTree(path=VENV, owner="root", group="blog",
+                               modes="private")  # secure(): taken back
     assert actions.index(owns[-1]) > actions.index(build)
 
 

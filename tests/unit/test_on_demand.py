@@ -69,8 +69,8 @@ def test_switching_mode_recreates_the_vassal_and_its_socket_file() -> None:
     assert host.state(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini.socket") is None
     session, _ = run(host, config(host, ON_DEMAND))
     step = next(s for s in session.steps if s.name == "vassal")
-    assert Remove(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini",
-                  "restarted as mode = on-demand") in step.actions
+    assert Remove(path=f"{VASSALS}/alpha@aaaaaaaaaaaa.ini",
+                  why="restarted as mode = on-demand") in step.actions
     assert host.state(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini.socket") is not None
     run(host, config(host, ALWAYS))
     assert host.state(f"{VASSALS}/alpha@aaaaaaaaaaaa.ini.socket") is None

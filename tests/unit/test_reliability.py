@@ -223,10 +223,10 @@ def test_a_command_waits_while_someone_else_holds_its_lock() -> None:
                                 "process with pid 913"), RunResult(0, "", "")]
     host.handlers.append(lambda _host, argv: answers.pop(0) if argv[0] == "dpkg" else None)
     naps: list[float] = []
-    run_command(host, Run(("dpkg", "--configure", "-a"), retry_while="lock", retry_for=60),
+    run_command(host, Run(argv=("dpkg", "--configure", "-a"), retry_while="lock", retry_for=60),
                 sleep=naps.append)
     assert naps == [2.0] and not answers
     host.handlers[:] = [lambda _host, argv: RunResult(2, "", "dpkg: error: broken")]
     with pytest.raises(CommandError):
-        run_command(host, Run(("dpkg", "--configure", "-a"), retry_while="lock",
+        run_command(host, Run(argv=("dpkg", "--configure", "-a"), retry_while="lock",
                               retry_for=60), sleep=naps.append)

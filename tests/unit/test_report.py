@@ -53,21 +53,23 @@ def test_env_values_and_url_credentials_are_masked(text: str, hidden: list[str],
 def test_stored_app_toml_diff_shows_changes_but_not_env_values() -> None:
     old = STORED.encode()
     new = STORED.replace("processes = 2", "processes = 3").replace("hunter2", "hunter3")
-    action = WriteFile("/etc/fleet/apps/beta.toml", new.encode(), 0o600, old=old, secret=True)
+    action = WriteFile(path="/etc/fleet/apps/beta.toml", content=new.encode(), mode=0o600, old=old,
+                       secret=True)
     diff = masked_diff(action)
     assert "-processes = 2\n+processes = 3\n" in diff
     assert "hunter" not in diff
     assert not re.search(r"^[-+]SECRET", diff, re.M)  # its masked line did not change
-    only_secret = WriteFile("/etc/fleet/apps/beta.toml", STORED.replace("hunter2", "x").encode(),
-                            0o600, old=old, secret=True)
+    only_secret = WriteFile(path="/etc/fleet/apps/beta.toml", content=STORED.replace("hunter2",
+                                                                                     "x").encode(),
+                            mode=0o600, old=old, secret=True)
     assert "only masked values change" in masked_diff(only_secret)
 
 
 def test_secret_files_stay_hidden_and_plain_files_show_their_diff() -> None:
-    env = WriteFile("/etc/fleet/env/beta.env", b"SECRET=hunter3\n", 0o600,
+    env = WriteFile(path="/etc/fleet/env/beta.env", content=b"SECRET=hunter3\n", mode=0o600,
                     old=b"SECRET=hunter2\n", secret=True)
     assert "hunter" not in masked_diff(env)
-    ini = WriteFile("/etc/uwsgi/vassals/beta@r1.ini", b"processes = 3\n", 0o600,
+    ini = WriteFile(path="/etc/uwsgi/vassals/beta@r1.ini", content=b"processes = 3\n", mode=0o600,
                     old=b"processes = 2\n")
     assert "-processes = 2\n+processes = 3\n" in masked_diff(ini)
 
@@ -84,7 +86,7 @@ def render(steps: list[Step], *, terminal: bool = False, show_diffs: bool = True
 
 
 def test_undecided_steps_say_so_never_ok_or_skipped() -> None:
-    step = Step("repo", "alpha", [Unknown("resolve HEAD of git://remote/alpha.git")],
+    step = Step("repo", "alpha", [Unknown(what="resolve HEAD of git://remote/alpha.git")],
                 Status.PENDING)
     text = render([step])
     assert "unknown  repo alpha (decided when the steps before it have run)" in text
@@ -92,9 +94,10 @@ def test_undecided_steps_say_so_never_ok_or_skipped() -> None:
 
 
 def test_plan_lines_mask_credentials_and_never_wrap() -> None:
-    clone = Run(("git", "clone", "https://bob:s3cret@git.example.com/a.git"), "clone")
+    clone = Run(argv=("git", "clone", "https://bob:s3cret@git.example.com/a.git"), why="clone")
     long = "; " + "x" * 200 + "\n"
-    ini = WriteFile("/etc/uwsgi/vassals/a@r1.ini", long.encode() + b"processes = 3\n", 0o600,
+    ini = WriteFile(path="/etc/uwsgi/vassals/a@r1.ini", content=long.encode() + b"processes = 3\n",
+                    mode=0o600,
                     old=long.encode() + b"processes = 2\n", why="reloaded " + "y" * 150)
     text = render([Step("repo", "a", [clone], Status.PENDING),
                    Step("vassal", "a", [ini], Status.PENDING)])
@@ -129,7 +132,7 @@ def test_terminal_shows_a_live_line_with_elapsed_time(monkeypatch: pytest.Monkey
     reporter.step_started(step)
     clock[0] += 2.5
     real_time.sleep(0.3)  # let the live display refresh at least once
-    step.actions.append(Run(("pip", "install"), "install requirements"))
+    step.actions.append(Run(argv=("pip", "install"), why="install requirements"))
     step.status = Status.CHANGED
     reporter.step_finished(step)
     text = out.getvalue()
@@ -139,6 +142,6 @@ def test_terminal_shows_a_live_line_with_elapsed_time(monkeypatch: pytest.Monkey
 
 
 def test_not_a_terminal_gets_plain_lines_only() -> None:
-    text = render([Step("packages"), Step("emperor", None, [Run(("true",))], Status.CHANGED)],
+    text = render([Step("packages"), Step("emperor", None, [Run(argv=("true",))], Status.CHANGED)],
                   show_diffs=False)
     assert text == "ok       packages\nchanged  emperor\n"

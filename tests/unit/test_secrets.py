@@ -215,8 +215,8 @@ def test_the_build_tar_is_private_and_a_stale_one_is_swept() -> None:
     host.files[f"{paths.repo}/fleet-archive-0123456789ab.tar"] = Entry("file")
     app = AppConfig("blog", "https://x/blog.git", ("blog.test",))
     actions = plan_release(host, app, "f" * 40)
-    assert actions[0] == Remove(f"{paths.repo}/fleet-archive-0123456789ab.tar",
-                                "left by an interrupted run")
+    assert actions[0] == Remove(path=f"{paths.repo}/fleet-archive-0123456789ab.tar",
+                                why="left by an interrupted run")
     export = next(a for a in actions if isinstance(a, Run) and "archive" in a.argv)
     tar = export.argv[export.argv.index("-o") + 1]
     assert tar == f"{paths.repo}/fleet-archive-ffffffffffff.tar"

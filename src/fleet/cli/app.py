@@ -1,7 +1,7 @@
 """The command line: each command parses, calls one function, and renders its result.
 
-Commands live in the other fleet.cli modules; this module holds the app, global options and the entry
-point that turns errors into one line and an exit code.
+Commands live in the other fleet.cli modules; this module holds the app, global options and
+the entry point that turns errors into one line and an exit code.
 """
 
 from __future__ import annotations

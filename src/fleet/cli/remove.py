@@ -184,7 +184,7 @@ def purge_actions(host: Host, app: AppConfig) -> list[Action]:
                  certs.state_file(app.name), build_cache(app)):
         actions += plan_absent(host, path, "purged")
     if fleet_user(host, app):
-        actions.append(Run(("userdel", app.owner), f"delete user {app.owner}"))
+        actions.append(Run(argv=("userdel", app.owner), why=f"delete user {app.owner}"))
     return actions
 
 
@@ -194,8 +194,8 @@ def certificate_actions(host: Host, app: AppConfig) -> list[Action]:
     if not certs.has_lineage(host, app.name):
         return []
     name = certs.lineage(app.name)
-    return [Run(("certbot", "delete", "--cert-name", name, "--non-interactive"),
-                f"delete certificate {name}", timeout=300,
+    return [Run(argv=("certbot", "delete", "--cert-name", name, "--non-interactive"),
+                why=f"delete certificate {name}", timeout=300,
                 retry_while=CERTBOT_BUSY, retry_for=300)]
 
 
@@ -213,5 +213,5 @@ def purge_group(host: Host, group: str) -> list[Action]:
     """Debian's userdel deletes the user's own group too; elsewhere it may linger."""
     if host.run(["getent", "group", group], check=False).ok and \
             not host.run(["getent", "passwd", group], check=False).ok:
-        return [Run(("groupdel", group), f"delete group {group}")]
+        return [Run(argv=("groupdel", group), why=f"delete group {group}")]
     return []

@@ -80,7 +80,7 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
             guarded(rollout, lambda a=app, r=rollout: activate(session, a, r))
         elif not rollout.failed:  # a plan that cannot know the commit yet
             with session.step("deploy", app.name) as step:
-                session.apply(step, [Unknown("start and health-check the new release")])
+                session.apply(step, [Unknown(what="start and health-check the new release")])
 
     try:
         replaced_workers = converge_nginx(config, selected, outcome, session)
@@ -135,9 +135,9 @@ def sweep_temp_files(config: Config, session: Session) -> None:
             path = f"{directory}/{entry}"
             state = host.state(path) if is_temp_name(entry) else None
             if state is not None and state.kind in ("file", "link"):
-                actions.append(Remove(path, "left by an interrupted write"))
+                actions.append(Remove(path=path, why="left by an interrupted write"))
     for directory in trash_dirs(config):
-        actions += [Remove(f"{directory}/{entry}", "left by an interrupted delete")
+        actions += [Remove(path=f"{directory}/{entry}", why="left by an interrupted delete")
                     for entry in host.listdir(directory) if is_trash_name(entry)]
     if actions:
         with session.step("leftover temp files") as step:
@@ -158,8 +158,8 @@ def converge_tmpfiles(config: Config, session: Session, step: Step) -> set[str]:
              if plan_dir(host, AppPaths(a.name).run_dir, 0o750, a.owner, layout.NGINX_USER)]
     on_demand_drift = plan_dir(host, layout.ON_DEMAND_DIR, 0o750, "root", layout.NGINX_USER)
     if actions or drift or on_demand_drift:
-        actions.append(Run(("systemd-tmpfiles", "--create", layout.TMPFILES),
-                           "create runtime directories"))
+        actions.append(Run(argv=("systemd-tmpfiles", "--create", layout.TMPFILES),
+                           why="create runtime directories"))
     session.apply(step, actions)
     return {a.name for a in drift if host.state(AppPaths(a.name).home) is not None
             and not session.check and host.listdir(AppPaths(a.name).run_dir) == []}
@@ -244,7 +244,7 @@ def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
                     changed |= apply_tested(session, step, actions, "this app's site")
                 except FleetError:
                     if rollout.swapped:  # the gated release never takes traffic: stop it
-                        perform(host, Remove(AppPaths(app.name).vassal(rollout.release or "")))
+                        perform(host, Remove(path=AppPaths(app.name).vassal(rollout.release or "")))
                     raise
 
         guarded(rollout, site_step)
@@ -299,8 +299,8 @@ def switch_back(app: AppConfig, rollout: Rollout, session: Session) -> None:
         if rollout.previous_site is not None:
             actions += plan_file(session.host, rollout.site_file or paths.nginx_site,
                                  rollout.previous_site, 0o644)
-            actions.append(Run(("systemctl", "reload", "nginx"), "reload nginx"))
-        actions.append(Remove(paths.vassal(rollout.release or ""), "failed through nginx"))
+            actions.append(Run(argv=("systemctl", "reload", "nginx"), why="reload nginx"))
+        actions.append(Remove(path=paths.vassal(rollout.release or ""), why="failed through nginx"))
         session.apply(step, actions)
         restore_live(session, step, app, rollout)  # a TCP app's previous vassal
 
@@ -313,7 +313,7 @@ def orphan_socket_files(host: Host, removed: set[str]) -> list[Action]:
         ini = entry[: -len(layout.ON_DEMAND_EXTENSION)]
         if entry.endswith(".ini" + layout.ON_DEMAND_EXTENSION) and (
                 ini not in entries or f"{layout.VASSALS_DIR}/{ini}" in removed):
-            actions.append(Remove(f"{layout.VASSALS_DIR}/{entry}", "its vassal is gone"))
+            actions.append(Remove(path=f"{layout.VASSALS_DIR}/{entry}", why="its vassal is gone"))
     return actions
 
 
@@ -325,15 +325,17 @@ def remove_stale(config: Config, session: Session) -> None:
     for entry in host.listdir(layout.VASSALS_DIR):
         owner = layout.vassal_app(entry)
         if entry.endswith(".ini") and (owner is None or owner[0] not in names):
-            actions.append(Remove(f"{layout.VASSALS_DIR}/{entry}", "app no longer configured"))
+            actions.append(Remove(path=f"{layout.VASSALS_DIR}/{entry}",
+                                  why="app no longer configured"))
     actions += orphan_socket_files(host, {a.path for a in actions if isinstance(a, Remove)})
     for entry in host.listdir(layout.NGINX_SITES):
         if entry.startswith("fleet-") and entry.endswith(".conf") and entry[6:-5] not in names:
-            actions.append(Remove(f"{layout.NGINX_SITES}/{entry}", "app no longer configured"))
+            actions.append(Remove(path=f"{layout.NGINX_SITES}/{entry}",
+                                  why="app no longer configured"))
     actions += sites.stale_locations(host, config)
     for entry in host.listdir(layout.ENV_DIR):
         if entry.endswith(".env") and entry[:-4] not in names:
-            actions.append(Remove(f"{layout.ENV_DIR}/{entry}", "app no longer configured"))
+            actions.append(Remove(path=f"{layout.ENV_DIR}/{entry}", why="app no longer configured"))
     if not actions:
         return
     with session.step("remove stale apps") as step:

@@ -56,11 +56,11 @@ def run_init(session: Session, step: Step, app: AppConfig, rollout: Rollout) -> 
     app_vars = app_env(session.host, app)
     env = (*app_vars, ("PATH", f"{rollout.venv}/bin:/usr/local/bin:/usr/bin:/bin"),
            ("VIRTUAL_ENV", rollout.venv), ("HOME", paths.shared), ("LANG", "C.UTF-8"))
-    session.apply(step, [ContainedRun(("/bin/sh", "-c", app.init or ""), app.owner,
-                                      "run the init command", env,
-                                      app_dir(paths.release(rollout.release), app),
-                                      (paths.shared,), app.init_timeout,
-                                      tuple(v for _, v in app_vars))])
+    session.apply(step, [ContainedRun(argv=("/bin/sh", "-c", app.init or ""), user=app.owner,
+                                      why="run the init command", env=env,
+                                      cwd=app_dir(paths.release(rollout.release), app),
+                                      writable=(paths.shared,), timeout=app.init_timeout,
+                                      secrets=tuple(v for _, v in app_vars))])
 
 
 def gate(session: Session, app: AppConfig, release: str) -> str:
@@ -118,7 +118,7 @@ def mode_switch(session: Session, step: Step, app: AppConfig, release: str,
                                                      and not restart):
         return
     why = f"restarted: {restart}" if restart else f"restarted as mode = {app.mode}"
-    session.apply(step, [Remove(paths.vassal(release), why)])
+    session.apply(step, [Remove(path=paths.vassal(release), why=why)])
     if not session.check and not wait_until_gone(paths.vassal_id(release)):
         raise FleetError(f"the Emperor still runs {paths.vassal_id(release)}; try again")
 
@@ -133,7 +133,8 @@ def activate(session: Session, app: AppConfig, rollout: Rollout) -> None:
     with session.step("deploy" if new_release else "vassal", app.name) as step:
         session.apply(step, plan_file(host, paths.env_file, rollout.env, 0o600, secret=True,
                                       why="environment"))
-        leftovers = [Remove(f"{layout.VASSALS_DIR}/{entry}", "left by an interrupted deploy")
+        leftovers = [Remove(path=f"{layout.VASSALS_DIR}/{entry}",
+                            why="left by an interrupted deploy")
                      for entry in host.listdir(layout.VASSALS_DIR)
                      if (layout.vassal_app(entry) or ("", ""))[0] == app.name
                      and layout.vassal_app(entry)[1] not in (rollout.live, rollout.release)]
@@ -167,7 +168,7 @@ def activate(session: Session, app: AppConfig, rollout: Rollout) -> None:
             step.notes.append(gate(session, app, rollout.release))
         except FleetError:
             step.log = app_log_tail(host, app.name) or None
-            session.apply(step, [Remove(paths.vassal(rollout.release), "failed its gate")])
+            session.apply(step, [Remove(path=paths.vassal(rollout.release), why="failed its gate")])
             restore_live(session, step, app, rollout)
             raise
         rollout.swapped = True
@@ -182,18 +183,20 @@ def retire(session: Session, app: AppConfig, rollout: Rollout, history: History)
     with session.step("retire", app.name) as step:
         actions: list[Action] = plan_link(host, paths.current, paths.release(rollout.release))
         if rollout.live and rollout.live != rollout.release:
-            actions.append(Remove(paths.vassal(rollout.live), "replaced by the new release"))
+            actions.append(Remove(path=paths.vassal(rollout.live),
+                                  why="replaced by the new release"))
         history.record(rollout.release, rollout.commit, deployed=time.time(), failed=None)
         prune = history.to_prune(app.keep_releases, rollout.release,
                                  [r for r in host.listdir(paths.releases)
                                   if not r.startswith(".")])
         for old in prune:
-            actions.append(Remove(paths.release(old), f"keep_releases = {app.keep_releases}"))
+            actions.append(Remove(path=paths.release(old),
+                                  why=f"keep_releases = {app.keep_releases}"))
             history.releases.pop(old, None)
         used = {r.venv for r in history.releases.values()} | {rollout.venv}
         for venv in host.listdir(paths.venvs):
             if paths.venv(venv) not in used and prune:
-                actions.append(Remove(paths.venv(venv), "no kept release uses it"))
+                actions.append(Remove(path=paths.venv(venv), why="no kept release uses it"))
         actions += history.write_action(host)
         session.apply(step, actions)
 

@@ -48,7 +48,7 @@ def stale_files(session: Session, names: set[str]) -> list[Action]:
     for entry in session.host.listdir(FRONT_DIR):
         name = entry[len(FRONT_PREFIX):-len(".conf")]
         if entry.startswith(FRONT_PREFIX) and entry.endswith(".conf") and name not in names:
-            actions.append(Remove(f"{FRONT_DIR}/{entry}", "no longer balanced here"))
+            actions.append(Remove(path=f"{FRONT_DIR}/{entry}", why="no longer balanced here"))
     return actions
 
 

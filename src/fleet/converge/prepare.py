@@ -75,7 +75,7 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
                                               config.server.pip))
             except Exception:
                 if not session.check and host.state(rollout.venv) is not None:
-                    perform(host, Remove(rollout.venv, "failed build"))  # never reuse it
+                    perform(host, Remove(path=rollout.venv, why="failed build"))  # never reuse it
                 raise
             if rollout.release not in history.releases and not session.check:
                 history.record(rollout.release, rollout.commit, venv=rollout.venv,
@@ -93,11 +93,13 @@ def reown(app: AppConfig) -> list[Action]:
     """A re-created user gets new ids: give it back its code's group and its data."""
     paths = AppPaths(app.name)
     actions: list[Action] = [
-        OwnTree(path, None, app.owner, "keep", f"back to group {app.owner}")
+        OwnTree(path=path, owner=None, group=app.owner, modes="keep",
+                why=f"back to group {app.owner}")
         for path in (paths.releases, paths.venvs)]
     for top in dict.fromkeys(item.split("/")[0] for item in app.persist):
-        actions.append(OwnTree(f"{paths.shared}/{top}", app.owner, app.owner, "keep",
-                               f"data back to {app.owner}"))
+        actions.append(OwnTree(path=f"{paths.shared}/{top}", owner=app.owner, group=app.owner,
+                               modes="keep",
+                               why=f"data back to {app.owner}"))
     return actions
 
 
@@ -131,7 +133,7 @@ def sync_repo(app: AppConfig, session: Session, step: Step, history: History,
         commit = (pin or {}).get("commit") or repo_res.remote_commit(host, app.repo, app.ref,
                                                                      timeout)
         if commit is None or not existed:
-            session.apply(step, [Unknown(f"resolve {app.ref or 'HEAD'} of "
+            session.apply(step, [Unknown(what=f"resolve {app.ref or 'HEAD'} of "
                                          f"{mask_urls(app.repo)}")])
             return None
         return commit

@@ -51,7 +51,7 @@ def moved_files(host: Host, config: Config, app: AppConfig) -> list[Action]:
     candidates = [AppPaths(app.name).nginx_site] + [
         f"{layout.NGINX_LOCATIONS}/{d}/{app.name}.conf"
         for d in host.listdir(layout.NGINX_LOCATIONS)]
-    return [Remove(path, "the app's routing moved") for path in candidates
+    return [Remove(path=path, why="the app's routing moved") for path in candidates
             if path != keep and host.state(path) is not None]
 
 
@@ -63,5 +63,5 @@ def stale_locations(host: Host, config: Config) -> list[Action]:
         for entry in host.listdir(f"{layout.NGINX_LOCATIONS}/{directory}"):
             path = f"{layout.NGINX_LOCATIONS}/{directory}/{entry}"
             if entry.endswith(".conf") and path not in wanted:
-                actions.append(Remove(path, "app no longer served there"))
+                actions.append(Remove(path=path, why="app no longer served there"))
     return actions

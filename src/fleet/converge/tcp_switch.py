@@ -29,8 +29,8 @@ def free_address(session: Session, step: Step, app: AppConfig, rollout: Rollout)
     if old is None:
         return
     rollout.stopped_live = old
-    session.apply(step, [Remove(paths.vassal(rollout.live),
-                                f"frees tcp:{app.tcp_address}: one vassal can bind it")])
+    session.apply(step, [Remove(path=paths.vassal(rollout.live),
+                                why=f"frees tcp:{app.tcp_address}: one vassal can bind it")])
     if not session.check and not wait_until_gone(paths.vassal_id(rollout.live)):
         raise FleetError(f"the Emperor did not stop {paths.vassal_id(rollout.live)}")
 
@@ -42,6 +42,7 @@ def restore_live(session: Session, step: Step, app: AppConfig, rollout: Rollout)
     paths = AppPaths(app.name)
     if not session.check:
         wait_until_gone(paths.vassal_id(rollout.release or ""))
-    session.apply(step, [WriteFile(paths.vassal(rollout.live), rollout.stopped_live, 0o600,
+    session.apply(step, [WriteFile(path=paths.vassal(rollout.live), content=rollout.stopped_live,
+                                   mode=0o600,
                                    why="the previous release serves again")])
     rollout.stopped_live = None

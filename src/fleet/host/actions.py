@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 MASK = "********"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Action:
     """Base of every change fleet can make; `describe` is the plan line."""
 
@@ -17,7 +17,7 @@ class Action:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WriteFile(Action):
     path: str
     content: bytes
@@ -43,7 +43,7 @@ class WriteFile(Action):
         return "".join(difflib.unified_diff(old, new, before, self.path))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SetAttrs(Action):
     """Fix owner/group/mode of an existing path (content already right)."""
 
@@ -56,7 +56,7 @@ class SetAttrs(Action):
         return f"set {self.path} to {self.owner}:{self.group} {self.mode:04o}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MakeDir(Action):
     path: str
     mode: int
@@ -67,7 +67,7 @@ class MakeDir(Action):
         return f"create directory {self.path} [{self.owner}:{self.group} {self.mode:04o}]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Symlink(Action):
     path: str
     target: str
@@ -76,7 +76,7 @@ class Symlink(Action):
         return f"link {self.path} -> {self.target}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Remove(Action):
     path: str
     why: str = ""
@@ -85,7 +85,7 @@ class Remove(Action):
         return f"remove {self.path}" + (f" ({self.why})" if self.why else "")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Run(Action):
     argv: tuple[str, ...]
     why: str = ""
@@ -109,7 +109,7 @@ class Run(Action):
         return text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ContainedRun(Action):
     """Run app or dependency code (pip, a build backend, `init`) as an unprivileged user in a
     transient systemd unit: read-only system, private /tmp, only `writable` writable, stdin
@@ -132,7 +132,7 @@ class ContainedRun(Action):
         return f"{self.why or 'run'} (as {self.user}, contained): {text}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BuildVenv(Action):
     """Create a virtualenv with the system Python (done in-process with `virtualenv`)."""
 
@@ -143,7 +143,7 @@ class BuildVenv(Action):
         return f"build virtualenv {self.path} with {self.python}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OwnTree(Action):
     """chown -R (and, for "private", chmod -R u=rwX,g=rX,o=) of a tree that may hold links
     the repo chose: done through file descriptors, never following a link."""
@@ -161,7 +161,7 @@ class OwnTree(Action):
                 "(links not followed)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExposeTree(Action):
     """Let nginx traverse from `home` to a static directory and read it (o+x, o+rX), through
     file descriptors: a link on the way is refused, a link inside is not followed."""
@@ -173,7 +173,7 @@ class ExposeTree(Action):
         return f"let nginx read static files: {self.path} (links not followed)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Unknown(Action):
     """A step whose actions depend on one that has not run yet (shown by `plan`)."""
 
@@ -183,7 +183,7 @@ class Unknown(Action):
         return f"{self.what} (decided when the steps before it have run)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Move(Action):
     """Rename into place: the last step of building something that must appear whole."""
 

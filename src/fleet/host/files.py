@@ -11,15 +11,18 @@ def plan_file(host: Host, path: str, content: bytes, mode: int = 0o644, owner: s
               group: str = "root", *, secret: bool = False, why: str = "") -> list[Action]:
     state = host.state(path)
     if state is None:
-        return [WriteFile(path, content, mode, owner, group, None, secret, why)]
+        return [WriteFile(path=path, content=content, mode=mode, owner=owner, group=group,
+                          old=None, secret=secret, why=why)]
     if state.kind != "file":
-        return [Remove(path, "not a regular file"),
-                WriteFile(path, content, mode, owner, group, None, secret, why)]
+        return [Remove(path=path, why="not a regular file"),
+                WriteFile(path=path, content=content, mode=mode, owner=owner, group=group,
+                          old=None, secret=secret, why=why)]
     old = host.read(path)
     if old != content:
-        return [WriteFile(path, content, mode, owner, group, old, secret, why)]
+        return [WriteFile(path=path, content=content, mode=mode, owner=owner, group=group, old=old,
+                          secret=secret, why=why)]
     if (state.mode, state.owner, state.group) != (mode, owner, group):
-        return [SetAttrs(path, mode, owner, group)]
+        return [SetAttrs(path=path, mode=mode, owner=owner, group=group)]
     return []
 
 
@@ -27,11 +30,12 @@ def plan_dir(host: Host, path: str, mode: int = 0o755, owner: str = "root",
              group: str = "root") -> list[Action]:
     state = host.state(path)
     if state is None:
-        return [MakeDir(path, mode, owner, group)]
+        return [MakeDir(path=path, mode=mode, owner=owner, group=group)]
     if state.kind != "dir":
-        return [Remove(path, "not a directory"), MakeDir(path, mode, owner, group)]
+        return [Remove(path=path, why="not a directory"), MakeDir(path=path, mode=mode,
+                                                                  owner=owner, group=group)]
     if (state.mode, state.owner, state.group) != (mode, owner, group):
-        return [SetAttrs(path, mode, owner, group)]
+        return [SetAttrs(path=path, mode=mode, owner=owner, group=group)]
     return []
 
 
@@ -40,12 +44,12 @@ def plan_link(host: Host, path: str, target: str) -> list[Action]:
     if state is not None and state.kind == "link" and state.target == target:
         return []
     if state is not None and state.kind == "dir":
-        return [Remove(path, "replaced by a link"), Symlink(path, target)]
-    return [Symlink(path, target)]
+        return [Remove(path=path, why="replaced by a link"), Symlink(path=path, target=target)]
+    return [Symlink(path=path, target=target)]
 
 
 def plan_absent(host: Host, path: str, why: str = "") -> list[Action]:
-    return [] if host.state(path) is None else [Remove(path, why)]
+    return [] if host.state(path) is None else [Remove(path=path, why=why)]
 
 
 def require_file(host: Host, path: str, key: str) -> FileState:

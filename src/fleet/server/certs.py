@@ -254,9 +254,9 @@ def next_backoff(previous: Backoff | None, wanted: str, message: str, now: float
 
 def backoff_actions(app: str, backoff: Backoff | None) -> list[Action]:
     if backoff is None:
-        return [Remove(state_file(app), "certificate issued")]
+        return [Remove(path=state_file(app), why="certificate issued")]
     content = json.dumps(backoff.__dict__, indent=1).encode() + b"\n"
-    return [WriteFile(state_file(app), content, 0o600)]
+    return [WriteFile(path=state_file(app), content=content, mode=0o600)]
 
 
 def when(timestamp: float) -> str:

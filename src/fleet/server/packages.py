@@ -44,17 +44,17 @@ def plan_packages(host: Host, wanted: Sequence[str]) -> list[Action]:
     missing = [p for p in dict.fromkeys(wanted) if p not in installed_packages(host, wanted)]
     recover: list[Action] = []
     if dpkg_interrupted(host):
-        recover.append(Run(("dpkg", "--configure", "-a"), "finish an interrupted package "
-                           "install", APT_ENV, timeout=1800, retry_while="lock",
+        recover.append(Run(argv=("dpkg", "--configure", "-a"), why="finish an interrupted package "
+                           "install", env=APT_ENV, timeout=1800, retry_while="lock",
                            retry_for=LOCK_WAIT))
     if not missing:
         return recover
     return [
         *recover,
-        Run(("apt-get", *APT_LOCK, "update", "-q"), "refresh package lists", APT_ENV,
+        Run(argv=("apt-get", *APT_LOCK, "update", "-q"), why="refresh package lists", env=APT_ENV,
             timeout=900, retry_while="lock", retry_for=LOCK_WAIT),
-        Run(("apt-get", *APT_LOCK, "install", "-y", "-q", "--no-install-recommends",
+        Run(argv=("apt-get", *APT_LOCK, "install", "-y", "-q", "--no-install-recommends",
              "-o", "Dpkg::Options::=--force-confold", *missing),
-            f"install {' '.join(missing)}", APT_ENV, timeout=1800, retry_while="lock",
+            why=f"install {' '.join(missing)}", env=APT_ENV, timeout=1800, retry_while="lock",
             retry_for=LOCK_WAIT),
     ]

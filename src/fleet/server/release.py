@@ -46,13 +46,13 @@ def app_dir(root: str, app: AppConfig) -> str:
 def secure(path: str, group: str) -> list[Action]:
     """Code is readable by the app's group and nobody else, and writable by root only. The
     tree may hold links the repo (or a build) chose: they are never followed."""
-    return [OwnTree(path, "root", group, "private")]
+    return [OwnTree(path=path, owner="root", group=group, modes="private")]
 
 
 def expose_static(home: str, root: str, app: AppConfig) -> list[Action]:
     """nginx serves static directories itself: let it traverse to them and read them (a link
     on the way is refused, one inside is neither followed nor served)."""
-    return [ExposeTree(home, str(PurePosixPath(app_dir(root, app)) / directory))
+    return [ExposeTree(home=home, path=str(PurePosixPath(app_dir(root, app)) / directory))
             for _url, directory in app.static]
 
 
@@ -99,7 +99,7 @@ def check_repo_paths(host: Host, app: AppConfig, commit: str) -> None:
 def stale_archives(host: Host, repo: str) -> list[Action]:
     """The code of a build is exported as a tar inside the root-only mirror, never in a
     world-traversable place; one a killed run left there is swept by the next build."""
-    return [Remove(f"{repo}/{name}", "left by an interrupted run")
+    return [Remove(path=f"{repo}/{name}", why="left by an interrupted run")
             for name in host.listdir(repo) if name.startswith(ARCHIVE_PREFIX)]
 
 
@@ -113,23 +113,24 @@ def plan_release(host: Host, app: AppConfig, commit: str) -> list[Action]:
     tmp = f"{paths.releases}/.{release_id(commit)}.tmp"
     tarball = f"{paths.repo}/{ARCHIVE_PREFIX}{release_id(commit)}.tar"  # root-only (0700)
     if host.state(tmp) is not None:
-        actions.append(Remove(tmp, "left by an interrupted run"))
+        actions.append(Remove(path=tmp, why="left by an interrupted run"))
     actions += [
-        MakeDir(tmp, 0o750, "root", app.owner),
-        Run(tuple(git(paths.repo, "archive", "--format=tar", "-o", tarball, commit)),
-            f"export commit {commit[:12]}"),
-        Run(("tar", "-x", "-f", tarball, "-C", tmp), "unpack the code"),
-        Remove(tarball),
+        MakeDir(path=tmp, mode=0o750, owner="root", group=app.owner),
+        Run(argv=tuple(git(paths.repo, "archive", "--format=tar", "-o", tarball, commit)),
+            why=f"export commit {commit[:12]}"),
+        Run(argv=("tar", "-x", "-f", tarball, "-C", tmp), why="unpack the code"),
+        Remove(path=tarball),
     ]
     for item in app.persist:
         inside = app_dir(tmp, app) + "/" + item
         if has_path(host, paths.repo, commit, str(PurePosixPath(app.path) / item)):
-            actions.append(Remove(inside, "the persistent copy replaces the repo's"))
-        actions += [MakeDir(str(PurePosixPath(inside).parent), 0o750, "root", app.owner),
-                    Symlink(inside, f"{paths.shared}/{item}")]
+            actions.append(Remove(path=inside, why="the persistent copy replaces the repo's"))
+        actions += [MakeDir(path=str(PurePosixPath(inside).parent), mode=0o750, owner="root",
+                            group=app.owner),
+                    Symlink(path=inside, target=f"{paths.shared}/{item}")]
     actions += secure(tmp, app.owner)
     actions += expose_static(paths.home, tmp, app)
-    actions.append(Move(tmp, final))
+    actions.append(Move(src=tmp, dest=final))
     return actions
 
 
@@ -202,18 +203,20 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
     cache = build_cache(app)
     actions: list[Action] = []
     if host.state(venv) is not None:
-        actions.append(Remove(venv, "incomplete or broken"))
-    actions += [MakeDir(BUILD_CACHE, 0o755), MakeDir(cache, 0o700, app.owner, app.owner),
-                BuildVenv(venv, SYSTEM_PYTHON),
-                OwnTree(venv, app.owner, app.owner, "keep",
-                        "hand the new venv to the app's user for the build")]
+        actions.append(Remove(path=venv, why="incomplete or broken"))
+    actions += [MakeDir(path=BUILD_CACHE, mode=0o755), MakeDir(path=cache, mode=0o700,
+                                                               owner=app.owner, group=app.owner),
+                BuildVenv(path=venv, python=SYSTEM_PYTHON),
+                OwnTree(path=venv, owner=app.owner, group=app.owner, modes="keep",
+                        why="hand the new venv to the app's user for the build")]
     env = (*pip_env(pip), ("HOME", cache), ("PIP_CACHE_DIR", f"{cache}/pip"),
            ("TMPDIR", "/tmp"))
     secrets = tuple(u for u in (pip.index_url, *pip.extra_index_urls) if u)
     pip_cmd = (f"{venv}/bin/python", "-I", "-m", "pip", "install", "--no-input")
 
     def contained(argv: tuple[str, ...], why: str, cwd: str = "/") -> ContainedRun:
-        return ContainedRun(argv, app.owner, why, env, cwd, (venv, cache), 1800, secrets)
+        return ContainedRun(argv=argv, user=app.owner, why=why, env=env, cwd=cwd,
+                            writable=(venv, cache), timeout=1800, secrets=secrets)
 
     if deps.kind in ("requirements", "project"):
         # pip writes into the source it builds (build/, *.egg-info: a project, or a local
@@ -221,15 +224,16 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
         # build from a private copy the app's user owns.
         src = f"{cache}/src"
         if host.state(src) is not None:
-            actions.append(Remove(src, "a previous build's copy"))
+            actions.append(Remove(path=src, why="a previous build's copy"))
         actions.append(contained(("/bin/cp", "-R", "--", code, src), "copy the code to build it"))
         if deps.kind == "requirements":
             actions.append(contained((*pip_cmd, "-r", f"{src}/requirements.txt"),
                                      "install requirements.txt", src))
         else:
             actions.append(contained((*pip_cmd, src), "install the project"))
-        actions.append(Remove(src, "the build copy"))
+        actions.append(Remove(path=src, why="the build copy"))
     actions += secure(venv, app.owner)
-    actions.append(WriteFile(f"{venv}/{VENV_MARKER}", f"{deps.kind} {deps.digest}\n".encode(),
-                             0o640, "root", app.owner))
+    actions.append(WriteFile(path=f"{venv}/{VENV_MARKER}",
+                             content=f"{deps.kind} {deps.digest}\n".encode(),
+                             mode=0o640, owner="root", group=app.owner))
     return actions

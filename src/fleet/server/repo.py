@@ -53,17 +53,17 @@ def plan_clone(host: Host, url: str, repo: str, timeout: float = GIT_TIMEOUT) ->
     if host.state(repo) is not None:
         current = host.run(git(repo, "config", "--get", "remote.origin.url"), check=False)
         if current.stdout.strip() != remote.url:
-            return [Run(tuple(git(repo, "remote", "set-url", "origin", "--", remote.url)),
-                        "point the mirror at the new repo URL (without credentials)")]
+            return [Run(argv=tuple(git(repo, "remote", "set-url", "origin", "--", remote.url)),
+                        why="point the mirror at the new repo URL (without credentials)")]
         return []
     tmp = f"{repo}.tmp"
     actions: list[Action] = []
     if host.state(tmp) is not None:
-        actions.append(Remove(tmp, "left by an interrupted clone"))
-    actions += [Run((*GIT, "clone", "--mirror", "--quiet", "--", remote.url, tmp),
-                    f"clone {mask_urls(remote.url)}", git_env(remote, timeout),
+        actions.append(Remove(path=tmp, why="left by an interrupted clone"))
+    actions += [Run(argv=(*GIT, "clone", "--mirror", "--quiet", "--", remote.url, tmp),
+                    why=f"clone {mask_urls(remote.url)}", env=git_env(remote, timeout),
                     timeout=timeout),
-                Move(tmp, repo)]
+                Move(src=tmp, dest=repo)]
     return actions
 
 

@@ -19,11 +19,12 @@ def plan_service(host: Host, unit: str, *, changed: bool, on_change: str = "relo
     """on_change: "reload" or "restart", what a running service needs after its files changed."""
     actions: list[Action] = []
     if unit_file_changed:
-        actions.append(Run(("systemctl", "daemon-reload"), "reload systemd units"))
+        actions.append(Run(argv=("systemctl", "daemon-reload"), why="reload systemd units"))
     if not is_enabled(host, unit):
-        actions.append(Run(("systemctl", "enable", "--quiet", unit), f"start {unit} at boot"))
+        actions.append(Run(argv=("systemctl", "enable", "--quiet", unit),
+                           why=f"start {unit} at boot"))
     if not is_active(host, unit):
-        actions.append(Run(("systemctl", "start", unit), f"start {unit}"))
+        actions.append(Run(argv=("systemctl", "start", unit), why=f"start {unit}"))
     elif changed or unit_file_changed:
-        actions.append(Run(("systemctl", on_change, unit), f"{on_change} {unit}"))
+        actions.append(Run(argv=("systemctl", on_change, unit), why=f"{on_change} {unit}"))
     return actions

@@ -52,7 +52,7 @@ def plan_acme_client(host: Host, config: Config) -> list[Action]:
     else:
         dropin = plan_absent(host, certs.CERTBOT_DROPIN, "no ca_bundle")
     if dropin:
-        dropin.append(Run(("systemctl", "daemon-reload"), "reload systemd units"))
+        dropin.append(Run(argv=("systemctl", "daemon-reload"), why="reload systemd units"))
     return actions + dropin + plan_service(host, CERTBOT_TIMER, changed=False)
 
 
@@ -68,7 +68,7 @@ def certbot_command(config: Config, app: AppConfig, reissue: bool) -> Run:
     for domain in app.domains:
         argv += ["-d", domain]
     env = (("REQUESTS_CA_BUNDLE", acme.ca_bundle),) if acme.ca_bundle else ()
-    return Run(tuple(argv), f"request a certificate for {' '.join(app.domains)}", env,
+    return Run(argv=tuple(argv), why=f"request a certificate for {' '.join(app.domains)}", env=env,
                timeout=600)
 
 
@@ -85,7 +85,7 @@ def challenge_problem(host: Host, app: AppConfig) -> str | None:
                       f"{certs.ACME_WEBROOT}/.well-known/acme-challenge"):
         for action in plan_dir(host, directory, 0o755):
             perform(host, action)
-    perform(host, WriteFile(path, token, 0o644))
+    perform(host, WriteFile(path=path, content=token, mode=0o644))
     try:
         for domain in app.domains:
             problem = fetch_until(domain, f"/.well-known/acme-challenge/{name}", token)
@@ -93,7 +93,7 @@ def challenge_problem(host: Host, app: AppConfig) -> str | None:
                 return f"http://{domain}/.well-known/acme-challenge/ through nginx: {problem}"
         return None
     finally:
-        perform(host, Remove(path))
+        perform(host, Remove(path=path))
 
 
 def fetch_until(domain: str, path: str, expected: bytes, wait: float = CHALLENGE_WAIT,
@@ -181,7 +181,7 @@ def converge_tls(config: Config, selected: list[AppConfig], session: Session,
         if not ready(app):
             if session.check:  # its site depends on steps a plan does not run
                 with session.step("certificate", app.name) as step:
-                    session.apply(step, [Unknown(f"request a certificate for "
+                    session.apply(step, [Unknown(what=f"request a certificate for "
                                                  f"{' '.join(app.domains)}")])
             continue
         try:

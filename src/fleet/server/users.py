@@ -125,6 +125,7 @@ def plan_user(host: Host, name: str, home: str, app_name: str | None = None) -> 
     if found is not None:
         if found.comment == comment:
             return []
-        return [Run(("usermod", "--comment", comment, name), f"mark user {name} as fleet's")]
-    return [Run(("useradd", "--system", "--user-group", "--home-dir", home, "--no-create-home",
-                 "--comment", comment, "--shell", NOLOGIN, name), f"create user {name}")]
+        return [Run(argv=("usermod", "--comment", comment, name),
+                    why=f"mark user {name} as fleet's")]
+    return [Run(argv=("useradd", "--system", "--user-group", "--home-dir", home, "--no-create-home",
+                 "--comment", comment, "--shell", NOLOGIN, name), why=f"create user {name}")]

@@ -290,14 +290,16 @@ def test_leftover_temp_files_are_swept_and_nothing_else() -> None:
     run(host, cfg)
     leftovers = ["/etc/nginx/sites-enabled/.fleet-tmp-k2_x9qaz",
                  "/etc/fleet/env/.fleet-tmp-00000000", "/etc/uwsgi/vassals/.fleet-tmp-abcdefgh",
-                 "/var/lib/fleet/apps/.fleet-tmp-zzzzzzzz"]
+                 "/var/lib/fleet/apps/.fleet-tmp-zzzzzzzz", "/run/.fleet-env-x_1ab2cd"]
+    host.mkdir("/run", 0o755, "root", "root")
     for path in leftovers:
         host.write(path, b"half a file", 0o600, "root", "root")
     host.symlink("/srv/fleet/alpha/current.fleet-tmp", "/srv/fleet/alpha/releases/x")
     leftovers.append("/srv/fleet/alpha/current.fleet-tmp")
     kept = ["/etc/nginx/sites-enabled/.fleet-complete", "/etc/uwsgi/vassals/.fleet-complete",
             "/etc/nginx/sites-enabled/operator.conf", "/etc/nginx/sites-enabled/.fleet-tmp-ab",
-            "/etc/nginx/sites-enabled/.fleet-abcdefgh", "/etc/ssl/.fleet-tmp-abcdefgh"]
+            "/etc/nginx/sites-enabled/.fleet-abcdefgh", "/etc/ssl/.fleet-tmp-abcdefgh",
+            "/run/.fleet-env-long-name", "/run/fleet-env-abcdefgh"]
     host.mkdir("/etc/ssl", 0o755, "root", "root")
     for path in kept:
         host.write(path, b"keep", 0o644, "root", "root")

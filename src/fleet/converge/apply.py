@@ -25,7 +25,13 @@ from fleet.host.actions import Action, Remove, Run, Unknown
 from fleet.host.executor import perform
 from fleet.host.files import plan_absent, plan_dir, plan_file
 from fleet.host.layout import AppPaths
-from fleet.host.machine import Host, is_temp_name, is_trash_name
+from fleet.host.machine import (
+    CONTAINED_ENV_DIR,
+    Host,
+    is_env_file_name,
+    is_temp_name,
+    is_trash_name,
+)
 from fleet.host.render import render
 from fleet.host.session import Session, Step, StepFailed
 from fleet.server import certs, tls
@@ -127,7 +133,8 @@ def trash_dirs(config: Config) -> list[str]:
 
 def sweep_temp_files(config: Config, session: Session) -> None:
     """Temp files of writes killed mid-way (SIGKILL, power loss): nginx and the Emperor ignore
-    them, but they would pile up. Runs under the lock, so no other run is writing them."""
+    them, but they would pile up, and a killed contained run's env file holds secrets. Runs
+    under the lock, so no other run is writing them."""
     host = session.host
     actions: list[Action] = []
     for directory in written_dirs(host, config):
@@ -139,6 +146,9 @@ def sweep_temp_files(config: Config, session: Session) -> None:
     for directory in trash_dirs(config):
         actions += [Remove(path=f"{directory}/{entry}", why="left by an interrupted delete")
                     for entry in host.listdir(directory) if is_trash_name(entry)]
+    # A contained run killed with its secrets file still there (only root can read it).
+    actions += [Remove(path=f"{CONTAINED_ENV_DIR}/{entry}", why="left by a killed build or init")
+                for entry in host.listdir(CONTAINED_ENV_DIR) if is_env_file_name(entry)]
     if actions:
         with session.step("leftover temp files") as step:
             session.apply(step, actions)

@@ -39,6 +39,8 @@ _TEMP_NAME = re.compile(rf"{re.escape(TEMP_PREFIX)}[a-z0-9_]{{8}}|.+{re.escape(L
 # a name nothing trusts (not a release id, not a venv key), and converge sweeps it.
 TRASH_PREFIX = ".fleet-trash-"
 _TRASH_NAME = re.compile(rf"{re.escape(TRASH_PREFIX)}[a-z0-9_]{{8}}")
+ENV_FILE_PREFIX = ".fleet-env-"
+_ENV_FILE_NAME = re.compile(rf"{re.escape(ENV_FILE_PREFIX)}[A-Za-z0-9_]{{8}}")
 # Below this directory the tree holds app-controlled content (releases, venvs, persistent
 # data): root walks it with O_NOFOLLOW, one component at a time.
 UNTRUSTED_ROOT = "/srv/fleet"
@@ -50,6 +52,11 @@ MAX_TREE_DEPTH = 256
 def is_temp_name(name: str) -> bool:
     """A temp file write() or symlink() leaves behind when the run is killed mid-way."""
     return _TEMP_NAME.fullmatch(name) is not None
+
+
+def is_env_file_name(name: str) -> bool:
+    """The environment file of a contained run killed before it could remove it (SIGKILL)."""
+    return _ENV_FILE_NAME.fullmatch(name) is not None
 
 
 def is_trash_name(name: str) -> bool:
@@ -335,7 +342,7 @@ class LocalHost:
         before dropping privileges, never through a command line; it is removed afterwards."""
         env_file = None
         if env:
-            fd, env_file = tempfile.mkstemp(prefix=".fleet-env-", dir=CONTAINED_ENV_DIR)
+            fd, env_file = tempfile.mkstemp(prefix=ENV_FILE_PREFIX, dir=CONTAINED_ENV_DIR)
             with os.fdopen(fd, "w") as handle:
                 handle.write(env_file_text(env))
         started = time.monotonic()

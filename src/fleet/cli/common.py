@@ -22,9 +22,10 @@ from fleet.cli.report import (
 )
 from fleet.config.envfile import check_env_files
 from fleet.config.limits import TOML_MAX_BYTES
+from fleet.config.settings import AppConfig, Config
 from fleet.config.store import Desired, plan_store
 from fleet.converge.apply import Outcome, converge
-from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, ConfigError, FleetError
+from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError, NotRoot, UnknownApp
 from fleet.host.actions import Action
 from fleet.host.machine import LocalHost
 from fleet.host.session import Session
@@ -54,13 +55,6 @@ class Options:
 OPTIONS = Options()
 
 
-class NotRoot(FleetError):
-    """A command that reads or changes root-only state, run by another user: nothing was
-    touched, so it is refused like bad input (exit 2), in one line instead of a traceback."""
-
-    exit_code = EXIT_INVALID
-
-
 def require_root() -> None:
     """Called first by every command that reads /etc/fleet or changes the server."""
     if os.geteuid() != 0:
@@ -69,6 +63,14 @@ def require_root() -> None:
         command = f"fleet {words[0]}" if words else "fleet"
         raise NotRoot(f"{command} must run as root: fleet's state under /etc/fleet and "
                       "/srv/fleet is root-only (try sudo)")
+
+
+def configured_app(config: Config, name: str) -> AppConfig:
+    """The stored app a command names; any other name is bad input, refused in one line."""
+    found = config.app(name)
+    if found is None:
+        raise UnknownApp(name, [a.name for a in config.apps])
+    return found
 
 
 def local_host() -> LocalHost:

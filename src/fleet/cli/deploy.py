@@ -9,9 +9,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fleet.cli.common import JsonOpt, app, err, local_host, require_root, run_converge
+from fleet.cli.common import (
+    JsonOpt,
+    app,
+    configured_app,
+    err,
+    local_host,
+    require_root,
+    run_converge,
+)
 from fleet.cli.report import print_json
-from fleet.config.store import Desired, desired_state, with_app
+from fleet.config.store import desired_state, with_app
 from fleet.converge.deploy import live_release_of
 from fleet.errors import ConfigError, FleetError
 from fleet.host import layout
@@ -20,12 +28,6 @@ from fleet.host.lock import run_lock
 from fleet.server.history import History
 
 AppName = Annotated[str, typer.Argument(help="The app's name.", show_default=False)]
-
-
-def stored_app(desired: Desired, name: str) -> None:
-    if desired.config.app(name) is None:
-        known = ", ".join(a.name for a in desired.config.apps) or "none"
-        raise ConfigError(layout.APPS_DIR, name, f"no such app (configured: {known})")
 
 
 @app.command()
@@ -44,7 +46,7 @@ def deploy(
     host = local_host()
     with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
         desired = desired_state(host, None, None)
-        stored_app(desired, name)
+        configured_app(desired.config, name)
         if ref is not None:
             raw = dict(desired.apps_raw.get(name, {}))
             raw["ref"] = ref
@@ -76,7 +78,7 @@ def rollback(
     host = local_host()
     with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
         desired = desired_state(host, None, None)
-        stored_app(desired, name)
+        configured_app(desired.config, name)
         history = History.load(host, name)
         live = live_release_of(host, name)
         if to is None:
@@ -115,7 +117,7 @@ def releases(name: AppName, json_out: JsonOpt = False) -> None:
     require_root()
     host = local_host()
     desired = desired_state(host, None, None)
-    stored_app(desired, name)
+    configured_app(desired.config, name)
     history = History.load(host, name)
     live = live_release_of(host, name)
     on_disk = {r for r in host.listdir(AppPaths(name).releases) if not r.startswith(".")}

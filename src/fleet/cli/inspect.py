@@ -12,30 +12,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from fleet.cli.common import OPTIONS, JsonOpt, app, local_host, require_root
+from fleet.cli.common import OPTIONS, JsonOpt, app, configured_app, local_host, require_root
 from fleet.cli.report import print_json
 from fleet.config.settings import AppConfig, Config, as_app
 from fleet.config.store import desired_state
-from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, FleetError
+from fleet.errors import EXIT_FAILED, EXIT_OK, FleetError
 from fleet.host.machine import CLEAN_PATH, Host
 from fleet.server.certs import certificate_status, served_files
 from fleet.server.health import HealthResult, check_app
 from fleet.server.logs import app_log_tail, existing, follow_journal, nginx_logs, tail_file
 from fleet.server.status import server_status
-
-
-class UnknownApp(FleetError):
-    """A command named an app that is not configured: bad input, nothing was touched."""
-
-    exit_code = EXIT_INVALID
-
-
-def configured_app(config: Config, name: str) -> AppConfig:
-    found = config.app(name)
-    if found is None:
-        known = ", ".join(a.name for a in config.apps) or "none"
-        raise UnknownApp(f"no app named {name!r} in /etc/fleet/apps (configured: {known})")
-    return found
 
 
 def stored_config() -> Config:

@@ -14,20 +14,19 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fleet.cli.common import JsonOpt, app, err, local_host, reporter, require_root
-from fleet.cli.inspect import configured_app
+from fleet.cli.common import JsonOpt, app, configured_app, err, local_host, reporter, require_root
 from fleet.cli.report import print_json, print_summary, summary_json
 from fleet.config.settings import AppConfig
 from fleet.config.store import Desired, desired_state, plan_store, without_app
 from fleet.converge.apply import Outcome, converge_tmpfiles, remove_stale
-from fleet.errors import EXIT_FAILED, EXIT_OK, CommandError, FleetError
+from fleet.errors import EXIT_FAILED, EXIT_OK, CommandError, FleetError, StepFailed
 from fleet.host import layout
 from fleet.host.actions import Action, Run
 from fleet.host.files import plan_absent
 from fleet.host.layout import AppPaths
 from fleet.host.lock import run_lock
 from fleet.host.machine import Host
-from fleet.host.session import Session, Step, StepFailed
+from fleet.host.session import Session, Step
 from fleet.server import certs
 from fleet.server.logs import nginx_logs
 from fleet.server.nginx import wait_workers_gone, worker_pids

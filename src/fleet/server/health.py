@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 
 from fleet.config.settings import AppConfig
-from fleet.host.bounded import AnswerError, AnswerTooSlow, deadline
+from fleet.errors import AnswerError, AnswerTooSlow
+from fleet.host.bounded import deadline
 
 
 @dataclass(frozen=True)

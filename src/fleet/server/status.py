@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.config.settings import Config, as_app
+from fleet.errors import AnswerError
 from fleet.host import layout
-from fleet.host.bounded import STATS_CAP, AnswerError, parse_json, read_all
+from fleet.host.bounded import STATS_CAP, parse_json, read_all
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
 from fleet.server.certs import certificate_status, served_files

@@ -10,16 +10,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
-from fleet.cli.report import (
-    SilentReporter,
-    TextReporter,
-    print_json,
-    print_summary,
-    summary_json,
-)
+from fleet.cli.output import err, out, print_json, style
+from fleet.cli.report import SilentReporter, TextReporter, print_summary, summary_json
 from fleet.config.envfile import check_env_files
 from fleet.config.limits import TOML_MAX_BYTES
 from fleet.config.settings import AppConfig, Config
@@ -42,7 +36,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-err = Console(stderr=True, highlight=False)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
 
 
@@ -76,7 +69,7 @@ def configured_app(config: Config, name: str) -> AppConfig:
 def local_host() -> LocalHost:
     def show(argv: Sequence[str]) -> None:
         # Env values never reach argv; credentials inside URLs (git remotes) would.
-        err.print(Text(f"$ {mask_urls(shlex.join(list(argv)))}", style="dim"),
+        err.print(Text(f"$ {mask_urls(shlex.join(list(argv)))}", style=style("skipped")),
                   highlight=False, soft_wrap=True)
 
     return LocalHost(show if OPTIONS.verbose else None)
@@ -121,11 +114,10 @@ def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str
     if json_out:
         print_json(summary_json(session, outcome, {**notes, **(extra or {})}))
     else:
-        console = Console(highlight=False)
         if desired.kept:
-            console.print(f"kept apps not named in the file: {', '.join(desired.kept)} "
+            out.print(f"kept apps not named in the file: {', '.join(desired.kept)} "
                           "(--prune removes them)")
-        print_summary(console, session, outcome, plan=check)
+        print_summary(out, session, outcome, plan=check)
     failed = session.counts()["failed"] > 0 or outcome.aborted is not None
     return EXIT_FAILED if failed else EXIT_OK
 

@@ -12,12 +12,12 @@ import typer
 from fleet.cli.common import (
     JsonOpt,
     app,
-    err,
     local_host,
     read_input,
     require_root,
     run_converge,
 )
+from fleet.cli.output import err
 from fleet.config.envfile import parse_env_file
 from fleet.config.store import desired_state, with_app
 from fleet.errors import ConfigError

@@ -6,19 +6,17 @@ import datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from fleet.cli.common import (
     JsonOpt,
     app,
     configured_app,
-    err,
     local_host,
     require_root,
     run_converge,
 )
-from fleet.cli.report import print_json
+from fleet.cli.output import err, out, print_json
 from fleet.config.store import desired_state, with_app
 from fleet.converge.deploy import live_release_of
 from fleet.errors import ConfigError, FleetError
@@ -136,4 +134,4 @@ def releases(name: AppName, json_out: JsonOpt = False) -> None:
             f"failed: {row['failed']}" if row["failed"] else "kept" if row["kept"] else "pruned")
         table.add_row(str(row["release"]), str(row["commit"])[:12], when(row["built"]),  # type: ignore[arg-type]
                       when(row["deployed"]), state)  # type: ignore[arg-type]
-    Console(highlight=False).print(table)
+    out.print(table)

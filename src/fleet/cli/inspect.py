@@ -8,12 +8,11 @@ from dataclasses import replace
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from fleet.cli.common import OPTIONS, JsonOpt, app, configured_app, local_host, require_root
-from fleet.cli.report import print_json
+from fleet.cli.output import out, print_json, style
 from fleet.config.settings import AppConfig, Config, as_app
 from fleet.config.store import desired_state
 from fleet.errors import EXIT_FAILED, EXIT_OK, FleetError
@@ -27,11 +26,6 @@ from fleet.server.status import server_status
 def stored_config() -> Config:
     require_root()
     return desired_state(local_host(), None, None).config
-
-
-def colour(state: str) -> str:
-    return {"running": "green", "passed": "green", "failed": "red", "throttled": "red",
-            "failing": "red", "sleeping": "cyan"}.get(state, "yellow")
 
 
 @app.command()
@@ -51,39 +45,38 @@ def status(json_out: JsonOpt = False) -> None:
                   "health", "domains", "certificate", "problem")
     for name, row in data["apps"].items():  # type: ignore[union-attr]
         workers = row["workers"]
-        table.add_row(name, row["release"] or "-", Text(row["state"], colour(row["state"])),
+        table.add_row(name, row["release"] or "-", Text(row["state"], style(row["state"])),
                       f"{workers['busy']}/{workers['total']} busy", str(workers["requests"]),
                       f"{workers['rss'] / 2**20:.0f} MiB", str(workers["respawns"]),
-                      Text(row["health"], colour(row["health"])), " ".join(row["domains"]),
+                      Text(row["health"], style(row["health"])), " ".join(row["domains"]),
                       certificate_cell(row.get("certificate")), Text(row["problem"] or ""))
-    console = Console(highlight=False)
     if config.apps:
-        console.print(table)
+        out.print(table)
     elif not config.front:
-        console.print("No apps configured (fleet add-app or fleet apply FILE adds some).")
+        out.print("No apps configured (fleet add-app or fleet apply FILE adds some).")
     if config.front:
         front = Table("balanced app", "domains", "in rotation", "out of rotation (fleet drain)")
         for name, row in data["front"].items():  # type: ignore[union-attr]
             front.add_row(name, " ".join(row["domains"]), " ".join(row["in"]),
-                          Text(" ".join(row["out"]) or "-", "yellow" if row["out"] else ""))
-        console.print(front)
+                          Text(" ".join(row["out"]) or "-", style("drained") if row["out"] else ""))
+        out.print(front)
     emperor: dict = data["emperor"]  # type: ignore[assignment]
     throttled = ", ".join(f"{b['id']} ({b['failed_starts']} failed starts)"
                           for b in emperor["blacklist"])
-    console.print(Text(f"Emperor: {'active' if emperor['active'] else 'inactive'}, "
+    out.print(Text(f"Emperor: {'active' if emperor['active'] else 'inactive'}, "
                        f"{len(emperor['vassals'])} vassals"
                        + (f", throttled: {throttled}" if throttled else "")
                        + (f" ({emperor['problem']})" if emperor.get("problem") else "")))
-    console.print(f"nginx: {'active' if data['nginx']['active'] else 'inactive'}")  # type: ignore[index]
+    out.print(f"nginx: {'active' if data['nginx']['active'] else 'inactive'}")  # type: ignore[index]
 
 
 def certificate_cell(cert: dict | None) -> Text:
     if not cert:
         return Text("-")
     if cert["expires"] is None:
-        return Text("none", "red")
+        return Text("none", style("failed"))
     return Text(f"{cert['expires'][:10]} ({cert['days_left']} d)",
-                "red" if cert["problem"] else "green")
+                style("failed" if cert["problem"] else "passed"))
 
 
 def check_one(host: Host, app: AppConfig, timeout: float) -> HealthResult:
@@ -133,13 +126,12 @@ def check(
                              for name, r in results.items()},
                     "failed": failed})
     else:
-        console = Console(highlight=False)
         for name, r in results.items():
             if r.passed and OPTIONS.quiet:
                 continue
             label = "passed" if r.passed else "failed"
-            console.print(Text.assemble((f"{label:<8}", colour(label)), f" {name}: {r.detail}"))
-        console.print(f"{len(results) - failed} of {len(results)} apps passed their health "
+            out.print(Text.assemble((f"{label:<8}", style(label)), f" {name}: {r.detail}"))
+        out.print(f"{len(results) - failed} of {len(results)} apps passed their health "
                       "check" if results else "No apps configured.")
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 

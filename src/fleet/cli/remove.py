@@ -12,10 +12,10 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from fleet.cli.common import JsonOpt, app, configured_app, err, local_host, reporter, require_root
-from fleet.cli.report import print_json, print_summary, summary_json
+from fleet.cli.common import JsonOpt, app, configured_app, local_host, reporter, require_root
+from fleet.cli.output import err, out, print_json
+from fleet.cli.report import print_summary, summary_json
 from fleet.config.settings import AppConfig
 from fleet.config.store import Desired, desired_state, plan_store, without_app
 from fleet.converge.apply import Outcome, converge_tmpfiles, remove_stale
@@ -71,13 +71,12 @@ def remove_app(
         print_json(summary_json(session, outcome, {"removed": name, "purged": purge,
                                                    "kept": kept}))
     else:
-        console = Console(highlight=False)
-        print_summary(console, session, outcome)
+        print_summary(out, session, outcome)
         if outcome.aborted is None:
-            console.print(f"Removed {name}." + (f" Kept {', '.join(kept[:-1])} and {kept[-1]} "
+            out.print(f"Removed {name}." + (f" Kept {', '.join(kept[:-1])} and {kept[-1]} "
                                                 f"(--purge deletes them)." if kept else ""))
             if cert:
-                console.print(f"certbot keeps renewing {cert}: adding {name} again reuses it "
+                out.print(f"certbot keeps renewing {cert}: adding {name} again reuses it "
                               "without asking the CA.")
     failed = session.counts()["failed"] > 0 or outcome.aborted is not None
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)

@@ -10,10 +10,9 @@ from collections.abc import Callable
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from fleet.cli.common import JsonOpt, app, err, local_host, reporter, require_root
-from fleet.cli.report import print_json
+from fleet.cli.common import JsonOpt, app, local_host, reporter, require_root
+from fleet.cli.output import err, out, print_json
 from fleet.cluster.inventory import ADDRESS_RE, Server, upstream
 from fleet.config.parse import UPSTREAM_RE
 from fleet.config.settings import FrontApp
@@ -59,12 +58,11 @@ def run_rotation(verb: str, server: str, apps: list[str], json_out: bool,
     if json_out:
         print_json({"server": target, "apps": describe(changes), **session.counts()})
     else:
-        console = Console(highlight=False)
         for change in changes:
-            console.print(f"{change.app}: {target} {change.state}"
+            out.print(f"{change.app}: {target} {change.state}"
                           + (f" ({change.detail})" if change.detail else ""))
         if not changes:
-            console.print(f"{target} is not a server of any app balanced here"
+            out.print(f"{target} is not a server of any app balanced here"
                           if config.front else "this server is not a front: nothing to do")
     return EXIT_FAILED if failed else EXIT_OK
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -17,11 +18,13 @@ from fleet.cli.report import SilentReporter, TextReporter, print_summary, summar
 from fleet.config.envfile import check_env_files
 from fleet.config.limits import TOML_MAX_BYTES
 from fleet.config.settings import AppConfig, Config
-from fleet.config.store import Desired, plan_store
+from fleet.config.store import Desired, desired_state, plan_store
 from fleet.converge.apply import Outcome, converge
 from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError, NotRoot, UnknownApp
+from fleet.host import layout
 from fleet.host.actions import Action
-from fleet.host.machine import LocalHost
+from fleet.host.lock import run_lock
+from fleet.host.machine import Host, LocalHost
 from fleet.host.session import Session
 from fleet.masking import mask_urls
 from fleet.server.certs import check_tls_files
@@ -73,6 +76,19 @@ def local_host() -> LocalHost:
                   highlight=False, soft_wrap=True)
 
     return LocalHost(show if OPTIONS.verbose else None)
+
+
+LOCK_WAIT = 600.0  # seconds a command waits for another fleet run (a deploy) to finish
+
+
+@contextmanager
+def locked_state(host: Host, source: str | None = None, text: str | None = None, *,
+                 prune: bool = False) -> Iterator[Desired]:
+    """Hold fleet's run lock, then load the stored state (merged with an operator's file, if
+    any): read under the lock, the state cannot change between reading and acting on it.
+    Waiting for another run says so on stderr."""
+    with run_lock(layout.LOCK_FILE, wait=LOCK_WAIT, on_wait=lambda m: err.print(m)):
+        yield desired_state(host, source, text, prune=prune)
 
 
 def read_input(file: Path) -> str:

@@ -13,16 +13,15 @@ from fleet.cli.common import (
     app,
     configured_app,
     local_host,
+    locked_state,
     require_root,
     run_converge,
 )
-from fleet.cli.output import err, out, print_json
+from fleet.cli.output import out, print_json
 from fleet.config.store import desired_state, with_app
 from fleet.converge.deploy import live_release_of
 from fleet.errors import ConfigError, FleetError
-from fleet.host import layout
 from fleet.host.layout import AppPaths
-from fleet.host.lock import run_lock
 from fleet.server.history import History
 
 AppName = Annotated[str, typer.Argument(help="The app's name.", show_default=False)]
@@ -42,8 +41,7 @@ def deploy(
     """
     require_root()
     host = local_host()
-    with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
-        desired = desired_state(host, None, None)
+    with locked_state(host) as desired:
         configured_app(desired.config, name)
         if ref is not None:
             raw = dict(desired.apps_raw.get(name, {}))
@@ -74,8 +72,7 @@ def rollback(
     """
     require_root()
     host = local_host()
-    with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
-        desired = desired_state(host, None, None)
+    with locked_state(host) as desired:
         configured_app(desired.config, name)
         history = History.load(host, name)
         live = live_release_of(host, name)

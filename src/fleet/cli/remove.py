@@ -13,18 +13,25 @@ from typing import Annotated
 
 import typer
 
-from fleet.cli.common import JsonOpt, app, configured_app, local_host, reporter, require_root
-from fleet.cli.output import err, out, print_json
+from fleet.cli.common import (
+    JsonOpt,
+    app,
+    configured_app,
+    local_host,
+    locked_state,
+    reporter,
+    require_root,
+)
+from fleet.cli.output import out, print_json
 from fleet.cli.report import print_summary, summary_json
 from fleet.config.settings import AppConfig
-from fleet.config.store import Desired, desired_state, plan_store, without_app
+from fleet.config.store import Desired, plan_store, without_app
 from fleet.converge.apply import Outcome, converge_tmpfiles, remove_stale
 from fleet.errors import EXIT_FAILED, EXIT_OK, CommandError, FleetError, StepFailed
 from fleet.host import layout
 from fleet.host.actions import Action, Run
 from fleet.host.files import plan_absent
 from fleet.host.layout import AppPaths
-from fleet.host.lock import run_lock
 from fleet.host.machine import Host
 from fleet.host.session import Session, Step
 from fleet.server import certs
@@ -55,8 +62,7 @@ def remove_app(
     """
     require_root()
     host = local_host()
-    with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
-        desired = desired_state(host, None, None)
+    with locked_state(host) as desired:
         target = configured_app(desired.config, name)
         session = Session(host, reporter(json_out))
         outcome = Outcome()

@@ -11,16 +11,13 @@ from typing import Annotated
 
 import typer
 
-from fleet.cli.common import JsonOpt, app, local_host, reporter, require_root
-from fleet.cli.output import err, out, print_json
+from fleet.cli.common import JsonOpt, app, local_host, locked_state, reporter, require_root
+from fleet.cli.output import out, print_json
 from fleet.cluster.inventory import ADDRESS_RE, Server, upstream
 from fleet.config.parse import UPSTREAM_RE
 from fleet.config.settings import FrontApp
-from fleet.config.store import desired_state
 from fleet.converge.front import rotate
 from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError
-from fleet.host import layout
-from fleet.host.lock import run_lock
 from fleet.host.session import Session
 from fleet.server.rotation import Change, Drained, check_upstream, describe, drain, undrain
 
@@ -48,8 +45,8 @@ def run_rotation(verb: str, server: str, apps: list[str], json_out: bool,
     require_root()
     target = as_upstream(server)
     host = local_host()
-    with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
-        config = desired_state(host, None, None).config
+    with locked_state(host) as desired:
+        config = desired.config
         session = Session(host, reporter(json_out))
         changes = [] if not config.front else rotate(  # not a front: nothing to touch
             config, session, lambda drained: update(config.front, drained, target))

@@ -8,17 +8,15 @@ from dataclasses import replace
 from typing import Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from fleet.cli.common import OPTIONS, JsonOpt, app, configured_app, local_host, require_root
-from fleet.cli.output import out, print_json, style
+from fleet.cli.views import show
 from fleet.config.settings import AppConfig, Config, as_app
 from fleet.config.store import desired_state
 from fleet.errors import EXIT_FAILED, EXIT_OK, FleetError
 from fleet.host.machine import CLEAN_PATH, Host
 from fleet.server.certs import certificate_status, served_files
-from fleet.server.health import HealthResult, check_app
+from fleet.server.health import CheckReport, HealthResult, check_app
 from fleet.server.logs import app_log_tail, existing, follow_journal, nginx_logs, tail_file
 from fleet.server.status import server_status
 
@@ -36,47 +34,7 @@ def status(json_out: JsonOpt = False) -> None:
 
     Example: fleet status --json
     """
-    config = stored_config()
-    data = server_status(local_host(), config)
-    if json_out:
-        print_json(data)
-        return
-    table = Table("app", "release", "state", "workers", "requests", "rss", "respawns",
-                  "health", "domains", "certificate", "problem")
-    for name, row in data["apps"].items():  # type: ignore[union-attr]
-        workers = row["workers"]
-        table.add_row(name, row["release"] or "-", Text(row["state"], style(row["state"])),
-                      f"{workers['busy']}/{workers['total']} busy", str(workers["requests"]),
-                      f"{workers['rss'] / 2**20:.0f} MiB", str(workers["respawns"]),
-                      Text(row["health"], style(row["health"])), " ".join(row["domains"]),
-                      certificate_cell(row.get("certificate")), Text(row["problem"] or ""))
-    if config.apps:
-        out.print(table)
-    elif not config.front:
-        out.print("No apps configured (fleet add-app or fleet apply FILE adds some).")
-    if config.front:
-        front = Table("balanced app", "domains", "in rotation", "out of rotation (fleet drain)")
-        for name, row in data["front"].items():  # type: ignore[union-attr]
-            front.add_row(name, " ".join(row["domains"]), " ".join(row["in"]),
-                          Text(" ".join(row["out"]) or "-", style("drained") if row["out"] else ""))
-        out.print(front)
-    emperor: dict = data["emperor"]  # type: ignore[assignment]
-    throttled = ", ".join(f"{b['id']} ({b['failed_starts']} failed starts)"
-                          for b in emperor["blacklist"])
-    out.print(Text(f"Emperor: {'active' if emperor['active'] else 'inactive'}, "
-                       f"{len(emperor['vassals'])} vassals"
-                       + (f", throttled: {throttled}" if throttled else "")
-                       + (f" ({emperor['problem']})" if emperor.get("problem") else "")))
-    out.print(f"nginx: {'active' if data['nginx']['active'] else 'inactive'}")  # type: ignore[index]
-
-
-def certificate_cell(cert: dict | None) -> Text:
-    if not cert:
-        return Text("-")
-    if cert["expires"] is None:
-        return Text("none", style("failed"))
-    return Text(f"{cert['expires'][:10]} ({cert['days_left']} d)",
-                style("failed" if cert["problem"] else "passed"))
+    show(server_status(local_host(), stored_config()), json_out)
 
 
 def check_one(host: Host, app: AppConfig, timeout: float) -> HealthResult:
@@ -117,23 +75,10 @@ def check(
     Example: fleet check --json || mail -s "fleet check failed" ops@example.com
     """
     config = stored_config()
-    results = run_checks([*config.apps, *(as_app(front) for front in config.front)], timeout)
-    failed = sum(1 for r in results.values() if not r.passed)
-    if json_out:
-        print_json({"apps": {name: {"health": "passed" if r.passed else "failed",
-                                    "detail": r.detail, "status": r.status,
-                                    "elapsed": round(r.elapsed, 3)}
-                             for name, r in results.items()},
-                    "failed": failed})
-    else:
-        for name, r in results.items():
-            if r.passed and OPTIONS.quiet:
-                continue
-            label = "passed" if r.passed else "failed"
-            out.print(Text.assemble((f"{label:<8}", style(label)), f" {name}: {r.detail}"))
-        out.print(f"{len(results) - failed} of {len(results)} apps passed their health "
-                      "check" if results else "No apps configured.")
-    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+    report = CheckReport(run_checks([*config.apps, *(as_app(front) for front in config.front)],
+                                    timeout))
+    show(report, json_out, quiet=OPTIONS.quiet)
+    raise typer.Exit(EXIT_FAILED if report.failed else EXIT_OK)
 
 
 @app.command()

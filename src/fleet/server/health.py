@@ -20,6 +20,24 @@ class HealthResult:
     elapsed: float
 
 
+@dataclass(frozen=True)
+class CheckReport:
+    """`fleet check`: each app's (or balanced app's) health check result, by name."""
+
+    results: dict[str, HealthResult]
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.results.values() if not r.passed)
+
+    def to_json(self) -> dict[str, object]:
+        return {"apps": {name: {"health": "passed" if r.passed else "failed",
+                                "detail": r.detail, "status": r.status,
+                                "elapsed": round(r.elapsed, 3)}
+                         for name, r in self.results.items()},
+                "failed": self.failed}
+
+
 BODY_CAP = 65536  # what `contains` is looked for in
 PROBE_HEADER = "X-Fleet-Probe"
 SITE_HEADER = "X-Fleet-Site"

@@ -72,7 +72,7 @@ def configured_app(config: Config, name: str) -> AppConfig:
 def local_host() -> LocalHost:
     def show(argv: Sequence[str]) -> None:
         # Env values never reach argv; credentials inside URLs (git remotes) would.
-        err.print(Text(f"$ {mask_urls(shlex.join(list(argv)))}", style=style("skipped")),
+        err.print(Text(f"$ {mask_urls(shlex.join(list(argv)))}", style=style("aside")),
                   highlight=False, soft_wrap=True)
 
     return LocalHost(show if OPTIONS.verbose else None)
@@ -132,7 +132,7 @@ def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str
     else:
         if desired.kept:
             out.print(f"kept apps not named in the file: {', '.join(desired.kept)} "
-                          "(--prune removes them)")
+                      "(--prune removes them)")
         print_summary(out, session, outcome, plan=check)
     failed = session.counts()["failed"] > 0 or outcome.aborted is not None
     return EXIT_FAILED if failed else EXIT_OK

@@ -32,6 +32,7 @@ STATUS_STYLE = {
     # down, or the reason something failed
     "throttled": "red", "failing": "red", "error": "red",
     "skipped": "dim",
+    "aside": "dim",  # not a state: what -v shows, a running step's elapsed seconds
 }
 OTHER_STYLE = "yellow"  # a state not listed: starting, stopped, unknown, not deployed...
 

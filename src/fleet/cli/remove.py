@@ -80,10 +80,10 @@ def remove_app(
         print_summary(out, session, outcome)
         if outcome.aborted is None:
             out.print(f"Removed {name}." + (f" Kept {', '.join(kept[:-1])} and {kept[-1]} "
-                                                f"(--purge deletes them)." if kept else ""))
+                                            f"(--purge deletes them)." if kept else ""))
             if cert:
                 out.print(f"certbot keeps renewing {cert}: adding {name} again reuses it "
-                              "without asking the CA.")
+                          "without asking the CA.")
     failed = session.counts()["failed"] > 0 or outcome.aborted is not None
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 

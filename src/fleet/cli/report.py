@@ -174,7 +174,8 @@ class Running:
 
     def __rich__(self) -> RenderableType:
         elapsed = time.monotonic() - self.started
-        self.spinner.update(text=Text.assemble(f"{self.label} ", (f"{elapsed:.1f} s", "dim")))
+        self.spinner.update(text=Text.assemble(f"{self.label} ",
+                                               (f"{elapsed:.1f} s", style("aside"))))
         return self.spinner
 
 

@@ -57,10 +57,10 @@ def run_rotation(verb: str, server: str, apps: list[str], json_out: bool,
     else:
         for change in changes:
             out.print(f"{change.app}: {target} {change.state}"
-                          + (f" ({change.detail})" if change.detail else ""))
+                      + (f" ({change.detail})" if change.detail else ""))
         if not changes:
             out.print(f"{target} is not a server of any app balanced here"
-                          if config.front else "this server is not a front: nothing to do")
+                      if config.front else "this server is not a front: nothing to do")
     return EXIT_FAILED if failed else EXIT_OK
 
 

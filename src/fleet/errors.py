@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from fleet.masking import mask_urls
 
 EXIT_OK = 0
@@ -52,3 +54,52 @@ class CommandError(FleetError):
 
 class LockError(FleetError):
     """Another fleet run holds the lock."""
+
+
+class NotRoot(FleetError):
+    """A command that reads or changes root-only state, run by another user: nothing was
+    touched, so it is refused like bad input (exit 2), in one line instead of a traceback."""
+
+    exit_code = EXIT_INVALID
+
+
+class UnknownApp(FleetError):
+    """A command named an app that is not configured: bad input, nothing was touched."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        super().__init__(one_line(f"no app named {name!r} in /etc/fleet/apps "
+                                  f"(configured: {', '.join(known) or 'none'})"))
+
+
+class FailedStep(Protocol):
+    """What StepFailed carries: a session's step record (fleet.host.session.Step), named by
+    shape so this module imports no layer."""
+
+    name: str
+    error: str | None
+
+
+class StepFailed(Exception):
+    """A step failed; its record already says why. Callers decide how far the failure reaches."""
+
+    def __init__(self, step: FailedStep) -> None:
+        super().__init__(step.error)
+        self.step = step
+
+
+class AnswerError(OSError):
+    """An app's socket answered in a way fleet will not read: named, never a hang. An OSError,
+    so each caller's existing `except OSError` names it as that app's failure."""
+
+
+class AnswerTooSlow(AnswerError):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"answer too slow (not complete within {seconds:g} s)")
+
+
+class AnswerTooLarge(AnswerError):
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"answer too large (over {cap} bytes)")

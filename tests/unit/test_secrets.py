@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from fleet import errors
 from fleet.config.envfile import parse_env_file
 from fleet.config.limits import ENV_LINE_MAX
 from fleet.errors import CommandError, ConfigError
@@ -101,7 +102,7 @@ def serve_once(payload: bytes, delay: float = 0.0, forever: bool = False) -> soc
 def test_a_byte_a_second_answer_is_too_slow_within_the_deadline() -> None:
     sock = serve_once(b"", delay=0.2, forever=True)
     start = time.monotonic()
-    with pytest.raises(bounded.AnswerTooSlow, match="answer too slow"):
+    with pytest.raises(errors.AnswerTooSlow, match="answer too slow"):
         bounded.read_all(sock, 1.0, 1 << 20)
     assert time.monotonic() - start < 2.0
     sock.close()
@@ -109,15 +110,15 @@ def test_a_byte_a_second_answer_is_too_slow_within_the_deadline() -> None:
 
 def test_a_huge_answer_is_too_large() -> None:
     sock = serve_once(b"x" * 200_000)
-    with pytest.raises(bounded.AnswerTooLarge, match="answer too large"):
+    with pytest.raises(errors.AnswerTooLarge, match="answer too large"):
         bounded.read_all(sock, 5.0, 100_000)
     sock.close()
 
 
 def test_nested_json_is_a_named_failure_not_a_recursion_error() -> None:
-    with pytest.raises(bounded.AnswerError, match="nested too deeply"):
+    with pytest.raises(errors.AnswerError, match="nested too deeply"):
         bounded.parse_json(b"[" * 100_000 + b"]" * 100_000)
-    with pytest.raises(bounded.AnswerError, match="not JSON"):
+    with pytest.raises(errors.AnswerError, match="not JSON"):
         bounded.parse_json(b"{")
 
 
@@ -133,13 +134,13 @@ def test_read_stats_refuses_a_hostile_listener(tmp_path) -> None:
             conn.sendall(b'{"workers": ' + b"[" * 50_000 + b"]" * 50_000 + b"}")
 
     threading.Thread(target=answer, daemon=True).start()
-    with pytest.raises(bounded.AnswerError):
+    with pytest.raises(errors.AnswerError):
         status.read_stats(path)
     server.close()
 
 
 def test_parse_workers_of_another_shape_is_an_answer_error() -> None:
-    with pytest.raises(bounded.AnswerError, match="unreadable"):
+    with pytest.raises(errors.AnswerError, match="unreadable"):
         status.parse_workers({"workers": [{"pid": "not a number"}]})
 
 

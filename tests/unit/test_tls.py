@@ -323,8 +323,8 @@ def removable(ca: FakeCA, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     tc.run(host, desired.config)
     assert certs.has_lineage(host, "alpha")
     host.write(certs.state_file("alpha"), b"{}", 0o600, "root", "root")
+    monkeypatch.setattr("fleet.cli.common.run_lock", lambda *_a, **_k: contextlib.nullcontext())
     for name, value in (("local_host", lambda: host), ("require_root", lambda: None),
-                        ("run_lock", lambda *_a, **_k: contextlib.nullcontext()),
                         ("worker_pids", lambda: {1}), ("wait_stopped", lambda *_a: None),
                         ("wait_workers_gone", lambda *_a: True),
                         ("wait_no_processes", lambda *_a: None)):

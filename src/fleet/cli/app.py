@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from fleet.cli.common import OPTIONS, app, err
+from fleet.cli.common import OPTIONS, app
+from fleet.cli.output import err
 from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, FleetError
 from fleet.version import version_line
 

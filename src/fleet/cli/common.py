@@ -5,28 +5,26 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
-from fleet.cli.report import (
-    SilentReporter,
-    TextReporter,
-    print_json,
-    print_summary,
-    summary_json,
-)
+from fleet.cli.output import err, out, print_json, style
+from fleet.cli.report import SilentReporter, TextReporter, print_summary, summary_json
 from fleet.config.envfile import check_env_files
 from fleet.config.limits import TOML_MAX_BYTES
-from fleet.config.store import Desired, plan_store
+from fleet.config.settings import AppConfig, Config
+from fleet.config.store import Desired, desired_state, plan_store
 from fleet.converge.apply import Outcome, converge
-from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, ConfigError, FleetError
+from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError, NotRoot, UnknownApp
+from fleet.host import layout
 from fleet.host.actions import Action
-from fleet.host.machine import LocalHost
+from fleet.host.lock import run_lock
+from fleet.host.machine import Host, LocalHost
 from fleet.host.session import Session
 from fleet.masking import mask_urls
 from fleet.server.certs import check_tls_files
@@ -41,7 +39,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-err = Console(stderr=True, highlight=False)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
 
 
@@ -54,13 +51,6 @@ class Options:
 OPTIONS = Options()
 
 
-class NotRoot(FleetError):
-    """A command that reads or changes root-only state, run by another user: nothing was
-    touched, so it is refused like bad input (exit 2), in one line instead of a traceback."""
-
-    exit_code = EXIT_INVALID
-
-
 def require_root() -> None:
     """Called first by every command that reads /etc/fleet or changes the server."""
     if os.geteuid() != 0:
@@ -71,13 +61,34 @@ def require_root() -> None:
                       "/srv/fleet is root-only (try sudo)")
 
 
+def configured_app(config: Config, name: str) -> AppConfig:
+    """The stored app a command names; any other name is bad input, refused in one line."""
+    found = config.app(name)
+    if found is None:
+        raise UnknownApp(name, [a.name for a in config.apps])
+    return found
+
+
 def local_host() -> LocalHost:
     def show(argv: Sequence[str]) -> None:
         # Env values never reach argv; credentials inside URLs (git remotes) would.
-        err.print(Text(f"$ {mask_urls(shlex.join(list(argv)))}", style="dim"),
+        err.print(Text(f"$ {mask_urls(shlex.join(list(argv)))}", style=style("aside")),
                   highlight=False, soft_wrap=True)
 
     return LocalHost(show if OPTIONS.verbose else None)
+
+
+LOCK_WAIT = 600.0  # seconds a command waits for another fleet run (a deploy) to finish
+
+
+@contextmanager
+def locked_state(host: Host, source: str | None = None, text: str | None = None, *,
+                 prune: bool = False) -> Iterator[Desired]:
+    """Hold fleet's run lock, then load the stored state (merged with an operator's file, if
+    any): read under the lock, the state cannot change between reading and acting on it.
+    Waiting for another run says so on stderr."""
+    with run_lock(layout.LOCK_FILE, wait=LOCK_WAIT, on_wait=lambda m: err.print(m)):
+        yield desired_state(host, source, text, prune=prune)
 
 
 def read_input(file: Path) -> str:
@@ -119,11 +130,10 @@ def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str
     if json_out:
         print_json(summary_json(session, outcome, {**notes, **(extra or {})}))
     else:
-        console = Console(highlight=False)
         if desired.kept:
-            console.print(f"kept apps not named in the file: {', '.join(desired.kept)} "
-                          "(--prune removes them)")
-        print_summary(console, session, outcome, plan=check)
+            out.print(f"kept apps not named in the file: {', '.join(desired.kept)} "
+                      "(--prune removes them)")
+        print_summary(out, session, outcome, plan=check)
     failed = session.counts()["failed"] > 0 or outcome.aborted is not None
     return EXIT_FAILED if failed else EXIT_OK
 

@@ -12,17 +12,15 @@ import typer
 from fleet.cli.common import (
     JsonOpt,
     app,
-    err,
     local_host,
+    locked_state,
     read_input,
     require_root,
     run_converge,
 )
 from fleet.config.envfile import parse_env_file
-from fleet.config.store import desired_state, with_app
+from fleet.config.store import with_app
 from fleet.errors import ConfigError
-from fleet.host import layout
-from fleet.host.lock import run_lock
 
 
 @app.command()
@@ -61,8 +59,7 @@ def do_apply(file: Path | None, *, prune: bool, check: bool, json_out: bool) -> 
     require_root()
     text = read_input(file) if file is not None else None
     host = local_host()
-    with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
-        desired = desired_state(host, str(file) if file else None, text, prune=prune)
+    with locked_state(host, str(file) if file else None, text, prune=prune) as desired:
         return run_converge(desired, json_out=json_out, check=check)
 
 
@@ -135,8 +132,8 @@ def add_app(
     if values:
         raw["env"] = values
     host = local_host()
-    with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
-        desired = with_app(desired_state(host, None, None), name, raw, f"add-app {name}")
+    with locked_state(host) as stored:
+        desired = with_app(stored, name, raw, f"add-app {name}")
         code = run_converge(desired, json_out=json_out, check=False, only={name})
     raise typer.Exit(code)
 

@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from fleet.cli.common import JsonOpt, app, err, local_host, require_root, run_converge
-from fleet.cli.report import print_json
-from fleet.config.store import Desired, desired_state, with_app
+from fleet.cli.common import (
+    JsonOpt,
+    app,
+    configured_app,
+    local_host,
+    locked_state,
+    require_root,
+    run_converge,
+)
+from fleet.cli.views import show
+from fleet.config.store import desired_state, with_app
 from fleet.converge.deploy import live_release_of
 from fleet.errors import ConfigError, FleetError
-from fleet.host import layout
-from fleet.host.layout import AppPaths
-from fleet.host.lock import run_lock
-from fleet.server.history import History
+from fleet.server.history import History, release_listing
 
 AppName = Annotated[str, typer.Argument(help="The app's name.", show_default=False)]
-
-
-def stored_app(desired: Desired, name: str) -> None:
-    if desired.config.app(name) is None:
-        known = ", ".join(a.name for a in desired.config.apps) or "none"
-        raise ConfigError(layout.APPS_DIR, name, f"no such app (configured: {known})")
 
 
 @app.command()
@@ -42,9 +38,8 @@ def deploy(
     """
     require_root()
     host = local_host()
-    with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
-        desired = desired_state(host, None, None)
-        stored_app(desired, name)
+    with locked_state(host) as desired:
+        configured_app(desired.config, name)
         if ref is not None:
             raw = dict(desired.apps_raw.get(name, {}))
             raw["ref"] = ref
@@ -74,9 +69,8 @@ def rollback(
     """
     require_root()
     host = local_host()
-    with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
-        desired = desired_state(host, None, None)
-        stored_app(desired, name)
+    with locked_state(host) as desired:
+        configured_app(desired.config, name)
         history = History.load(host, name)
         live = live_release_of(host, name)
         if to is None:
@@ -99,13 +93,6 @@ def rollback(
     raise typer.Exit(code)
 
 
-def when(stamp: float | None) -> str:
-    if not stamp:
-        return "-"
-    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S")
-
-
 @app.command()
 def releases(name: AppName, json_out: JsonOpt = False) -> None:
     """List an app's kept releases: commit, build and deploy times, which is live, which failed.
@@ -115,23 +102,6 @@ def releases(name: AppName, json_out: JsonOpt = False) -> None:
     require_root()
     host = local_host()
     desired = desired_state(host, None, None)
-    stored_app(desired, name)
-    history = History.load(host, name)
-    live = live_release_of(host, name)
-    on_disk = {r for r in host.listdir(AppPaths(name).releases) if not r.startswith(".")}
-    rows = []
-    for record in sorted(history.releases.values(), key=lambda r: (r.deployed or r.built)):
-        rows.append({"release": record.id, "commit": record.commit, "built": record.built,
-                     "deployed": record.deployed, "live": record.id == live,
-                     "failed": record.failed, "kept": record.id in on_disk,
-                     "pinned": bool(history.pin and history.pin.get("commit") == record.commit)})
-    if json_out:
-        print_json({"app": name, "live": live, "releases": rows})
-        return
-    table = Table("release", "commit", "built (UTC)", "deployed (UTC)", "state")
-    for row in rows:
-        state = ("live" + (", pinned" if row["pinned"] else "")) if row["live"] else (
-            f"failed: {row['failed']}" if row["failed"] else "kept" if row["kept"] else "pruned")
-        table.add_row(str(row["release"]), str(row["commit"])[:12], when(row["built"]),  # type: ignore[arg-type]
-                      when(row["deployed"]), state)  # type: ignore[arg-type]
-    Console(highlight=False).print(table)
+    configured_app(desired.config, name)
+    listing = release_listing(host, History.load(host, name), live_release_of(host, name))
+    show(listing, json_out)

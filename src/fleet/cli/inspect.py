@@ -8,44 +8,22 @@ from dataclasses import replace
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from fleet.cli.common import OPTIONS, JsonOpt, app, local_host, require_root
-from fleet.cli.report import print_json
+from fleet.cli.common import OPTIONS, JsonOpt, app, configured_app, local_host, require_root
+from fleet.cli.views import show
 from fleet.config.settings import AppConfig, Config, as_app
 from fleet.config.store import desired_state
-from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, FleetError
+from fleet.errors import EXIT_FAILED, EXIT_OK, FleetError
 from fleet.host.machine import CLEAN_PATH, Host
 from fleet.server.certs import certificate_status, served_files
-from fleet.server.health import HealthResult, check_app
+from fleet.server.health import CheckReport, HealthResult, check_app
 from fleet.server.logs import app_log_tail, existing, follow_journal, nginx_logs, tail_file
 from fleet.server.status import server_status
-
-
-class UnknownApp(FleetError):
-    """A command named an app that is not configured: bad input, nothing was touched."""
-
-    exit_code = EXIT_INVALID
-
-
-def configured_app(config: Config, name: str) -> AppConfig:
-    found = config.app(name)
-    if found is None:
-        known = ", ".join(a.name for a in config.apps) or "none"
-        raise UnknownApp(f"no app named {name!r} in /etc/fleet/apps (configured: {known})")
-    return found
 
 
 def stored_config() -> Config:
     require_root()
     return desired_state(local_host(), None, None).config
-
-
-def colour(state: str) -> str:
-    return {"running": "green", "passed": "green", "failed": "red", "throttled": "red",
-            "failing": "red", "sleeping": "cyan"}.get(state, "yellow")
 
 
 @app.command()
@@ -56,48 +34,7 @@ def status(json_out: JsonOpt = False) -> None:
 
     Example: fleet status --json
     """
-    config = stored_config()
-    data = server_status(local_host(), config)
-    if json_out:
-        print_json(data)
-        return
-    table = Table("app", "release", "state", "workers", "requests", "rss", "respawns",
-                  "health", "domains", "certificate", "problem")
-    for name, row in data["apps"].items():  # type: ignore[union-attr]
-        workers = row["workers"]
-        table.add_row(name, row["release"] or "-", Text(row["state"], colour(row["state"])),
-                      f"{workers['busy']}/{workers['total']} busy", str(workers["requests"]),
-                      f"{workers['rss'] / 2**20:.0f} MiB", str(workers["respawns"]),
-                      Text(row["health"], colour(row["health"])), " ".join(row["domains"]),
-                      certificate_cell(row.get("certificate")), Text(row["problem"] or ""))
-    console = Console(highlight=False)
-    if config.apps:
-        console.print(table)
-    elif not config.front:
-        console.print("No apps configured (fleet add-app or fleet apply FILE adds some).")
-    if config.front:
-        front = Table("balanced app", "domains", "in rotation", "out of rotation (fleet drain)")
-        for name, row in data["front"].items():  # type: ignore[union-attr]
-            front.add_row(name, " ".join(row["domains"]), " ".join(row["in"]),
-                          Text(" ".join(row["out"]) or "-", "yellow" if row["out"] else ""))
-        console.print(front)
-    emperor: dict = data["emperor"]  # type: ignore[assignment]
-    throttled = ", ".join(f"{b['id']} ({b['failed_starts']} failed starts)"
-                          for b in emperor["blacklist"])
-    console.print(Text(f"Emperor: {'active' if emperor['active'] else 'inactive'}, "
-                       f"{len(emperor['vassals'])} vassals"
-                       + (f", throttled: {throttled}" if throttled else "")
-                       + (f" ({emperor['problem']})" if emperor.get("problem") else "")))
-    console.print(f"nginx: {'active' if data['nginx']['active'] else 'inactive'}")  # type: ignore[index]
-
-
-def certificate_cell(cert: dict | None) -> Text:
-    if not cert:
-        return Text("-")
-    if cert["expires"] is None:
-        return Text("none", "red")
-    return Text(f"{cert['expires'][:10]} ({cert['days_left']} d)",
-                "red" if cert["problem"] else "green")
+    show(server_status(local_host(), stored_config()), json_out)
 
 
 def check_one(host: Host, app: AppConfig, timeout: float) -> HealthResult:
@@ -138,24 +75,10 @@ def check(
     Example: fleet check --json || mail -s "fleet check failed" ops@example.com
     """
     config = stored_config()
-    results = run_checks([*config.apps, *(as_app(front) for front in config.front)], timeout)
-    failed = sum(1 for r in results.values() if not r.passed)
-    if json_out:
-        print_json({"apps": {name: {"health": "passed" if r.passed else "failed",
-                                    "detail": r.detail, "status": r.status,
-                                    "elapsed": round(r.elapsed, 3)}
-                             for name, r in results.items()},
-                    "failed": failed})
-    else:
-        console = Console(highlight=False)
-        for name, r in results.items():
-            if r.passed and OPTIONS.quiet:
-                continue
-            label = "passed" if r.passed else "failed"
-            console.print(Text.assemble((f"{label:<8}", colour(label)), f" {name}: {r.detail}"))
-        console.print(f"{len(results) - failed} of {len(results)} apps passed their health "
-                      "check" if results else "No apps configured.")
-    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+    report = CheckReport(run_checks([*config.apps, *(as_app(front) for front in config.front)],
+                                    timeout))
+    show(report, json_out, quiet=OPTIONS.quiet)
+    raise typer.Exit(EXIT_FAILED if report.failed else EXIT_OK)
 
 
 @app.command()

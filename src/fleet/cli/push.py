@@ -13,16 +13,14 @@ from rich.table import Table
 from rich.text import Text
 
 import fleet
-from fleet.cli.common import JsonOpt, app, err, read_input
-from fleet.cli.report import print_json
+from fleet.cli.common import JsonOpt, app, read_input
+from fleet.cli.output import err, out, print_json, style
 from fleet.cluster.inventory import load_inventory
 from fleet.cluster.push import Payload, PushResult, push
 from fleet.cluster.ssh import OpenSSH
 from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError
 
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
-STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachable": "bold red",
-         "skipped": "dim"}
 
 
 def find_pyz(explicit: Path | None) -> Path:
@@ -69,12 +67,12 @@ def recap(console: Console, result: PushResult) -> None:
                   "apps healthy", "note")
     for host in result.hosts:
         table.add_row(host.name, host.role, host.address,
-                      Text(host.status, style=STYLE.get(host.status, "")),
+                      Text(host.status, style=style(host.status)),
                       str(host.counts["ok"]), str(host.counts["changed"]),
                       str(host.counts["failed"]), host.healthy, Text(host.error or ""))
     console.print(table)
     if result.stopped:
-        console.print(Text.assemble(("stopped: ", "bold red"), result.stopped))
+        console.print(Text.assemble(("stopped: ", style("failed")), result.stopped))
 
 
 @app.command("push")
@@ -123,8 +121,7 @@ def push_command(
     if json_out:
         print_json(result.to_json())
     else:
-        console = Console(highlight=False)
         if plan:
-            show_plans(console, result)
-        recap(console, result)
+            show_plans(out, result)
+        recap(out, result)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)

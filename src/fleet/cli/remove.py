@@ -12,22 +12,28 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from fleet.cli.common import JsonOpt, app, err, local_host, reporter, require_root
-from fleet.cli.inspect import configured_app
-from fleet.cli.report import print_json, print_summary, summary_json
+from fleet.cli.common import (
+    JsonOpt,
+    app,
+    configured_app,
+    local_host,
+    locked_state,
+    reporter,
+    require_root,
+)
+from fleet.cli.output import out, print_json
+from fleet.cli.report import print_summary, summary_json
 from fleet.config.settings import AppConfig
-from fleet.config.store import Desired, desired_state, plan_store, without_app
+from fleet.config.store import Desired, plan_store, without_app
 from fleet.converge.apply import Outcome, converge_tmpfiles, remove_stale
-from fleet.errors import EXIT_FAILED, EXIT_OK, CommandError, FleetError
+from fleet.errors import EXIT_FAILED, EXIT_OK, CommandError, FleetError, StepFailed
 from fleet.host import layout
 from fleet.host.actions import Action, Run
 from fleet.host.files import plan_absent
 from fleet.host.layout import AppPaths
-from fleet.host.lock import run_lock
 from fleet.host.machine import Host
-from fleet.host.session import Session, Step, StepFailed
+from fleet.host.session import Session, Step
 from fleet.server import certs
 from fleet.server.logs import nginx_logs
 from fleet.server.nginx import wait_workers_gone, worker_pids
@@ -56,8 +62,7 @@ def remove_app(
     """
     require_root()
     host = local_host()
-    with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
-        desired = desired_state(host, None, None)
+    with locked_state(host) as desired:
         target = configured_app(desired.config, name)
         session = Session(host, reporter(json_out))
         outcome = Outcome()
@@ -72,14 +77,13 @@ def remove_app(
         print_json(summary_json(session, outcome, {"removed": name, "purged": purge,
                                                    "kept": kept}))
     else:
-        console = Console(highlight=False)
-        print_summary(console, session, outcome)
+        print_summary(out, session, outcome)
         if outcome.aborted is None:
-            console.print(f"Removed {name}." + (f" Kept {', '.join(kept[:-1])} and {kept[-1]} "
-                                                f"(--purge deletes them)." if kept else ""))
+            out.print(f"Removed {name}." + (f" Kept {', '.join(kept[:-1])} and {kept[-1]} "
+                                            f"(--purge deletes them)." if kept else ""))
             if cert:
-                console.print(f"certbot keeps renewing {cert}: adding {name} again reuses it "
-                              "without asking the CA.")
+                out.print(f"certbot keeps renewing {cert}: adding {name} again reuses it "
+                          "without asking the CA.")
     failed = session.counts()["failed"] > 0 or outcome.aborted is not None
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 

@@ -7,11 +7,8 @@ TOML, credentials in URLs. The plan is meant to be pasted into tickets and chat.
 from __future__ import annotations
 
 import difflib
-import json
 import re
-import sys
 import time
-from typing import TextIO
 
 from rich.console import Console, RenderableType
 from rich.live import Live
@@ -19,14 +16,13 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from fleet.cli.output import out, style
 from fleet.converge.apply import Outcome
 from fleet.host import layout
 from fleet.host.actions import MASK, Action, Unknown, WriteFile
 from fleet.host.session import Session, Status, Step
 from fleet.masking import mask_urls
 
-STYLE = {Status.OK: "green", Status.CHANGED: "yellow", Status.FAILED: "bold red",
-         Status.PENDING: "cyan"}
 UNDECIDED = "unknown"  # label of a plan step whose actions depend on earlier steps
 UNDECIDED_NOTE = "decided when the steps before it have run"
 
@@ -178,7 +174,8 @@ class Running:
 
     def __rich__(self) -> RenderableType:
         elapsed = time.monotonic() - self.started
-        self.spinner.update(text=Text.assemble(f"{self.label} ", (f"{elapsed:.1f} s", "dim")))
+        self.spinner.update(text=Text.assemble(f"{self.label} ",
+                                               (f"{elapsed:.1f} s", style("aside"))))
         return self.spinner
 
 
@@ -187,7 +184,7 @@ class TextReporter:
 
     def __init__(self, console: Console | None = None, *, verbose: bool = False,
                  quiet: bool = False, show_diffs: bool = False) -> None:
-        self.console = console or Console(stderr=False, highlight=False)
+        self.console = console or out
         self.verbose = verbose
         self.quiet = quiet
         self.show_diffs = show_diffs
@@ -208,16 +205,16 @@ class TextReporter:
         if self.quiet and step.status is not Status.FAILED:
             return
         if step.status is Status.OK and not self.verbose and not step.notes:
-            self.console.print(f"[green]ok[/]       {step_label(step)}", highlight=False)
+            self.console.print(f"[{style('ok')}]ok[/]       {step_label(step)}", highlight=False)
             return
         elapsed = time.monotonic() - self.started
         notes = f" ({', '.join(step.notes)})" if step.notes else ""
         timing = f" [{elapsed:.1f} s]" if elapsed >= 1 else ""
-        label, style = step.status.value, STYLE[step.status]
+        label, colour = step.status.value, style(step.status.value)
         if step.status is Status.PENDING and undecided(step):
-            label, style = UNDECIDED, "magenta"
+            label, colour = UNDECIDED, style("undecided")
             notes = f" ({UNDECIDED_NOTE})" + notes
-        line = Text.assemble((f"{label:<8}", style), f" {step_label(step)}{notes}{timing}")
+        line = Text.assemble((f"{label:<8}", colour), f" {step_label(step)}{notes}{timing}")
         self.console.print(line, highlight=False, soft_wrap=True)
         if step.status in (Status.CHANGED, Status.PENDING) and (self.verbose or self.show_diffs):
             for action in step.actions:
@@ -228,7 +225,7 @@ class TextReporter:
                     self.console.print(masked_diff(action), highlight=False, markup=False,
                                        end="", soft_wrap=True)
         if step.error:
-            self.console.print(f"           {mask_urls(step.error)}", style="red",
+            self.console.print(f"           {mask_urls(step.error)}", style=style("error"),
                                highlight=False, markup=False, soft_wrap=True)
         if step.log:
             for line_text in step.log.splitlines():
@@ -271,12 +268,6 @@ def summary_json(session: Session, outcome: Outcome, extra: dict[str, object] | 
     return data
 
 
-def print_json(data: object, out: TextIO | None = None) -> None:
-    stream = out or sys.stdout
-    stream.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    stream.flush()
-
-
 def print_summary(console: Console, session: Session, outcome: Outcome, *,
                   plan: bool = False) -> None:
     counts = session.counts()
@@ -295,13 +286,12 @@ def print_summary(console: Console, session: Session, outcome: Outcome, *,
     if counts["changed"] == 0 and counts["failed"] == 0:
         console.print("Nothing changed: the server already matched the desired state.")
     if outcome.aborted:
-        console.print(Text.assemble(("stopped: ", "bold red"), mask_urls(outcome.aborted)))
+        console.print(Text.assemble(("stopped: ", style("failed")), mask_urls(outcome.aborted)))
     if outcome.apps:
         table = Table("app", "commit", "health", "changed", "error")
         for name, result in outcome.apps.items():
-            colour = {"passed": "green", "failed": "red"}.get(result.health, "yellow")
             table.add_row(name, (result.commit or "-")[:12],
-                          Text(result.health, style=colour),
+                          Text(result.health, style=style(result.health)),
                           "yes" if app_changed(session, name) else "no",
                           Text(mask_urls(result.error or "")))
         console.print(table)

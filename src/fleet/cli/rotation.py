@@ -10,18 +10,14 @@ from collections.abc import Callable
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from fleet.cli.common import JsonOpt, app, err, local_host, reporter, require_root
-from fleet.cli.report import print_json
+from fleet.cli.common import JsonOpt, app, local_host, locked_state, reporter, require_root
+from fleet.cli.output import out, print_json
 from fleet.cluster.inventory import ADDRESS_RE, Server, upstream
 from fleet.config.parse import UPSTREAM_RE
 from fleet.config.settings import FrontApp
-from fleet.config.store import desired_state
 from fleet.converge.front import rotate
 from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError
-from fleet.host import layout
-from fleet.host.lock import run_lock
 from fleet.host.session import Session
 from fleet.server.rotation import Change, Drained, check_upstream, describe, drain, undrain
 
@@ -49,8 +45,8 @@ def run_rotation(verb: str, server: str, apps: list[str], json_out: bool,
     require_root()
     target = as_upstream(server)
     host = local_host()
-    with run_lock(layout.LOCK_FILE, wait=600, on_wait=lambda m: err.print(m)):
-        config = desired_state(host, None, None).config
+    with locked_state(host) as desired:
+        config = desired.config
         session = Session(host, reporter(json_out))
         changes = [] if not config.front else rotate(  # not a front: nothing to touch
             config, session, lambda drained: update(config.front, drained, target))
@@ -59,13 +55,12 @@ def run_rotation(verb: str, server: str, apps: list[str], json_out: bool,
     if json_out:
         print_json({"server": target, "apps": describe(changes), **session.counts()})
     else:
-        console = Console(highlight=False)
         for change in changes:
-            console.print(f"{change.app}: {target} {change.state}"
-                          + (f" ({change.detail})" if change.detail else ""))
+            out.print(f"{change.app}: {target} {change.state}"
+                      + (f" ({change.detail})" if change.detail else ""))
         if not changes:
-            console.print(f"{target} is not a server of any app balanced here"
-                          if config.front else "this server is not a front: nothing to do")
+            out.print(f"{target} is not a server of any app balanced here"
+                      if config.front else "this server is not a front: nothing to do")
     return EXIT_FAILED if failed else EXIT_OK
 
 

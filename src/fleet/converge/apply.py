@@ -19,7 +19,7 @@ from fleet.converge.front import check_front, converge_front, converge_front_tls
 from fleet.converge.prepare import guarded, prepare_app, render_site
 from fleet.converge.rollout import Rollout
 from fleet.converge.tcp_switch import restore_live
-from fleet.errors import FleetError
+from fleet.errors import FleetError, StepFailed
 from fleet.host import layout
 from fleet.host.actions import Action, Remove, Run, Unknown
 from fleet.host.executor import perform
@@ -33,7 +33,7 @@ from fleet.host.machine import (
     is_trash_name,
 )
 from fleet.host.render import render
-from fleet.host.session import Session, Step, StepFailed
+from fleet.host.session import Session, Step
 from fleet.server import certs, tls
 from fleet.server.emperor import wait_for_vassal
 from fleet.server.health import check_app

@@ -14,10 +14,9 @@ from fleet.config.envfile import app_environment
 from fleet.config.settings import AppConfig
 from fleet.converge.rollout import Rollout
 from fleet.converge.tcp_switch import free_address, restore_live
-from fleet.errors import FleetError
+from fleet.errors import AnswerError, FleetError
 from fleet.host import layout
 from fleet.host.actions import Action, ContainedRun, Remove
-from fleet.host.bounded import AnswerError
 from fleet.host.executor import perform
 from fleet.host.files import plan_absent, plan_file, plan_link
 from fleet.host.layout import AppPaths

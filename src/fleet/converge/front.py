@@ -15,13 +15,13 @@ from collections.abc import Callable
 
 from fleet.config.settings import AppConfig, Config, FrontApp, as_app
 from fleet.converge.rollout import Rollout
-from fleet.errors import FleetError
+from fleet.errors import FleetError, StepFailed
 from fleet.host import layout
 from fleet.host.actions import Action, Remove
 from fleet.host.files import plan_file
 from fleet.host.machine import Host
 from fleet.host.render import render
-from fleet.host.session import Session, Step, StepFailed
+from fleet.host.session import Session, Step
 from fleet.server import certs, tls
 from fleet.server.health import check_app
 from fleet.server.nginx import apply_tested, wait_workers_gone, worker_pids

@@ -11,6 +11,7 @@ from fleet.config.settings import AppConfig, Config
 from fleet.converge import sites
 from fleet.converge.deploy import live_release
 from fleet.converge.rollout import Rollout
+from fleet.errors import StepFailed
 from fleet.host import layout
 from fleet.host.actions import Action, OwnTree, Remove, Unknown
 from fleet.host.executor import perform
@@ -18,7 +19,7 @@ from fleet.host.files import plan_dir
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
 from fleet.host.render import render
-from fleet.host.session import Session, Step, StepFailed
+from fleet.host.session import Session, Step
 from fleet.masking import mask_urls
 from fleet.server import certs
 from fleet.server import repo as repo_res

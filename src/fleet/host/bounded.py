@@ -17,22 +17,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from fleet.errors import AnswerError, AnswerTooLarge, AnswerTooSlow
+
 STATS_CAP = 4 * 1024 * 1024  # a stats document of a few hundred workers is tens of KiB
 REPLY_CAP = 1024 * 1024  # a health answer: headers plus the first part of the body
-
-
-class AnswerError(OSError):
-    """An app's socket answered in a way fleet will not read: named, never a hang."""
-
-
-class AnswerTooSlow(AnswerError):
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"answer too slow (not complete within {seconds:g} s)")
-
-
-class AnswerTooLarge(AnswerError):
-    def __init__(self, cap: int) -> None:
-        super().__init__(f"answer too large (over {cap} bytes)")
 
 
 def read_all(sock: socket.socket, seconds: float, cap: int) -> bytes:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from fleet.errors import CommandError, FleetError
+from fleet.errors import CommandError, FleetError, StepFailed
 from fleet.host.actions import Action, Unknown
 from fleet.host.executor import perform
 from fleet.host.machine import Host
@@ -48,14 +48,6 @@ class Step:
         if self.notes:
             data["notes"] = self.notes
         return data
-
-
-class StepFailed(Exception):
-    """A step failed; its record already says why. Callers decide how far the failure reaches."""
-
-    def __init__(self, step: Step) -> None:
-        super().__init__(step.error)
-        self.step = step
 
 
 class Reporter(Protocol):

@@ -10,7 +10,8 @@ import struct
 import time
 from dataclasses import dataclass
 
-from fleet.host.bounded import REPLY_CAP, AnswerTooSlow, read_all
+from fleet.errors import AnswerTooSlow
+from fleet.host.bounded import REPLY_CAP, read_all
 
 
 @dataclass(frozen=True)

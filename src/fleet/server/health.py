@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 
 from fleet.config.settings import AppConfig
-from fleet.host.bounded import AnswerError, AnswerTooSlow, deadline
+from fleet.errors import AnswerError, AnswerTooSlow
+from fleet.host.bounded import deadline
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,24 @@ class HealthResult:
     status: int | None
     detail: str
     elapsed: float
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """`fleet check`: each app's (or balanced app's) health check result, by name."""
+
+    results: dict[str, HealthResult]
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.results.values() if not r.passed)
+
+    def to_json(self) -> dict[str, object]:
+        return {"apps": {name: {"health": "passed" if r.passed else "failed",
+                                "detail": r.detail, "status": r.status,
+                                "elapsed": round(r.elapsed, 3)}
+                         for name, r in self.results.items()},
+                "failed": self.failed}
 
 
 BODY_CAP = 65536  # what `contains` is looked for in

@@ -74,3 +74,43 @@ class History:
         newest_first = sorted(existing, key=age, reverse=True)
         kept = set(newest_first[:keep]) | ({live} if live else set())
         return [r for r in existing if r not in kept]
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    """One kept (or pruned) release as `fleet releases` lists it; fields in --json's order."""
+
+    release: str
+    commit: str
+    built: float
+    deployed: float | None
+    live: bool
+    failed: str | None
+    kept: bool  # its directory is still on disk (else pruned: only the record remains)
+    pinned: bool  # a rollback holds the app at this commit
+
+
+@dataclass(frozen=True)
+class ReleaseListing:
+    """An app's release history, oldest first, with the live release named."""
+
+    app: str
+    live: str | None
+    releases: list[ReleaseRow]
+
+    def to_json(self) -> dict[str, object]:
+        return {"app": self.app, "live": self.live,
+                "releases": [asdict(row) for row in self.releases]}
+
+
+def release_listing(host: Host, history: History, live: str | None) -> ReleaseListing:
+    """The history's releases in the order they served (built, for those that never did)."""
+    on_disk = {r for r in host.listdir(AppPaths(history.app).releases) if not r.startswith(".")}
+    pinned = history.pin.get("commit") if history.pin else None
+    rows = [ReleaseRow(release=record.id, commit=record.commit, built=record.built,
+                       deployed=record.deployed, live=record.id == live, failed=record.failed,
+                       kept=record.id in on_disk,
+                       pinned=bool(history.pin and pinned == record.commit))
+            for record in sorted(history.releases.values(),
+                                 key=lambda r: (r.deployed or r.built))]
+    return ReleaseListing(history.app, live, rows)

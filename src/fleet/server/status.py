@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.config.settings import Config, as_app
+from fleet.errors import AnswerError
 from fleet.host import layout
-from fleet.host.bounded import STATS_CAP, AnswerError, parse_json, read_all
+from fleet.host.bounded import STATS_CAP, parse_json, read_all
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
 from fleet.server.certs import certificate_status, served_files
@@ -167,17 +168,20 @@ class AppStatus:
     problem: str | None = None
     certificate: dict[str, Any] | None = None  # expiry of the served one (fleet.server.certs)
 
-    def to_json(self) -> dict[str, object]:
+    def worker_totals(self) -> dict[str, Any]:
+        """The live vassal's workers added up, as the status table and --json show them."""
         busy = sum(1 for w in self.workers if w.status == "busy")
+        return {"total": len(self.workers), "busy": busy, "idle": len(self.workers) - busy,
+                "requests": sum(w.requests for w in self.workers),
+                "rss": sum(w.rss for w in self.workers),
+                "respawns": sum(w.respawns for w in self.workers),
+                "pids": [w.pid for w in self.workers]}
+
+    def to_json(self) -> dict[str, object]:
         return {
             "commit": self.commit, "release": self.release, "domains": self.domains,
             "state": self.state, "health": self.health, "problem": self.problem,
-            "workers": {"total": len(self.workers), "busy": busy,
-                        "idle": len(self.workers) - busy,
-                        "requests": sum(w.requests for w in self.workers),
-                        "rss": sum(w.rss for w in self.workers),
-                        "respawns": sum(w.respawns for w in self.workers),
-                        "pids": [w.pid for w in self.workers]},
+            "workers": self.worker_totals(),
             "vassals": [v.to_json() for v in self.vassals],
             "certificate": self.certificate,
         }
@@ -256,19 +260,36 @@ def read_emperor(path: str = layout.EMPEROR_STATS) -> dict[str, Any] | None:
         return None
 
 
-def emperor_status(host: Host, stats: dict[str, Any] | None) -> dict[str, object]:
-    data: dict[str, object] = {"active": is_active(host, layout.EMPEROR_UNIT_NAME)}
-    if stats is None:
-        data["problem"] = "no answer on the Emperor's stats socket " + layout.EMPEROR_STATS
-        data["vassals"], data["blacklist"] = [], []
+@dataclass
+class EmperorStatus:
+    """The Emperor's unit and what its stats socket lists (problem: why it did not answer)."""
+
+    active: bool
+    vassals: list[dict[str, Any]] = field(default_factory=list)
+    blacklist: list[dict[str, Any]] = field(default_factory=list)  # throttled vassals
+    problem: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"active": self.active}
+        if self.problem is not None:
+            data["problem"] = self.problem
+        data["vassals"], data["blacklist"] = self.vassals, self.blacklist
         return data
-    data["vassals"] = [{"id": v.get("id"), "pid": v.get("pid"), "ready": v.get("ready"),
-                        "respawns": v.get("respawns"), "cursed": v.get("cursed")}
-                       for v in stats.get("vassals", [])]
-    data["blacklist"] = [{"id": b.get("id"), "failed_starts": int(b.get("attempt") or 0) + 1,
-                          "throttle_ms": b.get("throttle_level")}
-                         for b in stats.get("blacklist", [])]
-    return data
+
+
+def emperor_status(host: Host, stats: dict[str, Any] | None) -> EmperorStatus:
+    active = is_active(host, layout.EMPEROR_UNIT_NAME)
+    if stats is None:
+        return EmperorStatus(active, problem="no answer on the Emperor's stats socket "
+                                             + layout.EMPEROR_STATS)
+    return EmperorStatus(
+        active,
+        vassals=[{"id": v.get("id"), "pid": v.get("pid"), "ready": v.get("ready"),
+                  "respawns": v.get("respawns"), "cursed": v.get("cursed")}
+                 for v in stats.get("vassals", [])],
+        blacklist=[{"id": b.get("id"), "failed_starts": int(b.get("attempt") or 0) + 1,
+                    "throttle_ms": b.get("throttle_level")}
+                   for b in stats.get("blacklist", [])])
 
 
 def front_status(host: Host, config: Config) -> dict[str, object]:
@@ -287,12 +308,25 @@ def front_status(host: Host, config: Config) -> dict[str, object]:
     return result
 
 
-def server_status(host: Host, config: Config) -> dict[str, object]:
+@dataclass
+class ServerStatus:
+    """What `fleet status` shows: each app, a front's rotation, the Emperor and nginx."""
+
+    apps: list[AppStatus]
+    front: dict[str, dict[str, object]]  # front_status: balanced app -> rotation, certificate
+    emperor: EmperorStatus
+    nginx_active: bool
+
+    def to_json(self) -> dict[str, object]:
+        return {"apps": {a.name: a.to_json() for a in self.apps}, "front": self.front,
+                "emperor": self.emperor.to_json(), "nginx": {"active": self.nginx_active}}
+
+
+def server_status(host: Host, config: Config) -> ServerStatus:
     emperor = read_emperor()
-    return {
-        "apps": {a.name: app_status(host, config, a.name, emperor).to_json()
-                 for a in config.apps},
-        "front": front_status(host, config),
-        "emperor": emperor_status(host, emperor),
-        "nginx": {"active": is_active(host, "nginx")},
-    }
+    return ServerStatus(
+        apps=[app_status(host, config, a.name, emperor) for a in config.apps],
+        front=front_status(host, config),
+        emperor=emperor_status(host, emperor),
+        nginx_active=is_active(host, "nginx"),
+    )

@@ -10,13 +10,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from fleet.config.settings import AppConfig, Config
-from fleet.errors import CommandError, FleetError
+from fleet.errors import CommandError, FleetError, StepFailed
 from fleet.host.actions import Action, Remove, Run, Unknown, WriteFile
 from fleet.host.executor import perform
 from fleet.host.files import plan_absent, plan_dir, plan_file
 from fleet.host.machine import Host
 from fleet.host.render import render
-from fleet.host.session import Session, Step, StepFailed
+from fleet.host.session import Session, Step
 from fleet.server import certs
 from fleet.server.services import plan_service
 

@@ -1,4 +1,9 @@
-"""fleet's settings as typed, frozen values: what fleet.config.parse produces from TOML."""
+"""fleet's settings as typed, frozen values: what fleet.config.parse produces from TOML.
+
+Every default lives here, as a field's default, and nowhere else: the parser reads each key's
+default from these classes (APP_DEFAULTS and the classes' own no-argument instances), so a
+default is changed in one place.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ class PipSettings:
 
 LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 HSTS_DEFAULT = 15768000  # half a year: long enough to matter, short enough to back out of
+# The callable uWSGI loads when a module spec names none (`module = "wsgi"`).
+UWSGI_CALLABLE = "application"
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,12 @@ class AppConfig:
         """HOST:PORT the vassal binds, or None for a unix socket in the app's run dir."""
         return self.socket[len("tcp:"):] if self.socket.startswith("tcp:") else None
 
+    @property
+    def mount_target(self) -> str:
+        """`module` as uWSGI's `mount` option needs it, which has no default callable of its
+        own: a spec without one gets uWSGI's usual `application`."""
+        return self.module if ":" in self.module else f"{self.module}:{UWSGI_CALLABLE}"
+
     def url(self, path: str) -> str:
         """A path of the app (health, static) as visitors request it: under its prefix."""
         return path if self.prefix == "/" else self.prefix + path
@@ -108,6 +121,11 @@ class AppConfig:
     @property
     def owner(self) -> str:
         return self.user or self.name
+
+
+# What every optional key of an app means when it is left out (name, repo and domains are
+# required; the values here only fill the signature).
+APP_DEFAULTS = AppConfig(name="", repo="", domains=())
 
 
 @dataclass(frozen=True)

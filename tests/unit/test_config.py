@@ -126,6 +126,15 @@ def test_every_omitted_key_means_the_settings_default() -> None:
                                 domains=("a.example.com",))
 
 
+@pytest.mark.parametrize(("line", "key"), [
+    ("min_processes = 1", "apps.a.min_processes"), ("name = 'b'", "apps.a.name"),
+    ("tls = { cert = '/c', key = '/k', mode = 'files' }", "apps.a.tls.mode"),
+])
+def test_fields_no_key_sets_are_unknown_keys(line: str, key: str) -> None:
+    """Derived fields (NOT_A_KEY) are not keys: `processes = "MIN-MAX"` and `tls` set them."""
+    assert error_of(f"[apps.a]\n{GOOD_APP}{line}\n").startswith(f"f.toml: {key}: unknown key")
+
+
 @pytest.mark.parametrize(("module", "target"), [
     ("wsgi:app", "wsgi:app"), ("blog:create_app()", "blog:create_app()"),
     ("wsgi", "wsgi:application"),  # uWSGI's default callable, which mount does not assume

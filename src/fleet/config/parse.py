@@ -30,6 +30,7 @@ from fleet.config.settings import (
     PipSettings,
     ServerConfig,
     TlsConfig,
+    toml_keys,
 )
 from fleet.errors import ConfigError
 
@@ -69,18 +70,15 @@ TLS_DEFAULTS = TlsConfig()
 
 # --------------------------------------------------------------------------- sections
 
-SERVER_KEYS = ["packages", "pip", "client_max_body_size", "acme", "accept_from",
-               "git_timeout"]
-ACME_KEYS = ["email", "directory", "ca_bundle"]
-TLS_KEYS = ["cert", "key"]
-PIP_KEYS = ["index_url", "extra_index_urls", "cert"]
-EMPEROR_KEYS = ["thunder_lock", "vassal_set"]
-APP_KEYS = ["repo", "ref", "path", "domains", "module", "processes", "threads", "env", "static",
-            "user", "health", "persist", "keep_releases", "init", "init_timeout", "mode",
-            "idle",
-            "env_file", "prefix", "socket", "tls", "hsts"]
-INVENTORY_APP_KEYS = ["servers"]  # where the app runs: read by fleet push (fleet.cluster.inventory)
-HEALTH_KEYS = ["path", "status", "contains", "timeout"]
+# The keys each table allows: the settings dataclasses' fields (see settings.toml_keys).
+SERVER_KEYS = toml_keys(ServerConfig)
+ACME_KEYS = toml_keys(AcmeSettings)
+TLS_KEYS = toml_keys(TlsConfig)  # of tls = { cert = ..., key = ... }
+PIP_KEYS = toml_keys(PipSettings)
+EMPEROR_KEYS = toml_keys(EmperorConfig)
+APP_KEYS = toml_keys(AppConfig)
+INVENTORY_APP_KEYS = list(AppConfig.KEYS_READ_ELSEWHERE)  # read by fleet push, not kept here
+HEALTH_KEYS = toml_keys(HealthConfig)
 
 
 def parse_server(c: Checker) -> ServerConfig:
@@ -477,8 +475,8 @@ def nesting_depth(data: Any) -> int:
     return deepest
 
 
-# servers: fleet push's inventory (ignored by apply); front: a front server's upstreams.
-TOP_KEYS = ["server", "emperor", "apps", "servers", "front"]
+# front: a front server's upstreams; servers: fleet push's inventory (ignored by apply).
+TOP_KEYS = toml_keys(Config) + list(Config.KEYS_READ_ELSEWHERE)
 
 
 def parse_document(source: str, data: Mapping[str, Any]) -> tuple[
@@ -507,7 +505,7 @@ def build_config(source: str, server: ServerConfig | None, emperor: EmperorConfi
 
 
 # --------------------------------------------------------------------------- [front] on a server
-FRONT_APP_KEYS = ["domains", "upstreams", "health", "tls", "hsts"]
+FRONT_APP_KEYS = toml_keys(FrontApp)
 UPSTREAM_RE = re.compile(r"^[A-Za-z0-9.:_\[\]-]+:[0-9]{1,5}$")
 
 

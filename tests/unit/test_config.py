@@ -114,6 +114,39 @@ def test_defaults() -> None:
     assert (app.mode, app.on_demand, app.idle, app.min_processes) == ("always", False, 600, None)
 
 
+def test_every_omitted_key_means_the_settings_default() -> None:
+    """The parser's defaults are the dataclasses' (their one home), for every section."""
+    from dataclasses import replace
+
+    from fleet.config.settings import APP_DEFAULTS, EmperorConfig, ServerConfig
+
+    server, emperor, apps = parse(f"[server]\n[emperor]\n[apps.a]\n{GOOD_APP}")
+    assert server == ServerConfig() and emperor == EmperorConfig()
+    assert apps["a"] == replace(APP_DEFAULTS, name="a", repo="git://example/a.git",
+                                domains=("a.example.com",))
+
+
+@pytest.mark.parametrize(("line", "key"), [
+    ("min_processes = 1", "apps.a.min_processes"), ("name = 'b'", "apps.a.name"),
+    ("tls = { cert = '/c', key = '/k', mode = 'files' }", "apps.a.tls.mode"),
+])
+def test_fields_no_key_sets_are_unknown_keys(line: str, key: str) -> None:
+    """Derived fields (NOT_A_KEY) are not keys: `processes = "MIN-MAX"` and `tls` set them."""
+    assert error_of(f"[apps.a]\n{GOOD_APP}{line}\n").startswith(f"f.toml: {key}: unknown key")
+
+
+@pytest.mark.parametrize(("module", "target"), [
+    ("wsgi:app", "wsgi:app"), ("blog:create_app()", "blog:create_app()"),
+    ("wsgi", "wsgi:application"),  # uWSGI's default callable, which mount does not assume
+])
+def test_mount_target_names_a_callable(module: str, target: str) -> None:
+    from dataclasses import replace
+
+    from fleet.config.settings import APP_DEFAULTS
+
+    assert replace(APP_DEFAULTS, module=module).mount_target == target
+
+
 def test_accept_from_defaults_to_anyone_and_is_normalized() -> None:
     server, _, _ = parse("[server]\n")
     assert server is not None and server.accept_from == ()

@@ -6,13 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
+from tomli_w import dumps
 
 import fleet.cli.app  # noqa: F401 - registers the commands on the typer app
 from fleet.cli.common import app as cli_app
 from fleet.cluster.inventory import host_document, load_inventory
 from fleet.config import parse as config
 from fleet.config.store import desired_state
-from fleet.config.tomlwrite import dumps
 from tests.unit.fakehost import FakeHost
 
 ROOT = Path(__file__).resolve().parents[2]

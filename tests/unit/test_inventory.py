@@ -5,11 +5,11 @@ from __future__ import annotations
 import socket
 
 import pytest
+from tomli_w import dumps
 
 from fleet.cluster.inventory import Server, host_document, load_inventory
 from fleet.config import parse as config
 from fleet.config.parse import parse_front
-from fleet.config.tomlwrite import dumps
 from fleet.errors import ConfigError
 
 BASE = """

@@ -19,6 +19,7 @@ from fleet.cli.common import (
     run_converge,
 )
 from fleet.config.envfile import parse_env_file
+from fleet.config.settings import APP_DEFAULTS
 from fleet.config.store import with_app
 from fleet.errors import ConfigError
 
@@ -110,8 +111,8 @@ def add_app(
     repo: Annotated[str, typer.Option(help="Git URL or local path of the app's repo.")],
     domain: Annotated[list[str], typer.Option(help="Domain the app answers (repeatable).")],
     ref: Annotated[str | None, typer.Option(help="Branch, tag or commit.")] = None,
-    path: Annotated[str, typer.Option(help="App directory inside the repo.")] = ".",
-    module: Annotated[str, typer.Option(help="uWSGI module spec.")] = "wsgi:app",
+    path: Annotated[str, typer.Option(help="App directory inside the repo.")] = APP_DEFAULTS.path,
+    module: Annotated[str, typer.Option(help="uWSGI module spec.")] = APP_DEFAULTS.module,
     env: Annotated[list[str] | None, typer.Option(
         help="Environment variable NAME (repeatable); its value is read from stdin (one line "
              "per name) or a hidden prompt, never from the command line.")] = None,

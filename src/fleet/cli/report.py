@@ -7,17 +7,20 @@ TOML, credentials in URLs. The plan is meant to be pasted into tickets and chat.
 from __future__ import annotations
 
 import difflib
-import re
 import time
+from typing import Any
 
 from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
+from tomli_w import dumps
 
 from fleet.cli.output import out, style
+from fleet.config.parse import parse_toml
 from fleet.converge.apply import Outcome
+from fleet.errors import ConfigError
 from fleet.host import layout
 from fleet.host.actions import MASK, Action, Unknown, WriteFile
 from fleet.host.session import Session, Status, Step
@@ -28,100 +31,42 @@ UNDECIDED_NOTE = "decided when the steps before it have run"
 
 # ----------------------------------------------------------------------------- masking
 
-TABLE_HEADER = re.compile(r"^\s*\[\s*(?P<name>[^\[\]]+?)\s*\]\s*(#.*)?$")
-KEY_VALUE = re.compile(r"^(?P<indent>\s*)(?P<key>(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
-                       r"(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)"
-                       r"(?P<eq>\s*=\s*)(?P<value>.*)$")
-INLINE_ENV = re.compile(r"^(?P<head>\s*(?:[A-Za-z0-9_-]+\s*\.\s*)*env\s*=\s*)\{(?P<body>.*)\}"
-                        r"(?P<tail>\s*(#.*)?)$")
-INLINE_PAIR = re.compile(r"(?P<key>[A-Za-z0-9_-]+|\"(?:[^\"\\]|\\.)*\"|'[^']*')\s*=\s*"
-                         r"(?P<value>\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^,}]+?)\s*(?=,|$)")
+# Shown instead of stored TOML that does not parse: its text could hold anything.
+UNREADABLE = "# not shown: not valid TOML\n"
 
 
-def dotted(key: str) -> list[str]:
-    """The parts of a TOML dotted key (quotes removed)."""
-    parts = re.findall(r"\"((?:[^\"\\]|\\.)*)\"|'([^']*)'|([A-Za-z0-9_-]+)", key)
-    return [next(p for p in part if p) if any(part) else "" for part in parts]
+def mask_data(value: Any) -> Any:
+    """A copy of parsed TOML with every value of every `env` table masked (an `env` that is
+    not a table, whole) and credentials in URLs masked in every string and key."""
+    if isinstance(value, dict):
+        return {mask_urls(key): mask_env(item) if key == "env" else mask_data(item)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [mask_data(item) for item in value]
+    return mask_urls(value) if isinstance(value, str) else value
 
 
-def mask_inline_env(body: str) -> str | None:
-    """Mask the values of an inline table `{ K = "v", ... }`; None when it does not parse."""
-    pairs = [p.strip() for p in split_top_level(body)]
-    masked = []
-    for pair in pairs:
-        if not pair:
-            continue
-        match = INLINE_PAIR.fullmatch(pair)
-        if match is None:
-            return None
-        masked.append(f'{match["key"]} = "{MASK}"')
-    return "{ " + ", ".join(masked) + " }" if masked else "{ }"
+def mask_env(env: Any) -> Any:
+    return {mask_urls(key): MASK for key in env} if isinstance(env, dict) else MASK
 
 
-def split_top_level(body: str) -> list[str]:
-    """Split on commas outside quoted strings."""
-    parts, current, quote, escaped = [], "", "", False
-    for char in body:
-        if quote:
-            current += char
-            if escaped:
-                escaped = False
-            elif char == "\\" and quote == '"':
-                escaped = True
-            elif char == quote:
-                quote = ""
-        elif char in "\"'":
-            quote, current = char, current + char
-        elif char == ",":
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return parts
+def toml_data(text: str) -> dict[str, Any] | None:
+    """Parsed TOML (within fleet's limits), or None when the text is not TOML."""
+    try:
+        return parse_toml("", text)
+    except ConfigError:
+        return None
+
+
+def masked_toml(data: dict[str, Any] | None) -> str:
+    """Parsed TOML dumped again with its env values and URL credentials masked: masking the
+    data, not the text, leaves no way of writing a value that slips past."""
+    return UNREADABLE if data is None else dumps(mask_data(data))
 
 
 def mask_toml_env(text: str) -> str:
-    """Replace the value of every key of an `env` table with ******** (and URL credentials).
-
-    Handles `[env]` / `[apps.NAME.env]` tables, `env = { ... }` inline tables and dotted
-    `env.KEY = ...` keys. A line it cannot read inside an env table is masked whole: showing
-    too little beats leaking a secret.
-    """
-    out: list[str] = []
-    table: list[str] = []
-    in_multiline = False
-    for line in text.splitlines(keepends=True):
-        body, newline = line.rstrip("\r\n"), line[len(line.rstrip("\r\n")):]
-        if in_multiline:
-            out.append(MASK + newline)
-            in_multiline = body.count('"""') % 2 == 0 and body.count("'''") % 2 == 0
-            continue
-        header = TABLE_HEADER.match(body)
-        if header and not body.lstrip().startswith("[["):
-            table = dotted(header["name"])
-            out.append(mask_urls(line))
-            continue
-        inline = INLINE_ENV.match(body)
-        if inline and not (table and table[-1] == "env"):
-            masked = mask_inline_env(inline["body"])
-            out.append(f"{inline['head']}{masked if masked is not None else MASK}"
-                       f"{inline['tail']}{newline}")
-            continue
-        pair = KEY_VALUE.match(body)
-        if pair:
-            path = table + dotted(pair["key"])
-            if path[-1] == "env":  # an env value that is not a table fleet can read
-                out.append(f"{pair['indent']}{pair['key']}{pair['eq']}{MASK}{newline}")
-                continue
-            if len(path) >= 2 and path[-2] == "env":
-                value = pair["value"].lstrip()
-                if value.startswith(('"""', "'''")) and value.count(value[:3]) == 1:
-                    in_multiline = True
-                out.append(f"{pair['indent']}{pair['key']}{pair['eq']}\"{MASK}\"{newline}")
-                continue
-        out.append(mask_urls(line))
-    return "".join(out)
+    """TOML text as a person may see it: parsed, masked, dumped (fleet's own layout)."""
+    return masked_toml(toml_data(text))
 
 
 def is_fleet_config(path: str) -> bool:
@@ -132,14 +77,16 @@ def is_fleet_config(path: str) -> bool:
 def masked_diff(action: WriteFile) -> str:
     """The diff a person may see: stored TOML with env values masked, secret files hidden."""
     if is_fleet_config(action.path):
-        old = mask_toml_env((action.old or b"").decode(errors="replace"))
-        new = mask_toml_env(action.content.decode(errors="replace"))
+        old_data = toml_data((action.old or b"").decode(errors="replace"))
+        new_data = toml_data(action.content.decode(errors="replace"))
         before = action.path if action.old is not None else "/dev/null"
-        diff = "".join(difflib.unified_diff(old.splitlines(keepends=True),
-                                            new.splitlines(keepends=True), before,
-                                            action.path))
+        diff = "".join(difflib.unified_diff(masked_toml(old_data).splitlines(keepends=True),
+                                            masked_toml(new_data).splitlines(keepends=True),
+                                            before, action.path))
         if not diff:
-            return f"--- {action.path}\n+++ {action.path}\n(only masked values change)\n"
+            what = ("the layout changes" if old_data is not None and old_data == new_data
+                    else "masked values change")
+            return f"--- {action.path}\n+++ {action.path}\n(only {what})\n"
         return diff if diff.endswith("\n") else diff + "\n"
     if action.secret:
         return action.diff()

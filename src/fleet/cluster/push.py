@@ -25,9 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from tomli_w import dumps
+
 from fleet.cluster.inventory import Inventory, Server, host_document, upstream
 from fleet.cluster.ssh import UNREACHABLE, Transport, as_root
-from fleet.config.tomlwrite import dumps
 from fleet.host import layout
 from fleet.host.session import Status
 

@@ -10,6 +10,7 @@ import ipaddress
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -17,8 +18,8 @@ from fleet.config.checker import Checker, type_name
 from fleet.config.limits import TOML_MAX_BYTES, TOML_MAX_DEPTH, env_line_problem
 from fleet.config.routes import check_routes, parse_prefix, parse_socket
 from fleet.config.settings import (
+    APP_DEFAULTS,
     HSTS_DEFAULT,
-    LETSENCRYPT,
     MODES,
     AcmeSettings,
     AppConfig,
@@ -29,6 +30,7 @@ from fleet.config.settings import (
     PipSettings,
     ServerConfig,
     TlsConfig,
+    toml_keys,
 )
 from fleet.errors import ConfigError
 
@@ -58,21 +60,25 @@ REPO_BAD_RE = re.compile(r"[\s\x00-\x1f\x7f]")
 HEALTH_PATH_RE = re.compile(r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
 VASSAL_VALUE_RE = re.compile(r"[A-Za-z0-9 ._,:/+=*-]*")
 
+# What an omitted key means: read from the settings dataclasses, where each default lives.
+SERVER_DEFAULTS = ServerConfig()
+ACME_DEFAULTS = AcmeSettings()
+EMPEROR_DEFAULTS = EmperorConfig()
+HEALTH_DEFAULTS = HealthConfig()
+TLS_DEFAULTS = TlsConfig()
+
 
 # --------------------------------------------------------------------------- sections
 
-SERVER_KEYS = ["packages", "pip", "client_max_body_size", "acme", "accept_from",
-               "git_timeout"]
-ACME_KEYS = ["email", "directory", "ca_bundle"]
-TLS_KEYS = ["cert", "key"]
-PIP_KEYS = ["index_url", "extra_index_urls", "cert"]
-EMPEROR_KEYS = ["thunder_lock", "vassal_set"]
-APP_KEYS = ["repo", "ref", "path", "domains", "module", "processes", "threads", "env", "static",
-            "user", "health", "persist", "keep_releases", "init", "init_timeout", "mode",
-            "idle",
-            "env_file", "prefix", "socket", "tls", "hsts"]
-INVENTORY_APP_KEYS = ["servers"]  # where the app runs: read by fleet push (fleet.cluster.inventory)
-HEALTH_KEYS = ["path", "status", "contains", "timeout"]
+# The keys each table allows: the settings dataclasses' fields (see settings.toml_keys).
+SERVER_KEYS = toml_keys(ServerConfig)
+ACME_KEYS = toml_keys(AcmeSettings)
+TLS_KEYS = toml_keys(TlsConfig)  # of tls = { cert = ..., key = ... }
+PIP_KEYS = toml_keys(PipSettings)
+EMPEROR_KEYS = toml_keys(EmperorConfig)
+APP_KEYS = toml_keys(AppConfig)
+INVENTORY_APP_KEYS = list(AppConfig.KEYS_READ_ELSEWHERE)  # read by fleet push, not kept here
+HEALTH_KEYS = toml_keys(HealthConfig)
 
 
 def parse_server(c: Checker) -> ServerConfig:
@@ -94,9 +100,9 @@ def parse_server(c: Checker) -> ServerConfig:
         if url is not None and (not url.startswith(("https://", "http://"))
                                 or REPO_BAD_RE.search(url)):
             pip.fail(key, "must be an http(s):// URL without whitespace or control characters")
-    body = c.get_str("client_max_body_size", "10m", pattern=SIZE_RE,
+    body = c.get_str("client_max_body_size", SERVER_DEFAULTS.client_max_body_size, pattern=SIZE_RE,
                      what="a size such as 10m, 512k or 1g")
-    git_timeout = c.get("git_timeout", (int, float), 900)
+    git_timeout = c.get("git_timeout", (int, float), SERVER_DEFAULTS.git_timeout)
     if not 1 <= git_timeout <= 86400:
         c.fail("git_timeout", f"must be between 1 and 86400 seconds, got {git_timeout}")
     return ServerConfig(
@@ -160,7 +166,7 @@ def parse_acme(c: Checker) -> AcmeSettings:
     email = c.get_str("email")
     if email is not None and not re.fullmatch(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", email):
         c.fail("email", f"{email!r} is not an email address")
-    directory = c.get_str("directory", LETSENCRYPT)
+    directory = c.get_str("directory", ACME_DEFAULTS.directory)
     if not directory.startswith("https://") or REPO_BAD_RE.search(directory):
         c.fail("directory", f"{directory!r} must be an https:// URL (the ACME directory)")
     return AcmeSettings(email, directory, check_absolute(c, "ca_bundle", c.get_str("ca_bundle")))
@@ -168,7 +174,7 @@ def parse_acme(c: Checker) -> AcmeSettings:
 
 def parse_tls(c: Checker) -> TlsConfig:
     """Only the shape here; the files themselves are checked on the server (fleet.server.certs)."""
-    value = c.get("tls", (str, dict), "off")
+    value = c.get("tls", (str, dict), TLS_DEFAULTS.mode)
     if isinstance(value, str):
         if value not in ("off", "acme"):
             c.fail("tls", f"{value!r} must be \"off\", \"acme\" or {{ cert = PATH, key = PATH }}")
@@ -182,7 +188,9 @@ def parse_tls(c: Checker) -> TlsConfig:
 
 def parse_hsts(c: Checker) -> int:
     """true: the default max-age; false or 0: no header; an integer: that max-age."""
-    value = c.get("hsts", (bool, int), True)
+    value = c.get("hsts", (bool, int), None)
+    if value is None:
+        return APP_DEFAULTS.hsts
     if isinstance(value, bool):
         return HSTS_DEFAULT if value else 0
     if not 0 <= value <= 63072000:
@@ -232,7 +240,7 @@ def parse_emperor(c: Checker) -> EmperorConfig:
             vassal_set.fail(str(key), f"{str(value)!r} may only use letters, digits, spaces "
                                       "and . _ , : / + = * - (uWSGI expands $ @ % ( ) as root)")
         pairs.append((str(key), str(value)))
-    return EmperorConfig(thunder_lock=c.get("thunder_lock", bool, True),
+    return EmperorConfig(thunder_lock=c.get("thunder_lock", bool, EMPEROR_DEFAULTS.thunder_lock),
                          vassal_set=tuple(sorted(pairs)))
 
 
@@ -258,7 +266,7 @@ def check_env_file_key(c: Checker) -> str | None:
 
 def parse_health(c: Checker) -> HealthConfig:
     c.check_known(HEALTH_KEYS)
-    path = c.get_str("path", "/")
+    path = c.get_str("path", HEALTH_DEFAULTS.path)
     if not path.startswith("/"):
         c.fail("path", f"{path!r} must start with '/'")
     if not HEALTH_PATH_RE.fullmatch(path):
@@ -275,33 +283,41 @@ def parse_health(c: Checker) -> HealthConfig:
     for s in statuses:
         if not 100 <= s <= 599:
             c.fail("status", f"{s} is not an HTTP status")
-    timeout = c.get("timeout", (int, float), 30)
+    timeout = c.get("timeout", (int, float), HEALTH_DEFAULTS.timeout)
     if not 0 < timeout <= 3600:
         c.fail("timeout", f"must be between 0 and 3600 seconds, got {timeout}")
     return HealthConfig(path, statuses, c.get_str("contains"), float(timeout))
 
 
-def parse_processes(c: Checker) -> tuple[int, int | None]:
+@dataclass(frozen=True)
+class Processes:
+    """The `processes` key as AppConfig keeps it: a count, or a range's maximum and minimum."""
+
+    processes: int
+    min_processes: int | None = None
+
+
+def parse_processes(c: Checker) -> Processes:
     """`processes`: a fixed count, or "MIN-MAX" for uWSGI's cheaper (fewer workers when quiet)."""
-    value = c.get("processes", (int, str), 2)
+    value = c.get("processes", (int, str), APP_DEFAULTS.processes)
     if isinstance(value, int):
-        return c.get_int("processes", 2, 1, 256), None
+        return Processes(c.get_int("processes", APP_DEFAULTS.processes, 1, 256))
     match = PROCESS_RANGE_RE.fullmatch(value)
     if not match:
         c.fail("processes", f"expected an integer or a range such as \"1-8\", got {value!r}")
     low, high = int(match.group(1)), int(match.group(2))
     if not 1 <= low < high <= 256:
         c.fail("processes", f"range {value!r} must be MIN-MAX with 1 <= MIN < MAX <= 256")
-    return high, low
+    return Processes(high, low)
 
 
 def parse_mode(c: Checker) -> tuple[str, int]:
-    mode = c.get_str("mode", "always")
+    mode = c.get_str("mode", APP_DEFAULTS.mode)
     if mode not in MODES:
         c.fail("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
     if "idle" in c.table and mode != "on-demand":
         c.fail("idle", "only applies with mode = \"on-demand\"")
-    return mode, c.get_int("idle", 600, 1, 86400)
+    return mode, c.get_int("idle", APP_DEFAULTS.idle, 1, 86400)
 
 
 def parse_app(c: Checker, name: str) -> AppConfig:
@@ -343,35 +359,35 @@ def parse_app(c: Checker, name: str) -> AppConfig:
             static.fail(str(url), f"expected a directory name, got {type_name(directory)}")
         static_pairs.append((str(url), check_relative(static, str(url), directory)))
     c.get_str_list("servers")  # where the app runs: checked by fleet.cluster.inventory, unused here
-    persist = c.get_str_list("persist", ("instance",))
+    persist = c.get_str_list("persist", APP_DEFAULTS.persist)
     for index, item in enumerate(persist):
         check_relative(c, f"persist[{index}]", item)
         if item in (".", ""):
             c.fail(f"persist[{index}]", "must name a directory inside the app")
-    user = c.get_str("user", "", pattern=APP_NAME_RE, what="a valid user name")
+    user = c.get_str("user", APP_DEFAULTS.user, pattern=APP_NAME_RE, what="a valid user name")
     if user == "root":
         c.fail("user", "apps never run as root")
-    processes, min_processes = parse_processes(c)
+    processes = parse_processes(c)
     mode, idle = parse_mode(c)
     return AppConfig(
         name=name,
         repo=repo,
         ref=ref,
-        path=check_relative(c, "path", c.get_str("path", ".")),
+        path=check_relative(c, "path", c.get_str("path", APP_DEFAULTS.path)),
         domains=domains,
-        module=c.get_str("module", "wsgi:app", pattern=MODULE_RE,
+        module=c.get_str("module", APP_DEFAULTS.module, pattern=MODULE_RE,
                          what="a module spec such as 'wsgi:app' or 'pkg:create_app()'"),
-        processes=processes,
-        min_processes=min_processes,
-        threads=c.get_int("threads", 1, 1, 256),
+        processes=processes.processes,
+        min_processes=processes.min_processes,
+        threads=c.get_int("threads", APP_DEFAULTS.threads, 1, 256),
         env=tuple(sorted(env_pairs)),
         static=tuple(sorted(static_pairs)),
         user=user,
         health=parse_health(c.sub("health")),
         persist=persist,
-        keep_releases=c.get_int("keep_releases", 5, 1, 100),
+        keep_releases=c.get_int("keep_releases", APP_DEFAULTS.keep_releases, 1, 100),
         init=c.get_str("init"),
-        init_timeout=c.get_int("init_timeout", 1800, 1, 86400),
+        init_timeout=c.get_int("init_timeout", APP_DEFAULTS.init_timeout, 1, 86400),
         env_file=check_env_file_key(c),
         mode=mode,
         idle=idle,
@@ -459,8 +475,8 @@ def nesting_depth(data: Any) -> int:
     return deepest
 
 
-# servers: fleet push's inventory (ignored by apply); front: a front server's upstreams.
-TOP_KEYS = ["server", "emperor", "apps", "servers", "front"]
+# front: a front server's upstreams; servers: fleet push's inventory (ignored by apply).
+TOP_KEYS = toml_keys(Config) + list(Config.KEYS_READ_ELSEWHERE)
 
 
 def parse_document(source: str, data: Mapping[str, Any]) -> tuple[
@@ -489,7 +505,7 @@ def build_config(source: str, server: ServerConfig | None, emperor: EmperorConfi
 
 
 # --------------------------------------------------------------------------- [front] on a server
-FRONT_APP_KEYS = ["domains", "upstreams", "health", "tls", "hsts"]
+FRONT_APP_KEYS = toml_keys(FrontApp)
 UPSTREAM_RE = re.compile(r"^[A-Za-z0-9.:_\[\]-]+:[0-9]{1,5}$")
 
 

@@ -11,13 +11,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from fleet.config.checker import Checker
+from fleet.config.settings import APP_DEFAULTS, AppConfig
 from fleet.errors import ConfigError
-
-if TYPE_CHECKING:  # config imports this module; only the types flow the other way
-    from fleet.config.checker import Checker
-    from fleet.config.settings import AppConfig
 
 PREFIX_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
 TCP_RE = re.compile(r"^tcp:([0-9.]+):([0-9]{1,5})$")
@@ -27,7 +24,7 @@ NGINX_PORTS = (80, 443)
 
 def parse_prefix(c: Checker) -> str:
     """`prefix`: "/" or "/a/b" (a trailing slash is dropped, so "/blog/" == "/blog")."""
-    value = c.get_str("prefix", "/")
+    value = c.get_str("prefix", APP_DEFAULTS.prefix)
     segments = value.strip("/").split("/") if value.strip("/") else []
     if not value.startswith("/") or "//" in value or any(
             s in (".", "..") or not PREFIX_SEGMENT_RE.fullmatch(s) for s in segments):
@@ -38,7 +35,7 @@ def parse_prefix(c: Checker) -> str:
 
 def parse_socket(c: Checker, on_demand: bool) -> str:
     """`socket`: "unix" (a socket in the app's run dir) or "tcp:IPV4:PORT"."""
-    value = c.get_str("socket", "unix")
+    value = c.get_str("socket", APP_DEFAULTS.socket)
     if value == "unix":
         return value
     match = TCP_RE.fullmatch(value)

@@ -1,8 +1,30 @@
-"""fleet's settings as typed, frozen values: what fleet.config.parse produces from TOML."""
+"""fleet's settings as typed, frozen values: what fleet.config.parse produces from TOML.
+
+Every default lives here, as a field's default, and nowhere else: the parser reads each key's
+default from these classes (APP_DEFAULTS and the classes' own no-argument instances), so a
+default is changed in one place.
+
+The keys each TOML table allows are these classes' fields too (toml_keys), so adding a key
+means: the field, its check in fleet.config.parse (if more than a type), the template that
+uses it, README and a test.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+# Field metadata naming a field's TOML key when it differs from the field's name, or None
+# for a field no key sets directly (a table's name, or a value derived from another key).
+TOML = "toml"
+NOT_A_KEY = {TOML: None}
+
+
+def toml_keys(cls: Any) -> list[str]:
+    """The keys that set `cls`'s fields, in field order. A table may also hold the keys
+    others read from it: the class's KEYS_READ_ELSEWHERE, which are not kept here."""
+    keys = [f.metadata.get(TOML, f.name) for f in fields(cls)]
+    return [k for k in keys if k is not None]
 
 MODES = ("always", "on-demand")
 
@@ -16,6 +38,8 @@ class PipSettings:
 
 LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 HSTS_DEFAULT = 15768000  # half a year: long enough to matter, short enough to back out of
+# The callable uWSGI loads when a module spec names none (`module = "wsgi"`).
+UWSGI_CALLABLE = "application"
 
 
 @dataclass(frozen=True)
@@ -29,7 +53,7 @@ class AcmeSettings:
 class TlsConfig:
     """`off`, `acme` (certificates from [server.acme]) or `files` (the operator's cert/key)."""
 
-    mode: str = "off"
+    mode: str = field(default="off", metadata=NOT_A_KEY)  # from `tls`'s form, not a key of its own
     cert: str | None = None
     key: str | None = None
 
@@ -67,14 +91,18 @@ class HealthConfig:
 
 @dataclass(frozen=True)
 class AppConfig:
-    name: str
+    # Where the app runs: read by fleet push (fleet.cluster.inventory), unused on a server.
+    KEYS_READ_ELSEWHERE: ClassVar[tuple[str, ...]] = ("servers",)
+
+    name: str = field(metadata=NOT_A_KEY)  # the table's name
     repo: str
     domains: tuple[str, ...]
     ref: str | None = None
     path: str = "."
     module: str = "wsgi:app"
     processes: int = 2  # the maximum when min_processes is set
-    min_processes: int | None = None  # processes = "MIN-MAX": uWSGI's cheaper keeps MIN
+    # processes = "MIN-MAX": uWSGI's cheaper keeps MIN
+    min_processes: int | None = field(default=None, metadata=NOT_A_KEY)
     threads: int = 1
     env: tuple[tuple[str, str], ...] = ()
     static: tuple[tuple[str, str], ...] = ()
@@ -101,6 +129,12 @@ class AppConfig:
         """HOST:PORT the vassal binds, or None for a unix socket in the app's run dir."""
         return self.socket[len("tcp:"):] if self.socket.startswith("tcp:") else None
 
+    @property
+    def mount_target(self) -> str:
+        """`module` as uWSGI's `mount` option needs it, which has no default callable of its
+        own: a spec without one gets uWSGI's usual `application`."""
+        return self.module if ":" in self.module else f"{self.module}:{UWSGI_CALLABLE}"
+
     def url(self, path: str) -> str:
         """A path of the app (health, static) as visitors request it: under its prefix."""
         return path if self.prefix == "/" else self.prefix + path
@@ -110,8 +144,16 @@ class AppConfig:
         return self.user or self.name
 
 
+# What every optional key of an app means when it is left out (name, repo and domains are
+# required; the values here only fill the signature).
+APP_DEFAULTS = AppConfig(name="", repo="", domains=())
+
+
 @dataclass(frozen=True)
 class Config:
+    # servers: fleet push's inventory (ignored by apply).
+    KEYS_READ_ELSEWHERE: ClassVar[tuple[str, ...]] = ("servers",)
+
     server: ServerConfig
     emperor: EmperorConfig
     apps: tuple[AppConfig, ...]
@@ -126,7 +168,7 @@ class FrontApp:
     """One app as a front server sees it: domains, the app servers behind it, its check, and
     its HTTPS (terminated at the front, as `tls` and `hsts` of a standalone app)."""
 
-    name: str
+    name: str = field(metadata=NOT_A_KEY)  # the table's name
     domains: tuple[str, ...]
     upstreams: tuple[str, ...]
     health: HealthConfig = field(default_factory=HealthConfig)

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tomli_w import dumps
+
 from fleet.config.checker import Checker
 from fleet.config.parse import (
     build_config,
@@ -17,7 +19,6 @@ from fleet.config.parse import (
     parse_toml,
 )
 from fleet.config.settings import AppConfig, Config, EmperorConfig, ServerConfig
-from fleet.config.tomlwrite import dumps
 from fleet.errors import ConfigError
 from fleet.host import layout
 from fleet.host.actions import Action

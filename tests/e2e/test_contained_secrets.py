@@ -1,6 +1,7 @@
 """Issue 14, area contain-secrets, on one booted server: a health endpoint that never ends, a
 token in a repo URL while git hangs, an env_file line uWSGI would cut, add-app's env from
-stdin, and X-Fleet-Site for loopback probes only. A healthy app (pages) keeps serving."""
+stdin, X-Fleet-Site for loopback probes only, and a stats socket the app swapped for its own
+listener. A healthy app (pages) keeps serving."""
 
 from __future__ import annotations
 
@@ -72,6 +73,10 @@ timeout = 8
 [apps.hostile-token]
 repo = "http://deploy:{TOKEN}@127.0.0.1:{hang_port}/app.git"
 domains = ["token.test"]
+
+[apps.hijack]
+repo = "{git_remote.url('hostile-stats')}"
+domains = ["hijack.test"]
 """
 
 
@@ -84,7 +89,7 @@ def hang():
 
 @pytest.fixture(scope="module")
 def box(server_factory, git_remote, fleet_pyz, hang):
-    for name in ("pages", "hostile-stream"):
+    for name in ("pages", "hostile-stream", "hostile-stats"):
         if name not in git_remote.repos_created:
             git_remote.create_repo(name, APPS / name)
     server: BareServer = server_factory()
@@ -204,4 +209,25 @@ def test_add_app_reads_env_values_from_stdin(box, applied, git_remote) -> None:
     stored = box.run(["stat", "-c", "%a %U", "/etc/fleet/apps/extra.toml"]).stdout.split()
     assert stored == ["600", "root"]
     assert STDIN_SECRET in box.run(["cat", "/etc/fleet/apps/extra.toml"]).stdout
+    assert get(box, "pages.test")[0] == 200
+
+
+def test_a_stats_socket_the_app_replaced_is_reported_unreadable(box, applied) -> None:
+    """The stats socket's directory is the app's: hostile-stats swaps in its own listener that
+    answers JSON nested 100,000 deep (a RecursionError in json.loads, unbounded)."""
+    _seen, _log, data = applied
+    assert data["apps"]["hijack"]["health"] == "passed", data["apps"]["hijack"]
+    status, body = get(box, "hijack.test", "/hijack")
+    assert status == 200 and body.startswith("hijacked"), body[:300]
+    start = time.monotonic()
+    result = fleet_json(box, "status", timeout=120)
+    assert time.monotonic() - start < 60
+    assert "Traceback" not in result.result.stderr, result.result.stderr[-2000:]
+    hijack = result.data["apps"]["hijack"]
+    assert hijack["state"] == "unreadable", hijack
+    assert "nested" in (hijack["problem"] or ""), hijack
+    assert result.data["apps"]["pages"]["state"] == "running", result.data["apps"]["pages"]
+    text = fleet(box, "status", timeout=120)
+    # The table is printed whole (a narrow terminal truncates its app names).
+    assert "Traceback" not in text.stderr and "nginx: active" in text.stdout, text.stderr[-2000:]
     assert get(box, "pages.test")[0] == 200

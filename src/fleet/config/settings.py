@@ -66,6 +66,13 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """HTTP basic auth: `users` is the stored htpasswd file (root-only); nginx reads a copy."""
+
+    users: str
+
+
+@dataclass(frozen=True)
 class AppConfig:
     name: str
     repo: str
@@ -91,6 +98,21 @@ class AppConfig:
     hsts: int = HSTS_DEFAULT  # Strict-Transport-Security max-age with TLS on; 0: none
     prefix: str = "/"  # URL path under its domains; the app sees it as SCRIPT_NAME
     socket: str = "unix"  # or "tcp:HOST:PORT"
+    # Door controls: what nginx does in front of the app (issue 20).
+    client_max_body_size: str | None = None  # None: the server's
+    headers: tuple[tuple[str, str], ...] = ()  # added to every response of the app
+    redirect_from: tuple[str, ...] = ()  # domains answering 301 to the app's first domain
+    maintenance: bool = False  # 503 + Retry-After for visitors; fleet's probes pass
+    maintenance_message: str = "This site is down for maintenance. Please try again soon."
+    auth: AuthConfig | None = None
+    allow: tuple[str, ...] = ()  # client addresses or networks; () = anyone
+    rate_limit: str | None = None  # nginx limit_req rate per client address, "10r/s"
+    burst: int = 0
+
+    @property
+    def cert_domains(self) -> tuple[str, ...]:
+        """Names its certificate must cover: its domains and those redirected to it."""
+        return self.domains + self.redirect_from
 
     @property
     def on_demand(self) -> bool:

@@ -180,10 +180,14 @@ def converge_emperor(config: Config, session: Session, step: Step) -> None:
                                      on_change="restart", unit_file_changed=bool(unit)))
 
 
-def render_global(host: Host) -> bytes:
+def render_global(host: Host, config: Config) -> bytes:
+    """Shared settings; per-app rate limit zones live here (limit_req_zone is http-level,
+    and an app under another's server block has no file at that level)."""
     version = certs.nginx_version(host)  # unknown before nginx is installed: assume current
     return render("nginx-fleet.conf.j2",
-                  reject_handshake=version is None or version >= (1, 19, 4))
+                  reject_handshake=version is None or version >= (1, 19, 4),
+                  rate_limits=[(a.name.replace("-", "_"), a.rate_limit)
+                               for a in config.apps if a.rate_limit])
 
 
 def render_access(config: Config) -> bytes:
@@ -222,7 +226,7 @@ def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
     host = session.host
     changed = False
     with session.step("nginx config") as step:
-        actions = (plan_file(host, layout.NGINX_GLOBAL, render_global(host), 0o644)
+        actions = (plan_file(host, layout.NGINX_GLOBAL, render_global(host, config), 0o644)
                    + plan_dir(host, layout.NGINX_FLEET_DIR, 0o755)
                    + plan_file(host, layout.NGINX_ACCESS, render_access(config), 0o644)
                    + plan_absent(host, layout.NGINX_DEFAULT_SITE, "fleet's catch-all replaces it"))
@@ -237,6 +241,7 @@ def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
             with session.step("nginx site", app.name) as step:
                 site = sites.site_file(config, app)
                 actions = (sites.plan_site_dirs(host, config, app)
+                           + sites.plan_auth(host, app)
                            + plan_file(host, site, rollout.site or b"", 0o644)
                            + sites.moved_files(host, config, app))
                 rollout.previous_site, rollout.site_file = host.read(site), site
@@ -333,6 +338,7 @@ def remove_stale(config: Config, session: Session) -> None:
             actions.append(Remove(path=f"{layout.NGINX_SITES}/{entry}",
                                   why="app no longer configured"))
     actions += sites.stale_locations(host, config)
+    actions += sites.stale_auth(host, config)
     for entry in host.listdir(layout.ENV_DIR):
         if entry.endswith(".env") and entry[:-4] not in names:
             actions.append(Remove(path=f"{layout.ENV_DIR}/{entry}", why="app no longer configured"))

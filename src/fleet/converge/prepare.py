@@ -168,8 +168,9 @@ def render_site(config: Config, app: AppConfig, release: str,
     holder = sites.holder_of(config, app)
     if holder.name != app.name:
         return render("nginx-locations.conf.j2", app=app, release=release, holder=holder.name,
-                      socket=paths.serving_socket(release, app.on_demand), static=static)
-    return render("nginx-site.conf.j2", app=app, release=release,
+                      socket=paths.serving_socket(release, app.on_demand), static=static,
+                      door=sites.door(config, app, None))
+    return render("nginx-site.conf.j2", app=app, release=release, door=sites.door(config, app, tls),
                   socket=paths.serving_socket(release, app.on_demand), static=static,
                   locations_dir=sites.locations_dir(app), access_file=layout.NGINX_ACCESS,
                   client_max_body_size=config.server.client_max_body_size, tls=tls,

@@ -261,3 +261,32 @@ def test_converge_gives_nginx_a_group_readable_copy_and_then_changes_nothing() -
         'auth = { users = "/etc/fleet/auth/alpha.htpasswd" }\n', "")))
     assert "/etc/nginx/fleet/auth/alpha.htpasswd" not in host.files
     assert "nginx site alpha" in tc.changed_steps(session)
+
+
+@pytest.mark.parametrize(("live", "changed", "expected"), [
+    (None, False, "aaaaaaaaaaaa"),  # first deploy
+    ("bbbbbbbbbbbb", True, "aaaaaaaaaaaa"),  # a new commit: its own release
+    ("aaaaaaaaaaaa", False, "aaaaaaaaaaaa"),  # same commit, same env: in place
+    ("aaaaaaaaaaaa", True, "aaaaaaaaaaaa-b"),  # new env: the twin, beside the live one
+    ("aaaaaaaaaaaa-b", True, "aaaaaaaaaaaa"),  # and back
+    ("aaaaaaaaaaaa-b", False, "aaaaaaaaaaaa-b"),
+])
+def test_a_new_environment_is_served_by_the_twin_release(live, changed, expected) -> None:
+    from fleet.server.release import twin_release
+    assert twin_release("a" * 40, live, changed) == expected
+
+
+def test_env_change_twins_then_converges_to_nothing_and_twins_back() -> None:
+    host = tc.server()
+    tc.run(host, tc.config(host))
+    for value, release in (("one", "cccccccccccc-b"), ("two", "cccccccccccc")):
+        text = tc.CONFIG.replace("hunter2", value)
+        session, outcome = tc.run(host, tc.config(host, text))
+        assert outcome.apps["beta"].release == release and outcome.apps["beta"].swapped
+        assert host.files["/srv/fleet/beta/current"].target.endswith("/" + release)
+        vassals = [v for v in host.listdir("/etc/uwsgi/vassals") if v.startswith("beta@")]
+        assert vassals == [f"beta@{release}.ini"]
+        site = host.read("/etc/nginx/sites-enabled/fleet-beta.conf").decode()
+        assert f"/run/fleet/beta/{release}.sock" in site
+        session, _ = tc.run(host, tc.config(host, text))
+        assert tc.changed_steps(session) == []

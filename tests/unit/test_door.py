@@ -102,7 +102,7 @@ def locations(text: str) -> dict[str, str]:
     """Each `location X {` block's body, by X (no nested blocks but `if`)."""
     found = {}
     for match in re.finditer(r"^    location ([^{]+) \{\n(.*?)^    \}\n", text, re.M | re.S):
-        found[match.group(1)] = match.group(2)
+        found.setdefault(match.group(1), match.group(2))  # the first of that name
     return found
 
 
@@ -290,3 +290,51 @@ def test_env_change_twins_then_converges_to_nothing_and_twins_back() -> None:
         assert f"/run/fleet/beta/{release}.sock" in site
         session, _ = tc.run(host, tc.config(host, text))
         assert tc.changed_steps(session) == []
+
+
+FRONTED = """
+[servers.app1]
+address = "10.0.0.11"
+[servers.lb]
+address = "10.0.0.10"
+role = "front"
+
+[apps.shop]
+repo = "https://git.example.com/shop.git"
+domains = ["shop.example.com"]
+headers = { "X-Frame-Options" = "DENY" }
+client_max_body_size = "50m"
+redirect_from = ["www.shop.example.com"]
+maintenance = true
+maintenance_message = "Back soon"
+allow = ["203.0.113.0/24"]
+rate_limit = "10r/s"
+burst = 20
+"""
+
+
+def test_with_fronts_door_controls_move_to_the_fronts() -> None:
+    from fleet.cluster.inventory import host_document, load_inventory
+    from fleet.config.checker import Checker
+    from fleet.config.parse import parse_front, parse_toml
+    from fleet.config.tomlwrite import dumps
+    from fleet.converge.front import render_front
+
+    inventory, data = load_inventory("f.toml", FRONTED)
+    app_share = host_document(inventory, data, "app1")["apps"]["shop"]
+    assert set(app_share) == {"repo", "domains"}  # behind the front: plain, open to it
+    lb = host_document(inventory, data, "lb")
+    (front,) = parse_front(Checker("share", "front", parse_toml("share", dumps(lb))["front"]))
+    assert front.maintenance and front.allow == ("203.0.113.0/24",)
+    assert front.rate_limit == "10r/s" and front.burst == 20
+    cfg = Config(ServerConfig(), EmperorConfig(), (), (front,))
+    text = render_front(cfg, tc.server(), front, {}, None).decode()
+    proxied = locations(text)["/"]
+    for line in ("client_max_body_size 50m;", "allow 203.0.113.0/24;", "deny all;",
+                 "limit_req zone=fleet_shop burst=20 nodelay;",
+                 "error_page 503 @fleet_maintenance_shop;",
+                 'add_header X-Frame-Options "DENY" always;'):
+        assert line in proxied, line
+    assert "location @fleet_maintenance_shop {" in text
+    assert "return 301 http://shop.example.com$request_uri;" in text
+    assert "zone=fleet_shop:1m rate=10r/s" in render_global(tc.server(), cfg).decode()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from fleet.config.settings import AppConfig, Config
+from fleet.config.settings import AppConfig, Config, as_app
 from fleet.errors import ConfigError
 from fleet.host.files import require_file
 from fleet.host.machine import Host
@@ -62,5 +62,5 @@ def load_users(host: Host, app: AppConfig) -> Users:
 
 def check_auth_files(host: Host, config: Config) -> None:
     """Refuse (exit 2, nothing touched) when any app's htpasswd file is missing, unsafe or bad."""
-    for app in config.apps:
+    for app in (*config.apps, *(as_app(f) for f in config.front)):
         load_users(host, app)

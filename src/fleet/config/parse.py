@@ -570,7 +570,9 @@ def build_config(source: str, server: ServerConfig | None, emperor: EmperorConfi
 
 
 # --------------------------------------------------------------------------- [front] on a server
-FRONT_APP_KEYS = ["domains", "upstreams", "health", "tls", "hsts"]
+FRONT_APP_KEYS = ["domains", "upstreams", "health", "tls", "hsts",
+                  "client_max_body_size", "headers", "redirect_from", "maintenance",
+                  "maintenance_message", "auth", "allow", "rate_limit", "burst"]
 UPSTREAM_RE = re.compile(r"^[A-Za-z0-9.:_\[\]-]+:[0-9]{1,5}$")
 
 
@@ -596,5 +598,5 @@ def parse_front(c: Checker) -> tuple[FrontApp, ...]:
             if not UPSTREAM_RE.fullmatch(item):
                 app.fail(f"upstreams[{index}]", f"{item!r} is not ADDRESS:PORT")
         result.append(FrontApp(str(name), domains, upstreams, parse_health(app.sub("health")),
-                               parse_tls(app), parse_hsts(app)))
+                               parse_tls(app), parse_hsts(app), **parse_door(app, domains)))
     return tuple(result)

@@ -154,10 +154,26 @@ class FrontApp:
     health: HealthConfig = field(default_factory=HealthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     hsts: int = HSTS_DEFAULT
+    # Door controls, applied here when the app has fronts (fleet push moves them): behind a
+    # front, app servers see only the front's address and its health checks.
+    client_max_body_size: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    redirect_from: tuple[str, ...] = ()
+    maintenance: bool = False
+    maintenance_message: str = AppConfig.maintenance_message
+    auth: AuthConfig | None = None
+    allow: tuple[str, ...] = ()
+    rate_limit: str | None = None
+    burst: int = 0
+
+
+DOOR_KEYS = ("client_max_body_size", "headers", "redirect_from", "maintenance",
+             "maintenance_message", "auth", "allow", "rate_limit", "burst")
 
 
 def as_app(front: FrontApp) -> AppConfig:
     """A balanced app as the health check and the certificate code see it (domains, health,
     tls, hsts): the front gets its certificate exactly as a standalone app does."""
     return AppConfig(name=front.name, repo="-", domains=front.domains, health=front.health,
-                     tls=front.tls, hsts=front.hsts)
+                     tls=front.tls, hsts=front.hsts,
+                     **{key: getattr(front, key) for key in DOOR_KEYS})

@@ -93,7 +93,11 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
         outcome.aborted = exc.step.error
         return outcome
     if not session.check:
-        if replaced_workers and any(r.swapped for r in outcome.apps.values()):
+        # A swapped release, or a site whose door controls changed (its X-Fleet-Site marker
+        # stays the same): once the old workers are gone, none answers with the old rules
+        # (`fleet auth ... add` returning while an old worker still served without auth).
+        if replaced_workers and any(r.swapped or r.previous_site != r.site
+                                    for r in outcome.apps.values() if r.site is not None):
             wait_workers_gone(replaced_workers)
         for app in selected:
             finish_app(app, outcome.apps[app.name], session, histories[app.name], health)
@@ -187,7 +191,7 @@ def render_global(host: Host, config: Config) -> bytes:
     return render("nginx-fleet.conf.j2",
                   reject_handshake=version is None or version >= (1, 19, 4),
                   rate_limits=[(a.name.replace("-", "_"), a.rate_limit)
-                               for a in config.apps if a.rate_limit])
+                               for a in (*config.apps, *config.front) if a.rate_limit])
 
 
 def render_access(config: Config) -> bytes:

@@ -148,7 +148,7 @@ def plan_auth(host: Host, app: AppConfig) -> list[Action]:
 
 
 def stale_auth(host: Host, config: Config) -> list[Action]:
-    names = {a.name for a in config.apps}
+    names = {a.name for a in config.apps} | {f.name for f in config.front}
     return [Remove(path=f"{layout.NGINX_AUTH_DIR}/{entry}", why="app no longer configured")
             for entry in host.listdir(layout.NGINX_AUTH_DIR)
             if entry.endswith(".htpasswd") and entry[: -len(".htpasswd")] not in names]

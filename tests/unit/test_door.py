@@ -4,6 +4,7 @@ nothing. End to end through nginx: tests/e2e/test_door.py."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -338,3 +339,109 @@ def test_with_fronts_door_controls_move_to_the_fronts() -> None:
     assert "location @fleet_maintenance_shop {" in text
     assert "return 301 http://shop.example.com$request_uri;" in text
     assert "zone=fleet_shop:1m rate=10r/s" in render_global(tc.server(), cfg).decode()
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@pytest.fixture
+def stored(monkeypatch: pytest.MonkeyPatch):
+    """Two stored apps on a FakeHost; converging is recorded, not run."""
+    import io
+
+    from fleet.cli import door as door_cmd
+    host = tc.server()
+    host.mkdir("/etc/fleet/apps", 0o700, "root", "root")
+    for name in ("alpha", "beta"):
+        host.write(f"/etc/fleet/apps/{name}.toml",
+                   f'repo = "git://r/{name}.git"\ndomains = ["{name}.test"]\n'.encode(),
+                   0o600, "root", "root")
+    converged: list = []
+    monkeypatch.setattr(door_cmd, "local_host", lambda: host)
+    monkeypatch.setattr(door_cmd, "require_root", lambda: None)
+    monkeypatch.setattr(door_cmd, "run_lock", lambda *a, **k: __import__("contextlib")
+                        .nullcontext())
+    monkeypatch.setattr(door_cmd, "run_converge",
+                        lambda desired, **kw: converged.append((desired, kw)) or 0)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    return host, converged
+
+
+def main(monkeypatch, capsys, *args: str, stdin: str = "") -> tuple[int, str, str]:
+    import io
+    import sys
+
+    from fleet.cli import app as cli
+    monkeypatch.setattr(sys, "argv", ["fleet", *args])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def test_env_set_reads_stdin_stores_the_value_and_converges_that_app(
+        stored, monkeypatch, capsys) -> None:
+    _host, converged = stored
+    code, out, err = main(monkeypatch, capsys, "env", "alpha", "set", "TOKEN",
+                          stdin="s3cret value\n")
+    assert code == 0 and "s3cret" not in out + err
+    desired, kw = converged[-1]
+    assert dict(desired.config.app("alpha").env) == {"TOKEN": "s3cret value"}
+    assert kw["only"] == {"alpha"}
+    code, out, err = main(monkeypatch, capsys, "env", "alpha", "--json")
+    assert code == 0 and json.loads(out) == {"app": "alpha", "env": {}}  # not stored: mocked
+
+
+@pytest.mark.parametrize(("args", "stdin", "expected"), [
+    (["env", "alpha", "set", "TOKEN=x"], "", "env: TOKEN=x: is not a valid environment"),
+    (["env", "alpha", "set", "TOKEN"], "two\nlines\n", "stdin: TOKEN: must be a single line"),
+    (["env", "alpha", "unset", "NOPE"], "", "env.NOPE: is not set"),
+    (["env", "nope", "set", "K"], "v\n", "/etc/fleet/apps: nope: no such app"),
+    (["env", "alpha", "frob", "K"], "", "expected set KEY, unset KEY or import FILE"),
+    (["maintenance", "alpha", "maybe"], "", "maintenance: maybe: expected on or off"),
+    (["maintenance", "alpha", "on", "--message", "a\u0007"], "",
+     "maintenance_message: must be one line"),
+    (["auth", "alpha", "add", "bad user"], "pw\n", "auth: bad user: a user name is"),
+    (["auth", "alpha", "add", "bob"], "", "stdin: password for bob: is empty"),
+    (["auth", "alpha", "remove", "bob"], "", "bob: no such user"),
+])
+def test_bad_command_input_is_one_line_exit_2_and_converges_nothing(
+        stored, monkeypatch, capsys, args, stdin, expected) -> None:
+    host, converged = stored
+    before = dict(host.files)
+    code, out, err = main(monkeypatch, capsys, *args, stdin=stdin)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert expected in err, err
+    assert converged == [] and host.files == before
+
+
+def test_maintenance_on_writes_the_key_and_message(stored, monkeypatch, capsys) -> None:
+    _, converged = stored
+    code, _, _ = main(monkeypatch, capsys, "maintenance", "beta", "on", "--message", "Soon")
+    app = converged[-1][0].config.app("beta")
+    assert code == 0 and app.maintenance and app.maintenance_message == "Soon"
+    assert converged[-1][0].apps_raw["beta"]["maintenance"] is True
+
+
+def test_auth_add_hashes_through_openssl_stdin_and_writes_a_root_only_file(
+        stored, monkeypatch, capsys) -> None:
+    from fleet.host.machine import RunResult
+    host, converged = stored
+    seen = []
+
+    def openssl(_host, argv):
+        if argv[0] == "openssl":
+            seen.append(argv)
+            return RunResult(0, HASH + "\n", "")
+        return None
+    host.handlers.append(openssl)
+    code, out, err = main(monkeypatch, capsys, "auth", "alpha", "add", "alice",
+                          stdin="pw-secret\n")
+    assert code == 0, err
+    assert seen == [["openssl", "passwd", "-6", "-stdin"]]  # the password is not in argv
+    stored_file = host.files["/etc/fleet/auth/alpha.htpasswd"]
+    assert stored_file.content == f"alice:{HASH}\n".encode() and stored_file.mode == 0o600
+    assert converged[-1][0].config.app("alpha").auth == AuthConfig(
+        "/etc/fleet/auth/alpha.htpasswd")
+    assert "pw-secret" not in out + err

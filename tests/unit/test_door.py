@@ -131,7 +131,7 @@ def test_every_control_is_in_each_of_the_apps_locations() -> None:
         # add_header here drops the server block's: fleet's own is repeated.
         assert 'add_header X-Fleet-Site "$fleet_probe_reply" always;' in body
         assert 'add_header X-Frame-Options "DENY" always;' in body
-        assert 'add_header Retry-After "$fleet_retry_after_429" always;' in body
+        assert 'add_header Retry-After "$fleet_retry_after_shop" always;' in body
     page = blocks["@fleet_maintenance_shop"]
     assert "add_header Retry-After 120 always;" in page and "default_type text/html;" in page
     assert ("Back &#60;soon&#62; &#38; &#34;later&#34; &#36;host &#92; &#123;x&#125;&#59;"
@@ -205,6 +205,9 @@ def test_global_config_has_probe_bypass_and_one_zone_per_limited_app() -> None:
     assert 'map "$realip_remote_addr $http_x_fleet_probe" $fleet_probe_local {' in text
     assert "limit_req_zone $fleet_limit_key zone=fleet_shop:1m rate=10r/s;" in text
     assert text.count("limit_req_zone") == 1
+    assert 'map $status $fleet_retry_after_shop {\n    429 "1";' in text
+    assert [sites.retry_after(r) for r in ("10r/s", "1r/m", "2r/m", "7r/m", "600r/m")] == [
+        1, 60, 30, 9, 1]
     line = next(x for x in text.splitlines() if '"1";' in x and "~^" in x)
     pattern = re.compile(line.split('"')[1][1:])
     assert pattern.search("127.0.0.1 1") and pattern.search("::1 1")

@@ -190,7 +190,8 @@ def render_global(host: Host, config: Config) -> bytes:
     version = certs.nginx_version(host)  # unknown before nginx is installed: assume current
     return render("nginx-fleet.conf.j2",
                   reject_handshake=version is None or version >= (1, 19, 4),
-                  rate_limits=[(a.name.replace("-", "_"), a.rate_limit)
+                  rate_limits=[(sites.zone(a)[len("fleet_"):], a.rate_limit,
+                                sites.retry_after(a.rate_limit))
                                for a in (*config.apps, *config.front) if a.rate_limit])
 
 

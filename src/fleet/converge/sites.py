@@ -9,7 +9,7 @@ import ipaddress
 
 from fleet.config.htpasswd import load_users, users_text
 from fleet.config.routes import group_key, holder
-from fleet.config.settings import AppConfig, Config, ServerConfig
+from fleet.config.settings import AppConfig, Config, FrontApp, ServerConfig
 from fleet.host import layout
 from fleet.host.actions import Action, Remove
 from fleet.host.files import plan_absent, plan_dir, plan_file
@@ -78,8 +78,14 @@ def auth_file(app: AppConfig) -> str:
     return f"{layout.NGINX_AUTH_DIR}/{app.name}.htpasswd"
 
 
-def zone(app: AppConfig) -> str:
+def zone(app: AppConfig | FrontApp) -> str:
     return "fleet_" + app.name.replace("-", "_")
+
+
+def retry_after(rate: str) -> int:
+    """Seconds until the rate lets one more request through: "10r/s" 1, "2r/m" 30."""
+    count, unit = rate[:-len("r/s")], rate[-1]
+    return 1 if unit == "s" else -(-60 // int(count))
 
 
 def page_text(text: str) -> str:
@@ -125,7 +131,7 @@ def door(config: Config, app: AppConfig, tls: dict | None) -> dict:
             headers.append(("Strict-Transport-Security", f"max-age={tls['hsts']}"))
         headers += list(app.headers)
         if app.rate_limit:
-            headers.append(("Retry-After", "$fleet_retry_after_429"))
+            headers.append(("Retry-After", f"$fleet_retry_after_{zone(app)[len('fleet_'):]}"))
     return {
         "body_size": app.client_max_body_size,
         "allow": allowed(app, config.server),

@@ -448,3 +448,13 @@ def test_auth_add_hashes_through_openssl_stdin_and_writes_a_root_only_file(
     assert converged[-1][0].config.app("alpha").auth == AuthConfig(
         "/etc/fleet/auth/alpha.htpasswd")
     assert "pw-secret" not in out + err
+
+
+def test_rollback_skips_the_live_commits_twin() -> None:
+    from fleet.server.history import History
+    history = History("shop")
+    history.record("aaaaaaaaaaaa", "a" * 40, built=1.0, deployed=1.0)
+    history.record("bbbbbbbbbbbb", "b" * 40, built=2.0, deployed=2.0)
+    history.record("bbbbbbbbbbbb-b", "b" * 40, built=3.0, deployed=3.0)  # new env, same code
+    previous = history.previous("bbbbbbbbbbbb-b")
+    assert previous is not None and previous.id == "aaaaaaaaaaaa"

@@ -197,6 +197,12 @@ def test_maintenance_under_load_and_health_checks_pass_it(box) -> None:
     assert request("walled.test").status == 200  # other apps go on
     check = fleet_json(box, "check")
     assert check.returncode == 0 and check.data["apps"]["shop"]["health"] == "passed"
+    # A new release still passes its gate and the check through nginx while visitors get 503.
+    gated = fleet_json(box, "env", "shop", "set", "DURING_MAINTENANCE", input="1\n")
+    steps = {(s["name"], s["app"]): s["status"] for s in gated.data["steps"]}
+    assert gated.returncode == 0 and steps[("deploy", "shop")] == "changed", gated.data
+    assert steps[("health", "shop")] == "ok"
+    assert request("shop.test", "/about").status == 503
     # The probe header from another address changes nothing.
     assert request("shop.test", "/about", address=OUTSIDE,
                    headers={"X-Fleet-Probe": "1"}).status == 503

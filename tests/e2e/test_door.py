@@ -46,6 +46,7 @@ headers = {{ "X-Frame-Options" = "DENY", "X-Door-Test" = "a b/c=d" }}
 client_max_body_size = "2k"
 redirect_from = ["www.shop.test", "old-shop.test"]
 allow = ["{OUTSIDE}", "10.0.0.0/8"]
+static = {{ "/static" = "static" }}
 env = {{ PAGES_NAME = "shop" }}
 {app.format("shop")}
 [apps.walled]
@@ -104,6 +105,9 @@ def test_headers_upload_limit_and_redirects(box) -> None:
     assert "x-fleet-site" not in answer.headers  # still only for fleet's own probes
     missing = request("shop.test", "/nothing/here")  # every answer, whatever its status
     assert missing.headers.get("x-frame-options") == "DENY"
+    static = request("shop.test", "/static/hello.txt")  # served by nginx itself
+    assert static.status == 200 and static.headers.get("x-frame-options") == "DENY", static
+    assert request("walled.test", "/static/hello.txt", address=OUTSIDE).status == 403
     assert request("shop.test", "/up", method="POST", body=b"x" * 3000).status == 413
     assert request("shop.test", "/up", method="POST", body=b"x" * 1000).status != 413
     assert request("limited.test", "/up", method="POST", body=b"x" * 3000).status != 413

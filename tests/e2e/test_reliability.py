@@ -284,7 +284,10 @@ def test_changed_secret_reloads_only_that_app(box, provisioned) -> None:
     before = service_pids(box)
     box.write_file(SECRETS_FILE, "SECRET_TOKEN=rotated-value-1\n", 0o600)
     run = apply_ok(box)
-    assert changed_steps(run) == {("vassal", "one")}, changed_steps(run)
+    # A new environment is served by the commit's twin release, gated beside the live vassal
+    # (issue 20: a vassal reloaded in place drops requests).
+    assert changed_steps(run) == {("release", "one"), ("deploy", "one"), ("nginx site", "one"),
+                                  ("nginx", None), ("retire", "one")}, changed_steps(run)
     assert get(box, "one.test", "/env/SECRET_TOKEN") == (200, "rotated-value-1")
     after = service_pids(box)
     def of(pids: dict[str, set[str]], user: str) -> set[str]:

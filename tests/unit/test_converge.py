@@ -154,8 +154,13 @@ def test_secret_change_rewrites_only_that_apps_env_and_vassal() -> None:
     host = server()
     run(host, config(host))
     session, _ = run(host, config(host, CONFIG.replace("hunter2", "changed")))
-    assert changed_steps(session) == ["vassal beta"]
-    step = next(s for s in session.steps if s.name == "vassal" and s.app == "beta")
+    # A new environment is served by the commit's twin release, gated beside the live one
+    # (a vassal reloaded in place drops requests): only beta's steps, and nginx.
+    assert changed_steps(session) == ["release beta", "deploy beta", "nginx site beta",
+                                      "nginx", "retire beta"]
+    assert host.read("/srv/fleet/beta/current") is None  # a link, to the twin:
+    assert host.files["/srv/fleet/beta/current"].target.endswith("/cccccccccccc-b")
+    step = next(s for s in session.steps if s.name == "deploy" and s.app == "beta")
     env_write = next(a for a in step.actions if isinstance(a, WriteFile) and a.secret)
     assert "changed" not in env_write.diff() and "hunter2" not in env_write.diff()
 

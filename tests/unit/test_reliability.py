@@ -118,8 +118,10 @@ def test_changed_secret_reloads_only_that_app() -> None:
     host.write(SECRETS_FILE, b"TOKEN=rotated\n", 0o600, "root", "root")
     session, _ = run(host, load_config(host, text))
     changed = {(s.name, s.app) for s in session.steps if s.actions}
-    assert changed == {("vassal", "alpha")}, changed
-    written = [a.path for s in session.steps for a in s.actions]
+    # served by the commit's twin release, gated beside the live one (issue 20)
+    assert changed == {("release", "alpha"), ("deploy", "alpha"), ("nginx site", "alpha"),
+                       ("nginx", None), ("retire", "alpha")}, changed
+    written = [getattr(a, "path", "") for s in session.steps for a in s.actions]
     assert "/etc/fleet/env/alpha.env" in written
     assert any(p.startswith("/etc/uwsgi/vassals/alpha@") for p in written)
 

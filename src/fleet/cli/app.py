@@ -69,6 +69,7 @@ def main() -> None:
 from fleet.cli import (  # noqa: E402, F401
     converge,
     deploy,
+    door,
     init,
     inspect,
     push,

@@ -16,6 +16,7 @@ from rich.text import Text
 from fleet.cli.output import err, out, print_json, style
 from fleet.cli.report import SilentReporter, TextReporter, print_summary, summary_json
 from fleet.config.envfile import check_env_files
+from fleet.config.htpasswd import check_auth_files
 from fleet.config.limits import TOML_MAX_BYTES
 from fleet.config.settings import AppConfig, Config
 from fleet.config.store import Desired, desired_state, plan_store
@@ -113,6 +114,7 @@ def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str
                  pre_actions: Sequence[Action] = ()) -> int:
     host = local_host()
     check_env_files(host, desired.config)  # a bad secrets file: exit 2 before any change
+    check_auth_files(host, desired.config)  # a bad htpasswd file: likewise
     check_ports(host, desired.config)  # a TCP address already taken: exit 2, likewise
     check_tls_files(host, desired.config)  # so does a missing or mismatched cert/key
     check_identities(host, desired.config)  # an app user fleet did not create: likewise

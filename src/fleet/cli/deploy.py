@@ -80,6 +80,8 @@ def rollback(
         else:
             matches = [r for r in history.releases.values()
                        if r.id.startswith(to) or r.commit.startswith(to)]
+            if len({m.commit for m in matches}) == 1:  # a commit and its twin: same code
+                matches = matches[:1]
             if len(matches) != 1:
                 raise ConfigError("--to", to, "matches no kept release" if not matches
                                   else "matches several releases; give more of it")

@@ -26,12 +26,15 @@ from fleet.config.parse import (
     parse_document,
     parse_toml,
 )
+from fleet.config.settings import DOOR_KEYS
 
 ROLES = ("app", "front")
 SERVER_KEYS = ["address", "user", "port", "role"]
 # An app's keys that move to the fronts when there are any: HTTPS terminates there, and app
 # servers behind a front (which only accept the fronts) serve plain HTTP to it.
-AT_FRONT_KEYS = ("tls", "hsts")
+# So do the door controls (issue 20): behind a front, an app server sees only the front's
+# address (allow, rate_limit) and its health checks (maintenance, auth).
+AT_FRONT_KEYS = ("tls", "hsts", *DOOR_KEYS)
 # A host name, an IPv4 address, a bracket-free IPv6 address, or an ssh_config Host alias.
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]*$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")

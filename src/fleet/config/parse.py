@@ -23,6 +23,7 @@ from fleet.config.settings import (
     MODES,
     AcmeSettings,
     AppConfig,
+    AuthConfig,
     Config,
     EmperorConfig,
     FrontApp,
@@ -79,6 +80,7 @@ EMPEROR_KEYS = toml_keys(EmperorConfig)
 APP_KEYS = toml_keys(AppConfig)
 INVENTORY_APP_KEYS = list(AppConfig.KEYS_READ_ELSEWHERE)  # read by fleet push, not kept here
 HEALTH_KEYS = toml_keys(HealthConfig)
+AUTH_KEYS = toml_keys(AuthConfig)
 
 
 def parse_server(c: Checker) -> ServerConfig:
@@ -115,11 +117,11 @@ def parse_server(c: Checker) -> ServerConfig:
     )
 
 
-def parse_accept_from(c: Checker) -> tuple[str, ...]:
+def parse_accept_from(c: Checker, name: str = "accept_from") -> tuple[str, ...]:
     """Addresses and networks nginx lets reach the apps (normalized, each once); () = anyone."""
     result: list[str] = []
-    for index, item in enumerate(c.get_str_list("accept_from")):
-        key = f"accept_from[{index}]"
+    for index, item in enumerate(c.get_str_list(name)):
+        key = f"{name}[{index}]"
         network = ip_network(item)
         if network is None:
             c.fail(key, f"{item!r} is not an IPv4 or IPv6 address or network "
@@ -395,7 +397,77 @@ def parse_app(c: Checker, name: str) -> AppConfig:
         hsts=parse_hsts(c),
         prefix=parse_prefix(c),
         socket=parse_socket(c, mode == "on-demand"),
+        **parse_door(c, domains),
     )
+
+
+# Header names: an RFC 7230 token subset. Values: printable ASCII without quotes, '\\', '$',
+# ';', '{' or '}', so nothing can end nginx's quoted string, expand a variable or start a
+# directive. fleet's own headers are not the operator's to set.
+HEADER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+HEADER_VALUE_RE = re.compile(r"[A-Za-z0-9 !#%&()*+,./:<=>?@\[\]^_`|~-]{1,1024}")
+RESERVED_HEADERS = ("x-fleet-site", "x-fleet-probe", "strict-transport-security", "retry-after")
+RATE_RE = re.compile(r"[1-9][0-9]{0,5}r/[sm]")
+MESSAGE_MAX = 500
+
+
+def parse_door(c: Checker, domains: tuple[str, ...]) -> dict[str, Any]:
+    """The app's door controls: what nginx does before a request reaches it."""
+    body = c.get_str("client_max_body_size", APP_DEFAULTS.client_max_body_size, pattern=SIZE_RE,
+                     what="a size such as 10m, 512k or 1g")
+    redirect_from = c.get_str_list("redirect_from")
+    for index, domain in enumerate(redirect_from):
+        check_domain(c, f"redirect_from[{index}]", domain)
+        if domain in domains:
+            c.fail(f"redirect_from[{index}]", f"{domain!r} is one of the app's own domains")
+    if len(set(redirect_from)) != len(redirect_from):
+        c.fail("redirect_from", "lists the same domain twice")
+    message = c.get_str("maintenance_message", APP_DEFAULTS.maintenance_message)
+    if len(message) > MESSAGE_MAX or any(ord(ch) < 32 or ord(ch) == 127 for ch in message):
+        c.fail("maintenance_message", f"must be one line of at most {MESSAGE_MAX} characters "
+                                      "without control characters")
+    rate = c.get_str("rate_limit", APP_DEFAULTS.rate_limit, pattern=RATE_RE,
+                     what="a rate such as \"10r/s\" or \"600r/m\"")
+    if "burst" in c.table and rate is None:
+        c.fail("burst", "only applies with rate_limit")
+    return {
+        "client_max_body_size": body,
+        "headers": parse_headers(c.sub("headers")),
+        "redirect_from": redirect_from,
+        "maintenance": c.get("maintenance", bool, APP_DEFAULTS.maintenance),
+        "maintenance_message": message,
+        "auth": parse_auth(c),
+        "allow": parse_accept_from(c, "allow"),
+        "rate_limit": rate,
+        "burst": c.get_int("burst", APP_DEFAULTS.burst, 0, 100000),
+    }
+
+
+def parse_headers(c: Checker) -> tuple[tuple[str, str], ...]:
+    pairs: dict[str, tuple[str, str]] = {}
+    for name, value in c.table.items():
+        name = str(name)
+        if not HEADER_NAME_RE.fullmatch(name):
+            c.fail(name, "is not an HTTP header name (letters, digits and '-')")
+        if name.lower() in RESERVED_HEADERS:
+            c.fail(name, "is set by fleet itself")
+        if name.lower() in pairs:
+            c.fail(name, "is given twice (header names ignore case)")
+        if not isinstance(value, str):
+            c.fail(name, f"expected a string, got {type_name(value)}")
+        if not HEADER_VALUE_RE.fullmatch(value) or value != value.strip():
+            c.fail(name, f"{value!r} must be printable ASCII without quotes, '\\', '$', ';', "
+                         "'{' or '}' (at most 1024 characters)")
+        pairs[name.lower()] = (name, value)
+    return tuple(sorted(pairs.values()))
+
+
+def parse_auth(c: Checker) -> AuthConfig | None:
+    if "auth" not in c.table:
+        return None
+    auth = c.sub("auth")
+    auth.check_known(AUTH_KEYS)
+    return AuthConfig(check_absolute(auth, "users", auth.get_str("users", required=True)))
 
 
 def check_repo(c: Checker, repo: str) -> None:
@@ -421,6 +493,13 @@ def check_across_apps(source: str, apps: list[AppConfig]) -> None:
             raise ConfigError(source, f"apps.{app.name}.user",
                               f"user {app.owner!r} is already used by app {users[app.owner]!r}")
         users[app.owner] = app.name
+    names = {domain: app.name for app in apps for domain in app.domains}
+    for app in apps:
+        for index, domain in enumerate(app.redirect_from):
+            if domain in names:
+                raise ConfigError(source, f"apps.{app.name}.redirect_from[{index}]",
+                                  f"{domain!r} is already used by app {names[domain]!r}")
+            names[domain] = app.name
 
 
 def check_front_against_apps(source: str, front: tuple[FrontApp, ...],
@@ -531,5 +610,5 @@ def parse_front(c: Checker) -> tuple[FrontApp, ...]:
             if not UPSTREAM_RE.fullmatch(item):
                 app.fail(f"upstreams[{index}]", f"{item!r} is not ADDRESS:PORT")
         result.append(FrontApp(str(name), domains, upstreams, parse_health(app.sub("health")),
-                               parse_tls(app), parse_hsts(app)))
+                               parse_tls(app), parse_hsts(app), **parse_door(app, domains)))
     return tuple(result)

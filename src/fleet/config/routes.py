@@ -98,6 +98,9 @@ def check_shared(source: str, apps: Sequence[AppConfig]) -> None:
                                   f"shares {domain!r} with app {other.name!r}, so it must list "
                                   f"the same domains ({', '.join(other.domains)})")
             for each in (app, other):
+                if each.redirect_from:  # the redirect's server block would be whose?
+                    raise ConfigError(source, f"apps.{each.name}.redirect_from",
+                                      f"not supported yet for apps sharing {domain!r}")
                 if each.tls.mode != "off":
                     raise ConfigError(source, f"apps.{each.name}.tls",
                                       f"TLS is not supported yet for apps sharing {domain!r}")

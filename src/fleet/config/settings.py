@@ -90,6 +90,13 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """HTTP basic auth: `users` is the stored htpasswd file (root-only); nginx reads a copy."""
+
+    users: str
+
+
+@dataclass(frozen=True)
 class AppConfig:
     # Where the app runs: read by fleet push (fleet.cluster.inventory), unused on a server.
     KEYS_READ_ELSEWHERE: ClassVar[tuple[str, ...]] = ("servers",)
@@ -119,6 +126,21 @@ class AppConfig:
     hsts: int = HSTS_DEFAULT  # Strict-Transport-Security max-age with TLS on; 0: none
     prefix: str = "/"  # URL path under its domains; the app sees it as SCRIPT_NAME
     socket: str = "unix"  # or "tcp:HOST:PORT"
+    # Door controls: what nginx does in front of the app (issue 20).
+    client_max_body_size: str | None = None  # None: the server's
+    headers: tuple[tuple[str, str], ...] = ()  # added to every response of the app
+    redirect_from: tuple[str, ...] = ()  # domains answering 301 to the app's first domain
+    maintenance: bool = False  # 503 + Retry-After for visitors; fleet's probes pass
+    maintenance_message: str = "This site is down for maintenance. Please try again soon."
+    auth: AuthConfig | None = None
+    allow: tuple[str, ...] = ()  # client addresses or networks; () = anyone
+    rate_limit: str | None = None  # nginx limit_req rate per client address, "10r/s"
+    burst: int = 0
+
+    @property
+    def cert_domains(self) -> tuple[str, ...]:
+        """Names its certificate must cover: its domains and those redirected to it."""
+        return self.domains + self.redirect_from
 
     @property
     def on_demand(self) -> bool:
@@ -174,10 +196,26 @@ class FrontApp:
     health: HealthConfig = field(default_factory=HealthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     hsts: int = HSTS_DEFAULT
+    # Door controls, applied here when the app has fronts (fleet push moves them): behind a
+    # front, app servers see only the front's address and its health checks.
+    client_max_body_size: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    redirect_from: tuple[str, ...] = ()
+    maintenance: bool = False
+    maintenance_message: str = AppConfig.maintenance_message
+    auth: AuthConfig | None = None
+    allow: tuple[str, ...] = ()
+    rate_limit: str | None = None
+    burst: int = 0
+
+
+DOOR_KEYS = ("client_max_body_size", "headers", "redirect_from", "maintenance",
+             "maintenance_message", "auth", "allow", "rate_limit", "burst")
 
 
 def as_app(front: FrontApp) -> AppConfig:
     """A balanced app as the health check and the certificate code see it (domains, health,
     tls, hsts): the front gets its certificate exactly as a standalone app does."""
     return AppConfig(name=front.name, repo="-", domains=front.domains, health=front.health,
-                     tls=front.tls, hsts=front.hsts)
+                     tls=front.tls, hsts=front.hsts,
+                     **{key: getattr(front, key) for key in DOOR_KEYS})

@@ -99,7 +99,11 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
         outcome.aborted = exc.step.error
         return outcome
     if not session.check:
-        if replaced_workers and any(r.swapped for r in outcome.apps.values()):
+        # A swapped release, or a site whose door controls changed (its X-Fleet-Site marker
+        # stays the same): once the old workers are gone, none answers with the old rules
+        # (`fleet auth ... add` returning while an old worker still served without auth).
+        if replaced_workers and any(r.swapped or r.previous_site != r.site
+                                    for r in outcome.apps.values() if r.site is not None):
             wait_workers_gone(replaced_workers)
         for app in selected:
             finish_app(app, outcome.apps[app.name], session, histories[app.name], health)
@@ -190,10 +194,15 @@ def converge_emperor(config: Config, session: Session, step: Step) -> None:
                                      on_change="restart", unit_file_changed=bool(unit)))
 
 
-def render_global(host: Host) -> bytes:
+def render_global(host: Host, config: Config) -> bytes:
+    """Shared settings; per-app rate limit zones live here (limit_req_zone is http-level,
+    and an app under another's server block has no file at that level)."""
     version = certs.nginx_version(host)  # unknown before nginx is installed: assume current
     return render("nginx-fleet.conf.j2",
-                  reject_handshake=version is None or version >= (1, 19, 4))
+                  reject_handshake=version is None or version >= (1, 19, 4),
+                  rate_limits=[(sites.zone(a)[len("fleet_"):], a.rate_limit,
+                                sites.retry_after(a.rate_limit))
+                               for a in (*config.apps, *config.front) if a.rate_limit])
 
 
 def render_access(config: Config) -> bytes:
@@ -232,7 +241,7 @@ def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
     host = session.host
     changed = False
     with session.step("nginx config") as step:
-        actions = (plan_file(host, layout.NGINX_GLOBAL, render_global(host), 0o644)
+        actions = (plan_file(host, layout.NGINX_GLOBAL, render_global(host, config), 0o644)
                    + plan_dir(host, layout.NGINX_FLEET_DIR, 0o755)
                    + plan_file(host, layout.NGINX_ACCESS, render_access(config), 0o644)
                    + plan_absent(host, layout.NGINX_DEFAULT_SITE, "fleet's catch-all replaces it"))
@@ -247,6 +256,7 @@ def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
             with session.step("nginx site", app.name) as step:
                 site = sites.site_file(config, app)
                 actions = (sites.plan_site_dirs(host, config, app)
+                           + sites.plan_auth(host, app)
                            + plan_file(host, site, rollout.site or b"", 0o644)
                            + sites.moved_files(host, config, app))
                 rollout.previous_site, rollout.site_file = host.read(site), site
@@ -343,6 +353,7 @@ def remove_stale(config: Config, session: Session) -> None:
             actions.append(Remove(path=f"{layout.NGINX_SITES}/{entry}",
                                   why="app no longer configured"))
     actions += sites.stale_locations(host, config)
+    actions += sites.stale_auth(host, config)
     for entry in host.listdir(layout.ENV_DIR):
         if entry.endswith(".env") and entry[:-4] not in names:
             actions.append(Remove(path=f"{layout.ENV_DIR}/{entry}", why="app no longer configured"))

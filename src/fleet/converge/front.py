@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fleet.config.settings import AppConfig, Config, FrontApp, as_app
+from fleet.converge import sites
 from fleet.converge.rollout import Rollout
 from fleet.errors import FleetError, StepFailed
 from fleet.host import layout
@@ -57,10 +58,10 @@ def render_front(config: Config, host: Host, front: FrontApp, drained: Drained,
     """The app's front file. Its HTTPS part depends only on the host's certificate files, so
     an apply, a drain and an undrain render it alike."""
     app = as_app(front)
-    return render("nginx-front.conf.j2", app=front,
+    tls = certs.site_tls(host, app, version)
+    return render("nginx-front.conf.j2", app=app, door=sites.door(config, app, tls),
                   upstreams=[(u, u in marked_down(front, drained)) for u in front.upstreams],
-                  client_max_body_size=config.server.client_max_body_size,
-                  tls=certs.site_tls(host, app, version),
+                  client_max_body_size=config.server.client_max_body_size, tls=tls,
                   acme_webroot=certs.ACME_WEBROOT if front.tls.mode == "acme" else None)
 
 
@@ -81,7 +82,8 @@ def converge_front(config: Config, session: Session, rollouts: dict[str, Rollout
         content = render_front(config, host, front, drained, version)
         try:
             with session.step("front site", front.name) as step:
-                actions = plan_file(host, front_file(front.name), content, 0o644)
+                actions = (sites.plan_auth(host, as_app(front))
+                           + plan_file(host, front_file(front.name), content, 0o644))
                 changed |= apply_tested(session, step, actions, "this app's front site")
         except StepFailed as exc:
             rollout.failed, rollout.error = True, f"front site: {exc.step.error}"

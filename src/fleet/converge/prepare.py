@@ -31,6 +31,7 @@ from fleet.server.release import (
     plan_venv,
     python_version,
     release_id,
+    twin_release,
 )
 from fleet.server.users import creates_user, plan_user
 
@@ -65,15 +66,18 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
             rollout.commit = sync_repo(app, session, step, history, config.server.git_timeout)
         if rollout.commit is None:
             return
-        rollout.release = release_id(rollout.commit)
+        rollout.env = render("app.env.j2", env=app_environment(host, app))
+        env_changed = host.read(paths.env_file) not in (None, rollout.env)
+        rollout.release = (release_id(rollout.commit) if app.tcp_address  # one address: no twin
+                           else twin_release(rollout.commit, rollout.live, env_changed))
         with session.step("release", app.name) as step:
-            session.apply(step, plan_release(host, app, rollout.commit))
+            session.apply(step, plan_release(host, app, rollout.commit, rollout.release))
         with session.step("virtualenv", app.name) as step:
             deps = dependencies(host, app, rollout.commit)
             rollout.venv = paths.venv(deps.venv_key(python_version(host)))
             try:
                 session.apply(step, plan_venv(host, app, rollout.commit, deps, rollout.venv,
-                                              config.server.pip))
+                                              config.server.pip, rollout.release))
             except Exception:
                 if not session.check and host.state(rollout.venv) is not None:
                     perform(host, Remove(path=rollout.venv, why="failed build"))  # never reuse it
@@ -81,7 +85,6 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
             if rollout.release not in history.releases and not session.check:
                 history.record(rollout.release, rollout.commit, venv=rollout.venv,
                                built=time.time())
-        rollout.env = render("app.env.j2", env=app_environment(host, app))
         rollout.vassal = render_vassal(config, app, rollout)
         rollout.site = render_site(config, app, rollout.release,
                                    certs.site_tls(host, app, certs.nginx_version(host)))
@@ -169,8 +172,9 @@ def render_site(config: Config, app: AppConfig, release: str,
     holder = sites.holder_of(config, app)
     if holder.name != app.name:
         return render("nginx-locations.conf.j2", app=app, release=release, holder=holder.name,
-                      socket=paths.serving_socket(release, app.on_demand), static=static)
-    return render("nginx-site.conf.j2", app=app, release=release,
+                      socket=paths.serving_socket(release, app.on_demand), static=static,
+                      door=sites.door(config, app, None))
+    return render("nginx-site.conf.j2", app=app, release=release, door=sites.door(config, app, tls),
                   socket=paths.serving_socket(release, app.on_demand), static=static,
                   locations_dir=sites.locations_dir(app), access_file=layout.NGINX_ACCESS,
                   client_max_body_size=config.server.client_max_body_size, tls=tls,

@@ -33,6 +33,10 @@ NGINX_FLEET_DIR = f"{NGINX_DIR}/fleet"
 NGINX_LOCATIONS = f"{NGINX_FLEET_DIR}/locations"
 # allow/deny from [server] accept_from, included in every app's server block.
 NGINX_ACCESS = f"{NGINX_FLEET_DIR}/access.conf"
+# nginx's copies of the apps' htpasswd files (`auth`): root:www-data, 0750 dir, 0640 files.
+NGINX_AUTH_DIR = f"{NGINX_FLEET_DIR}/auth"
+# The stored htpasswd files `fleet auth` writes (root only, like the rest of /etc/fleet).
+AUTH_DIR = f"{ETC}/auth"
 LOOPBACK = ("127.0.0.1", "::1")  # always allowed: fleet's health checks come from here
 NGINX_USER = "www-data"
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -230,7 +230,7 @@ class Backoff:
 
 def wanted_key(config: Config, app: AppConfig) -> str:
     """A changed directory or domain list is a new request: the backoff starts over."""
-    return " ".join([config.server.acme.directory, *app.domains])
+    return " ".join([config.server.acme.directory, *app.cert_domains])
 
 
 def state_file(app: str) -> str:
@@ -304,8 +304,8 @@ def certificate_status(host: Host, app: AppConfig, now: float | None = None) -> 
     if days < EXPIRY_WARNING_DAYS:
         problem = (f"certificate expired on {info.not_after:%Y-%m-%d}" if days < 0 else
                    f"certificate expires in {days:.0f} days ({info.not_after:%Y-%m-%d})")
-    elif not info.covers(app.domains):
-        missing = sorted(set(app.domains) - set(info.names))
+    elif not info.covers(app.cert_domains):
+        missing = sorted(set(app.cert_domains) - set(info.names))
         problem = f"certificate does not cover {' '.join(missing)}"
     return {"mode": app.tls.mode, "expires": info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "days_left": int(days), "names": list(info.names), "problem": problem}

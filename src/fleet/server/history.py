@@ -61,8 +61,11 @@ class History:
                       key=lambda r: r.deployed or 0.0)
 
     def previous(self, live: str | None) -> ReleaseRecord | None:
-        """The release that served before the live one (the default rollback target)."""
-        earlier = [r for r in self.deployed_order() if r.id != live and not r.failed]
+        """The release that served before the live one (the default rollback target): another
+        commit, not the live commit's twin (same code, served again for a new environment)."""
+        live_commit = self.releases[live].commit if live in self.releases else None
+        earlier = [r for r in self.deployed_order()
+                   if r.id != live and not r.failed and r.commit != live_commit]
         return earlier[-1] if earlier else None
 
     def to_prune(self, keep: int, live: str | None, existing: list[str]) -> list[str]:

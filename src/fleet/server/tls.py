@@ -65,11 +65,11 @@ def certbot_command(config: Config, app: AppConfig, reissue: bool) -> Run:
         ["--register-unsafely-without-email"]
     if reissue:  # same lineage, new names or CA: certbot would otherwise keep the old one
         argv.append("--force-renewal")
-    for domain in app.domains:
+    for domain in app.cert_domains:
         argv += ["-d", domain]
     env = (("REQUESTS_CA_BUNDLE", acme.ca_bundle),) if acme.ca_bundle else ()
-    return Run(argv=tuple(argv), why=f"request a certificate for {' '.join(app.domains)}", env=env,
-               timeout=600)
+    return Run(argv=tuple(argv), why=f"request a certificate for {' '.join(app.cert_domains)}",
+               env=env, timeout=600)
 
 
 CHALLENGE_WAIT = 10.0  # seconds the challenge fetch is retried through nginx
@@ -87,7 +87,7 @@ def challenge_problem(host: Host, app: AppConfig) -> str | None:
             perform(host, action)
     perform(host, WriteFile(path=path, content=token, mode=0o644))
     try:
-        for domain in app.domains:
+        for domain in app.cert_domains:
             problem = fetch_until(domain, f"/.well-known/acme-challenge/{name}", token)
             if problem:
                 return f"http://{domain}/.well-known/acme-challenge/ through nginx: {problem}"
@@ -130,7 +130,7 @@ def certificate(session: Session, step: Step, config: Config, app: AppConfig) ->
     host = session.host
     info = certs.cert_info(host, f"{certs.live_dir(app.name)}/cert.pem")
     server = certs.acme_server(host, app.name)
-    if info and info.covers(app.domains) and server == config.server.acme.directory:
+    if info and info.covers(app.cert_domains) and server == config.server.acme.directory:
         step.notes.append(f"expires {info.not_after:%Y-%m-%d}")
         return False
     wanted = certs.wanted_key(config, app)
@@ -182,7 +182,7 @@ def converge_tls(config: Config, selected: list[AppConfig], session: Session,
             if session.check:  # its site depends on steps a plan does not run
                 with session.step("certificate", app.name) as step:
                     session.apply(step, [Unknown(what=f"request a certificate for "
-                                                 f"{' '.join(app.domains)}")])
+                                                 f"{' '.join(app.cert_domains)}")])
             continue
         try:
             with session.step("certificate", app.name) as step:

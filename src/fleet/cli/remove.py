@@ -33,6 +33,7 @@ from fleet.host.actions import Action, Run
 from fleet.host.files import plan_absent
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
+from fleet.host.poll import poll
 from fleet.host.session import Session, Step
 from fleet.server import certs
 from fleet.server.logs import nginx_logs
@@ -136,12 +137,11 @@ def app_vassals(name: str) -> list[str]:
 def wait_stopped(name: str, timeout: float) -> None:
     """Wait for the Emperor to notice the removed files (it rescans every 3 s) and stop the
     vassals."""
-    start = time.monotonic()
-    while app_vassals(name):
-        if time.monotonic() - start > timeout:
-            raise FleetError(f"the Emperor still runs {', '.join(app_vassals(name))} "
-                             f"{timeout:.0f} s after its file was removed")
-        time.sleep(0.25)
+    running = poll(lambda: app_vassals(name), lambda running: not running, timeout=timeout,
+                   interval=0.25)
+    if running:
+        raise FleetError(f"the Emperor still runs {', '.join(running)} "
+                         f"{timeout:.0f} s after its file was removed")
 
 
 def user_processes(user: str) -> list[int]:
@@ -166,11 +166,10 @@ def user_processes(user: str) -> list[int]:
 
 def wait_no_processes(user: str, timeout: float) -> None:
     """userdel refuses a user that still runs processes; workers may take a moment to exit."""
-    deadline = time.monotonic() + timeout
-    while pids := user_processes(user):
-        if time.monotonic() > deadline:
-            raise FleetError(f"user {user} still runs processes {pids[:5]}: not deleting it")
-        time.sleep(0.25)
+    pids = poll(lambda: user_processes(user), lambda pids: not pids, timeout=timeout,
+                interval=0.25)
+    if pids:
+        raise FleetError(f"user {user} still runs processes {pids[:5]}: not deleting it")
 
 
 def fleet_user(host: Host, app: AppConfig) -> bool:

@@ -21,6 +21,7 @@ from fleet.host.executor import perform
 from fleet.host.files import plan_absent, plan_file, plan_link
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
+from fleet.host.poll import poll
 from fleet.host.render import render
 from fleet.host.session import Session, Step
 from fleet.host.uwsgi_client import get as uwsgi_get
@@ -68,15 +69,15 @@ def gate(session: Session, app: AppConfig, release: str) -> str:
     vassal_id = paths.vassal_id(release)
     # An on-demand one wakes up; a TCP one is reached on its address (fleet.converge.tcp_switch).
     address = app.tcp_address or paths.serving_socket(release, app.on_demand)
-    deadline = time.monotonic() + app.health.timeout
-    problem = "no answer yet"
-    while True:
+
+    def attempt() -> tuple[str | None, str, bool]:
+        """(what passed, or None; why not; whether waiting longer is pointless)."""
         try:
             reply = uwsgi_get(address, app.url(app.health.path), app.domains[0],
                               timeout=min(5.0, app.health.timeout))
             problem = judge_reply(app, reply.status, reply.body) or ""
             if not problem:
-                return f"HTTP {reply.status} on its own socket"
+                return f"HTTP {reply.status} on its own socket", "", False
         except AnswerError as exc:  # bounded: an endless or huge answer fails the gate
             problem = f"{exc} on {address}"
         except (OSError, ValueError) as exc:
@@ -84,13 +85,15 @@ def gate(session: Session, app: AppConfig, release: str) -> str:
         try:
             entry = vassal_entry(read_stats(layout.EMPEROR_STATS), vassal_id)
             if entry and (int(entry.get("respawns", 0)) > 0 or int(entry.get("cursed", 0))):
-                problem = "its vassal exited before answering (see the log below)"
-                break
+                return None, "its vassal exited before answering (see the log below)", True
         except (OSError, ValueError):
             pass
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
+        return None, problem, False
+
+    passed, problem, _ = poll(attempt, lambda result: result[0] is not None or result[2],
+                              timeout=app.health.timeout, interval=0.3)
+    if passed is not None:
+        return passed
     raise FleetError(f"release {release} failed its health check ({problem}); "
                      "the previous release keeps serving")
 

@@ -22,6 +22,7 @@ from fleet.host.actions import (
     WriteFile,
 )
 from fleet.host.machine import Host
+from fleet.host.poll import RealTime, poll
 
 
 def perform(host: Host, action: Action) -> None:
@@ -57,17 +58,21 @@ def perform(host: Host, action: Action) -> None:
 
 def run_command(host: Host, action: Run, sleep: Callable[[float], None] = time.sleep) -> None:
     """Run once; while the error says someone else holds what it needs, wait and try again."""
-    deadline = time.monotonic() + action.retry_for
-    while True:
+
+    def attempt() -> CommandError | None:
         try:
             host.run(list(action.argv), env=dict(action.env), cwd=action.cwd,
                      timeout=action.timeout)
-            return
+            return None
         except CommandError as exc:
-            waiting = action.retry_while and action.retry_while in (exc.stderr + exc.stdout)
-            if not waiting or time.monotonic() >= deadline:
-                raise
-            sleep(2.0)
+            if action.retry_while and action.retry_while in (exc.stderr + exc.stdout):
+                return exc  # someone else holds it: worth waiting for
+            raise
+
+    error = poll(attempt, lambda error: error is None, timeout=action.retry_for, interval=2.0,
+                 clock=RealTime(sleep))
+    if error is not None:
+        raise error
 
 
 def perform_all(host: Host, actions: Iterable[Action]) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from fleet.errors import LockError
+from fleet.host.poll import wait_until
 
 
 def holder(path: str) -> str:
@@ -26,21 +26,22 @@ def run_lock(path: str, wait: float = 0.0,
     """Hold the lock for the block; wait up to `wait` seconds for another run to finish."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + wait
         told = False
-        while True:
+
+        def taken() -> bool:
+            nonlocal told
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return True
             except BlockingIOError:
-                pid = holder(path)
-                if time.monotonic() >= deadline:
-                    raise LockError(f"another fleet run (PID {pid}) holds {path}; "
-                                    "try again when it has finished") from None
-                if on_wait and not told:
-                    on_wait(f"waiting for the fleet run with PID {pid} to finish")
+                if on_wait and wait > 0 and not told:
+                    on_wait(f"waiting for the fleet run with PID {holder(path)} to finish")
                     told = True
-                time.sleep(0.2)
+                return False
+
+        if not wait_until(taken, timeout=wait, interval=0.2):
+            raise LockError(f"another fleet run (PID {holder(path)}) holds {path}; "
+                            "try again when it has finished")
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield

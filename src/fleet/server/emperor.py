@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fleet.host import layout
+from fleet.host.poll import wait_until
 from fleet.server.status import read_stats
 
 
@@ -24,16 +24,13 @@ def has_loaded(stats: dict[str, Any], vassal_id: str, mtime: float) -> bool:
 
 def wait_for_vassal(vassal_id: str, mtime: float, timeout: float, interval: float = 0.25,
                     stats_path: str = layout.EMPEROR_STATS) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
+    def loaded() -> bool:
         try:
-            if has_loaded(read_stats(stats_path), vassal_id, mtime):
-                return True
+            return has_loaded(read_stats(stats_path), vassal_id, mtime)
         except (OSError, ValueError):
-            pass  # the Emperor may be (re)starting
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+            return False  # the Emperor may be (re)starting
+
+    return wait_until(loaded, timeout=timeout, interval=interval)
 
 
 def wait_until_gone(vassal_id: str, timeout: float = 30.0, interval: float = 0.25,
@@ -44,13 +41,10 @@ def wait_until_gone(vassal_id: str, timeout: float = 30.0, interval: float = 0.2
     old vassal has exited would let the dying one answer the health gate, and its vacuum
     unlink the new one's socket.
     """
-    deadline = time.monotonic() + timeout
-    while True:
+    def gone() -> bool:
         try:
-            if vassal_entry(read_stats(stats_path), vassal_id) is None:
-                return True
+            return vassal_entry(read_stats(stats_path), vassal_id) is None
         except (OSError, ValueError):
             return True  # no Emperor running: no vassal either
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+
+    return wait_until(gone, timeout=timeout, interval=interval)

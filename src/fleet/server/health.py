@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fleet.config.settings import AppConfig
 from fleet.errors import AnswerError, AnswerTooSlow
 from fleet.host.bounded import deadline
+from fleet.host.poll import poll
 
 
 @dataclass(frozen=True)
@@ -130,24 +131,23 @@ def check_app(app: AppConfig, site: str | None = None, *, timeout: float | None 
               interval: float = 0.5, clock: type[time] = time,
               https: bool = False) -> HealthResult:
     """Retry until the check passes or the app's health timeout runs out."""
-    deadline_after = app.health.timeout if timeout is None else timeout
+    wait = app.health.timeout if timeout is None else timeout
     start = clock.monotonic()
-    problem = "no attempt"
-    status: int | None = None
-    while True:
+
+    def attempt() -> tuple[int | None, str]:
+        """The status (None: no answer) and why it fails ("" when it passes)."""
         try:
             response = probe(app.domains[0], app.url(app.health.path),
-                             timeout=min(5.0, deadline_after), https=https)
-            status = response.status
-            problem = judge(app, response, site) or ""
-            if not problem:
-                return HealthResult(True, status, f"HTTP {status}", clock.monotonic() - start)
+                             timeout=min(5.0, wait), https=https)
+            return response.status, judge(app, response, site) or ""
         except AnswerError as exc:
-            status = None
-            problem = str(exc)
+            return None, str(exc)
         except (OSError, http.client.HTTPException) as exc:
-            status = None
-            problem = f"no response ({exc.__class__.__name__}: {exc})"
-        if clock.monotonic() - start + interval > deadline_after:
-            return HealthResult(False, status, problem, clock.monotonic() - start)
-        clock.sleep(interval)
+            return None, f"no response ({exc.__class__.__name__}: {exc})"
+
+    status, problem = poll(attempt, lambda result: not result[1], timeout=wait,
+                           interval=interval, clock=clock, fit=True)
+    elapsed = clock.monotonic() - start
+    if not problem:
+        return HealthResult(True, status, f"HTTP {status}", elapsed)
+    return HealthResult(False, status, problem, elapsed)

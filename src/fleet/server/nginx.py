@@ -4,12 +4,12 @@ previous files when a change is rejected, so one app's bad site never takes the 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 
 from fleet.errors import FleetError
 from fleet.host.actions import Action, WriteFile
 from fleet.host.machine import Host
+from fleet.host.poll import wait_until
 from fleet.host.session import Session, Step
 
 WORKER = b"nginx: worker process"
@@ -69,9 +69,5 @@ def worker_pids() -> set[int]:
 def wait_workers_gone(pids: set[int], timeout: float = 60.0) -> bool:
     """After a reload, wait until the workers of the old configuration have finished their
     requests and exited: only then may the upstreams they used go away."""
-    deadline = time.monotonic() + timeout
-    while any(os.path.exists(f"/proc/{pid}") for pid in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    return wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids),
+                      timeout=timeout, interval=0.1)

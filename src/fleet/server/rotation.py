@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from fleet.host import layout
 from fleet.host.actions import Action
 from fleet.host.files import plan_file
 from fleet.host.machine import Host
+from fleet.host.poll import poll
 from fleet.server.health import judge_reply, probe
 
 DRAINED_FILE = f"{layout.STATE_DIR}/front-drained.json"
@@ -98,17 +98,17 @@ def check_upstream(app: FrontApp, upstream: str, interval: float = 0.5) -> str |
     address, _, port = upstream.rpartition(":")
     address = address.strip("[]")
     view = as_app(app)
-    deadline = time.monotonic() + app.health.timeout
-    while True:
+
+    def attempt() -> str | None:
         try:
             response = probe(app.domains[0], app.health.path, timeout=5.0, address=address,
                              port=int(port))
-            problem = judge_reply(view, response.status, response.body)
+            return judge_reply(view, response.status, response.body)
         except (OSError, http.client.HTTPException) as exc:
-            problem = f"no response ({exc.__class__.__name__}: {exc})"
-        if problem is None or time.monotonic() + interval > deadline:
-            return problem
-        time.sleep(interval)
+            return f"no response ({exc.__class__.__name__}: {exc})"
+
+    return poll(attempt, lambda problem: problem is None, timeout=app.health.timeout,
+                interval=interval, fit=True)
 
 
 def undrain(front: tuple[FrontApp, ...], drained: Drained, upstream: str, apps: list[str],

@@ -15,6 +15,7 @@ from fleet.host.actions import Action, Remove, Run, Unknown, WriteFile
 from fleet.host.executor import perform
 from fleet.host.files import plan_absent, plan_dir, plan_file
 from fleet.host.machine import Host
+from fleet.host.poll import RealTime, poll
 from fleet.host.render import render
 from fleet.host.session import Session, Step
 from fleet.server import certs
@@ -101,12 +102,8 @@ def fetch_until(domain: str, path: str, expected: bytes, wait: float = CHALLENGE
     """fetch_problem, retried for `wait` seconds: `systemctl reload nginx` returns before the
     old workers stop accepting, and for a moment they answer a new site's domain with the
     catch-all's 444 (seen on a front whose site had just been written)."""
-    deadline = time.monotonic() + wait
-    while True:
-        problem = fetch_problem(domain, path, expected)
-        if problem is None or time.monotonic() >= deadline:
-            return problem
-        sleep(0.25)
+    return poll(lambda: fetch_problem(domain, path, expected), lambda problem: problem is None,
+                timeout=wait, interval=0.25, clock=RealTime(sleep))
 
 
 def fetch_problem(domain: str, path: str, expected: bytes) -> str | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.host.uwsgi_client import get as uwsgi_get
+from fleet.host.client import uwsgi_get
 from fleet.server.ports import parse_listeners
 from tests.e2e.helpers import describe, fleet, fleet_json, install_fleet, service_pids
 from tests.harness.server import BareServer, NoResponse

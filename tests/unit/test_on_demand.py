@@ -112,7 +112,7 @@ def test_status_leaves_a_sleeping_app_asleep(monkeypatch: pytest.MonkeyPatch) ->
     def no_probe(*_args, **_kwargs):
         raise AssertionError("a probe through nginx would wake the app")
 
-    monkeypatch.setattr(status_mod, "probe", no_probe)
+    monkeypatch.setattr(status_mod, "http_get", no_probe)
     emperor = {"vassals": [{"id": "alpha@aaaaaaaaaaaa.ini", "pid": 0}], "blacklist": []}
     result = app_status(host, cfg, "alpha", emperor)
     assert (result.state, result.health, result.problem) == ("sleeping", "sleeping", None)

@@ -137,15 +137,16 @@ def test_apps_sharing_a_domain_share_one_server_block() -> None:
 
 
 def test_health_checks_go_under_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet.host.client import Reply
     from fleet.server import health
 
     asked: list[str] = []
 
     def fake_probe(host_header: str, path: str, **_kwargs):
         asked.append(f"{host_header}{path}")
-        return health.Response(200, "", "beta@x")
+        return Reply(200, {"x-fleet-site": "beta@x"}, "")
 
-    monkeypatch.setattr(health, "probe", fake_probe)
+    monkeypatch.setattr(health, "http_get", fake_probe)
     beta = parse(SITE).app("beta")
     assert beta is not None
     assert health.check_app(beta, "beta@x", timeout=1).passed

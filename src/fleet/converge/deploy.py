@@ -17,6 +17,7 @@ from fleet.converge.tcp_switch import free_address, restore_live
 from fleet.errors import AnswerError, FleetError
 from fleet.host import layout
 from fleet.host.actions import Action, ContainedRun, Remove
+from fleet.host.client import uwsgi_get
 from fleet.host.executor import perform
 from fleet.host.files import plan_absent, plan_file, plan_link
 from fleet.host.layout import AppPaths
@@ -24,7 +25,6 @@ from fleet.host.machine import Host
 from fleet.host.poll import poll
 from fleet.host.render import render
 from fleet.host.session import Session, Step
-from fleet.host.uwsgi_client import get as uwsgi_get
 from fleet.server.emperor import vassal_entry, wait_until_gone
 from fleet.server.health import judge_reply
 from fleet.server.history import History

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import http.client
-import ssl
 import time
 from dataclasses import dataclass
 
 from fleet.config.settings import AppConfig
-from fleet.errors import AnswerError, AnswerTooSlow
-from fleet.host.bounded import deadline
+from fleet.errors import AnswerError
+from fleet.host.client import Reply, http_get
 from fleet.host.poll import poll
 
 
@@ -39,74 +38,7 @@ class CheckReport:
                 "failed": self.failed}
 
 
-BODY_CAP = 65536  # what `contains` is looked for in
-PROBE_HEADER = "X-Fleet-Probe"
-SITE_HEADER = "X-Fleet-Site"
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: str
-    site: str | None  # which fleet site answered (nginx sends it to probes only)
-
-
-def probe(host_header: str, path: str, timeout: float = 5.0, address: str = "127.0.0.1",
-          port: int | None = None, https: bool = False) -> Response:
-    """One GET through nginx; with `https`, over TLS on 443 with the domain as SNI (port 80
-    only redirects). The certificate is not verified here: its expiry is checked apart.
-
-    `timeout` bounds the whole exchange, not each read: the app behind nginx may stream its
-    answer a byte a second (AnswerTooSlow). Only the first BODY_CAP bytes are read."""
-    conn: http.client.HTTPConnection
-    if https:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        conn = _SniConnection(address, port or 443, timeout=timeout, context=context,
-                              sni=host_header)
-    else:
-        conn = http.client.HTTPConnection(address, port or 80, timeout=timeout)
-    start = time.monotonic()
-    try:
-        conn.connect()
-        left = timeout - (time.monotonic() - start)
-        if left <= 0:
-            raise AnswerTooSlow(timeout)
-        with deadline(conn.sock, left) as expired:
-            try:
-                conn.request("GET", path, headers={"Host": host_header,
-                                                   "User-Agent": "fleet-health",
-                                                   PROBE_HEADER: "1"})
-                response = conn.getresponse()
-                body = response.read(BODY_CAP)
-            except (OSError, http.client.HTTPException):
-                if expired.is_set():
-                    raise AnswerTooSlow(timeout) from None
-                raise
-            if expired.is_set():  # a body cut short by the deadline is no answer
-                raise AnswerTooSlow(timeout)
-        return Response(response.status, body.decode(errors="replace"),
-                        response.getheader(SITE_HEADER))
-    finally:
-        conn.close()
-
-
-class _SniConnection(http.client.HTTPSConnection):
-    """HTTPS to an address (127.0.0.1) with another name in SNI, as a browser would send."""
-
-    def __init__(self, address: str, port: int, *, timeout: float, context: ssl.SSLContext,
-                 sni: str) -> None:
-        super().__init__(address, port, timeout=timeout, context=context)
-        self._context = context
-        self._sni = sni
-
-    def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._sni)
-
-
-def judge(app: AppConfig, response: Response, site: str | None = None) -> str | None:
+def judge(app: AppConfig, response: Reply, site: str | None = None) -> str | None:
     """Why a response through nginx fails the app's health check, or None when it passes.
 
     `site` is the X-Fleet-Site value the answer must carry (app@release): proof that nginx
@@ -137,8 +69,8 @@ def check_app(app: AppConfig, site: str | None = None, *, timeout: float | None 
     def attempt() -> tuple[int | None, str]:
         """The status (None: no answer) and why it fails ("" when it passes)."""
         try:
-            response = probe(app.domains[0], app.url(app.health.path),
-                             timeout=min(5.0, wait), https=https)
+            response = http_get(app.domains[0], app.url(app.health.path),
+                                timeout=min(5.0, wait), https=https)
             return response.status, judge(app, response, site) or ""
         except AnswerError as exc:
             return None, str(exc)

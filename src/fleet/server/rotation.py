@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from fleet.config.settings import FrontApp, as_app
 from fleet.host import layout
 from fleet.host.actions import Action
+from fleet.host.client import http_get
 from fleet.host.files import plan_file
 from fleet.host.machine import Host
 from fleet.host.poll import poll
-from fleet.server.health import judge_reply, probe
+from fleet.server.health import judge_reply
 
 DRAINED_FILE = f"{layout.STATE_DIR}/front-drained.json"
 Drained = dict[str, set[str]]  # app -> its upstreams (ADDRESS:PORT) out of rotation
@@ -101,8 +102,8 @@ def check_upstream(app: FrontApp, upstream: str, interval: float = 0.5) -> str |
 
     def attempt() -> str | None:
         try:
-            response = probe(app.domains[0], app.health.path, timeout=5.0, address=address,
-                             port=int(port))
+            response = http_get(app.domains[0], app.health.path, timeout=5.0, address=address,
+                                port=int(port))
             return judge_reply(view, response.status, response.body)
         except (OSError, http.client.HTTPException) as exc:
             return f"no response ({exc.__class__.__name__}: {exc})"

@@ -17,10 +17,11 @@ from fleet.config.settings import Config, as_app
 from fleet.errors import AnswerError
 from fleet.host import layout
 from fleet.host.bounded import STATS_CAP, parse_json, read_all
+from fleet.host.client import http_get
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
 from fleet.server.certs import certificate_status, served_files
-from fleet.server.health import judge, probe
+from fleet.server.health import judge
 from fleet.server.logs import app_log_tail, last_error
 from fleet.server.rotation import current, load_drained, marked_down
 from fleet.server.services import is_active
@@ -242,8 +243,8 @@ def app_status(host: Host, config: Config, name: str,
         if live.state != "running":
             result.problem = why_down(host, name, live)
     try:
-        why = judge(app, probe(app.domains[0], app.url(app.health.path), timeout=5,
-                               https=served_files(host, app) is not None))
+        why = judge(app, http_get(app.domains[0], app.url(app.health.path), timeout=5,
+                                  https=served_files(host, app) is not None))
         result.health = "failed" if why else "passed"
         if why:
             result.problem = result.problem or why

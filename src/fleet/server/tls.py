@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from fleet.config.settings import AppConfig, Config
 from fleet.errors import CommandError, FleetError, StepFailed
 from fleet.host.actions import Action, Remove, Run, Unknown, WriteFile
+from fleet.host.client import http_get
 from fleet.host.executor import perform
 from fleet.host.files import plan_absent, plan_dir, plan_file
 from fleet.host.machine import Host
@@ -107,17 +108,12 @@ def fetch_until(domain: str, path: str, expected: bytes, wait: float = CHALLENGE
 
 
 def fetch_problem(domain: str, path: str, expected: bytes) -> str | None:
-    conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=10)
     try:
-        conn.request("GET", path, headers={"Host": domain, "User-Agent": "fleet-acme-check"})
-        response = conn.getresponse()
-        body = response.read(4096)
-    except (OSError, http.client.HTTPException) as exc:
+        reply = http_get(domain, path, timeout=10.0, user_agent="fleet-acme-check")
+    except (OSError, http.client.HTTPException) as exc:  # AnswerError is an OSError
         return f"no answer ({exc.__class__.__name__}: {exc})"
-    finally:
-        conn.close()
-    if response.status != 200 or body.strip() != expected:
-        return f"HTTP {response.status} without the challenge token"
+    if reply.status != 200 or reply.body.strip().encode() != expected:
+        return f"HTTP {reply.status} without the challenge token"
     return None
 
 

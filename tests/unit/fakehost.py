@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import posixpath
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from fleet.errors import CommandError
-from fleet.host.machine import FileState, RunResult
+from fleet.errors import AnswerTooLarge, CommandError
+from fleet.host.machine import FileState, ProcessInfo, RunResult
 
 
 @dataclass
@@ -45,6 +45,9 @@ class FakeHost:
     nginx_ok: bool = True
     pip_fails: bool = False
     contained: list[tuple[list[str], str, str, tuple[str, ...]]] = field(default_factory=list)
+    procs: list[ProcessInfo] = field(default_factory=list)  # what /proc shows
+    sockets: dict[str, bytes] = field(default_factory=dict)  # unix socket -> what it answers
+    followed: list[str] = field(default_factory=list)  # lines a followed command prints
 
     def __post_init__(self) -> None:
         for d in ("/", "/etc", "/etc/systemd/system", "/etc/tmpfiles.d", "/etc/nginx",
@@ -53,6 +56,26 @@ class FakeHost:
             self.files.setdefault(d, Entry("dir", mode=0o755))
 
     # ------------------------------------------------------------------ Host protocol
+    def processes(self) -> list[ProcessInfo]:
+        return list(self.procs)
+
+    def ask_socket(self, path: str, *, timeout: float, cap: int) -> bytes:
+        if path not in self.sockets:
+            raise ConnectionRefusedError(f"nothing listens on {path}")
+        if len(self.sockets[path]) > cap:
+            raise AnswerTooLarge(cap)
+        return self.sockets[path]
+
+    def follow(self, argv: Sequence[str], *, env: Mapping[str, str]) -> Iterator[str]:
+        self.commands.append(list(argv))
+        yield from self.followed
+
+    def read_tail(self, path: str, lines: int) -> bytes:
+        data = self.read(path)
+        if data is None:
+            raise FileNotFoundError(path)
+        return data
+
     def run(self, argv: Sequence[str], *, check: bool = True, cwd: str | None = None,
             env: Mapping[str, str] | None = None, input: str | None = None,
             timeout: float | None = None) -> RunResult:

@@ -57,9 +57,6 @@ def healthy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(converge_mod, "check_app", fake_check)
     monkeypatch.setattr(converge_mod, "wait_for_vassal", lambda *_a, **_k: True)
-    monkeypatch.setattr(converge_mod, "worker_pids", lambda: {1})
-    monkeypatch.setattr(converge_mod, "wait_workers_gone", lambda *_a, **_k: True)
-    monkeypatch.setattr(deploy_mod, "wait_until_gone", lambda *_a, **_k: True)
     monkeypatch.setattr(deploy_mod, "gate", lambda *_a, **_k: "HTTP 200 on its own socket")
     return checked
 

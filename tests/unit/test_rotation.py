@@ -77,9 +77,10 @@ def front_host() -> FakeHost:
 
 
 def test_rotate_renders_down_stores_state_and_reloads_nginx(monkeypatch) -> None:
-    monkeypatch.setattr(front_mod, "worker_pids", lambda: {123})
+    monkeypatch.setattr(front_mod, "worker_pids", lambda _host: {123})
     waited: list[set[int]] = []
-    monkeypatch.setattr(front_mod, "wait_workers_gone", lambda pids: waited.append(pids) or True)
+    monkeypatch.setattr(front_mod, "wait_workers_gone",
+                        lambda _host, pids: waited.append(pids) or True)
     host = front_host()
     config = desired_state(host, None, None).config
     changes = rotate(config, Session(host, Quiet()), lambda d: drain(config.front, d, A, []))
@@ -96,7 +97,6 @@ def test_rotate_renders_down_stores_state_and_reloads_nginx(monkeypatch) -> None
 
 
 def test_an_apply_keeps_a_drained_server_down(monkeypatch) -> None:
-    monkeypatch.setattr(front_mod, "wait_workers_gone", lambda pids: True)
     host = front_host()
     host.write(DRAINED_FILE, json.dumps({"blog": [B]}).encode(), 0o644, "root", "root")
     config = desired_state(host, None, None).config

@@ -15,6 +15,7 @@ from fleet.config.limits import ENV_LINE_MAX
 from fleet.errors import CommandError, ConfigError
 from fleet.host import bounded
 from fleet.host.actions import Run
+from fleet.host.machine import LocalHost
 from fleet.host.render import render
 from fleet.masking import mask_urls, split_credentials
 from fleet.server import repo as repo_res
@@ -135,7 +136,7 @@ def test_read_stats_refuses_a_hostile_listener(tmp_path) -> None:
 
     threading.Thread(target=answer, daemon=True).start()
     with pytest.raises(errors.AnswerError):
-        status.read_stats(path)
+        status.read_stats(LocalHost(), path)
     server.close()
 
 

@@ -324,10 +324,7 @@ def removable(ca: FakeCA, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     assert certs.has_lineage(host, "alpha")
     host.write(certs.state_file("alpha"), b"{}", 0o600, "root", "root")
     monkeypatch.setattr("fleet.cli.common.run_lock", lambda *_a, **_k: contextlib.nullcontext())
-    for name, value in (("local_host", lambda: host), ("require_root", lambda: None),
-                        ("worker_pids", lambda: {1}), ("wait_stopped", lambda *_a: None),
-                        ("wait_workers_gone", lambda *_a: True),
-                        ("wait_no_processes", lambda *_a: None)):
+    for name, value in (("local_host", lambda: host), ("require_root", lambda: None)):
         monkeypatch.setattr(remove_cmd, name, value)
     return host
 
@@ -450,8 +447,6 @@ def test_a_front_without_certificate_yet_serves_http_and_the_challenge(
 
 def test_drain_and_undrain_render_the_https_part_as_an_apply_does(
         ca: FakeCA, front_checks, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(front_mod, "worker_pids", lambda: set())
-    monkeypatch.setattr(front_mod, "wait_workers_gone", lambda pids: True)
     host = tc.server()
     host.handlers.append(ca)
     cfg = tc.config(host, FRONT_ACME)

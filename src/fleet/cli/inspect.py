@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Annotated
@@ -103,7 +102,7 @@ def logs(
         if nginx:
             show_nginx_logs(name, lines, follow)
         elif follow:
-            for line in follow_journal(name, lines):
+            for line in follow_journal(local_host(), name, lines):
                 print(line, flush=True)
         elif lines and (text := app_log_tail(local_host(), name, lines)):
             print(text)
@@ -114,17 +113,19 @@ def logs(
 
 
 def show_nginx_logs(name: str, lines: int, follow: bool) -> None:
-    files = existing(nginx_logs(name))
+    host = local_host()
+    files = existing(host, nginx_logs(name))
     if not files:
         access, error = nginx_logs(name)
         raise FleetError(f"no nginx logs for {name} ({access} and {error} do not exist): "
                          "its nginx site predates per-app logs; `fleet apply` rewrites it")
     if follow:
-        subprocess.run(["tail", "-n", str(lines), "-F", *files], check=False,
-                       env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"})
+        for line in host.follow(["tail", "-n", str(lines), "-F", *files],
+                                env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}):
+            print(line, end="", flush=True)
         return
     for index, path in enumerate(files):
         if len(files) > 1:
             print(("\n" if index else "") + f"==> {path} <==")
-        for line in tail_file(path, lines):
+        for line in tail_file(host, path, lines):
             print(line)

@@ -6,8 +6,6 @@ running a full converge, which would also fetch and deploy new commits of the ot
 
 from __future__ import annotations
 
-import os
-import pwd
 import time
 from typing import Annotated
 
@@ -94,14 +92,15 @@ def remove(session: Session, desired: Desired, target: AppConfig, purge: bool) -
     removal can simply be run again."""
     host = session.host
     remaining = without_app(desired, target.name)
-    old_workers = worker_pids()
+    old_workers = worker_pids(host)
     remove_stale(remaining.config, session)
     with session.step("stop", target.name) as step:
         start = time.monotonic()
-        wait_stopped(target.name, STOP_TIMEOUT)
+        wait_stopped(host, target.name, STOP_TIMEOUT)
         # `systemctl reload nginx` returns before the old workers stop taking connections:
         # until they exit, the removed site may still answer.
-        if nginx_reloaded(session) and not wait_workers_gone(old_workers, STOP_TIMEOUT):
+        if nginx_reloaded(session) and not wait_workers_gone(host, old_workers,
+                                                                STOP_TIMEOUT):
             raise FleetError(f"nginx's old workers still run {STOP_TIMEOUT:.0f} s after "
                              "the reload")
         if time.monotonic() - start > 0.5:
@@ -110,7 +109,7 @@ def remove(session: Session, desired: Desired, target: AppConfig, purge: bool) -
         converge_tmpfiles(remaining.config, session, step)
     if purge:
         with session.step("purge", target.name) as step:
-            wait_no_processes(target.owner, STOP_TIMEOUT)
+            wait_no_processes(host, target.owner, STOP_TIMEOUT)
             owned = fleet_user(host, target)
             session.apply(step, purge_actions(host, target))
             if owned:
@@ -125,48 +124,36 @@ def nginx_reloaded(session: Session) -> bool:
                for step in session.steps for a in step.actions)
 
 
-def app_vassals(name: str) -> list[str]:
+def app_vassals(host: Host, name: str) -> list[str]:
     """The app's vassals the Emperor still runs (or None known when it does not answer)."""
-    stats = read_emperor()
+    stats = read_emperor(host)
     if stats is None:
         return []
     return [v.get("id", "") for v in stats.get("vassals", [])
             if (vassal_owner(str(v.get("id", ""))) or ("", None))[0] == name]
 
 
-def wait_stopped(name: str, timeout: float) -> None:
+def wait_stopped(host: Host, name: str, timeout: float) -> None:
     """Wait for the Emperor to notice the removed files (it rescans every 3 s) and stop the
     vassals."""
-    running = poll(lambda: app_vassals(name), lambda running: not running, timeout=timeout,
+    running = poll(lambda: app_vassals(host, name), lambda running: not running, timeout=timeout,
                    interval=0.25)
     if running:
         raise FleetError(f"the Emperor still runs {', '.join(running)} "
                          f"{timeout:.0f} s after its file was removed")
 
 
-def user_processes(user: str) -> list[int]:
-    """PIDs running as the user (read from /proc: works on a minimal server)."""
-    try:
-        uid = pwd.getpwnam(user).pw_uid
-    except KeyError:
+def user_processes(host: Host, user: str) -> list[int]:
+    """PIDs running as the user."""
+    found = account(host, user)
+    if found is None:
         return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as handle:
-                fields = dict(line.split(":", 1) for line in handle if ":" in line)
-        except OSError:
-            continue
-        if int(fields.get("Uid", "-1 ").split()[0]) == uid:
-            pids.append(int(entry))
-    return pids
+    return [p.pid for p in host.processes() if p.uid == found.uid]
 
 
-def wait_no_processes(user: str, timeout: float) -> None:
+def wait_no_processes(host: Host, user: str, timeout: float) -> None:
     """userdel refuses a user that still runs processes; workers may take a moment to exit."""
-    pids = poll(lambda: user_processes(user), lambda pids: not pids, timeout=timeout,
+    pids = poll(lambda: user_processes(host, user), lambda pids: not pids, timeout=timeout,
                 interval=0.25)
     if pids:
         raise FleetError(f"user {user} still runs processes {pids[:5]}: not deleting it")

@@ -104,7 +104,7 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
         # (`fleet auth ... add` returning while an old worker still served without auth).
         if replaced_workers and any(r.swapped or r.previous_site != r.site
                                     for r in outcome.apps.values() if r.site is not None):
-            wait_workers_gone(replaced_workers)
+            wait_workers_gone(session.host, replaced_workers)
         for app in selected:
             finish_app(app, outcome.apps[app.name], session, histories[app.name], health)
         if only is None and health:
@@ -271,7 +271,7 @@ def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
     with session.step("nginx") as step:
         actions = plan_service(host, "nginx", changed=changed)
         reloads = any(isinstance(a, Run) and a.argv[1:2] == ("reload",) for a in actions)
-        before = worker_pids() if reloads and not session.check else set()
+        before = worker_pids(host) if reloads and not session.check else set()
         session.apply(step, actions)
     return before
 
@@ -299,7 +299,7 @@ def health_check(app: AppConfig, rollout: Rollout, session: Session) -> None:
     with session.step("health", app.name) as step:
         vassal_id = AppPaths(app.name).vassal_id(rollout.release or "")
         if rollout.vassal_written is not None and not wait_for_vassal(
-                vassal_id, rollout.vassal_written, app.health.timeout):
+                session.host, vassal_id, rollout.vassal_written, app.health.timeout):
             raise FleetError(f"the Emperor did not reload {vassal_id} within "
                              f"{app.health.timeout:.0f} s")
         result = check_app(app, f"{app.name}@{rollout.release}",

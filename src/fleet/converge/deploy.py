@@ -83,7 +83,7 @@ def gate(session: Session, app: AppConfig, release: str) -> str:
         except (OSError, ValueError) as exc:
             problem = f"no answer on {address} ({exc.__class__.__name__})"
         try:
-            entry = vassal_entry(read_stats(layout.EMPEROR_STATS), vassal_id)
+            entry = vassal_entry(read_stats(session.host, layout.EMPEROR_STATS), vassal_id)
             if entry and (int(entry.get("respawns", 0)) > 0 or int(entry.get("cursed", 0))):
                 return None, "its vassal exited before answering (see the log below)", True
         except (OSError, ValueError):
@@ -121,7 +121,7 @@ def mode_switch(session: Session, step: Step, app: AppConfig, release: str,
         return
     why = f"restarted: {restart}" if restart else f"restarted as mode = {app.mode}"
     session.apply(step, [Remove(path=paths.vassal(release), why=why)])
-    if not session.check and not wait_until_gone(paths.vassal_id(release)):
+    if not session.check and not wait_until_gone(host, paths.vassal_id(release)):
         raise FleetError(f"the Emperor still runs {paths.vassal_id(release)}; try again")
 
 
@@ -155,7 +155,7 @@ def activate(session: Session, app: AppConfig, rollout: Rollout) -> None:
         if app.init:
             run_init(session, step, app, rollout)
         if not session.check and host.state(paths.vassal(rollout.release)) is None \
-                and not wait_until_gone(paths.vassal_id(rollout.release)):
+                and not wait_until_gone(host, paths.vassal_id(rollout.release)):
             raise FleetError(f"the Emperor still runs the old vassal of release "
                              f"{rollout.release}; try again in a minute")
         free_address(session, step, app, rollout)

@@ -129,10 +129,10 @@ def rotate(config: Config, session: Session,
     changes = update(drained)
     with session.step("rotation state") as step:
         session.apply(step, plan_drained(session.host, drained))
-    before = worker_pids()
+    before = worker_pids(session.host)
     if converge_front(config, session, {}) and not session.check:
         with session.step("old nginx workers finish") as step:
-            if not wait_workers_gone(before):
+            if not wait_workers_gone(session.host, before):
                 step.notes.append("some still run after 60 s (long requests)")
     return changes
 

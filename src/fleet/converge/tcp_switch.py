@@ -31,7 +31,8 @@ def free_address(session: Session, step: Step, app: AppConfig, rollout: Rollout)
     rollout.stopped_live = old
     session.apply(step, [Remove(path=paths.vassal(rollout.live),
                                 why=f"frees tcp:{app.tcp_address}: one vassal can bind it")])
-    if not session.check and not wait_until_gone(paths.vassal_id(rollout.live)):
+    if not session.check and not wait_until_gone(session.host,
+                                                    paths.vassal_id(rollout.live)):
         raise FleetError(f"the Emperor did not stop {paths.vassal_id(rollout.live)}")
 
 
@@ -41,7 +42,7 @@ def restore_live(session: Session, step: Step, app: AppConfig, rollout: Rollout)
         return
     paths = AppPaths(app.name)
     if not session.check:
-        wait_until_gone(paths.vassal_id(rollout.release or ""))
+        wait_until_gone(session.host, paths.vassal_id(rollout.release or ""))
     session.apply(step, [WriteFile(path=paths.vassal(rollout.live), content=rollout.stopped_live,
                                    mode=0o600,
                                    why="the previous release serves again")])

@@ -16,16 +16,18 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from fleet.errors import CommandError, FleetError
+from fleet.host.bounded import read_all
 
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Temp names of write() (mkstemp: .fleet-tmp-XXXXXXXX) and symlink() (NAME.fleet-tmp). "tmp" in
@@ -88,6 +90,17 @@ class RunResult:
 
 
 @dataclass(frozen=True)
+class ProcessInfo:
+    """One process as /proc shows it: enough to find nginx's workers, an app user's
+    processes, and a uWSGI worker's memory."""
+
+    pid: int
+    uid: int
+    cmdline: bytes  # NUL-separated, as in /proc/PID/cmdline
+    rss: int = 0  # resident memory in bytes
+
+
+@dataclass(frozen=True)
 class FileState:
     """What fleet compares a managed file (or directory, or link) against."""
 
@@ -119,6 +132,24 @@ class Host(Protocol):
     def remove(self, path: str) -> None: ...
 
     def listdir(self, path: str) -> list[str]: ...
+
+    def read_tail(self, path: str, lines: int) -> bytes:
+        """At least the last `lines` lines of a file (a log), reading only its end."""
+        ...
+
+    def processes(self) -> list[ProcessInfo]:
+        """Every process now (a minimal Debian has no ps: /proc is read)."""
+        ...
+
+    def ask_socket(self, path: str, *, timeout: float, cap: int) -> bytes:
+        """Connect to a unix socket and read what it says until it closes, within `timeout`
+        seconds and `cap` bytes (an app may own the socket: AnswerError otherwise)."""
+        ...
+
+    def follow(self, argv: Sequence[str], *, env: Mapping[str, str]) -> Iterator[str]:
+        """A command's output lines as they come (journalctl --follow), until the caller
+        stops iterating; the command is then stopped."""
+        ...
 
     def build_venv(self, path: str, python: str) -> None: ...
 
@@ -366,6 +397,53 @@ class LocalHost:
             return sorted(os.listdir(path))
         except (FileNotFoundError, NotADirectoryError):
             return []
+
+    def read_tail(self, path: str, lines: int) -> bytes:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            offset = handle.tell()
+            block = b""
+            while offset > 0 and block.count(b"\n") <= lines:
+                step = min(65536, offset)
+                offset -= step
+                handle.seek(offset)
+                block = handle.read(step) + block
+        return block
+
+    def processes(self) -> list[ProcessInfo]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/status") as handle:
+                    fields = dict(line.split(":", 1) for line in handle if ":" in line)
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    cmdline = handle.read()
+                rss = fields.get("VmRSS", "0 kB").split()
+                found.append(ProcessInfo(int(entry), int(fields.get("Uid", "-1").split()[0]),
+                                         cmdline, int(rss[0]) * 1024 if rss else 0))
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile, or a kernel thread without the fields
+        return found
+
+    def ask_socket(self, path: str, *, timeout: float, cap: int) -> bytes:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            return read_all(sock, timeout, cap)
+
+    def follow(self, argv: Sequence[str], *, env: Mapping[str, str]) -> Iterator[str]:
+        if self.log_command:
+            self.log_command(argv)
+        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                text=True, errors="replace", env=dict(env))
+        assert proc.stdout is not None
+        try:
+            yield from proc.stdout
+        finally:
+            proc.terminate()
+            proc.wait(timeout=5)
 
 
 def _open_parent(path: str, create: bool = False) -> tuple[int, str]:

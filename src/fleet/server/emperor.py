@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.host import layout
+from fleet.host.machine import Host
 from fleet.host.poll import wait_until
 from fleet.server.status import read_stats
 
@@ -22,18 +23,18 @@ def has_loaded(stats: dict[str, Any], vassal_id: str, mtime: float) -> bool:
     return entry is not None and int(entry.get("last_mod", 0)) >= int(mtime)
 
 
-def wait_for_vassal(vassal_id: str, mtime: float, timeout: float, interval: float = 0.25,
-                    stats_path: str = layout.EMPEROR_STATS) -> bool:
+def wait_for_vassal(host: Host, vassal_id: str, mtime: float, timeout: float,
+                    interval: float = 0.25, stats_path: str = layout.EMPEROR_STATS) -> bool:
     def loaded() -> bool:
         try:
-            return has_loaded(read_stats(stats_path), vassal_id, mtime)
+            return has_loaded(read_stats(host, stats_path), vassal_id, mtime)
         except (OSError, ValueError):
             return False  # the Emperor may be (re)starting
 
     return wait_until(loaded, timeout=timeout, interval=interval)
 
 
-def wait_until_gone(vassal_id: str, timeout: float = 30.0, interval: float = 0.25,
+def wait_until_gone(host: Host, vassal_id: str, timeout: float = 30.0, interval: float = 0.25,
                     stats_path: str = layout.EMPEROR_STATS) -> bool:
     """Wait until the Emperor no longer lists a vassal whose ini was removed.
 
@@ -43,7 +44,7 @@ def wait_until_gone(vassal_id: str, timeout: float = 30.0, interval: float = 0.2
     """
     def gone() -> bool:
         try:
-            return vassal_entry(read_stats(stats_path), vassal_id) is None
+            return vassal_entry(read_stats(host, stats_path), vassal_id) is None
         except (OSError, ValueError):
             return True  # no Emperor running: no vassal either
 

@@ -9,9 +9,7 @@ Debian's /etc/logrotate.d/nginx rotates with the rest.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
 from fleet.host import layout
 from fleet.host.machine import CLEAN_PATH, Host
@@ -83,32 +81,24 @@ def split_cursor(output: str) -> tuple[str, str | None]:
     return output, None
 
 
-def follow_journal(name: str, lines: int) -> Iterator[str]:
+def follow_journal(host: Host, name: str, lines: int) -> Iterator[str]:
     """The app's last `lines` lines, then each new one as it arrives (until interrupted).
 
     The backlog is read first and remembered by its journal cursor; following starts right
     after that cursor, so no line is lost or shown twice in between.
     """
-    result = subprocess.run([*journal_argv(name, lines), "--show-cursor"], text=True,
-                            errors="replace", capture_output=True, env=JOURNAL_ENV,
-                            check=False)
+    result = host.run([*journal_argv(name, lines), "--show-cursor"], check=False,
+                      env=JOURNAL_ENV)
     backlog, cursor = split_cursor(result.stdout)
     yield from filter_app_lines(backlog, name)[-lines:] if lines > 0 else []
     since = [f"--after-cursor={cursor}"] if cursor else ["--lines", "0"]
     argv = ["journalctl", "--unit", layout.EMPEROR_UNIT_NAME, "--output", "cat",
             "--no-pager", "--follow", *since]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, errors="replace",
-                            env=JOURNAL_ENV)
-    assert proc.stdout is not None
     match = line_matcher(name)
-    try:
-        for line in proc.stdout:
-            kept = match(line.rstrip("\n"))
-            if kept is not None:
-                yield kept
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+    for line in host.follow(argv, env=JOURNAL_ENV):
+        kept = match(line.rstrip("\n"))
+        if kept is not None:
+            yield kept
 
 
 def nginx_logs(name: str) -> tuple[str, str]:
@@ -116,20 +106,11 @@ def nginx_logs(name: str) -> tuple[str, str]:
     return (f"{NGINX_LOG_DIR}/fleet-{name}.access.log", f"{NGINX_LOG_DIR}/fleet-{name}.error.log")
 
 
-def tail_file(path: str, lines: int) -> list[str]:
+def tail_file(host: Host, path: str, lines: int) -> list[str]:
     """The last lines of a (possibly large) log file, reading only its end."""
-    with open(path, "rb") as handle:
-        handle.seek(0, 2)
-        size = handle.tell()
-        block = b""
-        offset = size
-        while offset > 0 and block.count(b"\n") <= lines:
-            step = min(65536, offset)
-            offset -= step
-            handle.seek(offset)
-            block = handle.read(step) + block
-    return block.decode(errors="replace").splitlines()[-lines:] if lines > 0 else []
+    return host.read_tail(path, lines).decode(errors="replace").splitlines()[-lines:] \
+        if lines > 0 else []
 
 
-def existing(paths: Iterable[str]) -> list[str]:
-    return [p for p in paths if Path(p).is_file()]
+def existing(host: Host, paths: Iterable[str]) -> list[str]:
+    return [p for p in paths if (state := host.state(p)) is not None and state.kind == "file"]

@@ -3,7 +3,6 @@ previous files when a change is rejected, so one app's bad site never takes the 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from fleet.errors import FleetError
@@ -52,22 +51,13 @@ def apply_tested(session: Session, step: Step, actions: list[Action], what: str)
     return changed
 
 
-def worker_pids() -> set[int]:
-    """PIDs of nginx's worker processes now (read from /proc: Debian minbase has no ps)."""
-    pids = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if handle.read().startswith(WORKER):
-                        pids.add(int(entry))
-            except OSError:
-                continue
-    return pids
+def worker_pids(host: Host) -> set[int]:
+    """PIDs of nginx's worker processes now."""
+    return {p.pid for p in host.processes() if p.cmdline.startswith(WORKER)}
 
 
-def wait_workers_gone(pids: set[int], timeout: float = 60.0) -> bool:
+def wait_workers_gone(host: Host, pids: set[int], timeout: float = 60.0) -> bool:
     """After a reload, wait until the workers of the old configuration have finished their
     requests and exited: only then may the upstreams they used go away."""
-    return wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids),
+    return wait_until(lambda: not pids & {p.pid for p in host.processes()},
                       timeout=timeout, interval=0.1)

@@ -8,7 +8,6 @@ says what its workers do. Nothing here trusts fleet's own config to describe the
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from fleet.config.settings import Config, as_app
 from fleet.errors import AnswerError
 from fleet.host import layout
-from fleet.host.bounded import STATS_CAP, parse_json, read_all
+from fleet.host.bounded import STATS_CAP, parse_json
 from fleet.host.client import http_get
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
@@ -27,14 +26,11 @@ from fleet.server.rotation import current, load_drained, marked_down
 from fleet.server.services import is_active
 
 
-def read_stats(path: str, timeout: float = 2.0) -> dict[str, Any]:
+def read_stats(host: Host, path: str, timeout: float = 2.0) -> dict[str, Any]:
     """uWSGI's stats server writes one JSON document and closes the connection. The socket's
     directory is writable by the app, so the answer may be anyone's: it is read within
     `timeout` and STATS_CAP bytes, and anything but a JSON object is an AnswerError."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        data = parse_json(read_all(sock, timeout, STATS_CAP))
+    data = parse_json(host.ask_socket(path, timeout=timeout, cap=STATS_CAP))
     if not isinstance(data, dict):
         raise AnswerError("stats answer unreadable (not a JSON object)")
     return data
@@ -49,20 +45,8 @@ class WorkerInfo:
     respawns: int
 
 
-def proc_rss(pid: int) -> int:
-    """Resident memory in bytes from /proc (uWSGI reports rss only with memory-report on)."""
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def parse_workers(stats: dict[str, Any],
-                  rss_of: Callable[[int], int] = proc_rss) -> list[WorkerInfo]:
+                  rss_of: Callable[[int], int] = lambda _pid: 0) -> list[WorkerInfo]:
     """Workers from a vassal's stats. uWSGI counts a worker's first start in respawn_count,
     so respawns are that count minus one. Its socket is in a directory the app can write:
     a document of another shape is an AnswerError, not a traceback."""
@@ -141,7 +125,9 @@ def vassal_status(host: Host, filename: str, emperor: dict[str, Any] | None) -> 
     try:
         if stats_path is None:
             raise OSError("no stats socket in the vassal file")
-        result.workers = parse_workers(read_stats(stats_path))
+        stats = read_stats(host, stats_path)
+        rss = {p.pid: p.rss for p in host.processes()}  # uWSGI reports rss only with memory-report
+        result.workers = parse_workers(stats, lambda pid: rss.get(pid, 0))
         result.state = "running"
     except AnswerError as exc:  # an answer came, but not one fleet reads: say so
         result.state = "unreadable"
@@ -254,9 +240,9 @@ def app_status(host: Host, config: Config, name: str,
     return result
 
 
-def read_emperor(path: str = layout.EMPEROR_STATS) -> dict[str, Any] | None:
+def read_emperor(host: Host, path: str = layout.EMPEROR_STATS) -> dict[str, Any] | None:
     try:
-        return read_stats(path)
+        return read_stats(host, path)
     except (OSError, ValueError):
         return None
 
@@ -324,7 +310,7 @@ class ServerStatus:
 
 
 def server_status(host: Host, config: Config) -> ServerStatus:
-    emperor = read_emperor()
+    emperor = read_emperor(host)
     return ServerStatus(
         apps=[app_status(host, config, a.name, emperor) for a in config.apps],
         front=front_status(host, config),

@@ -16,6 +16,7 @@ from fleet.converge.apply import render_global
 from fleet.converge.prepare import render_site
 from fleet.errors import ConfigError
 from fleet.host import layout
+from fleet.host.executor import perform_all
 from fleet.server.tls import certbot_command
 from tests.unit import test_converge as tc
 from tests.unit.test_config import error_of, parse
@@ -365,8 +366,12 @@ def stored(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(door_cmd, "require_root", lambda: None)
     monkeypatch.setattr("fleet.cli.common.run_lock",
                         lambda *a, **k: __import__("contextlib").nullcontext())
-    monkeypatch.setattr(door_cmd, "run_converge",
-                        lambda desired, **kw: converged.append((desired, kw)) or 0)
+    def run_converge(desired, **kw) -> int:  # writes what the command validated, converges
+        perform_all(host, kw.get("first", ()))
+        converged.append((desired, kw))
+        return 0
+
+    monkeypatch.setattr(door_cmd, "run_converge", run_converge)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     return host, converged
 

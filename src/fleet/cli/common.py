@@ -111,14 +111,18 @@ def reporter(json_out: bool, show_diffs: bool = False) -> TextReporter | SilentR
 
 def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str] | None = None,
                  extra: dict[str, object] | None = None,
-                 pre_actions: Sequence[Action] = ()) -> int:
+                 pre_actions: Sequence[Action] = (), first: Sequence[Action] = ()) -> int:
+    """Check, then converge (or plan) the stored state and print the result. `pre_actions`
+    join the "fleet config" step; `first` are files a command already validated (an htpasswd
+    file, an env file) that the checks below must see, so they are written before them."""
     host = local_host()
+    session = Session(host, reporter(json_out, show_diffs=check), check=check)
+    session.act(first)
     check_env_files(host, desired.config)  # a bad secrets file: exit 2 before any change
     check_auth_files(host, desired.config)  # a bad htpasswd file: likewise
     check_ports(host, desired.config)  # a TCP address already taken: exit 2, likewise
     check_tls_files(host, desired.config)  # so does a missing or mismatched cert/key
     check_identities(host, desired.config)  # an app user fleet did not create: likewise
-    session = Session(host, reporter(json_out, show_diffs=check), check=check)
     outcome = Outcome()
     try:
         with session.step("fleet config") as step:

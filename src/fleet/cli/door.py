@@ -37,7 +37,6 @@ from fleet.config.store import Desired, desired_state, with_app
 from fleet.errors import EXIT_OK, ConfigError, UnknownApp
 from fleet.host import layout
 from fleet.host.actions import MASK, Action
-from fleet.host.executor import perform
 from fleet.host.files import plan_dir, plan_file
 from fleet.host.machine import Host
 
@@ -62,9 +61,7 @@ def change_app(name: str, change: Callable[[Host, Desired, dict[str, Any]], list
         raw = known_app(desired, name)
         first = change(host, desired, raw)
         desired = with_app(desired, name, raw, source)  # bad input: exit 2, nothing written
-        for action in first:
-            perform(host, action)
-        return run_converge(desired, json_out=json_out, check=False, only={name})
+        return run_converge(desired, json_out=json_out, check=False, only={name}, first=first)
 
 
 def read_secret(what: str, stdin: TextIO) -> str:

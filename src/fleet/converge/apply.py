@@ -22,7 +22,6 @@ from fleet.converge.tcp_switch import restore_live
 from fleet.errors import FleetError, StepFailed
 from fleet.host import layout
 from fleet.host.actions import Action, Remove, Run, Unknown
-from fleet.host.executor import perform
 from fleet.host.files import plan_absent, plan_dir, plan_file
 from fleet.host.layout import AppPaths
 from fleet.host.machine import (
@@ -264,7 +263,8 @@ def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
                     changed |= apply_tested(session, step, actions, "this app's site")
                 except FleetError:
                     if rollout.swapped:  # the gated release never takes traffic: stop it
-                        perform(host, Remove(path=AppPaths(app.name).vassal(rollout.release or "")))
+                        session.act([Remove(path=AppPaths(app.name).vassal(rollout.release
+                                                                          or ""))])
                     raise
 
         guarded(rollout, site_step)

@@ -18,7 +18,6 @@ from fleet.errors import AnswerError, FleetError
 from fleet.host import layout
 from fleet.host.actions import Action, ContainedRun, Remove
 from fleet.host.client import uwsgi_get
-from fleet.host.executor import perform
 from fleet.host.files import plan_absent, plan_file, plan_link
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
@@ -209,5 +208,4 @@ def record_failure(session: Session, rollout: Rollout, history: History) -> None
             or rollout.release == rollout.live:
         return
     history.record(rollout.release, rollout.commit, failed=rollout.error or "failed")
-    for action in history.write_action(session.host):
-        perform(session.host, action)
+    session.act(history.write_action(session.host))

@@ -14,7 +14,6 @@ from fleet.converge.rollout import Rollout
 from fleet.errors import StepFailed
 from fleet.host import layout
 from fleet.host.actions import Action, OwnTree, Remove, Unknown
-from fleet.host.executor import perform
 from fleet.host.files import plan_dir
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
@@ -80,7 +79,7 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
                                               config.server.pip, rollout.release))
             except Exception:
                 if not session.check and host.state(rollout.venv) is not None:
-                    perform(host, Remove(path=rollout.venv, why="failed build"))  # never reuse it
+                    session.act([Remove(path=rollout.venv, why="failed build")])  # never reused
                 raise
             if rollout.release not in history.releases and not session.check:
                 history.record(rollout.release, rollout.commit, venv=rollout.venv,

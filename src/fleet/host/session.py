@@ -64,6 +64,7 @@ class Session:
         self.reporter = reporter
         self.check = check
         self.steps: list[Step] = []
+        self.side_actions: list[Action] = []
 
     @contextmanager
     def step(self, name: str, app: str | None = None) -> Iterator[Step]:
@@ -101,6 +102,16 @@ class Session:
             if not self.check and not isinstance(action, Unknown):
                 perform(self.host, action)
         return bool(actions)
+
+    def act(self, actions: Sequence[Action]) -> None:
+        """Carry out actions that are no step's result: the cleanup after a failure (its step
+        already failed), a temporary file a probe needs, state kept for the next run. A plan
+        does none of them; `side_actions` keeps what was done, in order."""
+        if self.check:
+            return
+        for action in actions:
+            self.side_actions.append(action)
+            perform(self.host, action)
 
     def failed_apps(self) -> set[str]:
         return {s.app for s in self.steps if s.status is Status.FAILED and s.app}

@@ -13,7 +13,6 @@ from fleet.config.settings import AppConfig, Config
 from fleet.errors import CommandError, FleetError, StepFailed
 from fleet.host.actions import Action, Remove, Run, Unknown, WriteFile
 from fleet.host.client import http_get
-from fleet.host.executor import perform
 from fleet.host.files import plan_absent, plan_dir, plan_file
 from fleet.host.machine import Host
 from fleet.host.poll import RealTime, poll
@@ -77,17 +76,17 @@ def certbot_command(config: Config, app: AppConfig, reissue: bool) -> Run:
 CHALLENGE_WAIT = 10.0  # seconds the challenge fetch is retried through nginx
 
 
-def challenge_problem(host: Host, app: AppConfig) -> str | None:
+def challenge_problem(session: Session, app: AppConfig) -> str | None:
     """Serve a token from the webroot and fetch it through nginx with each domain as Host: the
     CA would fetch the same path. Why it failed, or None."""
+    host = session.host
     name = f"fleet-check-{secrets.token_hex(8)}"
     path = f"{certs.ACME_WEBROOT}/.well-known/acme-challenge/{name}"
     token = secrets.token_hex(16).encode()
     for directory in (f"{certs.ACME_WEBROOT}/.well-known",
                       f"{certs.ACME_WEBROOT}/.well-known/acme-challenge"):
-        for action in plan_dir(host, directory, 0o755):
-            perform(host, action)
-    perform(host, WriteFile(path=path, content=token, mode=0o644))
+        session.act(plan_dir(host, directory, 0o755))
+    session.act([WriteFile(path=path, content=token, mode=0o644)])
     try:
         for domain in app.cert_domains:
             problem = fetch_until(domain, f"/.well-known/acme-challenge/{name}", token)
@@ -95,7 +94,7 @@ def challenge_problem(host: Host, app: AppConfig) -> str | None:
                 return f"http://{domain}/.well-known/acme-challenge/ through nginx: {problem}"
         return None
     finally:
-        perform(host, Remove(path=path))
+        session.act([Remove(path=path)])
 
 
 def fetch_until(domain: str, path: str, expected: bytes, wait: float = CHALLENGE_WAIT,
@@ -137,7 +136,7 @@ def certificate(session: Session, step: Step, config: Config, app: AppConfig) ->
     if session.check:
         session.apply(step, [run])
         return False
-    problem = challenge_problem(host, app)
+    problem = challenge_problem(session, app)
     if problem:  # nothing was asked of the CA: no backoff needed
         raise FleetError(f"not requesting a certificate: {problem}")
     try:
@@ -145,8 +144,7 @@ def certificate(session: Session, step: Step, config: Config, app: AppConfig) ->
     except CommandError as exc:
         message = certs.ca_message(exc.stdout + "\n" + exc.stderr)
         failed = certs.next_backoff(backoff, wanted, message, now)
-        for action in certs.backoff_actions(app.name, failed):
-            perform(host, action)
+        session.act(certs.backoff_actions(app.name, failed))
         step.log = exc.output_tail()
         raise FleetError(f"the CA refused: {message}; the app keeps serving over HTTP; "
                          f"next attempt after {certs.when(failed.next_attempt)}") from None

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from fleet.config.parse import parse_toml
-from tests.e2e.test_tls import https, start_pebble
 from tests.harness.bridged import BridgedServer
 from tests.harness.cluster import DOMAIN, HOSTNAMES, Cluster, whoami_cluster
+from tests.harness.pebble import https, start_pebble
 from tests.harness.server import CommandFailed
 
 # Keys of [apps.whoami], then the CA every server's share names (only the front uses it).

@@ -11,9 +11,10 @@ from fleet.converge.apply import render_access
 from fleet.converge.prepare import render_site
 from fleet.host import layout
 from fleet.host.session import Status
-from tests.unit import test_converge as tc
+from tests.unit import support as tc
 
-healthy = tc.healthy  # the autouse fixture: no real health checks, gates or waits
+pytestmark = pytest.mark.usefixtures("healthy")  # no real health checks, gates or waits
+
 
 RESTRICTED = '[server]\naccept_from = ["10.0.0.10", "fd00::/64"]\n'
 TLS = {"cert": "/etc/ssl/a.pem", "key": "/etc/ssl/a.key", "hsts": 0, "http2_on": True}

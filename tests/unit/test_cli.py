@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from fleet.cli import app as cli
 from fleet.cli import init as init_cmd
 from fleet.cli import inspect as inspect_cmd
 from fleet.cli import remove as remove_cmd
@@ -21,17 +20,9 @@ from fleet.server.health import HealthResult
 from fleet.server.logs import filter_app_lines, last_error, split_cursor
 from fleet.server.status import ini_value, vassal_owner, vassal_status
 from tests.unit.fakehost import Entry, FakeHost
+from tests.unit.support import fleet_main
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def fleet_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-               *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["fleet", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 def stored_server(monkeypatch: pytest.MonkeyPatch) -> FakeHost:

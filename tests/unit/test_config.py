@@ -6,26 +6,14 @@ import re
 
 import pytest
 
-from fleet.config.parse import parse_document, parse_toml
 from fleet.config.store import desired_state
 from fleet.errors import EXIT_INVALID, ConfigError
 from tests.unit.fakehost import FakeHost
+from tests.unit.support import error_of, parse
 
 GOOD_APP = 'repo = "git://example/a.git"\ndomains = ["a.example.com"]\n'
 
 
-def parse(text: str):
-    return parse_document("f.toml", parse_toml("f.toml", text))
-
-
-def error_of(text: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        parse(text)
-    assert info.value.exit_code == EXIT_INVALID
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith("f.toml: ")
-    return message
 
 
 @pytest.mark.parametrize(("text", "expected"), [

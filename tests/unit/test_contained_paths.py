@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleet.config.parse import parse_app_document
+from fleet.converge.apply import converge
 from fleet.errors import ConfigError, FleetError
 from fleet.host import machine as host_mod
 from fleet.host.machine import LocalHost, RunResult, is_trash_name
@@ -19,8 +20,9 @@ from fleet.host.session import Session
 from fleet.server.release import check_repo_paths, plan_release, secure
 from fleet.server.users import check_identities, creates_user, identity_problem, plan_user
 from tests.unit.fakehost import FakeHost
-from tests.unit.test_converge import SHA_A1, Quiet, config, converge, server
-from tests.unit.test_converge import healthy as healthy  # health checks faked
+from tests.unit.support import SHA_A1, Quiet, config, server
+
+pytestmark = pytest.mark.usefixtures("healthy")  # no real health checks, gates or waits
 
 ME = "root"  # the unit tests run as root, like fleet on the server
 

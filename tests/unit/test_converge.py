@@ -8,83 +8,17 @@ import pwd
 
 import pytest
 
-from fleet.config.settings import Config
 from fleet.config.store import desired_state
-from fleet.converge import apply as converge_mod
 from fleet.converge import deploy as deploy_mod
-from fleet.converge.apply import converge
 from fleet.errors import FleetError
 from fleet.host.actions import Run, Unknown, WriteFile
 from fleet.host.machine import LocalHost, is_temp_name
-from fleet.host.session import Session, Status
-from fleet.server.health import HealthResult
+from fleet.host.session import Status
 from fleet.server.history import History
 from fleet.server.release import VENV_MARKER
-from tests.unit.fakehost import FakeHost
+from tests.unit.support import CONFIG, SHA_A1, SHA_A2, SHA_B1, changed_steps, config, run, server
 
-SHA_A1 = "a" * 40
-SHA_A2 = "b" * 40
-SHA_B1 = "c" * 40
-
-CONFIG = """
-[apps.alpha]
-repo = "git://remote/alpha.git"
-domains = ["alpha.test"]
-[apps.beta]
-repo = "git://remote/beta.git"
-domains = ["beta.test"]
-[apps.beta.env]
-SECRET = "hunter2"
-"""
-
-
-class Quiet:
-    def step_started(self, step) -> None:
-        pass
-
-    def step_finished(self, step) -> None:
-        pass
-
-
-@pytest.fixture(autouse=True)
-def healthy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    checked: list[str] = []
-
-    def fake_check(app, site=None, **_kwargs):
-        checked.append(app.name)
-        assert site and site.startswith(f"{app.name}@")
-        return HealthResult(True, 200, "HTTP 200", 0.0)
-
-    monkeypatch.setattr(converge_mod, "check_app", fake_check)
-    monkeypatch.setattr(converge_mod, "wait_for_vassal", lambda *_a, **_k: True)
-    monkeypatch.setattr(deploy_mod, "gate", lambda *_a, **_k: "HTTP 200 on its own socket")
-    return checked
-
-
-def server() -> FakeHost:
-    host = FakeHost()
-    host.commits = {"git://remote/alpha.git": {"HEAD": SHA_A1, "main": SHA_A1},
-                    "git://remote/beta.git": {"HEAD": SHA_B1, "main": SHA_B1}}
-    host.repo_files = {SHA_A1: {"requirements.txt": b"flask\n", "wsgi.py": b"app = 1\n"},
-                       SHA_A2: {"requirements.txt": b"flask\n", "wsgi.py": b"app = 2\n"},
-                       SHA_B1: {"pyproject.toml": b"[project]\n", "wsgi.py": b""}}
-    return host
-
-
-def config(host: FakeHost, text: str = CONFIG) -> Config:
-    return desired_state(host, "fleet.toml", text).config
-
-
-def run(host: FakeHost, cfg: Config, check: bool = False, only: set[str] | None = None):
-    session = Session(host, Quiet(), check=check)
-    outcome = converge(cfg, session, only=only)
-    return session, outcome
-
-
-def changed_steps(session: Session) -> list[str]:
-    return [f"{s.name} {s.app or ''}".strip() for s in session.steps
-            if s.status in (Status.CHANGED, Status.PENDING)]
-
+pytestmark = pytest.mark.usefixtures("healthy")  # no real health checks, gates or waits
 
 def test_fresh_server_is_provisioned_then_nothing_changes() -> None:
     host = server()

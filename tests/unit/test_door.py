@@ -18,10 +18,11 @@ from fleet.errors import ConfigError
 from fleet.host import layout
 from fleet.host.executor import perform_all
 from fleet.server.tls import certbot_command
-from tests.unit import test_converge as tc
-from tests.unit.test_config import error_of, parse
+from tests.unit import support as tc
+from tests.unit.support import error_of, parse
 
-healthy = tc.healthy  # the autouse fixture: no real health checks, gates or waits
+pytestmark = pytest.mark.usefixtures("healthy")  # no real health checks, gates or waits
+
 
 APP = "[apps.a]\nrepo = 'git://example/a.git'\ndomains = ['a.com']\n"
 HASH = "$6$saltsalt$" + "x" * 86

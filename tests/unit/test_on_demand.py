@@ -7,14 +7,15 @@ import pytest
 from fleet.host.actions import Remove, WriteFile
 from fleet.server import status as status_mod
 from fleet.server.status import app_status, vassal_status
-from tests.unit.test_converge import (  # noqa: F401 - healthy is an autouse fixture
+from tests.unit.support import (
     SHA_A2,
     changed_steps,
     config,
-    healthy,
     run,
     server,
 )
+
+pytestmark = pytest.mark.usefixtures("healthy")  # no real health checks, gates or waits
 
 VASSALS = "/etc/uwsgi/vassals"
 ON_DEMAND = """

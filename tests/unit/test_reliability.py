@@ -22,8 +22,10 @@ from fleet.host.lock import run_lock
 from fleet.host.session import Session
 from fleet.server.packages import plan_packages
 from tests.unit.fakehost import FakeHost
-from tests.unit.test_converge import Quiet, healthy, run, server  # noqa: F401 (autouse)
-from tests.unit.test_converge import config as load_config
+from tests.unit.support import Quiet, run, server
+from tests.unit.support import config as load_config
+
+pytestmark = pytest.mark.usefixtures("healthy")  # no real health checks, gates or waits
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-Value-42"

@@ -16,7 +16,7 @@ from fleet.host.session import Session
 from fleet.server.rotation import DRAINED_FILE, current, drain, marked_down, undrain
 from fleet.server.status import front_status
 from tests.unit.fakehost import FakeHost
-from tests.unit.test_converge import Quiet
+from tests.unit.support import Quiet
 
 A, B = "10.0.0.11:80", "10.0.0.12:80"
 BLOG = FrontApp("blog", ("blog.example.com",), (A, B), HealthConfig(path="/health"))

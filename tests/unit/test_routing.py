@@ -12,14 +12,15 @@ from fleet.host.actions import Remove, WriteFile
 from fleet.host.session import Status
 from fleet.server.ports import check_ports, parse_listeners
 from tests.unit.fakehost import Entry, FakeHost
-from tests.unit.test_converge import (  # noqa: F401 - healthy: autouse fakes of the gates
+from tests.unit.support import (
     SHA_A1,
     SHA_A2,
     changed_steps,
-    healthy,
     run,
     server,
 )
+
+pytestmark = pytest.mark.usefixtures("healthy")  # no real health checks, gates or waits
 
 SITE = """
 [apps.alpha]

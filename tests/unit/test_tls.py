@@ -24,11 +24,12 @@ from fleet.server import tls as tls_res
 from fleet.server.health import HealthResult
 from fleet.server.rotation import drain, undrain
 from fleet.server.status import front_status
-from tests.unit import test_converge as tc
+from tests.unit import support as tc
 from tests.unit.fakehost import Entry, FakeHost
-from tests.unit.test_cli import fleet_main
+from tests.unit.support import fleet_main
 
-healthy = tc.healthy  # the autouse fixture: no real health checks, gates or waits
+pytestmark = pytest.mark.usefixtures("healthy")  # no real health checks, gates or waits
+
 
 ACME_APP = """
 [server.acme]

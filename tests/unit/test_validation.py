@@ -19,7 +19,7 @@ from fleet.config.store import desired_state, with_app
 from fleet.errors import EXIT_INVALID, ConfigError
 from fleet.host import layout
 from tests.unit.fakehost import FakeHost
-from tests.unit.test_config import error_of, parse
+from tests.unit.support import error_of, parse
 
 APP = "[apps.a]\nrepo = 'git://example/a.git'\ndomains = ['a.com']\n"
 

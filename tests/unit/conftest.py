@@ -1,0 +1,26 @@
+"""Fixtures of the unit tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet.converge import apply as converge_mod
+from fleet.converge import deploy as deploy_mod
+from fleet.server.health import HealthResult
+
+
+@pytest.fixture
+def healthy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """No real health checks, gates or waits; the names of the apps checked, in order.
+    Modules that converge use it: pytestmark = pytest.mark.usefixtures("healthy")."""
+    checked: list[str] = []
+
+    def fake_check(app, site=None, **_kwargs):
+        checked.append(app.name)
+        assert site and site.startswith(f"{app.name}@")
+        return HealthResult(True, 200, "HTTP 200", 0.0)
+
+    monkeypatch.setattr(converge_mod, "check_app", fake_check)
+    monkeypatch.setattr(converge_mod, "wait_for_vassal", lambda *_a, **_k: True)
+    monkeypatch.setattr(deploy_mod, "gate", lambda *_a, **_k: "HTTP 200 on its own socket")
+    return checked

@@ -2,17 +2,10 @@
 
 from ._util import HarnessError, wait_until
 from .gitremote import GitRemote
+from .leftovers import install_signal_handlers, sweep_leftovers
+from .results import CommandFailed, Completed, HttpResponse, NoResponse
 from .rootfs import SUITES, base_rootfs, default_suite
-from .server import (
-    BareServer,
-    CommandFailed,
-    Completed,
-    HttpResponse,
-    NoResponse,
-    destroy_all,
-    install_signal_handlers,
-    sweep_leftovers,
-)
+from .server import BareServer, destroy_all
 
 __all__ = [
     "SUITES",

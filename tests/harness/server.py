@@ -12,10 +12,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
-import fcntl
 import http.client
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -23,7 +21,6 @@ import subprocess
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import IO
@@ -39,62 +36,20 @@ from ._util import (
     safe_rmtree,
     wait_until,
 )
+from .hostlock import take_host_lock
+from .leftovers import (
+    PROPAGATE_DIR,
+    SERVERS_ROOT,
+    kill_nspawns_for,
+    start_time,
+    sweep_leftovers_once,
+)
+from .results import CommandFailed, Completed, HttpResponse, NoResponse
 from .rootfs import base_rootfs, cache_dir, default_suite
 
-SERVERS_ROOT = Path(os.environ.get("FLEET_TEST_SERVERS", "/var/tmp/fleet-test-servers"))
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BOOT_TIMEOUT = 90.0
 POWEROFF_TIMEOUT = 30.0
-_PROPAGATE_DIR = Path("/run/systemd/nspawn/propagate")
-# Port 80 is per network namespace, so the "one booted server" lock is too.
-HOST_LOCK = Path(f"/run/fleet-tests-booted-net{os.stat('/proc/self/ns/net').st_ino}.lock")
-# How long boot() waits for another session's server to go away before failing.
-LOCK_WAIT = float(os.environ.get("FLEET_TEST_LOCK_WAIT", "1800"))
-
-
-@dataclass(frozen=True)
-class Completed:
-    """Result of a command run inside the server."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-    argv: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-
-@dataclass(frozen=True)
-class HttpResponse:
-    """An HTTP answer; header names are lower-cased for easy lookup."""
-
-    status: int
-    headers: dict[str, str]
-    body: str
-
-
-class CommandFailed(HarnessError):
-    """``run(..., check=True)`` saw a non-zero exit status."""
-
-    def __init__(self, result: Completed) -> None:
-        self.result = result
-        super().__init__(
-            f"command failed with exit status {result.returncode}: {shlex.join(result.argv)}\n"
-            f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}"
-        )
-
-
-class NoResponse(ConnectionError):
-    """No HTTP response at all: refused, reset, closed early (nginx's 444) or timed out.
-
-    ``reason`` is one of "refused", "closed", "reset", "timeout".
-    """
-
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        super().__init__(f"no HTTP response ({reason}): {detail}")
 
 
 _booted_lock = threading.Lock()
@@ -112,7 +67,7 @@ class BareServer:
 
     def __init__(self, suite: str | None = None) -> None:
         self.suite = suite or default_suite()
-        _sweep_leftovers_once()
+        sweep_leftovers_once()
         base = base_rootfs(self.suite)
         self.name = f"fleet-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.dir = SERVERS_ROOT / self.name
@@ -124,7 +79,7 @@ class BareServer:
         self._boot_lock_fh: IO[str] | None = None
         self._destroyed = False
         self.dir.mkdir(parents=True)
-        (self.dir / "owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+        (self.dir / "owner").write_text(f"{os.getpid()} {start_time(os.getpid())}\n")
         _live.add(self)
         try:
             subprocess.run(
@@ -171,7 +126,7 @@ class BareServer:
                     f"server {_booted.name} is still booted: servers share the host network "
                     "(port 80), so only one may run at a time"
                 )
-            self._take_host_lock()
+            self._boot_lock_fh = take_host_lock()
             _booted = self
         try:
             self._start(timeout)
@@ -273,7 +228,9 @@ class BareServer:
         with _booted_lock:
             if _booted is self:
                 _booted = None
-            self._release_host_lock()
+            if self._boot_lock_fh is not None:
+                self._boot_lock_fh.close()
+                self._boot_lock_fh = None
 
     def reboot(self, timeout: float = BOOT_TIMEOUT) -> None:
         """Power off and boot the same tree (a reboot inside makes nspawn exit anyway)."""
@@ -288,9 +245,9 @@ class BareServer:
         try:
             self.poweroff()
         finally:
-            _kill_nspawns_for(self.dir)
+            kill_nspawns_for(self.dir)
             safe_rmtree(self.dir)
-            shutil.rmtree(_PROPAGATE_DIR / self.name, ignore_errors=True)
+            shutil.rmtree(PROPAGATE_DIR / self.name, ignore_errors=True)
             _live.discard(self)
 
     def __enter__(self) -> BareServer:
@@ -553,106 +510,6 @@ class BareServer:
         finally:
             conn.close()
 
-    # -- cross-process guard -----------------------------------------------------------------
-
-    def _take_host_lock(self) -> None:
-        """Lock shared by every session (whatever FLEET_TEST_SERVERS) in this network namespace."""
-        fh = open(HOST_LOCK, "a")  # noqa: SIM115 - held while booted
-        deadline = time.monotonic() + LOCK_WAIT
-        told = False
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    fh.close()
-                    raise HarnessError(
-                        f"another test session kept a server booted for {LOCK_WAIT:.0f}s "
-                        f"(lock {HOST_LOCK}); servers share port 80, so one at a time"
-                    ) from None
-                if not told:
-                    print(f"[fleet-tests] waiting for another session's server ({HOST_LOCK})")
-                    told = True
-                time.sleep(1)
-        self._boot_lock_fh = fh
-
-    def _release_host_lock(self) -> None:
-        fh = self._boot_lock_fh
-        self._boot_lock_fh = None
-        if fh is not None:
-            fh.close()
-
-
-# -- module-level cleanup ------------------------------------------------------------------
-
-
-def _start_time(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return "?"
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _owner_alive(server_dir: Path) -> bool:
-    try:
-        pid_s, start = (server_dir / "owner").read_text().split()
-    except (OSError, ValueError):
-        return False
-    return pid_alive(int(pid_s)) and _start_time(int(pid_s)) == start
-
-
-def _nspawn_pids_for(server_dir: Path) -> list[int]:
-    """nspawn processes booting a tree below *server_dir* (a dir or SERVERS_ROOT itself)."""
-    prefix = f"--directory={server_dir}/"
-    return [
-        int(e) for e in os.listdir("/proc")
-        if e.isdigit() and read_comm(int(e)) == "systemd-nspawn"
-        and any(a.startswith(prefix) for a in read_cmdline(int(e)))
-    ]  # fmt: skip
-
-
-def _kill_nspawns_for(server_dir: Path) -> None:
-    """SIGKILL any nspawn (and its container) still running from *server_dir*."""
-    for pid in _nspawn_pids_for(server_dir):
-        for child in descendants(pid):
-            if read_comm(child) == "systemd":
-                kill_quietly(child)  # pid-ns init: takes the whole container down
-        kill_quietly(pid)
-        kill_quietly(pid, group=True)
-    for pid in _nspawn_pids_for(server_dir):
-        wait_until(lambda p=pid: not pid_alive(p), timeout=10, what=f"nspawn {pid} to exit")
-
-
-def sweep_leftovers() -> list[Path]:
-    """Remove servers left by dead sessions (their nspawn, mounts and trees)."""
-    removed: list[Path] = []
-    if not SERVERS_ROOT.is_dir():
-        return removed
-    for pid in _nspawn_pids_for(SERVERS_ROOT):  # also those whose tree is already deleted
-        arg = next(a for a in read_cmdline(pid) if a.startswith("--directory="))
-        server_dir = Path(arg.removeprefix("--directory=")).parent
-        if not server_dir.is_dir():
-            _kill_nspawns_for(server_dir)
-    for server_dir in SERVERS_ROOT.iterdir():
-        if not server_dir.is_dir() or _owner_alive(server_dir):
-            continue
-        _kill_nspawns_for(server_dir)
-        safe_rmtree(server_dir)
-        shutil.rmtree(_PROPAGATE_DIR / server_dir.name, ignore_errors=True)
-        removed.append(server_dir)
-    return removed
-
-
-def _sweep_leftovers_once() -> None:
-    global _swept
-    if not _swept:
-        _swept = True
-        for path in sweep_leftovers():
-            print(f"[fleet-tests] removed leftover server {path}")
-
-
 def _require_free_port(port: int) -> None:
     """Fail early if something on the host already listens on *port* (tests would hit it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -674,12 +531,3 @@ def destroy_all() -> None:
             print(f"[fleet-tests] cleanup of {server.name} failed: {exc}")
 
 
-def install_signal_handlers() -> None:
-    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so finalizers and atexit still run."""
-
-    def _handler(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"received signal {signum}")
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) in (signal.SIG_DFL, None):
-            signal.signal(sig, _handler)

@@ -155,6 +155,24 @@ def test_apps_sharing_the_domain_under_a_prefix_are_served_through_the_front(
     assert all(body.endswith(" v2") for body in cluster.answers(6))  # the root app, as before
 
 
+def test_door_controls_of_a_fronted_app_apply_at_the_front_only(cluster: Cluster) -> None:
+    """Behind a front the app servers see only the front's address: the app's door controls
+    move to the front, where the visitor's address is real, and its share keeps none."""
+    cluster.config.write_text(cluster.config.read_text()
+                              + '\n[apps.whoami.headers]\nX-Door = "at-the-front"\n')
+    code, report, stderr = cluster.push()
+    assert code == 0, json.dumps(report, indent=1)[-6000:] + stderr[-2000:]
+    for _ in range(4):  # both app servers, through the front
+        response = cluster.front.http_at("/", host=DOMAIN)
+        assert response.status == 200, response
+        assert response.headers.get("x-door") == "at-the-front", response.headers
+    front_site = cluster.front.run("cat /etc/nginx/conf.d/fleet-front-whoami.conf").stdout
+    assert "X-Door" in front_site, front_site[-2000:]
+    for server in (cluster.app1, cluster.app2):
+        share = server.run("cat /etc/fleet/apps/whoami.toml", check=True).stdout
+        assert "X-Door" not in share and "headers" not in share, share
+
+
 def test_a_canary_that_fails_to_import_stops_the_push_and_the_front_keeps_serving(
         cluster: Cluster) -> None:
     stamp = "stat -c %Y /var/lib/fleet/push/fleet.toml; readlink /srv/fleet/whoami/current"

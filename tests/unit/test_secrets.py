@@ -175,7 +175,7 @@ def test_multibyte_values_count_in_bytes() -> None:
 # ----------------------------------------------------------------------------- probes
 
 def test_x_fleet_site_goes_to_loopback_probes_only() -> None:
-    text = render("nginx-fleet.conf.j2", reject_handshake=False).decode()
+    text = render("nginx-fleet.conf.j2", reject_handshake=False, rate_limits=[]).decode()
     assert 'map "$remote_addr $http_x_fleet_probe" $fleet_probe_reply {' in text
     import re
     line = next(x for x in text.splitlines() if "$fleet_site;" in x and "~^" in x)

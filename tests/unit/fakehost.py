@@ -48,6 +48,8 @@ class FakeHost:
     procs: list[ProcessInfo] = field(default_factory=list)  # what /proc shows
     sockets: dict[str, bytes] = field(default_factory=dict)  # unix socket -> what it answers
     followed: list[str] = field(default_factory=list)  # lines a followed command prints
+    attached: list[tuple[list[str], list[str], dict[str, str], bool]] = field(
+        default_factory=list)  # run_attached calls: argv, properties, env, tty
 
     def __post_init__(self) -> None:
         for d in ("/", "/etc", "/etc/systemd/system", "/etc/tmpfiles.d", "/etc/nginx",
@@ -159,6 +161,12 @@ class FakeHost:
         """Recorded in `contained` and simulated like run() (pip failures, ...)."""
         self.contained.append((list(argv), user, cwd, tuple(writable)))
         return self.run(argv, cwd=cwd, env=env, timeout=timeout)
+
+    def run_attached(self, argv: Sequence[str], *, properties: Sequence[str],
+                     env: Mapping[str, str], tty: bool) -> int:
+        """Recorded in `attached`; the exit status comes from run() (a scripted failure)."""
+        self.attached.append((list(argv), list(properties), dict(env), tty))
+        return self.run(argv, check=False).returncode
 
     # ------------------------------------------------------------------ helpers
     def _need_parent(self, path: str) -> None:

@@ -94,10 +94,11 @@ def background_table(result: ServerStatus) -> Table:
                           Text(w.state, style(w.state)), f"{w.running}/{w.processes}",
                           str(w.restarts), "", "", "")
         for j in app.background.jobs:
-            result_text = j.last_result or "-"
+            result_text = (j.last_result or "-") + (f" ({j.skipped} skipped)" if j.skipped
+                                                    else "")
             table.add_row(app.name, f"job {j.name} ({j.schedule})", j.release or "-",
                           Text(j.state, style(j.state)), "", "", when(j.last_run),
-                          Text(result_text, style("passed" if result_text == "success"
+                          Text(result_text, style("passed" if j.last_result == "success"
                                                   else "failed" if j.last_result else "")),
                           when(j.next_run))
     return table

@@ -22,6 +22,11 @@ EMPEROR_UNIT = f"{UNIT_DIR}/{EMPEROR_UNIT_NAME}"
 # Enabling a unit is a link in its target's .wants directory (what `systemctl enable` makes).
 WORKERS_WANTS = f"{UNIT_DIR}/multi-user.target.wants"
 TIMERS_WANTS = f"{UNIT_DIR}/timers.target.wants"
+# The gate every job's unit runs as root before a run (skip it while the previous one still
+# runs) and after it (record it), and where it keeps those records.
+LIB_DIR = "/usr/local/lib/fleet"
+JOB_GATE = f"{LIB_DIR}/job-gate"
+JOB_RECORDS = f"{STATE_DIR}/jobs"
 EMPEROR_STATS = f"{RUN}/emperor-stats.sock"
 # Sockets the Emperor binds (as root, mode 0666) for on-demand vassals: root:www-data 0750, so
 # only nginx and root reach them. The leading "_" keeps it apart from app names.

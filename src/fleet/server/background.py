@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fleet.config.settings import AppConfig
+from fleet.host import layout
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
 from fleet.server.units import UnitState, unit_release, unit_states
@@ -35,11 +36,14 @@ class JobStatus:
     exit_status: int | None
     next_run: float | None
     release: str | None
+    skipped: int = 0  # runs that came due while the previous one was still going
+    last_skipped: float | None = None
 
     def to_json(self) -> dict[str, object]:
         return {"schedule": self.schedule, "state": self.state, "last_run": self.last_run,
                 "last_result": self.last_result, "exit_status": self.exit_status,
-                "next_run": self.next_run, "release": self.release}
+                "next_run": self.next_run, "release": self.release, "skipped": self.skipped,
+                "last_skipped": self.last_skipped}
 
 
 @dataclass
@@ -76,12 +80,24 @@ def worker_state(states: list[UnitState]) -> str:
     return "stopped"
 
 
-def job_result(service: UnitState) -> str | None:
-    if service.started is None:
+def read_record(host: Host, unit: str) -> dict[str, str]:
+    """The job's run record (KEY=VALUE lines the job gate writes after each run or skip)."""
+    text = (host.read(f"{layout.JOB_RECORDS}/{unit}") or b"").decode(errors="replace")
+    return dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
+
+
+def number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
         return None
-    if service.active in ("activating", "active") and service.exited is None:
-        return None  # running now: its result is not known yet
-    return {"success": "success", "timeout": "timeout"}.get(service.result, "failed")
+
+
+def job_result(record: dict[str, str]) -> str | None:
+    """systemd's result of the last run: success, timeout, or failed (exit code, signal...)."""
+    result = record.get("result") or None
+    return None if result is None else {"success": "success", "timeout": "timeout"}.get(
+        result, "failed")
 
 
 def job_state(timer: UnitState, service: UnitState) -> str:
@@ -108,10 +124,13 @@ def background_status(host: Host, app: AppConfig) -> BackgroundStatus:
             unit_release(host, paths.worker_unit(worker.name)),
             [s.main_pid for s in mine if s.main_pid]))
     for job in app.jobs:
-        service, timer = states[paths.job_unit(job.name)], states[paths.job_unit(job.name,
-                                                                                 "timer")]
+        unit = paths.job_unit(job.name)
+        service, timer = states[unit], states[paths.job_unit(job.name, "timer")]
+        record = read_record(host, unit)
+        status = number(record.get("exit_status"))
         result.jobs.append(JobStatus(
-            job.name, job.schedule, job_state(timer, service), service.started,
-            job_result(service), service.exit_status if service.started else None,
-            timer.next_elapse, unit_release(host, paths.job_unit(job.name))))
+            job.name, job.schedule, job_state(timer, service), number(record.get("started")),
+            job_result(record), int(status) if status is not None else None,
+            timer.next_elapse, unit_release(host, unit), int(number(record.get("skipped")) or 0),
+            number(record.get("last_skipped"))))
     return result

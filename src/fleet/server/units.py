@@ -20,14 +20,16 @@ from fleet.host.layout import AppPaths, unit_owner
 from fleet.host.machine import Host
 from fleet.host.render import render
 
-# A worker that exits START_BURST times within START_INTERVAL seconds stays failed.
-START_BURST = 5
-START_INTERVAL = 120
-RESTART_SEC = 2
+# A worker that exits START_BURST times within START_INTERVAL seconds stays failed: about
+# 50 s of failing in a row, long enough for what it needs at boot (Redis, a database) to come
+# up, short enough that a crash loop is reported within a minute.
+START_BURST = 10
+START_INTERVAL = 300
+RESTART_SEC = 5
 # systemd 254 grows the delay between restarts (RestartSteps=); older ones wait RESTART_SEC.
 RESTART_STEPS_SINCE = 254
 RESTART_STEPS = 5
-RESTART_MAX = 30
+RESTART_MAX = 60
 RUN_PROCESS = "run"  # FLEET_PROCESS of `fleet run`
 
 
@@ -82,7 +84,8 @@ def worker_file(process: ProcessSetup, worker: WorkerConfig, version: int) -> by
 def job_files(process: ProcessSetup, job: JobConfig) -> tuple[bytes, bytes]:
     """(service, timer) of a job."""
     paths = AppPaths(process.app.name)
-    service = render("systemd/job.service", **process.context(job.name), job=job)
+    service = render("systemd/job.service", **process.context(job.name), job=job,
+                     gate=layout.JOB_GATE, unit=paths.job_unit(job.name))
     timer = render("systemd/job.timer", app=process.app, job=job,
                    unit=paths.job_unit(job.name))
     return service, timer
@@ -246,6 +249,8 @@ def plan_units(host: Host, app: AppConfig, desired: dict[str, bytes], wanted: di
             actions += file_actions
     if wanted:
         actions += plan_dir(host, layout.WORKERS_WANTS) + plan_dir(host, layout.TIMERS_WANTS)
+    if app.jobs:
+        actions += plan_job_gate(host)
     for link, target in wanted.items():
         actions += plan_link(host, link, target)
     if written or stale_files:
@@ -253,8 +258,17 @@ def plan_units(host: Host, app: AppConfig, desired: dict[str, bytes], wanted: di
     return actions + plan_starts(host, app, written, env_changed)
 
 
+def plan_job_gate(host: Host) -> list[Action]:
+    """The script every job's unit runs as root around a run, and its records' directory."""
+    return (plan_dir(host, layout.LIB_DIR, 0o755)
+            + plan_file(host, layout.JOB_GATE, render("job-gate", state_dir=layout.JOB_RECORDS),
+                        0o755)
+            + plan_dir(host, layout.JOB_RECORDS, 0o700))
+
+
 def plan_stale(host: Host, files: list[str], links: list[str]) -> list[Action]:
-    """Stop what these unit files and enabling links run, then delete them."""
+    """Stop what these unit files and enabling links run, then delete them (and a removed
+    job's run record)."""
     actions: list[Action] = []
     stop = running_units(host, files, links)
     if stop:
@@ -262,6 +276,9 @@ def plan_stale(host: Host, files: list[str], links: list[str]) -> list[Action]:
     actions += [Remove(path=f"{layout.UNIT_DIR}/{f}", why="no longer configured")
                 for f in files]
     actions += [Remove(path=link, why="no longer configured") for link in links]
+    for name in files:
+        if name.endswith(".service") and (unit_owner(name) or ("", ""))[1] == "job":
+            actions += plan_absent(host, f"{layout.JOB_RECORDS}/{name}", "job removed")
     return actions
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from fleet.cli import run as run_cmd
-from fleet.cluster.inventory import host_document, load_inventory
 from fleet.config.store import desired_state, plan_store
 from fleet.converge import deploy as deploy_mod
 from fleet.errors import EXIT_INVALID, ConfigError, FleetError

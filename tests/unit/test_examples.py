@@ -12,6 +12,7 @@ import fleet.cli.app  # noqa: F401 - registers the commands on the typer app
 from fleet.cli.common import app as cli_app
 from fleet.cluster.inventory import host_document, load_inventory
 from fleet.config import parse as config
+from fleet.config.settings import JobConfig, WorkerConfig, toml_keys
 from fleet.config.store import desired_state
 from tests.unit.fakehost import FakeHost
 

@@ -64,6 +64,8 @@ def readme() -> str:
     ("emperor", config.EMPEROR_KEYS),
     ("apps.NAME", config.APP_KEYS),
     ("apps.NAME.health", config.HEALTH_KEYS),
+    ("apps.NAME.workers.WORKER", toml_keys(WorkerConfig)),
+    ("apps.NAME.jobs.JOB", toml_keys(JobConfig)),
 ])
 def test_readme_documents_every_config_key(section: str, keys: list[str]) -> None:
     text = readme()

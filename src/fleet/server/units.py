@@ -19,6 +19,7 @@ from fleet.host.files import plan_absent, plan_dir, plan_file, plan_link
 from fleet.host.layout import AppPaths, unit_owner
 from fleet.host.machine import Host
 from fleet.host.render import render
+from fleet.server.resource_limits import slice_name
 
 # A worker that exits START_BURST times within START_INTERVAL seconds stays failed: about
 # 50 s of failing in a row, long enough for what it needs at boot (Redis, a database) to come
@@ -54,7 +55,7 @@ class ProcessSetup:
         return {"app": self.app, "release": self.release, "chdir": self.chdir,
                 "venv": self.venv, "env_digest": self.env_digest, "process": process,
                 "env_file": paths.units_env_file, "home": paths.shared,
-                "writable": [paths.shared]}
+                "writable": [paths.shared], "slice": slice_name(self.app.name)}
 
 
 def env_text(env: tuple[tuple[str, str], ...]) -> bytes:

@@ -267,13 +267,23 @@ def plan_job_gate(host: Host) -> list[Action]:
             + plan_dir(host, layout.JOB_RECORDS, 0o700))
 
 
+def loaded_only(name: str) -> str:
+    """The unit name as a glob matching only itself: systemctl skips a pattern that matches no
+    loaded unit, where a plain name systemd has not loaded fails the whole command."""
+    return f"{name[:-1]}[{name[-1]}]"
+
+
 def plan_stale(host: Host, files: list[str], links: list[str]) -> list[Action]:
     """Stop what these unit files and enabling links run, then delete them (and a removed
     job's run record)."""
     actions: list[Action] = []
-    stop = running_units(host, files, links)
+    stop = [loaded_only(name) for name in running_units(host, files, links)]
     if stop:
         actions.append(Run(argv=("systemctl", "stop", *stop), why="no longer configured"))
+        # A unit stopped while it failed (a crash-looping worker) or killed mid-run (a job)
+        # would stay loaded as failed, the server "degraded", until the next reboot.
+        actions.append(Run(argv=("systemctl", "reset-failed", *stop),
+                           why="forget their failed state"))
     actions += [Remove(path=f"{layout.UNIT_DIR}/{f}", why="no longer configured")
                 for f in files]
     actions += [Remove(path=link, why="no longer configured") for link in links]

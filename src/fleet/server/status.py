@@ -326,9 +326,11 @@ def server_status(host: Host, config: Config) -> ServerStatus:
     emperor = read_emperor(host)
     before = Snapshot(time.monotonic(), host.processes())
     apps = [app_status(host, config, a.name, emperor) for a in config.apps]
-    if apps:  # cpu use over at least this long
+    if any(a.cpu for a in config.apps):  # cpu use over at least CPU_SAMPLE seconds
         time.sleep(max(0.0, CPU_SAMPLE - (time.monotonic() - before.when)))
         add_limits(host, config, apps, before, Snapshot(time.monotonic(), host.processes()))
+    else:  # no cpu limit to compare with: status does not wait to measure cpu use
+        add_limits(host, config, apps, before, before)
     return ServerStatus(
         apps=apps,
         front=front_status(host, config),

@@ -48,9 +48,11 @@ def limits_status(host: Host, app: AppConfig, uid: int | None, before: Snapshot,
                   recycles: int) -> LimitsStatus:
     mine = [p for p in after.processes if uid is not None and p.uid == uid]
     ticks = {p.pid: p.cpu_ticks for p in before.processes}
-    elapsed = max(after.when - before.when, 1e-3)
+    elapsed = after.when - before.when
     used_ticks = sum(p.cpu_ticks - ticks.get(p.pid, p.cpu_ticks) for p in mine)
-    cpu = round(100 * used_ticks / os.sysconf("SC_CLK_TCK") / elapsed, 1)
+    # None when not measured (no app has a cpu limit: status does not wait for a sample).
+    cpu = round(100 * used_ticks / os.sysconf("SC_CLK_TCK") / elapsed, 1) if elapsed > 0 \
+        else None
     how = mechanisms(app, controllers)
 
     def mechanism(name: str) -> str:

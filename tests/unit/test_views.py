@@ -76,3 +76,32 @@ def test_check_report_counts_failures_and_quiet_shows_only_them() -> None:
     assert text(report, quiet=True).splitlines() == ["failed   b: HTTP 502",
                                                      "1 of 2 apps passed their health check"]
     assert text(CheckReport({})).splitlines() == ["No apps configured."]
+
+
+def test_status_text_shows_workers_jobs_and_limits_only_for_apps_that_have_them() -> None:
+    from fleet.server.background import BackgroundStatus, JobStatus, WorkerStatus
+    from fleet.server.usage import LimitsStatus
+
+    plain = AppStatus("blog", "r1", ["blog.test"], "running", "r1", health="passed")
+    shop = AppStatus("shop", "r2", ["shop.test"], "running", "r2", health="passed")
+    shop.background = BackgroundStatus(
+        [WorkerStatus("celery", "failed", 2, 1, 10, "r2", [42])],
+        [JobStatus("prune", "daily", "waiting", 1795000000.0, "timeout", None, 1795086400.0,
+                   "r2", skipped=3)])
+    shop.limits = LimitsStatus(
+        rows={"memory": {"limit": 512 * 2**20, "used": 100 * 2**20, "mechanism": "cgroup"},
+              "cpu": {"limit": 50, "used": 12.5, "mechanism": "cpu 50%: not enforced"},
+              "tasks": {"limit": None, "used": 7, "mechanism": "no limit"},
+              "timeout": {"limit": 30, "mechanism": "harakiri"}},
+        events={"timeouts": 2, "recycles": 1, "oom_kills": None})
+    output = text(ServerStatus(apps=[plain, shop], front={}, nginx_active=True,
+                               emperor=EmperorStatus(True)))
+    assert "No apps configured" not in output
+    assert "worker celery" in output and "1/2" in output and "failed" in output
+    assert "job prune (daily)" in output and "timeout (3 skipped)" in output
+    assert "100 / 512" in output and "12 / 50 (not enforced)" in output and "30 s" in output
+    assert "blog" in output.split("worker celery")[0]  # the apps table lists both apps
+    rows = [line.split("│")[1].strip() for line in output.splitlines() if line.startswith("│")]
+    assert rows.count("blog") == 1 and rows.count("shop") == 4  # apps, worker, job, limits
+    assert shop.to_json()["limits"]["events"]["timeouts"] == 2  # type: ignore[index]
+    assert shop.to_json()["background"]["jobs"]["prune"]["skipped"] == 3  # type: ignore[index]

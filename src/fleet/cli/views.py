@@ -49,13 +49,13 @@ def _(result: ServerStatus, *, quiet: bool = False) -> list[RenderableType]:
     parts: list[RenderableType] = []
     if result.apps:
         parts.append(apps_table(result))
+    elif not result.front:
+        parts.append("No apps configured (fleet add-app or fleet apply FILE adds some).")
     if any(a.background.workers or a.background.jobs for a in result.apps):
         parts.append(background_table(result))
     if any(row.get("limit") is not None for a in result.apps
            for name, row in a.limits.rows.items() if name != "timeout"):
         parts.append(limits_table(result))
-    elif not result.front:
-        parts.append("No apps configured (fleet add-app or fleet apply FILE adds some).")
     if result.front:
         front = Table("balanced app", "domains", "in rotation", "out of rotation (fleet drain)")
         for name, row in result.front.items():

@@ -144,38 +144,19 @@ def running_units(host: Host, files: list[str], links: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class UnitState:
-    """What `systemctl show` says of one unit (times in epoch seconds, None when never)."""
+    """What `systemctl show` says of one unit."""
 
     id: str
-    load: str = "not-found"
     active: str = "inactive"  # active, activating, deactivating, inactive, failed
-    sub: str = "dead"
-    result: str = "success"
     restarts: int = 0
     main_pid: int = 0
-    started: float | None = None
-    exited: float | None = None
-    exit_status: int = 0
-    next_elapse: float | None = None
-    last_trigger: float | None = None
+    next_elapse: float | None = None  # a timer's next run, epoch seconds
 
 
-SHOW_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "Result", "NRestarts",
-                   "MainPID", "ExecMainStartTimestamp", "ExecMainExitTimestamp",
-                   "ExecMainStatus", "TimersCalendar", "LastTriggerUSec")
+SHOW_PROPERTIES = ("Id", "ActiveState", "NRestarts", "MainPID", "TimersCalendar")
 # systemd 252 prints NextElapseUSecRealtime in local time even with --timestamp=unix; the
 # calendar's own next_elapse is printed as "@SECONDS".
 NEXT_ELAPSE_RE = re.compile(r"next_elapse=@([0-9]+)")
-
-
-def unix_time(text: str) -> float | None:
-    """`--timestamp=unix` prints "@1795000000"; empty or 0 means never."""
-    text = text.strip().lstrip("@")
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value or None
 
 
 def to_int(text: str) -> int:
@@ -190,16 +171,11 @@ def parse_show(text: str) -> dict[str, UnitState]:
         if not values.get("Id"):
             continue
         states[values["Id"]] = UnitState(
-            id=values["Id"], load=values.get("LoadState", "not-found"),
-            active=values.get("ActiveState", "inactive"), sub=values.get("SubState", "dead"),
-            result=values.get("Result", "success"), restarts=to_int(values.get("NRestarts", "")),
+            id=values["Id"], active=values.get("ActiveState", "inactive"),
+            restarts=to_int(values.get("NRestarts", "")),
             main_pid=to_int(values.get("MainPID", "")),
-            started=unix_time(values.get("ExecMainStartTimestamp", "")),
-            exited=unix_time(values.get("ExecMainExitTimestamp", "")),
-            exit_status=to_int(values.get("ExecMainStatus", "")),
             next_elapse=min((float(m) for m in NEXT_ELAPSE_RE.findall(
-                values.get("TimersCalendar", ""))), default=None),
-            last_trigger=unix_time(values.get("LastTriggerUSec", "")))
+                values.get("TimersCalendar", ""))), default=None))
     return states
 
 

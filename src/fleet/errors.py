@@ -74,6 +74,16 @@ class UnknownApp(FleetError):
                                   f"(configured: {', '.join(known) or 'none'})"))
 
 
+class UnknownName(FleetError):
+    """A command named a worker or job the app does not have: bad input, like UnknownApp."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, option: str, kind: str, app: str, known: list[str]) -> None:
+        super().__init__(one_line(f"{option}: app {app} has no {kind} by that name "
+                                  f"(configured: {', '.join(known) or 'none'})"))
+
+
 class FailedStep(Protocol):
     """What StepFailed carries: a session's step record (fleet.host.session.Step), named by
     shape so this module imports no layer."""

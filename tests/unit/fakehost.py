@@ -48,6 +48,12 @@ class FakeHost:
     procs: list[ProcessInfo] = field(default_factory=list)  # what /proc shows
     sockets: dict[str, bytes] = field(default_factory=dict)  # unix socket -> what it answers
     followed: list[str] = field(default_factory=list)  # lines a followed command prints
+    attached: list[tuple[list[str], list[str], dict[str, str], bool]] = field(
+        default_factory=list)  # run_attached calls: argv, properties, env, tty
+    failed_units: set[str] = field(default_factory=set)  # systemctl show: ActiveState=failed
+    restarts: dict[str, int] = field(default_factory=dict)  # systemctl show: NRestarts
+    systemd_version: int = 252
+    bad_schedules: set[str] = field(default_factory=set)  # systemd-analyze calendar refuses
 
     def __post_init__(self) -> None:
         for d in ("/", "/etc", "/etc/systemd/system", "/etc/tmpfiles.d", "/etc/nginx",
@@ -160,6 +166,12 @@ class FakeHost:
         self.contained.append((list(argv), user, cwd, tuple(writable)))
         return self.run(argv, cwd=cwd, env=env, timeout=timeout)
 
+    def run_attached(self, argv: Sequence[str], *, properties: Sequence[str],
+                     env: Mapping[str, str], tty: bool) -> int:
+        """Recorded in `attached`; the exit status comes from run() (a scripted failure)."""
+        self.attached.append((list(argv), list(properties), dict(env), tty))
+        return self.run(argv, check=False).returncode
+
     # ------------------------------------------------------------------ helpers
     def _need_parent(self, path: str) -> None:
         parent = posixpath.dirname(path)
@@ -206,6 +218,8 @@ class FakeHost:
             return ok
         if cmd == "systemctl":
             return self.simulate_systemctl(argv)
+        if cmd == "systemd-analyze":  # calendar: what systemd would refuse, the test says
+            return RunResult(1 if argv[-1] in self.bad_schedules else 0, "", "")
         if cmd == "nginx":
             return ok if self.nginx_ok else RunResult(1, "", "nginx: [emerg] bad config")
         if cmd.endswith("/bin/python"):
@@ -273,13 +287,27 @@ class FakeHost:
         return RunResult(0, "", "")
 
     def simulate_systemctl(self, argv: list[str]) -> RunResult:
+        if argv[1] == "--version":
+            return RunResult(0, f"systemd {self.systemd_version} ({self.systemd_version}.1)\n"
+                                "+PAM +AUDIT\n", "")
         verb, unit = argv[1], argv[-1]
+        units = [a for a in argv[2:] if not a.startswith("-")]
         if verb == "is-active":
             return RunResult(0 if unit in self.active else 3, "", "")
         if verb == "is-enabled":
             return RunResult(0 if unit in self.enabled else 1, "", "")
+        if verb == "show":
+            blocks = [f"Id={u}\nActiveState="
+                      + ("failed" if u in self.failed_units else
+                         "active" if u in self.active else "inactive")
+                      + f"\nNRestarts={self.restarts.get(u, 0)}\n" for u in units]
+            return RunResult(0, "\n".join(blocks), "")
         if verb in ("start", "restart"):
-            self.active.add(unit)
+            self.active.update(units)
+        if verb == "stop":
+            self.active.difference_update(units)
+        if verb == "reset-failed":
+            self.failed_units.difference_update(units)
         if verb == "enable":
             self.enabled.add(unit)
         return RunResult(0, "", "")

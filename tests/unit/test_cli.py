@@ -17,7 +17,14 @@ from fleet.cli import remove as remove_cmd
 from fleet.cli.common import app as cli_app
 from fleet.config import parse as config
 from fleet.server.health import HealthResult
-from fleet.server.logs import filter_app_lines, last_error, split_cursor
+from fleet.server.logs import (
+    filter_app_lines,
+    filter_entries,
+    journal_argv,
+    last_cursor,
+    last_error,
+    unit_patterns,
+)
 from fleet.server.status import ini_value, vassal_owner, vassal_status
 from tests.unit.fakehost import Entry, FakeHost
 from tests.unit.support import fleet_main
@@ -145,10 +152,32 @@ def test_log_filter_keeps_the_apps_lines_and_the_emperors_lines_about_it() -> No
     assert filter_app_lines(JOURNAL, "beta") == ["ModuleNotFoundError: No module named 'x'"]
 
 
-def test_journal_cursor_is_split_from_the_backlog() -> None:
-    assert split_cursor("a\nb\n-- cursor: s=1;i=2\n") == ("a\nb", "s=1;i=2")
-    assert split_cursor("-- cursor: s=1\n") == ("", "s=1")
-    assert split_cursor("a\nb\n") == ("a\nb\n", None)
+def entry(unit: str, message: object, cursor: str = "c", field: str = "_SYSTEMD_UNIT") -> str:
+    return json.dumps({field: unit, "MESSAGE": message, "__CURSOR": cursor})
+
+
+def test_journal_entries_of_workers_and_jobs_are_labelled_and_other_apps_left_out() -> None:
+    text = "\n".join([
+        entry("fleet-emperor.service", "[alpha] web line"),
+        entry("fleet-emperor.service", "[beta] not alpha's"),
+        entry("fleet-alpha.worker.celery@2.service", "task done"),
+        entry("fleet-alpha.job.prune.service", "Finished.", field="UNIT"),  # from systemd
+        entry("fleet-alphabet.worker.celery@1.service", "not alpha's either"),
+        entry("fleet-alpha.worker.celery@1.service", [104, 105, 255], cursor="last"),
+        "not json",
+    ])
+    assert filter_entries(text, "alpha") == ["web line", "celery#2: task done",
+                                             "job prune: Finished.", "celery#1: hi\ufffd"]
+    assert last_cursor(text) == "last" and last_cursor("") is None
+
+
+def test_log_filters_pick_one_workers_or_jobs_units() -> None:
+    assert unit_patterns("shop") == ["fleet-emperor.service", "fleet-shop.worker.*",
+                                     "fleet-shop.job.*"]
+    assert unit_patterns("shop", process="celery") == ["fleet-shop.worker.celery@*"]
+    assert unit_patterns("shop", job="prune") == ["fleet-shop.job.prune.*"]
+    argv = journal_argv(unit_patterns("shop", job="prune"), 10)
+    assert argv[-2:] == ["--unit", "fleet-shop.job.prune.*"] and "json" in argv
 
 
 def test_last_error_picks_the_reason_not_the_epilogue() -> None:

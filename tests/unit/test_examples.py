@@ -12,6 +12,7 @@ import fleet.cli.app  # noqa: F401 - registers the commands on the typer app
 from fleet.cli.common import app as cli_app
 from fleet.cluster.inventory import host_document, load_inventory
 from fleet.config import parse as config
+from fleet.config.settings import JobConfig, WorkerConfig, toml_keys
 from fleet.config.store import desired_state
 from tests.unit.fakehost import FakeHost
 
@@ -63,6 +64,8 @@ def readme() -> str:
     ("emperor", config.EMPEROR_KEYS),
     ("apps.NAME", config.APP_KEYS),
     ("apps.NAME.health", config.HEALTH_KEYS),
+    ("apps.NAME.workers.WORKER", toml_keys(WorkerConfig)),
+    ("apps.NAME.jobs.JOB", toml_keys(JobConfig)),
 ])
 def test_readme_documents_every_config_key(section: str, keys: list[str]) -> None:
     text = readme()

@@ -335,3 +335,41 @@ def test_apps_sharing_a_domain_must_run_on_the_same_servers_behind_a_front() -> 
         "on other app servers: behind a front, apps on one domain must run on the same servers")
     no_front = SHARED.replace('role = "front"', 'role = "app"')
     load_inventory("f.toml", no_front + 'servers = ["a"]\n')  # without fronts: each serves
+
+
+PROCESSES = """
+[apps.blog.workers.queue]
+command = "rq worker"
+[apps.blog.jobs.prune]
+command = "flask prune"
+schedule = "daily"
+"""
+
+
+def test_workers_run_on_every_app_server_and_jobs_on_one() -> None:
+    inventory, data = load_inventory("f.toml", BASE + PROCESSES)
+    one, two = (host_document(inventory, data, name)["apps"]["blog"]
+                for name in ("app1", "app2"))
+    assert "queue" in one["workers"] and "queue" in two["workers"]
+    assert "prune" in one["jobs"] and "jobs" not in two  # the first server only: never twice
+    placed = BASE.replace('env = { SECRET = "s3cret" }',
+                          'env = { SECRET = "s3cret" }\nworkers_on = ["app2"]\n'
+                          'jobs_on = "app2"')
+    inventory, data = load_inventory("f.toml", placed + PROCESSES)
+    one, two = (host_document(inventory, data, name)["apps"]["blog"]
+                for name in ("app1", "app2"))
+    assert "workers" not in one and "jobs" not in one
+    assert "queue" in two["workers"] and "prune" in two["jobs"]
+    assert "workers_on" not in two and "jobs_on" not in two  # the servers never see them
+
+
+@pytest.mark.parametrize(("edit", "key", "problem"), [
+    ('workers_on = ["app9"]', "apps.shop.workers_on[0]", "not one of the app's servers"),
+    ('jobs_on = "app1"', "apps.shop.jobs_on", "not one of the app's servers (app2)"),
+    ("jobs_on = 2", "apps.shop.jobs_on", "expected a string"),
+])
+def test_bad_worker_or_job_placement_names_the_key(edit: str, key: str, problem: str) -> None:
+    text = BASE.replace('servers = ["app2"]', f'servers = ["app2"]\n{edit}')
+    with pytest.raises(ConfigError) as info:
+        load_inventory("f.toml", text)
+    assert info.value.key == key and problem in info.value.problem

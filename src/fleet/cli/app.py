@@ -75,6 +75,7 @@ from fleet.cli import (  # noqa: E402, F401
     push,
     remove,
     rotation,
+    run,
 )
 
 if __name__ == "__main__":  # pragma: no cover

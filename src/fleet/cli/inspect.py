@@ -12,11 +12,19 @@ from fleet.cli.common import OPTIONS, JsonOpt, app, configured_app, local_host, 
 from fleet.cli.views import show
 from fleet.config.settings import AppConfig, Config, as_app
 from fleet.config.store import desired_state
-from fleet.errors import EXIT_FAILED, EXIT_OK, FleetError
+from fleet.errors import EXIT_FAILED, EXIT_OK, FleetError, UnknownName
 from fleet.host.machine import CLEAN_PATH, Host
+from fleet.server.background import background_status
 from fleet.server.certs import certificate_status, served_files
 from fleet.server.health import CheckReport, HealthResult, check_app
-from fleet.server.logs import app_log_tail, existing, follow_journal, nginx_logs, tail_file
+from fleet.server.logs import (
+    existing,
+    follow_journal,
+    log_tail,
+    nginx_logs,
+    tail_file,
+    unit_patterns,
+)
 from fleet.server.status import server_status
 
 
@@ -42,6 +50,9 @@ def check_one(host: Host, app: AppConfig, timeout: float) -> HealthResult:
     result = check_app(app, timeout=min(timeout, app.health.timeout),
                        https=served_files(host, app) is not None)
     cert = certificate_status(host, app)
+    problems = background_status(host, app).problems if app.workers or app.jobs else []
+    if problems:  # the web app may pass: the app as a whole does not
+        result = replace(result, passed=False, detail="; ".join([result.detail, *problems]))
     if cert and cert["problem"]:
         return replace(result, passed=False, detail=f"{result.detail}; {cert['problem']}")
     if cert:
@@ -90,22 +101,35 @@ def logs(
     nginx: Annotated[bool, typer.Option("--nginx",
                                         help="The app's nginx access and error logs instead "
                                              "of its uWSGI log.")] = False,
+    process: Annotated[str | None, typer.Option(
+        "--process", help="Only this worker's lines (each prefixed WORKER#N).")] = None,
+    job: Annotated[str | None, typer.Option("--job", help="Only this job's runs.")] = None,
 ) -> None:
-    """Show an app's uWSGI log, or with --nginx its nginx access and error logs.
+    """Show an app's log: its web app (uWSGI), workers and jobs; or with --nginx its nginx
+    access and error logs.
 
-    The uWSGI lines come from the Emperor's journal, where each vassal tags its own.
+    The web lines come from the Emperor's journal, where each vassal tags its own; each
+    worker process and job has its own systemd unit (lines prefixed `NAME#N:` and
+    `job NAME:`).
 
-    Example: fleet logs blog -n 100 -f
+    Example: fleet logs blog -n 100 -f; fleet logs shop --process celery
     """
-    configured_app(stored_config(), name)
+    target = configured_app(stored_config(), name)
+    if process is not None and process not in {w.name for w in target.workers}:
+        raise UnknownName(f"--process {process}", "worker", name,
+                          [w.name for w in target.workers])
+    if job is not None and job not in {j.name for j in target.jobs}:
+        raise UnknownName(f"--job {job}", "job", name, [j.name for j in target.jobs])
+    units = unit_patterns(name, process, job)
     try:
         if nginx:
             show_nginx_logs(name, lines, follow)
         elif follow:
-            for line in follow_journal(local_host(), name, lines):
+            for line in follow_journal(local_host(), name, lines, units):
                 print(line, flush=True)
-        elif lines and (text := app_log_tail(local_host(), name, lines)):
-            print(text)
+        else:
+            for line in log_tail(local_host(), name, lines, units):
+                print(line)
     except KeyboardInterrupt:  # Ctrl-C is how -f ends: not an error
         pass
     except BrokenPipeError:  # `fleet logs NAME | head`

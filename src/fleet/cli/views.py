@@ -49,6 +49,8 @@ def _(result: ServerStatus, *, quiet: bool = False) -> list[RenderableType]:
     parts: list[RenderableType] = []
     if result.apps:
         parts.append(apps_table(result))
+    if any(a.background.workers or a.background.jobs for a in result.apps):
+        parts.append(background_table(result))
     elif not result.front:
         parts.append("No apps configured (fleet add-app or fleet apply FILE adds some).")
     if result.front:
@@ -79,6 +81,26 @@ def apps_table(result: ServerStatus) -> Table:
                       f"{workers['rss'] / 2**20:.0f} MiB", str(workers["respawns"]),
                       Text(app.health, style(app.health)), " ".join(app.domains),
                       certificate_cell(app.certificate), Text(app.problem or ""))
+    return table
+
+
+def background_table(result: ServerStatus) -> Table:
+    """Each app's workers (processes running, restarts) and jobs (last and next run)."""
+    table = Table("app", "worker / job", "release", "state", "processes", "restarts",
+                  "last run (UTC)", "result", "next run (UTC)")
+    for app in result.apps:
+        for w in app.background.workers:
+            table.add_row(app.name, f"worker {w.name}", w.release or "-",
+                          Text(w.state, style(w.state)), f"{w.running}/{w.processes}",
+                          str(w.restarts), "", "", "")
+        for j in app.background.jobs:
+            result_text = (j.last_result or "-") + (f" ({j.skipped} skipped)" if j.skipped
+                                                    else "")
+            table.add_row(app.name, f"job {j.name} ({j.schedule})", j.release or "-",
+                          Text(j.state, style(j.state)), "", "", when(j.last_run),
+                          Text(result_text, style("passed" if j.last_result == "success"
+                                                  else "failed" if j.last_result else "")),
+                          when(j.next_run))
     return table
 
 

@@ -55,6 +55,8 @@ class Server:
 class Inventory:
     servers: tuple[Server, ...]
     placement: tuple[tuple[str, tuple[str, ...]], ...]  # (app, its app servers), sorted
+    # (app, servers running its workers, the one server running its jobs), for apps with any
+    processes: tuple[tuple[str, tuple[str, ...], str], ...] = ()
     # The fronts' IP addresses (host names resolved on the operator's machine): added to
     # every app server's accept_from. Empty without fronts, or when [server] accept_from
     # already lets everyone in.
@@ -76,6 +78,14 @@ class Inventory:
 
     def servers_of(self, app: str) -> tuple[str, ...]:
         return dict(self.placement).get(app, ())
+
+    def runs_workers(self, app: str, server: str) -> bool:
+        found = next((p for p in self.processes if p[0] == app), None)
+        return found is None or server in found[1]
+
+    def runs_jobs(self, app: str, server: str) -> bool:
+        found = next((p for p in self.processes if p[0] == app), None)
+        return found is None or found[2] == server
 
 
 def parse_server_entry(c: Checker, name: str) -> Server:
@@ -109,6 +119,7 @@ def parse_inventory(source: str, data: Mapping[str, Any]) -> Inventory:
     app_names = [s.name for s in servers if s.role == "app"]
     apps = top.sub("apps")
     placement = []
+    processes: list[tuple[str, tuple[str, ...], str]] = []
     for name in sorted(apps.table):
         app = apps.sub(str(name))
         wanted = app.get_str_list("servers", tuple(app_names))
@@ -125,11 +136,27 @@ def parse_inventory(source: str, data: Mapping[str, Any]) -> Inventory:
         if len(set(wanted)) != len(wanted):
             app.fail("servers", "names the same server twice")
         placement.append((str(name), tuple(wanted)))
+        processes.append((str(name), *process_placement(app, tuple(wanted))))
     if any(s.role == "front" for s in servers):
         check_shared_domains(apps, dict(placement))
     everyone = set(parse_accept_from(top.sub("server"))) >= EVERYONE
     sources = () if everyone else front_sources(table, servers)
-    return Inventory(servers, tuple(placement), sources)
+    return Inventory(servers, tuple(placement), front_sources=sources, processes=tuple(processes))
+
+
+def process_placement(app: Checker, servers: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """Where an app's workers run (`workers_on`, default all its servers) and the one server
+    that runs its jobs (`jobs_on`, default its first): a job never runs twice."""
+    workers_on = app.get_str_list("workers_on", servers)
+    for index, server_name in enumerate(workers_on):
+        if server_name not in servers:
+            app.fail(f"workers_on[{index}]", f"{server_name!r} is not one of the app's "
+                                             f"servers ({', '.join(servers)})")
+    jobs_on = app.get_str("jobs_on", servers[0])
+    if jobs_on not in servers:
+        app.fail("jobs_on", f"{jobs_on!r} is not one of the app's servers "
+                            f"({', '.join(servers)})")
+    return tuple(workers_on), jobs_on
 
 
 def check_shared_domains(apps: Checker, placement: dict[str, tuple[str, ...]]) -> None:
@@ -224,9 +251,13 @@ def host_document(inventory: Inventory, data: Mapping[str, Any], server: str
     apps = data.get("apps", {})
     if target.role == "app":
         mine = inventory.apps_on(server)
-        dropped = {"servers", *AT_FRONT_KEYS} if inventory.fronts else {"servers"}
+        dropped = {"servers", "workers_on", "jobs_on"}
+        dropped |= set(AT_FRONT_KEYS) if inventory.fronts else set()
         doc["apps"] = {name: {k: copy.deepcopy(v) for k, v in apps[name].items()
-                              if k not in dropped} for name in mine}
+                              if k not in dropped
+                              and (k != "workers" or inventory.runs_workers(name, server))
+                              and (k != "jobs" or inventory.runs_jobs(name, server))}
+                       for name in mine}
         if inventory.front_sources:
             settings = doc.setdefault("server", {})
             own = list(settings.get("accept_from", []))

@@ -28,9 +28,11 @@ from fleet.config.settings import (
     EmperorConfig,
     FrontApp,
     HealthConfig,
+    JobConfig,
     PipSettings,
     ServerConfig,
     TlsConfig,
+    WorkerConfig,
     toml_keys,
 )
 from fleet.errors import ConfigError
@@ -361,6 +363,8 @@ def parse_app(c: Checker, name: str) -> AppConfig:
             static.fail(str(url), f"expected a directory name, got {type_name(directory)}")
         static_pairs.append((str(url), check_relative(static, str(url), directory)))
     c.get_str_list("servers")  # where the app runs: checked by fleet.cluster.inventory, unused here
+    c.get_str_list("workers_on")  # likewise, where its workers and its jobs run
+    c.get_str("jobs_on")
     persist = c.get_str_list("persist", APP_DEFAULTS.persist)
     for index, item in enumerate(persist):
         check_relative(c, f"persist[{index}]", item)
@@ -398,7 +402,64 @@ def parse_app(c: Checker, name: str) -> AppConfig:
         prefix=parse_prefix(c),
         socket=parse_socket(c, mode == "on-demand"),
         **parse_door(c, domains),
+        workers=parse_workers(c),
+        jobs=parse_jobs(c),
     )
+
+
+# A worker's or job's command runs under /bin/sh -c; fleet quotes it for the unit file.
+COMMAND_MAX = 4096
+# What systemd calendar specs are made of ("daily", "Mon *-*-* 03:00", "*:0/5", "UTC"...);
+# the system's own parser (fleet.config.schedules) then checks the value itself.
+SCHEDULE_RE = re.compile(r"[A-Za-z0-9 *:/,.~+_-]{1,128}")
+
+
+def parse_command(c: Checker) -> str:
+    command = c.get_str("command", required=True)
+    if not command.strip():
+        c.fail("command", "must not be empty")
+    if len(command) > COMMAND_MAX:
+        c.fail("command", f"longer than {COMMAND_MAX} characters")
+    return command
+
+
+def named_tables(c: Checker, key: str) -> list[tuple[str, Checker]]:
+    """[apps.X.workers.NAME] / [apps.X.jobs.NAME]: names follow app-name rules (they are
+    part of systemd unit names)."""
+    tables = c.sub(key)
+    found = []
+    for name in tables.table:
+        if not APP_NAME_RE.fullmatch(str(name)):
+            tables.fail(str(name), f"invalid name {name!r}: use lowercase letters, digits and "
+                                   "dashes, starting with a letter, at most 32 characters")
+        found.append((str(name), tables.sub(str(name))))
+    return found
+
+
+def parse_workers(c: Checker) -> tuple[WorkerConfig, ...]:
+    workers = []
+    for name, w in named_tables(c, "workers"):
+        w.check_known(toml_keys(WorkerConfig))
+        default = WorkerConfig(name=name, command="")
+        workers.append(WorkerConfig(
+            name=name, command=parse_command(w),
+            processes=w.get_int("processes", default.processes, 1, 64),
+            stop_timeout=w.get_int("stop_timeout", default.stop_timeout, 1, 3600)))
+    return tuple(sorted(workers, key=lambda w: w.name))
+
+
+def parse_jobs(c: Checker) -> tuple[JobConfig, ...]:
+    jobs = []
+    for name, j in named_tables(c, "jobs"):
+        j.check_known(toml_keys(JobConfig))
+        default = JobConfig(name=name, command="", schedule="")
+        jobs.append(JobConfig(
+            name=name, command=parse_command(j),
+            schedule=j.get_str("schedule", required=True, pattern=SCHEDULE_RE,
+                               what="a systemd calendar expression such as 'daily' or "
+                                    "'*-*-* 03:00'"),
+            timeout=j.get_int("timeout", default.timeout, 1, 7 * 86400)))
+    return tuple(sorted(jobs, key=lambda j: j.name))
 
 
 # Header names: an RFC 7230 token subset. Values: printable ASCII without quotes, '\\', '$',

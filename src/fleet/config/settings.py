@@ -97,9 +97,30 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class WorkerConfig:
+    """A long-running process beside the web app (a queue worker): systemd instances 1..N."""
+
+    name: str = field(metadata=NOT_A_KEY)  # the table's name
+    command: str
+    processes: int = 1
+    stop_timeout: int = 30  # seconds between SIGTERM and SIGKILL
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """A command run on a schedule (systemd calendar syntax) by a systemd timer."""
+
+    name: str = field(metadata=NOT_A_KEY)  # the table's name
+    command: str
+    schedule: str
+    timeout: int = 3600  # seconds; then the run's whole process tree is killed
+
+
+@dataclass(frozen=True)
 class AppConfig:
-    # Where the app runs: read by fleet push (fleet.cluster.inventory), unused on a server.
-    KEYS_READ_ELSEWHERE: ClassVar[tuple[str, ...]] = ("servers",)
+    # Where the app runs, and where its workers and jobs do: read by fleet push
+    # (fleet.cluster.inventory), unused on a server.
+    KEYS_READ_ELSEWHERE: ClassVar[tuple[str, ...]] = ("servers", "workers_on", "jobs_on")
 
     name: str = field(metadata=NOT_A_KEY)  # the table's name
     repo: str
@@ -136,6 +157,9 @@ class AppConfig:
     allow: tuple[str, ...] = ()  # client addresses or networks; () = anyone
     rate_limit: str | None = None  # nginx limit_req rate per client address, "10r/s"
     burst: int = 0
+    # Background processes and scheduled commands, deployed with the web release (issue 16).
+    workers: tuple[WorkerConfig, ...] = ()
+    jobs: tuple[JobConfig, ...] = ()
 
     @property
     def cert_domains(self) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from fleet.converge import sites
 from fleet.converge.deploy import activate, live_release, record_failure, retire
 from fleet.converge.front import check_front, converge_front, converge_front_tls
 from fleet.converge.prepare import guarded, prepare_app, render_site
+from fleet.converge.processes import converge_processes
 from fleet.converge.rollout import Rollout
 from fleet.converge.tcp_switch import restore_live
 from fleet.errors import FleetError, StepFailed
@@ -33,7 +34,7 @@ from fleet.host.machine import (
 )
 from fleet.host.render import render
 from fleet.host.session import Session, Step
-from fleet.server import certs, tls
+from fleet.server import certs, tls, units
 from fleet.server.emperor import wait_for_vassal
 from fleet.server.health import check_app
 from fleet.server.history import History
@@ -108,12 +109,18 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
             finish_app(app, outcome.apps[app.name], session, histories[app.name], health)
         if only is None and health:
             check_front(config, session, outcome.apps)
+    else:  # a plan: what would happen to each app's workers and jobs
+        for app in selected:
+            rollout = outcome.apps[app.name]
+            if not rollout.failed:
+                guarded(rollout, lambda a=app, r=rollout: converge_processes(session, a, r))
     return outcome
 
 
 def written_dirs(host: Host, config: Config) -> list[str]:
     """Every directory fleet writes files or links into (through Host.write and symlink)."""
     dirs = [layout.ETC, layout.APPS_DIR, layout.ENV_DIR, layout.UWSGI_DIR, layout.VASSALS_DIR,
+            layout.WORKERS_WANTS, layout.TIMERS_WANTS,
             posixpath.dirname(layout.EMPEROR_UNIT), posixpath.dirname(layout.TMPFILES),
             posixpath.dirname(layout.NGINX_GLOBAL), layout.NGINX_SITES,
             layout.NGINX_FLEET_DIR, layout.NGINX_LOCATIONS,
@@ -293,6 +300,8 @@ def finish_app(app: AppConfig, rollout: Rollout, session: Session, history: Hist
         return
     if rollout.swapped or live_release(session, app.name) != rollout.release:
         guarded(rollout, lambda: retire(session, app, rollout, history))
+    if not rollout.failed:
+        guarded(rollout, lambda: converge_processes(session, app, rollout))
 
 
 def health_check(app: AppConfig, rollout: Rollout, session: Session) -> None:
@@ -355,8 +364,9 @@ def remove_stale(config: Config, session: Session) -> None:
     actions += sites.stale_locations(host, config)
     actions += sites.stale_auth(host, config)
     for entry in host.listdir(layout.ENV_DIR):
-        if entry.endswith(".env") and entry[:-4] not in names:
+        if entry.endswith((".env", ".units")) and entry.rsplit(".", 1)[0] not in names:
             actions.append(Remove(path=f"{layout.ENV_DIR}/{entry}", why="app no longer configured"))
+    actions += units.plan_removed_apps(host, names)
     if not actions:
         return
     with session.step("remove stale apps") as step:

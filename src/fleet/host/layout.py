@@ -17,7 +17,16 @@ UWSGI_DIR = "/etc/uwsgi"
 EMPEROR_INI = f"{UWSGI_DIR}/emperor.ini"
 VASSALS_DIR = f"{UWSGI_DIR}/vassals"
 EMPEROR_UNIT_NAME = "fleet-emperor.service"
-EMPEROR_UNIT = f"/etc/systemd/system/{EMPEROR_UNIT_NAME}"
+UNIT_DIR = "/etc/systemd/system"
+EMPEROR_UNIT = f"{UNIT_DIR}/{EMPEROR_UNIT_NAME}"
+# Enabling a unit is a link in its target's .wants directory (what `systemctl enable` makes).
+WORKERS_WANTS = f"{UNIT_DIR}/multi-user.target.wants"
+TIMERS_WANTS = f"{UNIT_DIR}/timers.target.wants"
+# The gate every job's unit runs as root before a run (skip it while the previous one still
+# runs) and after it (record it), and where it keeps those records.
+LIB_DIR = "/usr/local/lib/fleet"
+JOB_GATE = f"{LIB_DIR}/job-gate"
+JOB_RECORDS = f"{STATE_DIR}/jobs"
 EMPEROR_STATS = f"{RUN}/emperor-stats.sock"
 # Sockets the Emperor binds (as root, mode 0666) for on-demand vassals: root:www-data 0750, so
 # only nginx and root reach them. The leading "_" keeps it apart from app names.
@@ -117,6 +126,27 @@ class AppPaths:
         return f"{ENV_DIR}/{self.name}.env"
 
     @property
+    def units_env_file(self) -> str:
+        """The same environment for systemd's EnvironmentFile= (workers, jobs, fleet run)."""
+        return f"{ENV_DIR}/{self.name}.units"
+
+    def worker_unit(self, worker: str) -> str:
+        """A worker's template unit; its processes are instances @1..@N."""
+        return f"fleet-{self.name}.worker.{worker}@.service"
+
+    def worker_instance(self, worker: str, index: int) -> str:
+        return f"fleet-{self.name}.worker.{worker}@{index}.service"
+
+    def job_unit(self, job: str, kind: str = "service") -> str:
+        """A job's service (kind "service") or the timer that starts it (kind "timer")."""
+        return f"fleet-{self.name}.job.{job}.{kind}"
+
+    @property
+    def unit_prefix(self) -> str:
+        """Every worker and job unit of the app starts with this (app names have no dot)."""
+        return f"fleet-{self.name}."
+
+    @property
     def config_file(self) -> str:
         return f"{APPS_DIR}/{self.name}.toml"
 
@@ -127,6 +157,16 @@ class AppPaths:
     @property
     def state_file(self) -> str:
         return f"{STATE_APPS}/{self.name}.json"
+
+
+def unit_owner(filename: str) -> tuple[str, str, str] | None:
+    """(app, "worker" or "job", name) of a worker or job unit (or instance) fleet wrote."""
+    if not filename.startswith("fleet-") or not filename.endswith((".service", ".timer")):
+        return None
+    parts = filename[len("fleet-"):].rsplit(".", 1)[0].split(".")
+    if len(parts) != 3 or parts[1] not in ("worker", "job"):
+        return None
+    return parts[0], parts[1], parts[2].split("@", 1)[0]
 
 
 def vassal_app(filename: str) -> tuple[str, str] | None:

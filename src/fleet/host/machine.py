@@ -161,6 +161,9 @@ class Host(Protocol):
                       env: Mapping[str, str] | None = None, writable: Sequence[str] = (),
                       timeout: float = 1800) -> RunResult: ...
 
+    def run_attached(self, argv: Sequence[str], *, properties: Sequence[str],
+                     env: Mapping[str, str], tty: bool) -> int: ...
+
 
 # How long past its RuntimeMaxSec= fleet waits for systemd-run to return before giving up.
 CONTAINED_GRACE = 30.0
@@ -391,6 +394,28 @@ class LocalHost:
         if not result.ok:
             raise CommandError(list(argv), result.returncode, result.stdout, result.stderr)
         return result
+
+    def run_attached(self, argv: Sequence[str], *, properties: Sequence[str],
+                     env: Mapping[str, str], tty: bool) -> int:
+        """Run in a transient systemd unit with the operator's stdin, stdout and stderr (a
+        new pty when `tty`: the command never gets fleet's own terminal); its exit status is
+        returned. The environment goes through a root-only file, as with run_contained."""
+        fd, env_file = tempfile.mkstemp(prefix=ENV_FILE_PREFIX, dir=CONTAINED_ENV_DIR)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(env_file_text(env))
+        head = ["systemd-run", "--wait", "--collect", "--quiet", "--service-type=exec",
+                "--pty" if tty else "--pipe"]
+        for prop in [*properties, f"EnvironmentFile={env_file}"]:
+            head += ["-p", prop]
+        if self.log_command:
+            self.log_command([*head, "--", *argv])
+        full_env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "HOME": "/root",
+                    **({"TERM": os.environ["TERM"]} if tty and "TERM" in os.environ else {})}
+        try:
+            return subprocess.run([*head, "--", *argv], env=full_env, check=False).returncode
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(env_file)
 
     def listdir(self, path: str) -> list[str]:
         try:

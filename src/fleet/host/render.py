@@ -23,7 +23,7 @@ def environment() -> jinja2.Environment:
         jinja2.FileSystemLoader(str(data_dir("templates"))),
         jinja2.PrefixLoader({"systemd": jinja2.FileSystemLoader(str(data_dir("systemd")))}),
     ])
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=loader,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -31,6 +31,22 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
+    env.filters["systemd_quote"] = systemd_quote
+    env.filters["systemd_exec_quote"] = systemd_exec_quote
+    return env
+
+
+def systemd_quote(value: str) -> str:
+    """The inside of a double-quoted value in a systemd unit or EnvironmentFile=: these
+    four characters are the ones its parser takes a backslash before."""
+    return "".join("\\" + c if c in '\\"`$' else c for c in value)
+
+
+def systemd_exec_quote(value: str) -> str:
+    """The inside of a double-quoted word of ExecStart=: systemd also expands `$NAME` and
+    `%x` specifiers there, so `$` and `%` are doubled to stay literal."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return escaped.replace("$", "$$").replace("%", "%%")
 
 
 def render(template: str, **context: Any) -> bytes:

@@ -8,10 +8,12 @@ Debian's /etc/logrotate.d/nginx rotates with the rest.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 
 from fleet.host import layout
+from fleet.host.layout import AppPaths, unit_owner
 from fleet.host.machine import CLEAN_PATH, Host
 
 NGINX_LOG_DIR = "/var/log/nginx"
@@ -46,17 +48,73 @@ def filter_app_lines(text: str | Iterable[str], name: str) -> list[str]:
     return [kept for line in lines if (kept := match(line)) is not None]
 
 
-def journal_argv(name: str, lines: int, follow: bool = False) -> list[str]:
-    # Other apps' lines share the journal: read far enough back to find `lines` of this one.
-    argv = ["journalctl", "--unit", layout.EMPEROR_UNIT_NAME, "--output", "cat",
-            "--no-pager", "--lines", str(max(lines * 20, 2000))]
+def unit_patterns(name: str, process: str | None = None, job: str | None = None) -> list[str]:
+    """The journal units of an app: its vassals' lines are in the Emperor's; each worker
+    instance and job has its own unit (fleet.server.units)."""
+    paths = AppPaths(name)
+    if process is not None:
+        return [f"{paths.unit_prefix}worker.{process}@*"]
+    if job is not None:
+        return [f"{paths.unit_prefix}job.{job}.*"]
+    return [layout.EMPEROR_UNIT_NAME, f"{paths.unit_prefix}worker.*", f"{paths.unit_prefix}job.*"]
+
+
+def journal_argv(units: list[str], lines: int, follow: bool = False) -> list[str]:
+    # Other apps' lines share the Emperor's journal: read far enough back to find `lines`.
+    argv = ["journalctl", "--output", "json", "--no-pager", "--lines", str(max(lines * 20, 2000))]
+    argv += [arg for unit in units for arg in ("--unit", unit)]
     return [*argv, "--follow"] if follow else argv
 
 
+def message_text(value: object) -> str:
+    """journald's MESSAGE: a string, or an array of bytes when it was not UTF-8."""
+    if isinstance(value, list):
+        return bytes(b for b in value if isinstance(b, int) and 0 <= b < 256).decode(
+            errors="replace")
+    return value if isinstance(value, str) else ""
+
+
+def entry_matcher(name: str) -> Callable[[str], str | None]:
+    """A journal entry (one JSON line) as `fleet logs` shows it: a vassal's line through
+    line_matcher, a worker's prefixed `WORKER#N: `, a job's `job NAME: `; None if not the
+    app's."""
+    web = line_matcher(name)
+
+    def match(line: str) -> str | None:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(entry, dict):
+            return None
+        message = message_text(entry.get("MESSAGE")).rstrip("\n")
+        unit = str(entry.get("_SYSTEMD_UNIT") or entry.get("UNIT") or "")
+        owner = unit_owner(unit)
+        if owner is not None and owner[0] == name:
+            if owner[1] == "job":
+                return f"job {owner[2]}: {message}"
+            instance = unit.rsplit("@", 1)[-1].split(".", 1)[0] if "@" in unit else ""
+            return f"{owner[2]}#{instance}: {message}" if instance else f"{owner[2]}: {message}"
+        return web(message) if unit == layout.EMPEROR_UNIT_NAME else None
+
+    return match
+
+
+def filter_entries(text: str, name: str) -> list[str]:
+    match = entry_matcher(name)
+    return [kept for line in text.splitlines() if (kept := match(line)) is not None]
+
+
 def app_log_tail(host: Host, name: str, lines: int = 20) -> str:
-    """The app's last log lines, for failure reports (empty when journald has none)."""
-    result = host.run(journal_argv(name, lines), check=False, timeout=30)
-    return "\n".join(filter_app_lines(result.stdout, name)[-lines:])
+    """The app's web (vassal) log lines, for failure reports (empty when journald has none)."""
+    result = host.run(journal_argv([layout.EMPEROR_UNIT_NAME], lines), check=False, timeout=30)
+    return "\n".join(filter_entries(result.stdout, name)[-lines:])
+
+
+def log_tail(host: Host, name: str, lines: int, units: list[str]) -> list[str]:
+    """`fleet logs`: the app's last lines from these units, oldest first."""
+    result = host.run(journal_argv(units, lines), check=False, timeout=30, env=JOURNAL_ENV)
+    return filter_entries(result.stdout, name)[-lines:] if lines > 0 else []
 
 
 def last_error(text: str) -> str | None:
@@ -68,33 +126,35 @@ def last_error(text: str) -> str | None:
 
 
 JOURNAL_ENV = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}
-CURSOR = "-- cursor: "
 
 
-def split_cursor(output: str) -> tuple[str, str | None]:
-    """journalctl --show-cursor output -> (entries, cursor of the last one or None)."""
-    body, _, last = output.rstrip("\n").rpartition("\n")
-    if last.startswith(CURSOR):
-        return body, last[len(CURSOR):].strip()
-    if output.startswith(CURSOR):
-        return "", output[len(CURSOR):].strip()
-    return output, None
+def last_cursor(text: str) -> str | None:
+    """The journal cursor of the last entry of `--output json` text."""
+    for line in reversed(text.splitlines()):
+        try:
+            cursor = json.loads(line).get("__CURSOR")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(cursor, str):
+            return cursor
+    return None
 
 
-def follow_journal(host: Host, name: str, lines: int) -> Iterator[str]:
+def follow_journal(host: Host, name: str, lines: int,
+                   units: list[str] | None = None) -> Iterator[str]:
     """The app's last `lines` lines, then each new one as it arrives (until interrupted).
 
     The backlog is read first and remembered by its journal cursor; following starts right
     after that cursor, so no line is lost or shown twice in between.
     """
-    result = host.run([*journal_argv(name, lines), "--show-cursor"], check=False,
-                      env=JOURNAL_ENV)
-    backlog, cursor = split_cursor(result.stdout)
-    yield from filter_app_lines(backlog, name)[-lines:] if lines > 0 else []
+    units = units or unit_patterns(name)
+    result = host.run(journal_argv(units, lines), check=False, env=JOURNAL_ENV)
+    yield from filter_entries(result.stdout, name)[-lines:] if lines > 0 else []
+    cursor = last_cursor(result.stdout)
     since = [f"--after-cursor={cursor}"] if cursor else ["--lines", "0"]
-    argv = ["journalctl", "--unit", layout.EMPEROR_UNIT_NAME, "--output", "cat",
-            "--no-pager", "--follow", *since]
-    match = line_matcher(name)
+    argv = ["journalctl", "--output", "json", "--no-pager", "--follow", *since]
+    argv += [arg for unit in units for arg in ("--unit", unit)]
+    match = entry_matcher(name)
     for line in host.follow(argv, env=JOURNAL_ENV):
         kept = match(line.rstrip("\n"))
         if kept is not None:

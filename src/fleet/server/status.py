@@ -19,6 +19,7 @@ from fleet.host.bounded import STATS_CAP, parse_json
 from fleet.host.client import http_get
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
+from fleet.server.background import BackgroundStatus, background_status
 from fleet.server.certs import certificate_status, served_files
 from fleet.server.health import judge
 from fleet.server.logs import app_log_tail, last_error
@@ -154,6 +155,7 @@ class AppStatus:
     health: str = "unknown"
     problem: str | None = None
     certificate: dict[str, Any] | None = None  # expiry of the served one (fleet.server.certs)
+    background: BackgroundStatus = field(default_factory=BackgroundStatus)  # workers and jobs
 
     def worker_totals(self) -> dict[str, Any]:
         """The live vassal's workers added up, as the status table and --json show them."""
@@ -171,6 +173,7 @@ class AppStatus:
             "workers": self.worker_totals(),
             "vassals": [v.to_json() for v in self.vassals],
             "certificate": self.certificate,
+            "background": self.background.to_json(),
         }
 
 
@@ -214,6 +217,8 @@ def app_status(host: Host, config: Config, name: str,
     release = link.target.rsplit("/", 1)[-1] if link and link.kind == "link" else None
     result = AppStatus(name, release, list(app.domains), "not deployed", release)
     result.certificate = certificate_status(host, app)
+    if app.workers or app.jobs:
+        result.background = background_status(host, app)
     files = [f for f in host.listdir(layout.VASSALS_DIR)
              if (vassal_owner(f) or ("", None))[0] == name]
     result.vassals = [vassal_status(host, f, emperor) for f in files]

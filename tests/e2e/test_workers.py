@@ -416,10 +416,8 @@ def test_fleet_run_passes_exit_code_environment_and_stdin(box) -> None:
                           '$FLEET_RELEASE|$HOME|$LANG"')
     assert env.stdout == f"{SECRET}|{FROM_FILE}|{APP}|run|{release}|{HOME}/shared|C.UTF-8\n", \
         env
-    python = run("python", "-c", "import flask, sys, version; print(sys.prefix, version.VERSION)")
-    assert python.returncode == 0, python.stderr
-    prefix, version = python.stdout.split()
-    assert prefix.startswith(f"{HOME}/venvs/") and version == "v2", python.stdout
+    path = run("sh", "-c", "command -v python")
+    assert path.stdout.startswith(f"{HOME}/venvs/"), path  # the venv first on PATH
     echo = run("sh", "-c", "read first; echo got:$first; cat", input="hello\nworld\n")
     assert (echo.returncode, echo.stdout) == (0, "got:hello\nworld\n"), echo
     oops = run("sh", "-c", "echo oops >&2; exit 3")
@@ -431,6 +429,18 @@ def test_fleet_run_passes_exit_code_environment_and_stdin(box) -> None:
     unknown = fleet(box, "run", "nosuch", "--", "true")
     assert unknown.returncode == 2, unknown
     assert not [p for p in processes_of(box, APP) if p["comm"] == "cat"]  # nothing left
+
+
+def test_fleet_run_finds_the_venv_commands_by_name(box) -> None:
+    # What `fleet run shop -- flask db upgrade` needs: the command name found on the
+    # environment's PATH (the venv first), as `sh -c` above finds it.
+    python = fleet(box, "run", APP, "--", "python", "-c",
+                   "import flask, sys, version; print(sys.prefix, version.VERSION)")
+    assert python.returncode == 0, python.stderr
+    prefix, version = python.stdout.split()
+    assert prefix.startswith(f"{HOME}/venvs/") and version == "v2", python.stdout
+    flask = fleet(box, "run", APP, "--", "flask", "--app", "wsgi", "routes")
+    assert flask.returncode == 0 and "/enqueue/<key>" in flask.stdout, flask
 
 
 def test_job_timeout_kills_its_tree_and_runs_never_overlap(box, git_remote) -> None:

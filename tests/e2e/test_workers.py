@@ -1,8 +1,8 @@
 """Issue 16, background workers, scheduled jobs and `fleet run`, on a real bare Debian: the
 Redis-backed queue app (tests/apps/queue) whose worker completes what its web side enqueues
 and whose job writes into its persist directory every 5 s. Drift repair, kill -9, a deploy
-under load, one that fails its gate, `fleet run`, job timeout and overlap, removal of jobs, a
-run missed while the server was off, a crash-looping worker, and removal of everything.
+under load, one that fails its gate, a rollback, `fleet run`, job timeout and overlap, removal
+of jobs, a run missed while the server was off, a crash-looping worker, removal of all.
 One server and one bootstrap apply for the module; the tests run in order and share it."""
 
 from __future__ import annotations
@@ -398,6 +398,21 @@ def test_deploy_that_fails_its_gate_leaves_workers_on_the_serving_release(box,
     pinned = apply(box, app_toml(git_remote, TASKS, TICK, ref="v2"))
     assert pinned.returncode == 0, describe(pinned)
     assert sorted(workers_running(box)["pids"]) == sorted(before["pids"])
+
+
+def test_rollback_moves_workers_with_the_web_app(box) -> None:
+    back = fleet_json(box, "rollback", APP)
+    assert back.returncode == 0, describe(back)
+    assert get(box, HOST)[1] == "queue v1"
+    done = complete(box, "after-rollback")
+    assert done["version"] == "v1" and done["release"] == RELEASES["v1"], done
+    assert workers_running(box)["release"] == RELEASES["v1"]
+    forth = fleet_json(box, "deploy", APP, "--ref", "v2")  # the file's pin again
+    assert forth.returncode == 0, describe(forth)
+    assert get(box, HOST)[1] == "queue v2"
+    done = complete(box, "after-deploy-ref")
+    assert done["version"] == "v2" and done["release"] == RELEASES["v2"], done
+    assert workers_running(box)["release"] == RELEASES["v2"]
 
 
 def test_fleet_run_passes_exit_code_environment_and_stdin(box) -> None:

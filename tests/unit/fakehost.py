@@ -50,6 +50,7 @@ class FakeHost:
     followed: list[str] = field(default_factory=list)  # lines a followed command prints
     attached: list[tuple[list[str], list[str], dict[str, str], bool]] = field(
         default_factory=list)  # run_attached calls: argv, properties, env, tty
+    contained_limits: list[tuple[str, ...]] = field(default_factory=list)
     failed_units: set[str] = field(default_factory=set)  # systemctl show: ActiveState=failed
     restarts: dict[str, int] = field(default_factory=dict)  # systemctl show: NRestarts
     systemd_version: int = 252
@@ -161,9 +162,10 @@ class FakeHost:
 
     def run_contained(self, argv: Sequence[str], *, user: str, cwd: str = "/",
                       env: Mapping[str, str] | None = None, writable: Sequence[str] = (),
-                      timeout: float = 1800) -> RunResult:
+                      timeout: float = 1800, limits: Sequence[str] = ()) -> RunResult:
         """Recorded in `contained` and simulated like run() (pip failures, ...)."""
         self.contained.append((list(argv), user, cwd, tuple(writable)))
+        self.contained_limits.append(tuple(limits))
         return self.run(argv, cwd=cwd, env=env, timeout=timeout)
 
     def run_attached(self, argv: Sequence[str], *, properties: Sequence[str],

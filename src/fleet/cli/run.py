@@ -55,6 +55,8 @@ def run(
     process = units.setup(target, release, app_dir(paths.release(release), target), venv,
                           units.env_text(tuple(env.items())))
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    code = host.run_attached(command, properties=units.run_properties(process), env=env,
-                             tty=tty)
+    # systemd-run would look a bare name up on its own PATH, not the venv's: a shell with the
+    # unit's environment does, then becomes the command.
+    argv = ["/bin/sh", "-c", 'exec "$0" "$@"', *command]
+    code = host.run_attached(argv, properties=units.run_properties(process), env=env, tty=tty)
     raise typer.Exit(code)

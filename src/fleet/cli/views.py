@@ -51,6 +51,9 @@ def _(result: ServerStatus, *, quiet: bool = False) -> list[RenderableType]:
         parts.append(apps_table(result))
     if any(a.background.workers or a.background.jobs for a in result.apps):
         parts.append(background_table(result))
+    if any(row.get("limit") is not None for a in result.apps
+           for name, row in a.limits.rows.items() if name != "timeout"):
+        parts.append(limits_table(result))
     elif not result.front:
         parts.append("No apps configured (fleet add-app or fleet apply FILE adds some).")
     if result.front:
@@ -101,6 +104,35 @@ def background_table(result: ServerStatus) -> Table:
                           Text(result_text, style("passed" if j.last_result == "success"
                                                   else "failed" if j.last_result else "")),
                           when(j.next_run))
+    return table
+
+
+def usage_cell(row: dict[str, Any], unit: str = "", scale: float = 1) -> Text:
+    """`used / limit`, red when the server does not enforce the limit."""
+    used = row.get("used")
+    limit = row.get("limit")
+    text = f"{used / scale:.0f}{unit}" if isinstance(used, (int, float)) else "-"
+    if limit is None:
+        return Text(text)
+    enforced = "not enforced" not in str(row.get("mechanism"))
+    return Text(f"{text} / {limit / scale:.0f}{unit}" + ("" if enforced else " (not enforced)"),
+                style("" if enforced else "failed"))
+
+
+def limits_table(result: ServerStatus) -> Table:
+    """Apps with limits: what they use against them, and the limit events since the deploy
+    (`fleet status --json` has each limit's mechanism on this server)."""
+    table = Table("app", "memory MiB", "cpu %", "tasks", "timeout", "timeouts", "recycles",
+                  "OOM kills")
+    for app in result.apps:
+        rows, events = app.limits.rows, app.limits.events
+        if not rows:
+            continue
+        table.add_row(app.name, usage_cell(rows["memory"], scale=2**20),
+                      usage_cell(rows["cpu"]), usage_cell(rows["tasks"]),
+                      f"{rows['timeout']['limit']} s", str(events.get("timeouts", "-")),
+                      str(events.get("recycles", "-")),
+                      "-" if events.get("oom_kills") is None else str(events["oom_kills"]))
     return table
 
 

@@ -374,6 +374,7 @@ def parse_app(c: Checker, name: str) -> AppConfig:
     if user == "root":
         c.fail("user", "apps never run as root")
     processes = parse_processes(c)
+    threads = c.get_int("threads", APP_DEFAULTS.threads, 1, 256)
     mode, idle = parse_mode(c)
     return AppConfig(
         name=name,
@@ -385,7 +386,7 @@ def parse_app(c: Checker, name: str) -> AppConfig:
                          what="a module spec such as 'wsgi:app' or 'pkg:create_app()'"),
         processes=processes.processes,
         min_processes=processes.min_processes,
-        threads=c.get_int("threads", APP_DEFAULTS.threads, 1, 256),
+        threads=threads,
         env=tuple(sorted(env_pairs)),
         static=tuple(sorted(static_pairs)),
         user=user,
@@ -404,7 +405,37 @@ def parse_app(c: Checker, name: str) -> AppConfig:
         **parse_door(c, domains),
         workers=parse_workers(c),
         jobs=parse_jobs(c),
+        **parse_limits(c, processes.processes, threads),
     )
+
+
+MEMORY_RE = re.compile(r"([1-9][0-9]{0,6})([KMG])")
+MEMORY_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
+MEMORY_MIN = 32 * 2**20
+
+
+def parse_limits(c: Checker, processes: int, threads: int) -> dict[str, Any]:
+    """memory, cpu, tasks and timeout: checked against what the app itself needs to run."""
+    memory = None
+    text = c.get_str("memory")
+    if text is not None:
+        found = MEMORY_RE.fullmatch(text)
+        if not found:
+            c.fail("memory", f"{text!r} is not a size such as '512M' or '2G'")
+        memory = int(found[1]) * MEMORY_UNITS[found[2]]
+        if memory < MEMORY_MIN:
+            c.fail("memory", f"{text!r} is below 32M: too little for a Python app")
+    cpu = c.get_int("cpu", 0, 1, 6400) if "cpu" in c.table else None
+    tasks = c.get_int("tasks", 0, 1, 1_000_000) if "tasks" in c.table else None
+    workers = sum(w.processes for w in parse_workers(c))
+    # A deploy runs two releases side by side (workers, threads and master each), beside
+    # the app's workers; a few more for a job, an init or `fleet run`.
+    needed = 2 * (processes * threads + 2) + workers + 4
+    if tasks is not None and tasks < needed:
+        c.fail("tasks", f"{tasks} is too low for the app's own processes and threads (it "
+                        f"needs at least {needed}: two releases run side by side in a deploy)")
+    return {"memory": memory, "cpu": cpu, "tasks": tasks,
+            "timeout": c.get_int("timeout", APP_DEFAULTS.timeout, 1, 86400)}
 
 
 # A worker's or job's command runs under /bin/sh -c; fleet quotes it for the unit file.

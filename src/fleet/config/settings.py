@@ -36,6 +36,11 @@ class PipSettings:
     cert: str | None = None
 
 
+# Without `memory`, a web worker is recycled above this RSS (MiB): about 9 times what a Flask
+# worker uses (28 MiB measured, bench/README.md "Density"), so only a leak or a runaway
+# request reaches it.
+RECYCLE_MB = 256
+
 LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 HSTS_DEFAULT = 15768000  # half a year: long enough to matter, short enough to back out of
 # The callable uWSGI loads when a module spec names none (`module = "wsgi"`).
@@ -160,6 +165,24 @@ class AppConfig:
     # Background processes and scheduled commands, deployed with the web release (issue 16).
     workers: tuple[WorkerConfig, ...] = ()
     jobs: tuple[JobConfig, ...] = ()
+    # Limits of everything the app runs (issue 18); None: no limit of that kind.
+    memory: int | None = None  # bytes, all of the app's processes together ("512M" in TOML)
+    cpu: int | None = None  # percent of one core
+    tasks: int | None = None  # processes and threads of the app's user
+    timeout: int = 55  # seconds a request may run before uWSGI kills and replaces its worker
+
+    @property
+    def limited(self) -> bool:
+        """Whether the app has a slice of its own (memory, cpu or tasks)."""
+        return self.memory is not None or self.cpu is not None or self.tasks is not None
+
+    @property
+    def recycle_mb(self) -> int:
+        """RSS (MiB) above which uWSGI recycles one web worker: the app's memory shared out
+        among its workers, or RECYCLE_MB."""
+        if self.memory is None:
+            return RECYCLE_MB
+        return max(16, self.memory // 2**20 // self.processes)
 
     @property
     def cert_domains(self) -> tuple[str, ...]:

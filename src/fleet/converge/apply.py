@@ -34,7 +34,7 @@ from fleet.host.machine import (
 )
 from fleet.host.render import render
 from fleet.host.session import Session, Step
-from fleet.server import certs, tls, units
+from fleet.server import certs, resource_limits, tls, units
 from fleet.server.emperor import wait_for_vassal
 from fleet.server.health import check_app
 from fleet.server.history import History
@@ -190,12 +190,15 @@ def converge_emperor(config: Config, session: Session, step: Step) -> None:
     unit = plan_file(host, layout.EMPEROR_UNIT,
                      render("systemd/fleet-emperor.service", uwsgi_bin=layout.UWSGI_BIN,
                             emperor_ini=layout.EMPEROR_INI), 0o644)
+    wrapper = resource_limits.plan_vassal_wrapper(host)
     ini = plan_file(host, layout.EMPEROR_INI,
                     render("emperor.ini.j2", vassals_dir=layout.VASSALS_DIR,
                            emperor_stats=layout.EMPEROR_STATS,
                            on_demand_extension=layout.ON_DEMAND_EXTENSION,
-                           vassal_set=config.emperor.vassal_set), 0o644)
-    session.apply(step, unit + ini)
+                           vassal_set=config.emperor.vassal_set,
+                           vassal_wrapper=layout.VASSAL_WRAPPER if wrapper is not None
+                           else None), 0o644)
+    session.apply(step, unit + (wrapper or []) + ini)
     session.apply(step, plan_service(host, layout.EMPEROR_UNIT_NAME, changed=bool(ini),
                                      on_change="restart", unit_file_changed=bool(unit)))
 
@@ -367,6 +370,11 @@ def remove_stale(config: Config, session: Session) -> None:
         if entry.endswith((".env", ".units")) and entry.rsplit(".", 1)[0] not in names:
             actions.append(Remove(path=f"{layout.ENV_DIR}/{entry}", why="app no longer configured"))
     actions += units.plan_removed_apps(host, names)
+    slices = resource_limits.stale_slices(host, names)
+    actions += [Remove(path=path, why="app no longer configured") for path in slices]
+    if slices and not any(isinstance(a, Run) and a.argv == ("systemctl", "daemon-reload")
+                          for a in actions):
+        actions.append(Run(argv=("systemctl", "daemon-reload"), why="reload systemd units"))
     if not actions:
         return
     with session.step("remove stale apps") as step:

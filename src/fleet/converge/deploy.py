@@ -29,6 +29,7 @@ from fleet.server.health import judge_reply
 from fleet.server.history import History
 from fleet.server.logs import app_log_tail
 from fleet.server.release import app_dir
+from fleet.server.resource_limits import unit_limits
 from fleet.server.status import read_stats
 
 
@@ -59,7 +60,8 @@ def run_init(session: Session, step: Step, app: AppConfig, rollout: Rollout) -> 
                                       why="run the init command", env=env,
                                       cwd=app_dir(paths.release(rollout.release), app),
                                       writable=(paths.shared,), timeout=app.init_timeout,
-                                      secrets=tuple(v for _, v in app_vars))])
+                                      secrets=tuple(v for _, v in app_vars),
+                                      limits=unit_limits(app))])
 
 
 def gate(session: Session, app: AppConfig, release: str) -> str:

@@ -7,7 +7,7 @@ import hashlib
 import time
 
 from fleet.config.envfile import app_environment
-from fleet.config.settings import AppConfig, Config
+from fleet.config.settings import APP_DEFAULTS, AppConfig, Config
 from fleet.converge import sites
 from fleet.converge.deploy import live_release
 from fleet.converge.rollout import Rollout
@@ -20,7 +20,7 @@ from fleet.host.machine import Host
 from fleet.host.render import render
 from fleet.host.session import Session, Step
 from fleet.masking import mask_urls
-from fleet.server import certs
+from fleet.server import certs, resource_limits
 from fleet.server import repo as repo_res
 from fleet.server.history import History
 from fleet.server.release import (
@@ -61,6 +61,13 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
             if rollout.user_recreated:
                 session.apply(step, reown(app))
                 rollout.restart = f"user {app.owner} was re-created"
+        if app.limited or app.timeout != APP_DEFAULTS.timeout \
+                or host.state(resource_limits.slice_file(app.name)) is not None:
+            with session.step("limits", app.name) as step:
+                session.apply(step, resource_limits.plan_slice(host, app))
+                controllers = resource_limits.cgroup_controllers(host)
+                step.notes += [m.text for m in resource_limits.mechanisms(
+                    app, controllers).values()]
         with session.step("repo", app.name) as step:
             rollout.commit = sync_repo(app, session, step, history, config.server.git_timeout)
         if rollout.commit is None:

@@ -122,6 +122,7 @@ class ContainedRun(Action):
     cwd: str = "/"
     writable: tuple[str, ...] = ()
     timeout: float = 1800
+    limits: tuple[str, ...] = ()  # unit settings of the app's limits ("Slice=...")
     secrets: tuple[str, ...] = field(default=(), compare=False)
 
     def describe(self) -> str:

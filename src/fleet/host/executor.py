@@ -43,7 +43,7 @@ def perform(host: Host, action: Action) -> None:
     elif isinstance(action, ContainedRun):
         host.run_contained(list(action.argv), user=action.user, cwd=action.cwd,
                            env=dict(action.env), writable=action.writable,
-                           timeout=action.timeout)
+                           timeout=action.timeout, limits=action.limits)
     elif isinstance(action, BuildVenv):
         host.build_venv(action.path, action.python)
     elif isinstance(action, OwnTree):

@@ -26,6 +26,8 @@ TIMERS_WANTS = f"{UNIT_DIR}/timers.target.wants"
 # runs) and after it (record it), and where it keeps those records.
 LIB_DIR = "/usr/local/lib/fleet"
 JOB_GATE = f"{LIB_DIR}/job-gate"
+# cgroup v2 servers: the Emperor starts vassals through this (fleet.server.resource_limits).
+VASSAL_WRAPPER = f"{LIB_DIR}/vassal-wrapper"
 JOB_RECORDS = f"{STATE_DIR}/jobs"
 EMPEROR_STATS = f"{RUN}/emperor-stats.sock"
 # Sockets the Emperor binds (as root, mode 0666) for on-demand vassals: root:www-data 0750, so

@@ -98,6 +98,8 @@ class ProcessInfo:
     uid: int
     cmdline: bytes  # NUL-separated, as in /proc/PID/cmdline
     rss: int = 0  # resident memory in bytes
+    threads: int = 1
+    cpu_ticks: int = 0  # user + system time, in clock ticks (os.sysconf("SC_CLK_TCK"))
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ class Host(Protocol):
 
     def run_contained(self, argv: Sequence[str], *, user: str, cwd: str = "/",
                       env: Mapping[str, str] | None = None, writable: Sequence[str] = (),
-                      timeout: float = 1800) -> RunResult: ...
+                      timeout: float = 1800, limits: Sequence[str] = ()) -> RunResult: ...
 
     def run_attached(self, argv: Sequence[str], *, properties: Sequence[str],
                      env: Mapping[str, str], tty: bool) -> int: ...
@@ -172,7 +174,8 @@ CONTAINED_ENV_DIR = "/run"
 
 
 def contained_argv(argv: Sequence[str], *, user: str, cwd: str, writable: Sequence[str],
-                   timeout: float, env_file: str | None) -> list[str]:
+                   timeout: float, env_file: str | None,
+                   limits: Sequence[str] = ()) -> list[str]:
     """systemd-run command line for a contained run: the unit, not fleet, starts the process,
     so it gets a new session, no terminal, and dies with its whole cgroup."""
     props = [f"User={user}", f"Group={user}", "ProtectSystem=strict", "ProtectHome=yes",
@@ -180,6 +183,7 @@ def contained_argv(argv: Sequence[str], *, user: str, cwd: str, writable: Sequen
              f"RuntimeMaxSec={max(1, int(timeout))}", "KillMode=control-group",
              "TimeoutStopSec=5", f"WorkingDirectory={cwd}", "UMask=0027"]
     props += [f"ReadWritePaths={path}" for path in writable]
+    props += list(limits)
     if env_file:
         props.append(f"EnvironmentFile={env_file}")
     head = ["systemd-run", "--wait", "--pipe", "--collect", "--quiet", "--service-type=exec"]
@@ -370,7 +374,7 @@ class LocalHost:
 
     def run_contained(self, argv: Sequence[str], *, user: str, cwd: str = "/",
                       env: Mapping[str, str] | None = None, writable: Sequence[str] = (),
-                      timeout: float = 1800) -> RunResult:
+                      timeout: float = 1800, limits: Sequence[str] = ()) -> RunResult:
         """Run as `user` in a transient systemd unit (see contained_argv). The environment
         (pip index tokens, app secrets) goes through a 0600 root-only file that systemd reads
         before dropping privileges, never through a command line; it is removed afterwards."""
@@ -382,7 +386,8 @@ class LocalHost:
         started = time.monotonic()
         try:
             result = self.run(contained_argv(argv, user=user, cwd=cwd, writable=writable,
-                                             timeout=timeout, env_file=env_file),
+                                             timeout=timeout, env_file=env_file,
+                                             limits=limits),
                               check=False, timeout=timeout + CONTAINED_GRACE)
         finally:
             if env_file:
@@ -445,9 +450,14 @@ class LocalHost:
                     fields = dict(line.split(":", 1) for line in handle if ":" in line)
                 with open(f"/proc/{entry}/cmdline", "rb") as handle:
                     cmdline = handle.read()
+                with open(f"/proc/{entry}/stat") as handle:
+                    # After the command's closing parenthesis: state is field 3, utime 14.
+                    stat = handle.read().rsplit(")", 1)[-1].split()
                 rss = fields.get("VmRSS", "0 kB").split()
                 found.append(ProcessInfo(int(entry), int(fields.get("Uid", "-1").split()[0]),
-                                         cmdline, int(rss[0]) * 1024 if rss else 0))
+                                         cmdline, int(rss[0]) * 1024 if rss else 0,
+                                         int(fields.get("Threads", "1").strip() or 1),
+                                         int(stat[11]) + int(stat[12])))
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile, or a kernel thread without the fields
         return found

@@ -28,6 +28,7 @@ from fleet.host.actions import (
 from fleet.host.layout import BUILD_CACHE, SYSTEM_PYTHON, AppPaths
 from fleet.host.machine import Host
 from fleet.server.repo import git, has_path, read_blob
+from fleet.server.resource_limits import unit_limits
 
 VENV_MARKER = ".fleet-complete"
 ARCHIVE_PREFIX = "fleet-archive-"  # git archive's tar of a build, inside the mirror
@@ -237,7 +238,8 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
 
     def contained(argv: tuple[str, ...], why: str, cwd: str = "/") -> ContainedRun:
         return ContainedRun(argv=argv, user=app.owner, why=why, env=env, cwd=cwd,
-                            writable=(venv, cache), timeout=1800, secrets=secrets)
+                            writable=(venv, cache), timeout=1800, secrets=secrets,
+                            limits=unit_limits(app))
 
     if deps.kind in ("requirements", "project"):
         # pip writes into the source it builds (build/, *.egg-info: a project, or a local

@@ -8,6 +8,7 @@ says what its workers do. Nothing here trusts fleet's own config to describe the
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +24,11 @@ from fleet.server.background import BackgroundStatus, background_status
 from fleet.server.certs import certificate_status, served_files
 from fleet.server.health import judge
 from fleet.server.logs import app_log_tail, last_error
+from fleet.server.resource_limits import cgroup_controllers
 from fleet.server.rotation import current, load_drained, marked_down
 from fleet.server.services import is_active
+from fleet.server.usage import LimitsStatus, Snapshot, limits_status
+from fleet.server.users import account
 
 
 def read_stats(host: Host, path: str, timeout: float = 2.0) -> dict[str, Any]:
@@ -44,6 +48,7 @@ class WorkerInfo:
     requests: int
     rss: int
     respawns: int
+    harakiri: int = 0  # requests killed at the app's timeout
 
 
 def parse_workers(stats: dict[str, Any],
@@ -55,7 +60,8 @@ def parse_workers(stats: dict[str, Any],
         return [WorkerInfo(int(w.get("pid", 0)), str(w.get("status", "?")),
                            int(w.get("requests", 0)),
                            int(w.get("rss", 0)) or rss_of(int(w.get("pid", 0))),
-                           max(int(w.get("respawn_count", 0)) - 1, 0))
+                           max(int(w.get("respawn_count", 0)) - 1, 0),
+                           int(w.get("harakiri_count", 0)))
                 for w in stats.get("workers", [])
                 if int(w.get("pid", 0)) > 0]  # cheaper's stopped workers keep a pid-0 slot
     except (TypeError, ValueError, AttributeError, OverflowError):
@@ -156,6 +162,7 @@ class AppStatus:
     problem: str | None = None
     certificate: dict[str, Any] | None = None  # expiry of the served one (fleet.server.certs)
     background: BackgroundStatus = field(default_factory=BackgroundStatus)  # workers and jobs
+    limits: LimitsStatus = field(default_factory=LimitsStatus)  # use against the limits
 
     def worker_totals(self) -> dict[str, Any]:
         """The live vassal's workers added up, as the status table and --json show them."""
@@ -174,6 +181,7 @@ class AppStatus:
             "vassals": [v.to_json() for v in self.vassals],
             "certificate": self.certificate,
             "background": self.background.to_json(),
+            "limits": self.limits.to_json(),
         }
 
 
@@ -316,9 +324,31 @@ class ServerStatus:
 
 def server_status(host: Host, config: Config) -> ServerStatus:
     emperor = read_emperor(host)
+    before = Snapshot(time.monotonic(), host.processes())
+    apps = [app_status(host, config, a.name, emperor) for a in config.apps]
+    if any(a.cpu for a in config.apps):  # cpu use over at least CPU_SAMPLE seconds
+        time.sleep(max(0.0, CPU_SAMPLE - (time.monotonic() - before.when)))
+        add_limits(host, config, apps, before, Snapshot(time.monotonic(), host.processes()))
+    else:  # no cpu limit to compare with: status does not wait to measure cpu use
+        add_limits(host, config, apps, before, before)
     return ServerStatus(
-        apps=[app_status(host, config, a.name, emperor) for a in config.apps],
+        apps=apps,
         front=front_status(host, config),
         emperor=emperor_status(host, emperor),
         nginx_active=is_active(host, "nginx"),
     )
+
+
+CPU_SAMPLE = 0.25  # seconds between the two /proc snapshots cpu use is computed from
+
+
+def add_limits(host: Host, config: Config, apps: list[AppStatus], before: Snapshot,
+               after: Snapshot) -> None:
+    controllers = cgroup_controllers(host)
+    for status in apps:
+        app = config.app(status.name)
+        assert app is not None
+        found = account(host, app.owner)
+        status.limits = limits_status(host, app, found.uid if found else None, before, after,
+                                      controllers, sum(w.harakiri for w in status.workers),
+                                      sum(w.respawns for w in status.workers))

@@ -19,6 +19,7 @@ from fleet.host.files import plan_absent, plan_dir, plan_file, plan_link
 from fleet.host.layout import AppPaths, unit_owner
 from fleet.host.machine import Host
 from fleet.host.render import render
+from fleet.server.resource_limits import slice_name
 
 # A worker that exits START_BURST times within START_INTERVAL seconds stays failed: about
 # 50 s of failing in a row, long enough for what it needs at boot (Redis, a database) to come
@@ -54,7 +55,7 @@ class ProcessSetup:
         return {"app": self.app, "release": self.release, "chdir": self.chdir,
                 "venv": self.venv, "env_digest": self.env_digest, "process": process,
                 "env_file": paths.units_env_file, "home": paths.shared,
-                "writable": [paths.shared]}
+                "writable": [paths.shared], "slice": slice_name(self.app.name)}
 
 
 def env_text(env: tuple[tuple[str, str], ...]) -> bytes:
@@ -266,13 +267,23 @@ def plan_job_gate(host: Host) -> list[Action]:
             + plan_dir(host, layout.JOB_RECORDS, 0o700))
 
 
+def loaded_only(name: str) -> str:
+    """The unit name as a glob matching only itself: systemctl skips a pattern that matches no
+    loaded unit, where a plain name systemd has not loaded fails the whole command."""
+    return f"{name[:-1]}[{name[-1]}]"
+
+
 def plan_stale(host: Host, files: list[str], links: list[str]) -> list[Action]:
     """Stop what these unit files and enabling links run, then delete them (and a removed
     job's run record)."""
     actions: list[Action] = []
-    stop = running_units(host, files, links)
+    stop = [loaded_only(name) for name in running_units(host, files, links)]
     if stop:
         actions.append(Run(argv=("systemctl", "stop", *stop), why="no longer configured"))
+        # A unit stopped while it failed (a crash-looping worker) or killed mid-run (a job)
+        # would stay loaded as failed, the server "degraded", until the next reboot.
+        actions.append(Run(argv=("systemctl", "reset-failed", *stop),
+                           why="forget their failed state"))
     actions += [Remove(path=f"{layout.UNIT_DIR}/{f}", why="no longer configured")
                 for f in files]
     actions += [Remove(path=link, why="no longer configured") for link in links]

@@ -84,15 +84,15 @@ def healthy(server: BareServer, host: str) -> bool:
         return False
 
 
-def settle(server: BareServer, app: str, host: str) -> None:
+def settle(server: BareServer, app: str, host: str, quiet: int) -> None:
     """Back to a quiet hostile app before the next measurement: its workers answer and its
-    user runs only the master and its workers (a bomb's processes end after 20 s). Workers
+    user runs no more tasks than `quiet` (a bomb's processes end after 20 s). Workers
     that still do not answer after 10 s, held by /sleep (limits off: the default 55 s
     harakiri) or /spin, are killed once so that the master respawns them."""
     start, killed = time.monotonic(), False
     while time.monotonic() - start < 120:
         answers = healthy(server, host)
-        if answers and tasks_of(server, app) <= 4:
+        if answers and tasks_of(server, app) <= quiet:
             return
         if not answers and not killed and time.monotonic() - start > 10:
             pids = status(server)[app]["workers"]["pids"]
@@ -122,7 +122,8 @@ def mechanisms(server: BareServer) -> str:
 
 
 def measure_round(server: BareServer, args: argparse.Namespace, n: int,
-                  results: dict[str, list[tuple[float, float, int]]]) -> None:
+                  results: dict[str, list[tuple[float, float, int]]],
+                  quiet: dict[str, int]) -> None:
     results["alone"].append(wrk(server, args.seconds, args.connections))
     for kind, load in hostile_loads().items():
         for mode, app in APPS_ON_OFF.items():
@@ -130,7 +131,7 @@ def measure_round(server: BareServer, args: argparse.Namespace, n: int,
                 time.sleep(1)  # the hostile load has taken hold
                 results[f"{kind}, limits {mode}"].append(
                     wrk(server, args.seconds, args.connections))
-            settle(server, app, f"{app}.test")
+            settle(server, app, f"{app}.test", quiet[app])
             rps, p99, errors = results[f"{kind}, limits {mode}"][-1]
             print(f"round {n + 1}: {kind}, limits {mode}: {rps:.0f} req/s, p99 {p99:.1f} ms, "
                   f"{errors} errors; hostile requests {hostile.sent}", file=sys.stderr,
@@ -172,8 +173,10 @@ def main() -> None:
             server.run("apt-get install -y -q wrk >/dev/null", check=True, timeout=600)
             how = mechanisms(server)
             wrk(server, 3, args.connections)  # warm-up
+            # Tasks of each hostile app at rest (the master's threads, the workers), plus one.
+            quiet = {app: tasks_of(server, app) + 1 for app in APPS_ON_OFF.values()}
             for n in range(args.rounds):  # interleaved: drift hits every case alike
-                measure_round(server, args, n, results)
+                measure_round(server, args, n, results, quiet)
         finally:
             server.destroy()
     report(args, results, how)

@@ -255,8 +255,9 @@ def test_spinning_app_is_warned_about_and_the_neighbour_answers(box) -> None:
                                         limit=60) as spins:
         time.sleep(1)
         measured = sample(box, 1)["cpu"]
-        start = time.monotonic()
-        cpus = [app_status(box, "hog")["limits"]["cpu"] for _ in range(2)]
+        start, cpus = time.monotonic(), []
+        while len(cpus) < 3 and not any(cpu["used"] > CPU for cpu in cpus):
+            cpus.append(app_status(box, "hog")["limits"]["cpu"])  # one may see a respawn gap
         took = (time.monotonic() - start) / len(cpus)
     print(f"\nhog cpu while spinning: fleet status {cpus} ({took:.1f} s per status), /proc "
           f"over 1 s {measured:.0f}%; {spins.sent} spins; neighbour p99 {p99_ms(load):.0f} ms "

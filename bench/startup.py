@@ -5,8 +5,8 @@ main) and the one built from this tree, measured in the same run inside the serv
 Each pyz extracts into its own SHIV_ROOT (their preambles would otherwise delete each other's
 extraction). The first `--version` of each is timed on its own (extraction, and compiling for
 the new build); every command then runs once to warm up (the old build writes its bytecode
-then), then `--runs` times, old and new interleaved with `python3 -c pass` (the floor every Python
-command stands on); medians and new/old ratios are printed.
+then), then `--runs` times, old and new interleaved with two floors (`python3 -c pass`, and the new
+pyz starting without fleet); medians and new/old ratios are printed.
 
     sudo .venv/bin/python bench/startup.py [--runs 10] [--apps 10] [--base main]
 """
@@ -39,8 +39,12 @@ for variant, argv, env in json.loads(sys.argv[1]):
 print(json.dumps(times))
 """
 COMMANDS = (["--version"], ["status"], ["status", "--json"])
-# The floor any Python command stands on on this server, measured in the same rounds.
-FLOOR = ["floor", ["python3", "-c", "pass"], {}]
+# The floors, measured in the same rounds: Python itself, and shiv's own start (the new pyz
+# running `-c pass` in its interpreter mode: zip directory read twice, extraction found,
+# site-packages added, preamble run; no fleet code).
+FLOORS = (["python", ["python3", "-c", "pass"], {}],
+          ["shiv", ["/root/fleet-new.pyz", "-c", "pass"],
+           {"SHIV_ROOT": "/var/lib/fleet/bench-new", "SHIV_INTERPRETER": "1"}])
 
 
 def build_base(rev: str, tmp: Path) -> Path:
@@ -102,7 +106,7 @@ def main() -> None:
             first = timed(server, [variant_run(v, ["--version"]) for v in ("old", "new")])
             timed(server, [variant_run(v, c) for c in COMMANDS for v in ("old", "new")])
             rounds = [run for _ in range(args.runs) for run in (
-                FLOOR, *(variant_run(v, c) for c in COMMANDS for v in ("old", "new")))]
+                *FLOORS, *(variant_run(v, c) for c in COMMANDS for v in ("old", "new")))]
             measured = timed(server, rounds)
         finally:
             server.destroy()
@@ -117,8 +121,10 @@ def main() -> None:
                for v in ("old", "new")}
         print(f"| `fleet {' '.join(command)}` (median) | {med['old']:.3f} | {med['new']:.3f} | "
               f"{med['new'] / med['old']:.2f} |")
-    floor = median([s for variant, _, s in measured if variant == "floor"])
-    print(f"`python3 -c pass` on the same server (the floor): median {floor:.3f} s")
+    floor = {name: median([s for variant, _, s in measured if variant == name])
+             for name in ("python", "shiv")}
+    print(f"floors on the same server (medians): `python3 -c pass` {floor['python']:.3f} s; "
+          f"the new pyz with SHIV_INTERPRETER=1 running `-c pass` {floor['shiv']:.3f} s")
     print("command: sudo .venv/bin/python bench/startup.py " + " ".join(sys.argv[1:]))
 
 

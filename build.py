@@ -25,6 +25,11 @@ Why each step is the way it is:
 6. shiv extracts to ROOT/NAME_BUILDID and never cleans up. ROOT is baked as
    /var/lib/fleet/shiv (root-owned; a missing or read-only HOME does not matter; non-root
    runs, such as tests, set SHIV_ROOT). A preamble removes the extractions of other builds.
+7. Instant start: the zip holds no bytecode (point 4), so shiv compiles every module once,
+   when it extracts (`--compile-pyc`, before the directory is moved into place), and the
+   preamble sets sys.dont_write_bytecode before fleet is imported: a run never writes into
+   the extraction afterwards (another Python version runs from source rather than adding
+   its own bytecode to a shared root-owned directory).
 
 How fleet reads its build id at runtime: build.py writes it to fleet/_build_id.txt inside
 the pyz (absent from a source checkout), which works whatever the pyz file is called and
@@ -101,15 +106,19 @@ print(json.dumps(sorted(found)))
 """
 
 # shiv runs this (a .py preamble runs in-process, with `env` and `site_packages` set) after
-# extracting and before fleet starts. It deletes the extractions of other builds, which shiv
-# leaves behind forever. Best effort: a failure must never stop fleet. Directories touched in
-# the last minute are spared, as another build may be extracting or starting right now.
+# extracting and before fleet starts. It stops Python writing bytecode (point 7) and deletes
+# the extractions of other builds, which shiv leaves behind forever. Best effort: a failure
+# must never stop fleet. Directories touched in the last minute are spared, as another build
+# may be extracting or starting right now.
 PREAMBLE = '''\
-"""fleet's shiv preamble: delete the extractions of other fleet builds."""
+"""fleet's shiv preamble: write no bytecode; delete the extractions of other fleet builds."""
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
+
+sys.dont_write_bytecode = True  # shiv compiled the extraction when it extracted: keep it so
 
 
 def _clean(current, build_id):
@@ -272,7 +281,8 @@ def run_shiv(python: Path, work: Path, site_packages: Path, build_id: str, out: 
     env = dict(os.environ, SOURCE_DATE_EPOCH=epoch)
     run([shiv, "--site-packages", site_packages, "--console-script", CONSOLE_SCRIPT,
          "--output-file", tmp_out, "--python", SHEBANG, "--reproducible",
-         "--build-id", build_id, "--root", SHIV_ROOT, "--preamble", preamble], env=env)  # fmt: skip
+         "--build-id", build_id, "--root", SHIV_ROOT, "--preamble", preamble,
+         "--compile-pyc"], env=env)  # fmt: skip
     tmp_out.chmod(0o755)
     os.replace(tmp_out, out)
 

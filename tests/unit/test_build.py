@@ -115,6 +115,7 @@ def test_zipapp_header_and_shiv_environment(built: Built) -> None:
     assert env["entry_point"] == "fleet.cli.app:main"
     assert env["reproducible"] is True
     assert env["preamble"] == "fleet_preamble.py"
+    assert env["compile_pyc"] is True
 
 
 def test_pure_python_and_resolved_for_python_310(names: list[str]) -> None:
@@ -143,6 +144,24 @@ def test_version_prints_version_and_build_id(built: Built, tmp_path: Path) -> No
     assert fleet_version() in proc.stdout
     assert built.build_id in proc.stdout
     assert (tmp_path / "shiv" / f"fleet.pyz_{built.build_id}" / "site-packages").is_dir()
+
+
+def test_extraction_is_compiled_once_and_never_written_again(built: Built,
+                                                              tmp_path: Path) -> None:
+    root = tmp_path / "shiv"
+    assert run_pyz(built.pyz, root, "--version").returncode == 0
+    site = root / f"fleet.pyz_{built.build_id}" / "site-packages"
+    tag = sys.implementation.cache_tag
+    for module in ("fleet/cli/app", "fleet/cli/dispatch", "typer/main", "jinja2/environment"):
+        path = site / module
+        assert (path.parent / "__pycache__" / f"{path.name}.{tag}.pyc").is_file(), module
+    # Bytecode that goes missing is not written back, however much a command imports.
+    removed = site / "fleet" / "cli" / "__pycache__" / f"inspect.{tag}.pyc"
+    removed.unlink()
+    before = sorted((p, p.stat().st_mtime_ns) for p in site.rglob("*"))
+    proc = run_pyz(built.pyz, root, "status", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted((p, p.stat().st_mtime_ns) for p in site.rglob("*")) == before
 
 
 @pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="no system python3")

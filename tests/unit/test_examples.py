@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from tomli_w import dumps
 
-import fleet.cli.app  # noqa: F401 - registers the commands on the typer app
 from fleet.cli.common import app as cli_app
+from fleet.cli.dispatch import modules_for, register
 from fleet.cluster.inventory import host_document, load_inventory
 from fleet.config import parse as config
 from fleet.config.settings import JobConfig, WorkerConfig, toml_keys
@@ -74,6 +74,7 @@ def test_readme_documents_every_config_key(section: str, keys: list[str]) -> Non
 
 
 def command_names() -> list[str]:
+    register(modules_for([]))  # every command module, as --help loads them
     names = []
     for command in cli_app.registered_commands:
         name = command.name or command.callback.__name__.replace("_", "-")

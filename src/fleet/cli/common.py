@@ -13,24 +13,16 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from fleet.cli.output import err, out, print_json, style
-from fleet.cli.report import SilentReporter, TextReporter, print_summary, summary_json
-from fleet.config.envfile import check_env_files
-from fleet.config.htpasswd import check_auth_files
+from fleet.cli.output import err, style
 from fleet.config.limits import TOML_MAX_BYTES
 from fleet.config.settings import AppConfig, Config
-from fleet.config.store import Desired, desired_state, plan_store
-from fleet.converge.apply import Outcome, converge
-from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError, NotRoot, UnknownApp
+from fleet.config.store import Desired, desired_state
+from fleet.errors import EXIT_OK, ConfigError, NotRoot, UnknownApp
 from fleet.host import layout
-from fleet.host.actions import Action
 from fleet.host.lock import run_lock
 from fleet.host.machine import Host, LocalHost
-from fleet.host.session import Session
 from fleet.masking import mask_urls
-from fleet.server.certs import check_tls_files
-from fleet.server.ports import check_ports
-from fleet.server.users import check_identities
+from fleet.version import version_line
 
 app = typer.Typer(
     name="fleet",
@@ -50,6 +42,26 @@ class Options:
 
 
 OPTIONS = Options()
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(version_line())
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                          help="Show every command fleet runs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q",
+                                        help="Show only failures and the summary.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[bool | None, typer.Option(
+        "--version", callback=version_callback, is_eager=True,
+        help="Print the version and build id.")] = None,
+) -> None:
+    OPTIONS.verbose, OPTIONS.quiet, OPTIONS.debug = verbose, quiet, debug
 
 
 def require_root() -> None:
@@ -101,46 +113,3 @@ def read_input(file: Path) -> str:
         raise ConfigError(str(file), "", "no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(file), "", f"cannot read: {exc}") from None
-
-
-def reporter(json_out: bool, show_diffs: bool = False) -> TextReporter | SilentReporter:
-    if json_out:
-        return SilentReporter()
-    return TextReporter(verbose=OPTIONS.verbose, quiet=OPTIONS.quiet, show_diffs=show_diffs)
-
-
-def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str] | None = None,
-                 extra: dict[str, object] | None = None,
-                 pre_actions: Sequence[Action] = (), first: Sequence[Action] = ()) -> int:
-    """Check, then converge (or plan) the stored state and print the result. `pre_actions`
-    join the "fleet config" step; `first` are files a command already validated (an htpasswd
-    file, an env file) that the checks below must see, so they are written before them."""
-    host = local_host()
-    session = Session(host, reporter(json_out, show_diffs=check), check=check)
-    session.act(first)
-    check_env_files(host, desired.config)  # a bad secrets file: exit 2 before any change
-    check_auth_files(host, desired.config)  # a bad htpasswd file: likewise
-    check_ports(host, desired.config)  # a TCP address already taken: exit 2, likewise
-    check_tls_files(host, desired.config)  # so does a missing or mismatched cert/key
-    check_identities(host, desired.config)  # an app user fleet did not create: likewise
-    outcome = Outcome()
-    try:
-        with session.step("fleet config") as step:
-            session.apply(step, [*plan_store(host, desired), *pre_actions])
-        outcome = converge(desired.config, session, only=only)
-    except Exception as exc:  # a step failed in a way the session could not attribute
-        if not session.steps or session.steps[-1].error is None:
-            raise
-        outcome.aborted = str(exc)
-    notes = {"kept": desired.kept, "pruned": desired.pruned}
-    if json_out:
-        print_json(summary_json(session, outcome, {**notes, **(extra or {})}))
-    else:
-        if desired.kept:
-            out.print(f"kept apps not named in the file: {', '.join(desired.kept)} "
-                      "(--prune removes them)")
-        print_summary(out, session, outcome, plan=check)
-    failed = session.counts()["failed"] > 0 or outcome.aborted is not None
-    return EXIT_FAILED if failed else EXIT_OK
-
-

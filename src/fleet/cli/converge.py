@@ -16,8 +16,8 @@ from fleet.cli.common import (
     locked_state,
     read_input,
     require_root,
-    run_converge,
 )
+from fleet.cli.converging import run_converge
 from fleet.config.envfile import parse_env_file
 from fleet.config.settings import APP_DEFAULTS
 from fleet.config.store import with_app

@@ -13,8 +13,8 @@ from fleet.cli.common import (
     local_host,
     locked_state,
     require_root,
-    run_converge,
 )
+from fleet.cli.converging import run_converge
 from fleet.cli.views import show
 from fleet.config.store import desired_state, with_app
 from fleet.converge.deploy import live_release_of

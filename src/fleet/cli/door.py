@@ -26,8 +26,8 @@ from fleet.cli.common import (
     locked_state,
     read_input,
     require_root,
-    run_converge,
 )
+from fleet.cli.converging import run_converge
 from fleet.cli.output import out, print_json
 from fleet.config.envfile import load_env_file, parse_env_file
 from fleet.config.htpasswd import USER_RE, load_users, users_text

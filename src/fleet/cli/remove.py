@@ -17,9 +17,9 @@ from fleet.cli.common import (
     configured_app,
     local_host,
     locked_state,
-    reporter,
     require_root,
 )
+from fleet.cli.converging import reporter
 from fleet.cli.output import out, print_json
 from fleet.cli.report import print_summary, summary_json
 from fleet.config.settings import AppConfig

@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from fleet.cli.common import JsonOpt, app, local_host, locked_state, reporter, require_root
+from fleet.cli.common import JsonOpt, app, local_host, locked_state, require_root
+from fleet.cli.converging import reporter
 from fleet.cli.output import out, print_json
 from fleet.cluster.inventory import ADDRESS_RE, Server, upstream
 from fleet.config.parse import UPSTREAM_RE

@@ -1,0 +1,82 @@
+"""The command line proper: load the module of the command named, run it, map errors to exits.
+
+Each command lives in one module of fleet.cli, and importing a module registers its commands
+on the typer app. Importing all of them costs what the heaviest needs (converge's steps,
+push's cluster code), so a command line that names a known command imports only that
+command's module; help, completion or an unknown word import them all, so every listing and
+"no such command" message sees every command.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+
+import typer
+
+from fleet.cli.common import OPTIONS, app
+from fleet.cli.output import err
+from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, FleetError
+
+# Command name -> the fleet.cli module that defines it (a unit test keeps this complete).
+# Listed in module order: registering all of them keeps --help in its usual order.
+COMMAND_MODULES = {
+    "apply": "converge", "plan": "converge", "add-app": "converge",
+    "deploy": "deploy", "rollback": "deploy", "releases": "deploy",
+    "maintenance": "door", "auth": "door", "env": "door",
+    "init": "init",
+    "status": "inspect", "check": "inspect", "logs": "inspect",
+    "push": "push",
+    "remove-app": "remove",
+    "drain": "rotation", "undrain": "rotation",
+    "run": "run",
+}  # fmt: skip
+
+
+def modules_for(args: Sequence[str]) -> list[str]:
+    """The modules to import for a command line (arguments after the program name).
+
+    Global options are flags only, so the first word without a leading dash is the command.
+    """
+    words = [word for word in args if not word.startswith("-")]
+    if words and words[0] in COMMAND_MODULES:
+        return [COMMAND_MODULES[words[0]]]
+    return list(dict.fromkeys(COMMAND_MODULES.values()))
+
+
+def register(modules: Sequence[str]) -> None:
+    """Import the command modules named (each registers its commands on `app` once)."""
+    for module in modules:
+        importlib.import_module(f"fleet.cli.{module}")
+
+
+def run(args: Sequence[str]) -> int:
+    """Run one command line; user errors are one line on stderr with exit 2 (input) or 1
+    (failure), and the exit code is returned."""
+    register(modules_for(args))
+    try:
+        code = app(args=list(args), standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.Abort:
+        err.print("fleet: aborted")
+        code = EXIT_FAILED
+    except FleetError as exc:
+        if OPTIONS.debug or "--debug" in args:
+            traceback.print_exc()
+        err.print(f"fleet: {exc}", markup=False, soft_wrap=True)
+        code = exc.exit_code
+    except Exception as exc:
+        if not hasattr(exc, "format_message"):  # not a usage error: a bug, show it all
+            raise
+        # Usage errors (unknown option, missing argument): one line, like every input error.
+        err.print(f"fleet: {exc.format_message()} (see fleet --help)", markup=False,
+                  soft_wrap=True)
+        code = EXIT_INVALID
+    return code if isinstance(code, int) else EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run(sys.argv[1:]))

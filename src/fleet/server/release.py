@@ -295,6 +295,10 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
         actions.append(contained(("/bin/cp", "-R", "--", code, src), "copy the code to build it"))
         argv, why = install_argv(deps, venv, src, uv)
         actions.append(contained(argv, why, src if deps.kind == "requirements" else "/"))
+        if uv is not None:  # uv makes its lock files 0644 whatever the umask: readable by
+            # the app only, like everything its build writes (the cache dir is 0700 anyway)
+            actions.append(contained(("/bin/chmod", "-R", "o-rwx", "--", f"{cache}/uv"),
+                                     "keep uv's cache private to the app"))
         actions.append(Remove(path=src, why="the build copy"))
     actions += secure(venv, app.owner)
     actions.append(WriteFile(path=f"{venv}/{VENV_MARKER}",

@@ -44,6 +44,7 @@ class FakeHost:
     handlers: list[Handler] = field(default_factory=list)
     nginx_ok: bool = True
     pip_fails: bool = False
+    uv_fails: bool = False  # installing uv fails (builds fall back to pip)
     contained: list[tuple[list[str], str, str, tuple[str, ...]]] = field(default_factory=list)
     procs: list[ProcessInfo] = field(default_factory=list)  # what /proc shows
     sockets: dict[str, bytes] = field(default_factory=dict)  # unix socket -> what it answers
@@ -227,6 +228,16 @@ class FakeHost:
         if cmd.endswith("/bin/python"):
             if "pip" in argv[1:4] and self.pip_fails:
                 return RunResult(1, "", "ERROR: No matching distribution found")
+            if "--target" in argv:  # the uv wheel, unpacked
+                if self.uv_fails:
+                    return RunResult(1, "", "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES")
+                target = argv[argv.index("--target") + 1]
+                self.mkdir(f"{target}/bin", 0o755, "root", "root")
+                self.write(f"{target}/bin/uv", b"", 0o755, "root", "root")
+            return ok
+        if cmd.endswith("/bin/uv"):
+            if self.pip_fails:
+                return RunResult(1, "", "error: No solution found when resolving dependencies")
             return ok
         if cmd == "/usr/bin/python3":
             return RunResult(0, "3.11.2 (main) [GCC 12.2.0]\n", "")

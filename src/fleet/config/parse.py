@@ -107,10 +107,14 @@ def parse_server(c: Checker) -> ServerConfig:
     body = c.get_str("client_max_body_size", SERVER_DEFAULTS.client_max_body_size, pattern=SIZE_RE,
                      what="a size such as 10m, 512k or 1g")
     git_timeout = c.get("git_timeout", (int, float), SERVER_DEFAULTS.git_timeout)
+    builder = c.get_str("builder", SERVER_DEFAULTS.builder)
+    if builder not in ("uv", "pip"):
+        c.fail("builder", f"must be \"uv\" or \"pip\", got {builder!r}")
     if not 1 <= git_timeout <= 86400:
         c.fail("git_timeout", f"must be between 1 and 86400 seconds, got {git_timeout}")
     return ServerConfig(
         git_timeout=float(git_timeout),
+        builder=builder,
         packages=packages,
         pip=PipSettings(pip.get_str("index_url"), pip.get_str_list("extra_index_urls"), cert),
         client_max_body_size=body,

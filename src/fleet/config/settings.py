@@ -73,6 +73,9 @@ class ServerConfig:
     accept_from: tuple[str, ...] = ()
     # Longest a clone, fetch or ls-remote of an app's repo may take (a hung git server).
     git_timeout: float = 900.0
+    # What installs the apps' dependencies: "uv" (fleet installs a pinned uv; pip when that
+    # fails) or "pip".
+    builder: str = "uv"
 
 
 @dataclass(frozen=True)

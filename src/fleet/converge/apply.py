@@ -34,7 +34,9 @@ from fleet.host.machine import (
 )
 from fleet.host.render import render
 from fleet.host.session import Session, Step
+from fleet.masking import mask_urls
 from fleet.server import certs, resource_limits, tls, units
+from fleet.server import uv as uv_tool
 from fleet.server.emperor import wait_for_vassal
 from fleet.server.health import check_app
 from fleet.server.history import History
@@ -69,8 +71,9 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
                           + plan_dir(session.host, layout.ENV_DIR, 0o700)
                           + plan_dir(session.host, layout.STATE_DIR, 0o755)
                           + plan_dir(session.host, layout.STATE_APPS, 0o700))
+        uv = builder(config, session) if selected else None
         for app in selected:
-            outcome.apps[app.name] = prepare_app(config, app, session, histories[app.name])
+            outcome.apps[app.name] = prepare_app(config, app, session, histories[app.name], uv)
         with session.step("runtime directories") as step:
             lost_sockets = converge_tmpfiles(config, session, step)
             for name in lost_sockets & set(outcome.apps):
@@ -115,6 +118,22 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
             if not rollout.failed:
                 guarded(rollout, lambda a=app, r=rollout: converge_processes(session, a, r))
     return outcome
+
+
+def builder(config: Config, session: Session) -> str | None:
+    """The uv binary the apps' builds use, installed when missing; None: they use pip (the
+    `builder` setting, or uv could not be installed: said in the step's notes)."""
+    if config.server.builder != "uv":
+        return None
+    with session.step("uv") as step:
+        try:
+            session.apply(step, uv_tool.plan_uv(session.host, config.server.pip))
+        except (FleetError, OSError) as exc:
+            session.act(uv_tool.cleanup(session.host))
+            step.notes.append(f"uv {uv_tool.UV_VERSION} could not be installed, builds use pip: "
+                              + mask_urls(str(exc).splitlines()[0] if str(exc) else repr(exc)))
+            return None
+    return uv_tool.UV_BIN
 
 
 def written_dirs(host: Host, config: Config) -> list[str]:

@@ -44,8 +44,10 @@ def guarded(rollout: Rollout, action) -> None:
         rollout.error = f"{exc.step.name}: {exc.step.error}"
 
 
-def prepare_app(config: Config, app: AppConfig, session: Session, history: History) -> Rollout:
-    """User, directories, repo, release and venv: everything before the app takes traffic."""
+def prepare_app(config: Config, app: AppConfig, session: Session, history: History,
+                uv: str | None = None) -> Rollout:
+    """User, directories, repo, release and venv: everything before the app takes traffic.
+    `uv`: the uv binary that builds the venv (None: pip)."""
     host = session.host
     paths = AppPaths(app.name)
     rollout = Rollout(app.name, live=live_release(session, app.name))
@@ -83,7 +85,7 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
             rollout.venv = paths.venv(deps.venv_key(python_version(host)))
             try:
                 session.apply(step, plan_venv(host, app, rollout.commit, deps, rollout.venv,
-                                              config.server.pip, rollout.release))
+                                              config.server.pip, rollout.release, uv))
             except Exception:
                 if not session.check and host.state(rollout.venv) is not None:
                     session.act([Remove(path=rollout.venv, why="failed build")])  # never reused

@@ -162,6 +162,9 @@ class Dependencies:
 
     kind: str  # "requirements", "project" or "none"
     digest: str  # what must be equal for two releases to share a venv
+    # A project with a uv.lock: uv installs exactly what it pins (`uv sync --frozen`). Not part
+    # of the key: the digest (the commit) already covers the lock.
+    locked: bool = False
 
     def venv_key(self, python_version: str) -> str:
         data = f"{self.kind}\0{self.digest}\0{python_version}".encode()
@@ -176,7 +179,8 @@ def dependencies(host: Host, app: AppConfig, commit: str) -> Dependencies:
         return Dependencies("requirements", hashlib.sha256(requirements).hexdigest())
     if any(has_path(host, repo, commit, str(base / f)) for f in ("pyproject.toml", "setup.py")):
         # The project itself is installed into the venv, so its code is part of the key.
-        return Dependencies("project", commit)
+        return Dependencies("project", commit,
+                            locked=has_path(host, repo, commit, str(base / "uv.lock")))
     return Dependencies("none", "")
 
 
@@ -208,16 +212,57 @@ def pip_env(pip: PipSettings) -> tuple[tuple[str, str], ...]:
     return tuple(env)
 
 
+def uv_env(pip: PipSettings, cache: str, venv: str) -> tuple[tuple[str, str], ...]:
+    """uv's settings for one contained build. Its cache sits in the app's private build cache
+    and is copied from, never linked: root takes the venv's files over after the build, and
+    a hard link would hand it the cache's files too. uv trusts the system's certificates
+    (where pip looks) and never downloads a Python: the venv's is the system's. Bytecode is
+    compiled as pip does, since the venv is read-only to the app."""
+    env = [("UV_CACHE_DIR", f"{cache}/uv"), ("UV_LINK_MODE", "copy"),
+           ("UV_COMPILE_BYTECODE", "1"), ("UV_PYTHON_DOWNLOADS", "never"),
+           ("UV_PROJECT_ENVIRONMENT", venv),
+           ("UV_NO_PROGRESS", "1"), ("UV_SYSTEM_CERTS", "1")]
+    if pip.index_url:
+        env.append(("UV_INDEX_URL", pip.index_url))
+    if pip.extra_index_urls:
+        env.append(("UV_EXTRA_INDEX_URL", " ".join(pip.extra_index_urls)))
+    if pip.cert:
+        env.append(("SSL_CERT_FILE", pip.cert))
+    return tuple(env)
+
+
+def install_argv(deps: Dependencies, venv: str, src: str,
+                 uv: str | None) -> tuple[tuple[str, ...], str]:
+    """The contained command that installs the dependencies from the build copy `src`, and
+    what it does: pip in the venv, or uv (`uv sync --frozen` for a uv.lock: the locked set,
+    without dev groups, the project installed as a copy since `src` is removed after)."""
+    if uv is None:
+        pip_cmd = (f"{venv}/bin/python", "-I", "-m", "pip", "install", "--no-input")
+        if deps.kind == "requirements":
+            return (*pip_cmd, "-r", f"{src}/requirements.txt"), "install requirements.txt"
+        return (*pip_cmd, src), "install the project"
+    if deps.kind == "requirements":
+        return ((uv, "pip", "install", "--python", f"{venv}/bin/python",
+                 "-r", f"{src}/requirements.txt"), "install requirements.txt with uv")
+    if deps.locked:
+        return ((uv, "sync", "--frozen", "--no-dev", "--no-editable", "--project", src),
+                "install the project and its uv.lock with uv")
+    return (uv, "pip", "install", "--python", f"{venv}/bin/python", src), \
+        "install the project with uv"
+
+
 def build_cache(app: AppConfig) -> str:
     """The app's private pip cache and HOME for its builds: 0700, owned by the app's user."""
     return f"{BUILD_CACHE}/{app.name}"
 
 
 def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv: str,
-              pip: PipSettings, release: str | None = None) -> list[Action]:
-    """Root makes an empty venv and hands it to the app's user; pip (and every setup.py or
-    build backend it runs) runs contained as that user; then root takes the venv back,
-    marks it complete, and only a complete venv is ever used."""
+              pip: PipSettings, release: str | None = None,
+              uv: str | None = None) -> list[Action]:
+    """Root makes an empty venv and hands it to the app's user; pip, or uv when `uv` (its
+    binary) is given, and every setup.py or build backend they run, runs contained as that
+    user; then root takes the venv back, marks it complete, and only a complete venv is ever
+    used."""
     if venv_ready(host, venv):
         return []
     paths = AppPaths(app.name)
@@ -231,10 +276,9 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
                 BuildVenv(path=venv, python=SYSTEM_PYTHON),
                 OwnTree(path=venv, owner=app.owner, group=app.owner, modes="keep",
                         why="hand the new venv to the app's user for the build")]
-    env = (*pip_env(pip), ("HOME", cache), ("PIP_CACHE_DIR", f"{cache}/pip"),
-           ("TMPDIR", "/tmp"))
+    builder_env = pip_env(pip) if uv is None else uv_env(pip, cache, venv)
+    env = (*builder_env, ("HOME", cache), ("PIP_CACHE_DIR", f"{cache}/pip"), ("TMPDIR", "/tmp"))
     secrets = tuple(u for u in (pip.index_url, *pip.extra_index_urls) if u)
-    pip_cmd = (f"{venv}/bin/python", "-I", "-m", "pip", "install", "--no-input")
 
     def contained(argv: tuple[str, ...], why: str, cwd: str = "/") -> ContainedRun:
         return ContainedRun(argv=argv, user=app.owner, why=why, env=env, cwd=cwd,
@@ -249,11 +293,12 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
         if host.state(src) is not None:
             actions.append(Remove(path=src, why="a previous build's copy"))
         actions.append(contained(("/bin/cp", "-R", "--", code, src), "copy the code to build it"))
-        if deps.kind == "requirements":
-            actions.append(contained((*pip_cmd, "-r", f"{src}/requirements.txt"),
-                                     "install requirements.txt", src))
-        else:
-            actions.append(contained((*pip_cmd, src), "install the project"))
+        argv, why = install_argv(deps, venv, src, uv)
+        actions.append(contained(argv, why, src if deps.kind == "requirements" else "/"))
+        if uv is not None:  # uv makes its lock files 0644 whatever the umask: readable by
+            # the app only, like everything its build writes (the cache dir is 0700 anyway)
+            actions.append(contained(("/bin/chmod", "-R", "o-rwx", "--", f"{cache}/uv"),
+                                     "keep uv's cache private to the app"))
         actions.append(Remove(path=src, why="the build copy"))
     actions += secure(venv, app.owner)
     actions.append(WriteFile(path=f"{venv}/{VENV_MARKER}",

@@ -1,0 +1,86 @@
+"""Builds with uv against pip: per builder, a fresh server, the same five apps (tests/apps
+alpha, beta, gamma, keeper, pulse: requirements.txt and a pyproject project); the wall time
+of their cold `fleet apply` with empty build caches (uv's own install included), then of a
+deploy that changes every app's requirements (caches warm). Prints uv/pip ratios.
+
+    sudo .venv/bin/python bench/builds.py
+
+Debian packages are installed by a first apply without apps, outside the timings: both
+builders share that cost.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import APPS, machine, start
+from provisioning import timed_apply
+from tests.harness import GitRemote
+
+NAMES = ("alpha", "beta", "gamma", "keeper", "pulse")
+EXTRA = "six==1.16.0"  # the requirement every app gains in the deploy
+
+
+def toml(remote: GitRemote, builder: str) -> str:
+    text = f'[server]\nbuilder = "{builder}"\n\n'
+    for name in NAMES:
+        text += f'[apps.{name}]\nrepo = "{remote.url(name)}"\ndomains = ["{name}.test"]\n'
+        if name == "gamma":
+            text += 'module = "gamma:create_app()"\n'
+        if name == "keeper":
+            text += 'persist = ["instance"]\ninit = "python init_db.py"\n'
+        text += "\n"
+    return text
+
+
+def change_requirements(remote: GitRemote) -> None:
+    for name in NAMES:
+        if name == "gamma":
+            text = (APPS / name / "pyproject.toml").read_text()
+            files = {"pyproject.toml": text.replace('"flask>=3,<4"', f'"flask>=3,<4", "{EXTRA}"')}
+        else:
+            text = (APPS / name / "requirements.txt").read_text()
+            files = {"requirements.txt": text + EXTRA + "\n"}
+        remote.commit(name, files, "Add a requirement")
+
+
+def measure(builder: str) -> tuple[float, float]:
+    with GitRemote() as remote, tempfile.TemporaryDirectory() as tmp:
+        for name in NAMES:
+            if name != "pulse":  # start() creates it
+                remote.create_repo(name, APPS / name)
+        server = start(remote, Path(tmp))
+        try:
+            server.write_file("/root/fleet.toml", f'[server]\nbuilder = "{builder}"\n')
+            server.run("sh /root/bootstrap /root/fleet.pyz apply /root/fleet.toml",
+                       timeout=3600, check=True)
+            server.write_file("/root/fleet.toml", toml(remote, builder))
+            cold, data = timed_apply(server, "/root/fleet.toml")
+            notes = [n for s in data.get("steps", []) if s.get("name") == "uv"
+                     for n in s.get("notes", [])]
+            if notes:
+                raise SystemExit(f"uv was not installed: {notes}")
+            print(f"{builder}: cold apply {cold:.1f} s", file=sys.stderr, flush=True)
+            change_requirements(remote)
+            deploy, _ = timed_apply(server, "/root/fleet.toml")
+            print(f"{builder}: requirements deploy {deploy:.1f} s", file=sys.stderr, flush=True)
+        finally:
+            server.destroy()
+    return cold, deploy
+
+
+def main() -> None:
+    print(f"machine: {machine()}", flush=True)
+    times = {builder: measure(builder) for builder in ("pip", "uv")}
+    print("\n| five apps | pip s | uv s | uv/pip |\n|---|---|---|---|")
+    for index, what in enumerate(("cold apply, empty caches",
+                                  "deploy changing requirements, warm caches")):
+        pip, uv = times["pip"][index], times["uv"][index]
+        print(f"| {what} | {pip:.1f} | {uv:.1f} | {uv / pip:.2f} |")
+    print("command: sudo .venv/bin/python bench/builds.py")
+
+
+if __name__ == "__main__":
+    main()

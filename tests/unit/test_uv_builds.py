@@ -1,0 +1,140 @@
+"""uv builds (issue 19): how uv is installed (root only unpacks a hash-checked wheel), the
+command and environment each kind of app gets, and the fallbacks to pip."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet.config.settings import AppConfig, PipSettings
+from fleet.host.actions import BuildVenv, ContainedRun, Move, Run
+from fleet.server import uv as uv_tool
+from fleet.server.release import Dependencies, dependencies, plan_venv
+from tests.unit.fakehost import FakeHost
+from tests.unit.support import CONFIG, SHA_B1, config, run, server
+
+pytestmark = pytest.mark.usefixtures("healthy")
+
+VENV = "/srv/fleet/blog/venvs/abc"
+CACHE = "/var/cache/fleet/blog"
+SRC = f"{CACHE}/src"
+UV = uv_tool.UV_BIN
+TOKEN = "https://user:s3cret@pypi.example.com/simple"
+APP = AppConfig(name="blog", repo="git://x/blog.git", domains=("blog.test",))
+
+
+def build(deps: Dependencies, uv: str | None = UV,
+          pip: PipSettings = PipSettings()) -> ContainedRun:
+    actions = plan_venv(FakeHost(), APP, "a" * 40, deps, VENV, pip, uv=uv)
+    copy, install, *rest = [a for a in actions if isinstance(a, ContainedRun)]
+    assert copy.argv[0] == "/bin/cp" and copy.argv[-1] == SRC
+    if uv is not None:  # uv's lock files come out 0644: made private to the app after
+        assert [a.argv for a in rest] == [("/bin/chmod", "-R", "o-rwx", "--", f"{CACHE}/uv")]
+        assert rest[0].user == "blog"
+    else:
+        assert rest == []
+    return install
+
+
+def test_requirements_install_with_uv_pip_contained_as_the_app() -> None:
+    install = build(Dependencies("requirements", "d"))
+    assert install.argv == (UV, "pip", "install", "--python", f"{VENV}/bin/python",
+                            "-r", f"{SRC}/requirements.txt")
+    assert install.user == "blog" and install.cwd == SRC
+    assert install.writable == (VENV, CACHE)
+    env = dict(install.env)
+    assert env["UV_CACHE_DIR"] == f"{CACHE}/uv"  # the app's private cache
+    assert env["UV_LINK_MODE"] == "copy"  # root takes the venv's files: never the cache's
+    assert env["UV_PYTHON_DOWNLOADS"] == "never" and env["UV_COMPILE_BYTECODE"] == "1"
+    assert env["UV_SYSTEM_CERTS"] == "1" and env["HOME"] == CACHE
+
+
+def test_a_project_with_uv_lock_is_synced_frozen_into_the_venv() -> None:
+    install = build(Dependencies("project", "a" * 40, locked=True))
+    assert install.argv == (UV, "sync", "--frozen", "--no-dev", "--no-editable",
+                            "--project", SRC)
+    assert dict(install.env)["UV_PROJECT_ENVIRONMENT"] == VENV
+
+
+def test_a_project_without_a_lock_is_installed_with_uv_pip() -> None:
+    install = build(Dependencies("project", "a" * 40))
+    assert install.argv == (UV, "pip", "install", "--python", f"{VENV}/bin/python", SRC)
+
+
+def test_pip_settings_reach_uv_and_stay_masked() -> None:
+    pip = PipSettings(index_url=TOKEN, extra_index_urls=("https://a.test/s", "https://b.test/s"),
+                      cert="/etc/ssl/corp.pem")
+    install = build(Dependencies("requirements", "d"), pip=pip)
+    env = dict(install.env)
+    assert env["UV_INDEX_URL"] == TOKEN and TOKEN not in " ".join(install.argv)
+    assert env["UV_EXTRA_INDEX_URL"] == "https://a.test/s https://b.test/s"
+    assert env["SSL_CERT_FILE"] == "/etc/ssl/corp.pem"
+    assert TOKEN in install.secrets
+
+
+def test_without_uv_pip_builds_as_before() -> None:
+    install = build(Dependencies("requirements", "d"), uv=None)
+    assert install.argv[:4] == (f"{VENV}/bin/python", "-I", "-m", "pip")
+    assert not [k for k, _ in install.env if k.startswith("UV_")]
+    locked = build(Dependencies("project", "a" * 40, locked=True), uv=None)
+    assert locked.argv[-1] == SRC and "sync" not in locked.argv  # pip installs the project
+
+
+def test_dependencies_notice_a_uv_lock_without_changing_the_venv_key() -> None:
+    host = server()
+    host.repo_files[SHA_B1] = {**host.repo_files[SHA_B1], "uv.lock": b"version = 1\n"}
+    app = AppConfig(name="beta", repo="git://remote/beta.git", domains=("beta.test",))
+    run(host, config(host))  # clones the mirror
+    deps = dependencies(host, app, SHA_B1)
+    assert deps.locked and deps.kind == "project"
+    assert deps.venv_key("3.11") == Dependencies("project", SHA_B1).venv_key("3.11")
+
+
+def test_root_only_unpacks_a_hash_checked_wheel() -> None:
+    actions = uv_tool.plan_uv(FakeHost(), PipSettings(index_url=TOKEN))
+    assert not [a for a in actions if isinstance(a, ContainedRun)]
+    (venv,) = [a for a in actions if isinstance(a, BuildVenv)]
+    (pip,) = [a for a in actions if isinstance(a, Run)]
+    assert pip.argv[0] == f"{venv.path}/bin/python" and pip.argv[1:4] == ("-I", "-m", "pip")
+    for flag in ("--require-hashes", "--only-binary=:all:", "--no-deps", "--target"):
+        assert flag in pip.argv
+    assert ("PIP_INDEX_URL", TOKEN) in pip.env
+    (move,) = [a for a in actions if isinstance(a, Move)]
+    assert move.dest == uv_tool.UV_DIR  # renamed into place last
+    requirements = [a for a in actions if getattr(a, "path", "").endswith("requirements.txt")]
+    text = requirements[0].content.decode()
+    assert f"uv=={uv_tool.UV_VERSION}" in text
+    assert all(f"--hash=sha256:{d}" in text for d in uv_tool.UV_SHA256)
+
+
+def uv_runs(host: FakeHost) -> list[list[str]]:
+    return [argv for argv, *_ in host.contained if argv[0] == UV]
+
+
+def test_apply_installs_uv_once_and_builds_with_it() -> None:
+    host = server()
+    session, _ = run(host, config(host))
+    assert host.state(UV) is not None
+    assert [s for s in session.steps if s.name == "uv" and s.actions]
+    assert len(uv_runs(host)) == 2  # alpha's requirements, beta's project
+    session, _ = run(host, config(host))
+    assert not [s for s in session.steps if s.name == "uv" and s.actions]
+
+
+def test_uv_that_cannot_be_installed_falls_back_to_pip_and_says_so() -> None:
+    host = server()
+    host.uv_fails = True
+    session, outcome = run(host, config(host))
+    (step,) = [s for s in session.steps if s.name == "uv"]
+    assert step.notes and "builds use pip" in step.notes[0]
+    assert host.state(uv_tool.UV_TMP) is None and host.state(UV) is None
+    assert not uv_runs(host) and outcome.apps["alpha"].health == "passed"
+    pips = [argv for argv, *_ in host.contained if argv[1:4] == ["-I", "-m", "pip"]]
+    assert len(pips) == 2
+
+
+def test_builder_pip_never_installs_uv() -> None:
+    host = server()
+    text = "[server]\nbuilder = \"pip\"\n" + CONFIG
+    session, _ = run(host, config(host, text))
+    assert not [s for s in session.steps if s.name == "uv"]
+    assert host.state(UV) is None and not uv_runs(host)

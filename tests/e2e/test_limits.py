@@ -28,6 +28,7 @@ from tests.harness.server import BareServer, NoResponse
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
 MEMORY, PROCESSES, CPU, TASKS, TIMEOUT = 128 << 20, 2, 50, 48, 5
+SPINNING = 25  # percent of one core above which the hostile app is surely spinning
 # One user's processes sampled every 20 ms for argv[2] seconds (0: once): peak tasks
 # (threads), peak RSS of one process, cpu use in percent of one core (processes seen at the
 # start) over the whole time.
@@ -256,16 +257,17 @@ def test_spinning_app_is_warned_about_and_the_neighbour_answers(box) -> None:
         time.sleep(1)
         measured = sample(box, 1)["cpu"]
         start, cpus = time.monotonic(), []
-        while len(cpus) < 3 and not any(cpu["used"] > CPU for cpu in cpus):
+        while len(cpus) < 3 and not any(cpu["used"] > SPINNING for cpu in cpus):
             cpus.append(app_status(box, "hog")["limits"]["cpu"])  # one may see a respawn gap
         took = (time.monotonic() - start) / len(cpus)
     print(f"\nhog cpu while spinning: fleet status {cpus} ({took:.1f} s per status), /proc "
           f"over 1 s {measured:.0f}%; {spins.sent} spins; neighbour p99 {p99_ms(load):.0f} ms "
           f"({load.ok} ok) vs {p99_ms(alone):.0f} ms alone ({alone.ok} ok)")
-    assert measured > CPU, measured  # the spinners ran (the harness measured, not fleet)
+    assert measured > SPINNING, measured  # the spinners ran (the harness measured, not fleet)
     assert all("not enforced" in cpu["mechanism"] for cpu in cpus), cpus
-    # Not enforced, and status says the app is over its limit.
-    assert max(cpu["used"] for cpu in cpus) > CPU, cpus
+    # Status sees the spinning (an idle app reads 0-4 %). Not asserted above the 50 % limit:
+    # on 2 cores shared with other test runs the spinners got 43 % to 180 % here.
+    assert max(cpu["used"] for cpu in cpus) > SPINNING, cpus
     assert load.failed == 0 and alone.failed == 0, (load.failures[:5], alone.failures[:5])
 
 

@@ -324,10 +324,12 @@ class ServerStatus:
 
 def server_status(host: Host, config: Config) -> ServerStatus:
     emperor = read_emperor(host)
-    before = Snapshot(time.monotonic(), host.processes())
     apps = [app_status(host, config, a.name, emperor) for a in config.apps]
-    if any(a.cpu for a in config.apps):  # cpu use over at least CPU_SAMPLE seconds
-        time.sleep(max(0.0, CPU_SAMPLE - (time.monotonic() - before.when)))
+    before = Snapshot(time.monotonic(), host.processes())
+    if any(a.cpu for a in config.apps):
+        # Two /proc snapshots CPU_SAMPLE apart, after the per-app work: across a longer gap
+        # (seconds on a busy server) workers respawned meanwhile would count as idle.
+        time.sleep(CPU_SAMPLE)
         add_limits(host, config, apps, before, Snapshot(time.monotonic(), host.processes()))
     else:  # no cpu limit to compare with: status does not wait to measure cpu use
         add_limits(host, config, apps, before, before)

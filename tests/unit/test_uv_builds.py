@@ -110,20 +110,23 @@ def uv_runs(host: FakeHost) -> list[list[str]]:
     return [argv for argv, *_ in host.contained if argv[0] == UV]
 
 
+UV_CONFIG = '[server]\nbuilder = "uv"\n' + CONFIG
+
+
 def test_apply_installs_uv_once_and_builds_with_it() -> None:
     host = server()
-    session, _ = run(host, config(host))
+    session, _ = run(host, config(host, UV_CONFIG))
     assert host.state(UV) is not None
     assert [s for s in session.steps if s.name == "uv" and s.actions]
     assert len(uv_runs(host)) == 2  # alpha's requirements, beta's project
-    session, _ = run(host, config(host))
+    session, _ = run(host, config(host, UV_CONFIG))
     assert not [s for s in session.steps if s.name == "uv" and s.actions]
 
 
 def test_uv_that_cannot_be_installed_falls_back_to_pip_and_says_so() -> None:
     host = server()
     host.uv_fails = True
-    session, outcome = run(host, config(host))
+    session, outcome = run(host, config(host, UV_CONFIG))
     (step,) = [s for s in session.steps if s.name == "uv"]
     assert step.notes and "builds use pip" in step.notes[0]
     assert host.state(uv_tool.UV_TMP) is None and host.state(UV) is None

@@ -201,15 +201,17 @@ def venv_ready(host: Host, venv: str) -> bool:
     return host.state(target) is not None
 
 
-def pip_env(pip: PipSettings) -> tuple[tuple[str, str], ...]:
-    env = list(PIP_ENV)
-    if pip.index_url:
-        env.append(("PIP_INDEX_URL", pip.index_url))
+def index_env(pip: PipSettings, index: str, extra: str,
+              cert: str) -> list[tuple[str, str]]:
+    """[server.pip]'s index, extra indexes and CA bundle under one installer's names."""
+    env = [(index, pip.index_url)] if pip.index_url else []
     if pip.extra_index_urls:
-        env.append(("PIP_EXTRA_INDEX_URL", " ".join(pip.extra_index_urls)))
-    if pip.cert:
-        env.append(("PIP_CERT", pip.cert))
-    return tuple(env)
+        env.append((extra, " ".join(pip.extra_index_urls)))
+    return env + ([(cert, pip.cert)] if pip.cert else [])
+
+
+def pip_env(pip: PipSettings) -> tuple[tuple[str, str], ...]:
+    return (*PIP_ENV, *index_env(pip, "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CERT"))
 
 
 def uv_env(pip: PipSettings, cache: str, venv: str) -> tuple[tuple[str, str], ...]:
@@ -222,13 +224,7 @@ def uv_env(pip: PipSettings, cache: str, venv: str) -> tuple[tuple[str, str], ..
            ("UV_COMPILE_BYTECODE", "1"), ("UV_PYTHON_DOWNLOADS", "never"),
            ("UV_PROJECT_ENVIRONMENT", venv),
            ("UV_NO_PROGRESS", "1"), ("UV_SYSTEM_CERTS", "1")]
-    if pip.index_url:
-        env.append(("UV_INDEX_URL", pip.index_url))
-    if pip.extra_index_urls:
-        env.append(("UV_EXTRA_INDEX_URL", " ".join(pip.extra_index_urls)))
-    if pip.cert:
-        env.append(("SSL_CERT_FILE", pip.cert))
-    return tuple(env)
+    return (*env, *index_env(pip, "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "SSL_CERT_FILE"))
 
 
 def install_argv(deps: Dependencies, venv: str, src: str,

@@ -200,7 +200,9 @@ def why_down(host: Host, name: str, vassal: VassalStatus) -> str:
             "stopped": "not running (the Emperor does not list it)",
             "unreadable": f"its stats socket: {vassal.stats_problem}"}.get(vassal.state,
                                                                         vassal.state)
-    error = last_error(app_log_tail(host, name, 40))
+    # A crash loop prints uWSGI's whole banner at every start: look far enough back to reach
+    # the error of an earlier start when the latest one has not printed its own yet.
+    error = last_error(app_log_tail(host, name, 200))
     return f"{what}: {error}" if error else what
 
 

@@ -1,5 +1,6 @@
 """The core scenario once on Debian 13 (trixie, Python 3.13): bootstrap, conflicting pins,
-a factory app, idempotence, no root workers."""
+a factory app, idempotence, no root workers; built with pip (`builder = "pip"`), the
+alternative to the default uv that every other module builds with."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ def trixie(server_factory, git_remote, fleet_pyz) -> BareServer:
     assert "VERSION_CODENAME=trixie" in server.read_file("/etc/os-release").decode()
     install_fleet(server, fleet_pyz)
     server.write_file("/root/fleet.toml", f"""
+[server]
+builder = "pip"
+
 [apps.alpha]
 repo = "{git_remote.url('alpha')}"
 domains = ["alpha.test"]
@@ -43,6 +47,7 @@ def test_trixie_provisions_and_stays_converged(trixie: BareServer) -> None:
                          "--json"], timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert json.loads(result.stdout)["failed"] == 0
+    assert not trixie.exists("/usr/local/lib/fleet/uv-0.13.9"), "builder = pip installed uv"
     python = trixie.run(["python3", "--version"]).stdout
     assert python.startswith("Python 3.13"), python
     assert re.match(r"alpha sqlalchemy=1\.4\.\d+", get(trixie, "alpha.test")[1])

@@ -141,3 +141,18 @@ def test_builder_pip_never_installs_uv() -> None:
     session, _ = run(host, config(host, text))
     assert not [s for s in session.steps if s.name == "uv"]
     assert host.state(UV) is None and not uv_runs(host)
+
+
+def test_a_cache_left_by_an_earlier_account_of_the_app_is_dropped_before_the_build() -> None:
+    """userdel + a re-created user (new uid): the old cache's files are not the new account's,
+    and uv fails on a cache it cannot write (the e2e's killed-deploy runs after such a test)."""
+    host = FakeHost()
+    host.mkdir(CACHE, 0o700, "1007", "1007")
+    actions = plan_venv(host, APP, "a" * 40, Dependencies("requirements", "d"), VENV,
+                        PipSettings(), uv=UV)
+    removes = [a for a in actions if getattr(a, "path", None) == CACHE]
+    assert [type(a).__name__ for a in removes] == ["Remove", "MakeDir"], removes
+    host.chown(CACHE, 0o700, "blog", "blog")
+    kept = plan_venv(host, APP, "a" * 40, Dependencies("requirements", "d"), VENV,
+                     PipSettings(), uv=UV)
+    assert [type(a).__name__ for a in kept if getattr(a, "path", None) == CACHE] == ["MakeDir"]

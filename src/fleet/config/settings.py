@@ -75,7 +75,7 @@ class ServerConfig:
     git_timeout: float = 900.0
     # What installs the apps' dependencies: "uv" (fleet installs a pinned uv; pip when that
     # fails) or "pip".
-    builder: str = "pip"  # "uv": opt-in until a killed uv build is proven to recover (note)
+    builder: str = "uv"
 
 
 @dataclass(frozen=True)

@@ -267,6 +267,11 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
     actions: list[Action] = []
     if host.state(venv) is not None:
         actions.append(Remove(path=venv, why="incomplete or broken"))
+    cached = host.state(cache)
+    if cached is not None and (cached.kind != "dir" or cached.owner != app.owner):
+        # The app's account was deleted and made again (a new uid): what the old one cached
+        # is not writable by the new one, and uv, unlike pip, fails on an unwritable cache.
+        actions.append(Remove(path=cache, why=f"a build cache not owned by {app.owner}"))
     actions += [MakeDir(path=BUILD_CACHE, mode=0o755), MakeDir(path=cache, mode=0o700,
                                                                owner=app.owner, group=app.owner),
                 BuildVenv(path=venv, python=SYSTEM_PYTHON),

@@ -11,6 +11,7 @@ first retry, and the event arrives once the receiver is back.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -221,14 +222,14 @@ def test_a_receiver_that_is_down_delays_nothing(box: Box) -> None:
     deadline = time.monotonic() + 20
     while True:
         spooled = box.server.run("cat /var/spool/fleet/notify/*.json 2>/dev/null").stdout
-        if '"attempts": 1' in spooled:
+        if re.search(r'"attempts": [1-9]', spooled):
             break
         assert time.monotonic() < deadline, spooled
         time.sleep(0.5)
     box.receiver.up()  # same port
     box.receiver.wait_for("deploy.succeeded", timeout=60, app="pulse", commit=box.commits["v3"])
     journal = box.server.journal("fleet-notify.service")
-    assert "retry in 30 s" in journal and "delivered deploy.succeeded" in journal
+    assert "retry in 10 s" in journal and "delivered deploy.succeeded" in journal
 
 
 def test_remove_app_and_the_whole_history(box: Box) -> None:

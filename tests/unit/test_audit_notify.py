@@ -202,7 +202,7 @@ def test_queue_event_spools_and_wakes_the_deliverer_without_waiting() -> None:
 
 def test_retry_schedule_then_drop() -> None:
     assert [retry_delay(n) for n in range(1, MAX_ATTEMPTS + 1)] == [*BACKOFF, None]
-    assert BACKOFF == (30.0, 60.0, 120.0, 240.0) and sum(BACKOFF) < 600
+    assert BACKOFF == (10.0, 30.0, 90.0, 270.0) and sum(BACKOFF) < 600
     host = notify_host()
     queue_event(host, "deploy.failed", "shop", "boom", now=1000.0)
     tries: list[float] = []
@@ -215,7 +215,7 @@ def test_retry_schedule_then_drop() -> None:
     settings = NotifySettings(webhook="https://hooks.example.com/x")
     while (wait := deliver_due(host, settings, now, post=down)) is not None:
         now += wait
-    assert [t - 1000.0 for t in tries] == [0.0, 30.0, 90.0, 210.0, 450.0]
+    assert [t - 1000.0 for t in tries] == [0.0, 10.0, 40.0, 130.0, 400.0]
     assert not [p for p in host.files if p.startswith(SPOOL + "/")]  # dropped
 
 
@@ -233,10 +233,10 @@ def test_delivered_once_the_receiver_is_back_and_signed() -> None:
 
     settings = NotifySettings(webhook="https://h.example.com/", secret="k",
                               headers=(("X-Team", "ops"),))
-    assert deliver_due(host, settings, 0.0, post=post) == 30.0
+    assert deliver_due(host, settings, 0.0, post=post) == 10.0
     up["ok"] = True
-    assert deliver_due(host, settings, 10.0, post=post) == 20.0  # not due yet
-    assert deliver_due(host, settings, 30.0, post=post) is None
+    assert deliver_due(host, settings, 4.0, post=post) == 6.0  # not due yet
+    assert deliver_due(host, settings, 10.0, post=post) is None
     body, headers = sent[0]
     assert json.loads(body)["event"] == "health.red"
     assert headers["X-Team"] == "ops"
@@ -342,3 +342,44 @@ def test_the_dispatcher_audits_a_changing_command_even_when_refused(
     line = json.loads(lines[0])
     assert (line["who"], line["result"], line["exit"]) == ("alice", "failed", 2)
     assert line["command"] == ["fleet", "apply", "--no-such-option"]
+
+
+def test_a_removed_app_serves_no_commit_though_its_files_stay() -> None:
+    from fleet.host.layout import AppPaths
+    from fleet.server.audit import mark
+
+    paths = AppPaths("shop")
+    host = FakeHost()
+    host.files[paths.state_file] = Entry("file", json.dumps(
+        {"releases": [{"id": "r1", "commit": "abc", "built": 1.0, "deployed": 2.0}]}).encode())
+    host.files[paths.current] = Entry("link", target=f"{paths.releases}/r1")
+    host.files[paths.config_file] = Entry("file", b"")
+    assert mark(host, "shop") == AppMark("abc", "r1")
+    del host.files[paths.config_file]  # fleet remove-app (without --purge)
+    assert mark(host, "shop") == AppMark()
+
+
+def test_watch_run_skips_on_demand_apps_and_keeps_its_state() -> None:
+    from fleet.config.settings import Config, EmperorConfig, ServerConfig
+    from fleet.server.watch import watch
+
+    _, _, apps = parse('[apps.shop]\nrepo = "https://git.example.com/s.git"\n'
+                       'domains = ["shop.example.com"]\n'
+                       '[apps.lazy]\nrepo = "https://git.example.com/l.git"\n'
+                       'domains = ["lazy.example.com"]\nmode = "on-demand"\n')
+    listed = list(apps.values()) if isinstance(apps, dict) else list(apps)
+    config = Config(ServerConfig(), EmperorConfig(), tuple(listed))
+    host = notify_host()
+    host.files["/var/lib/fleet"] = Entry("dir")
+    host.handlers.append(lambda _h, argv: RunResult(1, "", "")
+                         if argv[:2] == ["systemctl", "is-failed"] else None)
+    checked: list[str] = []
+
+    def check(app):
+        checked.append(app.name)
+        return HealthResult(True, 200, "HTTP 200", 0.0)
+
+    assert watch(host, config, check) == []
+    assert checked == ["shop"]
+    assert json.loads(host.files["/var/lib/fleet/watch.json"].content)["health"] == {
+        "shop": "green"}

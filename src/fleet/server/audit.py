@@ -137,9 +137,12 @@ def known_apps(host: Host) -> list[str]:
 
 
 def mark(host: Host, app: str) -> AppMark:
+    """What the app serves: none once removed (`remove-app` keeps its files unless --purge)."""
     history = History.load(host, app)
     state = host.state(AppPaths(app).current)
-    live = state.target.rsplit("/", 1)[-1] if state and state.kind == "link" else None
+    configured = host.state(AppPaths(app).config_file) is not None
+    live = state.target.rsplit("/", 1)[-1] if configured and state and state.kind == "link" \
+        else None
     record = history.releases.get(live) if live else None
     failed = [r for r in history.releases.values() if r.failed]
     newest = max(failed, key=lambda r: r.built) if failed else None

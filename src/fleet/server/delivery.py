@@ -2,9 +2,10 @@
 webhook and/or pipe to the command, retried with exponential backoff, then dropped with a
 journal line.
 
-Five attempts: at once, then 30 s, 60 s, 120 s and 240 s after each failure (the last ~7.5 min
-after the event). An event counts as delivered when every configured target took it; a target
-that took it is not sent it again. The command runs as `nobody` (setpriv), never as root: it
+Five attempts: at once, then 10 s, 30 s, 90 s and 270 s after each failure (the last ~6.7 min
+after the event): a blip is bridged at once, an outage of minutes still gets the event. An
+event counts as delivered when every configured target took it; a target that took it is not
+sent it again. The command runs as `nobody` (setpriv), never as root: it
 is the operator's, but it needs no privilege. Webhook HTTPS trusts the system CAs plus
 [server.pip] cert when set (the private CA a closed network already gives fleet).
 """
@@ -26,7 +27,7 @@ from fleet.host.machine import Host, is_temp_name
 from fleet.masking import mask_urls
 from fleet.server.notify import SPOOL
 
-BACKOFF = (30.0, 60.0, 120.0, 240.0)  # seconds before attempts 2..5
+BACKOFF = (10.0, 30.0, 90.0, 270.0)  # seconds before attempts 2..5
 MAX_ATTEMPTS = len(BACKOFF) + 1
 COMMAND_USER = ("nobody", "nogroup")
 

@@ -1,5 +1,6 @@
 """`fleet watch` (fleet-watch.timer, every minute): raise events for what changed since the
 last run: an app's health turning red or green, certbot's renewal failing, a new failed backup.
+On-demand apps are not health-checked (the check would start them every minute).
 
 The last seen state is kept in /var/lib/fleet/watch.json, so each change is told once; an app
 seen for the first time is recorded without an event (a fresh app raises its deploy event).
@@ -20,7 +21,7 @@ from fleet.server.notify import SPOOL, UNIT_NAME, WATCH_STATE, queue_event
 
 BACKUP_RECORDS = f"{layout.STATE_DIR}/backups"
 CERTBOT_SERVICE = "certbot.service"
-WATCH_TIMEOUT = 10.0  # seconds one app's health check may take in a watch run
+WATCH_TIMEOUT = 5.0  # seconds one app's health check may take in a watch run
 
 Checker = Callable[[AppConfig], HealthResult]
 Event = tuple[str, str | None, str, dict[str, object]]  # kind, app, summary, details
@@ -106,7 +107,9 @@ def watch(host: Host, config: Config, check: Checker = default_check) -> list[Ev
     """One watch run: raise the events, store the new state, and wake the deliverer for any
     event still spooled (one that arrived as the deliverer was finishing)."""
     state = WatchState.load(host)
-    events = [*health_events(list(config.apps), state, check), *certbot_events(host, state),
+    # An on-demand app is not checked: a request every minute would keep it from ever idling.
+    watched = [a for a in config.apps if not a.on_demand]
+    events = [*health_events(watched, state, check), *certbot_events(host, state),
               *backup_events(host, state)]
     for kind, app, summary, details in events:
         queue_event(host, kind, app, summary, details)

@@ -51,3 +51,35 @@ def split_credentials(url: str) -> RepoUrl:
     user, _, password = userinfo.partition(":")
     clean = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
     return RepoUrl(clean, unquote(user), unquote(password))
+
+
+# Options whose value is a secret wherever they appear on a command line (the audit log's
+# copy of argv): fleet takes secrets from stdin, but an operator may still type one.
+SECRET_OPTIONS = ("--password", "--secret", "--token", "--value")
+ASSIGNMENT = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)", re.DOTALL)
+
+
+def mask_argv(argv: list[str]) -> list[str]:
+    """A command line fit for a log: URL credentials, KEY=VALUE values and the values of
+    secret-looking options (`--password X`, `--token=X`) masked."""
+    masked: list[str] = []
+    hide_next = False
+    for word in argv:
+        if hide_next:
+            masked.append(MASK)
+            hide_next = False
+            continue
+        option, eq, _ = word.partition("=")
+        if option in SECRET_OPTIONS:
+            if eq:
+                masked.append(f"{option}={MASK}")
+            else:
+                masked.append(word)
+                hide_next = True
+            continue
+        assignment = ASSIGNMENT.fullmatch(word)
+        if assignment and not word.startswith("-"):
+            masked.append(f"{assignment['key']}={MASK}")
+            continue
+        masked.append(mask_urls(word))
+    return masked

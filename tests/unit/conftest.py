@@ -24,3 +24,17 @@ def healthy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(converge_mod, "wait_for_vassal", lambda *_a, **_k: True)
     monkeypatch.setattr(deploy_mod, "gate", lambda *_a, **_k: "HTTP 200 on its own socket")
     return checked
+
+
+@pytest.fixture(autouse=True)
+def private_audit(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+                  ) -> None:
+    """A command a test runs as root leaves its audit line in a temp directory and reads the
+    apps' state from a fake host: never the real /var/log/fleet of the machine running tests."""
+    from fleet.cli import audited
+    from fleet.server import audit
+    from tests.unit.fakehost import FakeHost
+
+    monkeypatch.setenv(audit.TEST_LOG_ENV,  # subprocesses too
+                       str(tmp_path_factory.mktemp("audit") / "log" / "audit.log"))
+    monkeypatch.setattr(audited, "audit_host", FakeHost)

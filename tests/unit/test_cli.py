@@ -116,6 +116,7 @@ def test_init_example_documents_every_key_with_valid_values() -> None:
     hello = data["apps"]["hello"]
     assert sorted(data["server"]) == sorted(config.SERVER_KEYS)
     assert sorted(data["server"]["pip"]) == sorted(config.PIP_KEYS)
+    assert sorted(data["server"]["notify"]) == sorted(config.NOTIFY_KEYS)
     assert sorted(data["server"]["acme"]) == sorted(config.ACME_KEYS)
     assert sorted(data["emperor"]) == sorted(config.EMPEROR_KEYS)
     assert sorted(hello) == sorted(config.APP_KEYS)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import typer
 
+from fleet.cli.audited import run_audited
 from fleet.cli.common import OPTIONS, app
 from fleet.cli.output import err
 from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, FleetError
@@ -32,6 +33,7 @@ COMMAND_MODULES = {
     "remove-app": "remove",
     "drain": "rotation", "undrain": "rotation",
     "run": "run",
+    "history": "audit", "watch": "audit", "notify-deliver": "audit",
 }  # fmt: skip
 
 
@@ -53,6 +55,12 @@ def register(modules: Sequence[str]) -> None:
 
 
 def run(args: Sequence[str]) -> int:
+    """Run one command line; a command that changes the server also leaves its audit line
+    (fleet.cli.audited)."""
+    return run_audited(args, lambda: run_command(args))
+
+
+def run_command(args: Sequence[str]) -> int:
     """Run one command line; user errors are one line on stderr with exit 2 (input) or 1
     (failure), and the exit code is returned."""
     register(modules_for(args))

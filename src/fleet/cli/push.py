@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import socket
 import sys
 import zipfile
 from pathlib import Path
@@ -21,6 +23,15 @@ from fleet.cluster.ssh import OpenSSH
 from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError
 
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
+
+
+def local_operator() -> str:
+    """user@host of whoever runs the push: what each host's audit log records as "who"."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 def find_pyz(explicit: Path | None) -> Path:
@@ -95,6 +106,9 @@ def push_command(
                                                   "one, or dist/fleet.pyz).")] = None,
     ssh_config: Annotated[str | None, typer.Option(
         envvar="FLEET_SSH_CONFIG", help="ssh -F FILE (default: your own ssh config).")] = None,
+    operator: Annotated[str | None, typer.Option(
+        help="Who pushes, as each host's audit log records it (default: your user@host).",
+        show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Converge every server of the inventory over ssh: canary first, then batches, fronts last.
@@ -104,12 +118,15 @@ def push_command(
     Example: fleet push fleet.toml --batch 2
     """
     source = str(file)
+    if operator is not None and (not operator.strip() or not operator.isprintable()):
+        raise ConfigError("--operator", "", "must be printable text on one line")
     inventory, data = load_inventory(source, read_input(file))
     names = {s.name for s in inventory.servers}
     for index, name in enumerate(limit or []):
         if name not in names:
             raise ConfigError("--limit", f"[{index}]", f"no server {name!r} in {source}")
-    payload = Payload(find_pyz(pyz).read_bytes(), find_bootstrap())
+    payload = Payload(find_pyz(pyz).read_bytes(), find_bootstrap(),
+                      operator or local_operator())
     transport = OpenSSH(ssh_config)
     progress = (lambda _: None) if json_out else (lambda line: err.print(line, markup=False))
     try:

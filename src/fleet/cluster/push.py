@@ -120,6 +120,12 @@ class Payload:
 
     pyz: bytes
     bootstrap: bytes
+    operator: str = ""  # who pushes (user@host or --operator): each host's audit log names them
+
+
+def operator_env(operator: str) -> str:
+    """`FLEET_OPERATOR=... ` before the remote fleet: its audit lines name the operator."""
+    return f"FLEET_OPERATOR={shlex.quote(operator)} " if operator else ""
 
 
 def waves(servers: list[Server], batch: int) -> list[tuple[str, list[Server]]]:
@@ -189,11 +195,12 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def remote(transport: Transport, server: Server, args: str, timeout: float = REMOTE_TIMEOUT
-           ) -> tuple[int, bytes, str]:
+def remote(transport: Transport, server: Server, args: str, timeout: float = REMOTE_TIMEOUT,
+           operator: str = "") -> tuple[int, bytes, str]:
     """`sh bootstrap fleet.pyz ARGS` in the pushed directory (fleet installs itself)."""
-    run = transport.run(server, as_root(server, f"cd {REMOTE_DIR} && sh bootstrap fleet.pyz "
-                                                f"{args}"), timeout=timeout)
+    run = transport.run(server, as_root(server, f"cd {REMOTE_DIR} && {operator_env(operator)}"
+                                                f"sh bootstrap fleet.pyz {args}"),
+                        timeout=timeout)
     return run.returncode, run.stdout, run.stderr
 
 
@@ -241,7 +248,8 @@ class Gate:
         args = " ".join([verb, shlex.quote(target), *(f"--app {shlex.quote(a)}" for a in apps),
                          "--json"])
         run = self.transport.run(front, as_root(front, (
-            f"if [ -f {layout.SERVER_FILE} ]; then cd {REMOTE_DIR} && sh bootstrap fleet.pyz "
+            f"if [ -f {layout.SERVER_FILE} ]; then cd {REMOTE_DIR} && "
+            f"{operator_env(self.payload.operator)}sh bootstrap fleet.pyz "
             f"{args}; else echo '{{\"apps\": {{}}}}'; fi")), timeout=600)
         code, stdout, stderr = run.returncode, run.stdout, run.stderr
         if code == UNREACHABLE:
@@ -327,7 +335,8 @@ def push_host(transport: Transport, server: Server, share: str, payload: Payload
                     result.status, result.error = "failed", error
                     return result
         begun = time.time()
-        finish(result, *remote(transport, server, f"apply fleet.toml --json{flags}"))
+        finish(result, *remote(transport, server, f"apply fleet.toml --json{flags}",
+                               operator=payload.operator))
         if result.rotation is not None:
             result.rotation.applied = (begun, time.time())
             kept = gate.undrain(server, result.rotation) if gate is not None else []

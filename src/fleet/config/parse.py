@@ -21,6 +21,7 @@ from fleet.config.settings import (
     APP_DEFAULTS,
     HSTS_DEFAULT,
     MODES,
+    NOTIFY_EVENTS,
     AcmeSettings,
     AppConfig,
     AuthConfig,
@@ -29,6 +30,7 @@ from fleet.config.settings import (
     FrontApp,
     HealthConfig,
     JobConfig,
+    NotifySettings,
     PipSettings,
     ServerConfig,
     TlsConfig,
@@ -78,6 +80,8 @@ SERVER_KEYS = toml_keys(ServerConfig)
 ACME_KEYS = toml_keys(AcmeSettings)
 TLS_KEYS = toml_keys(TlsConfig)  # of tls = { cert = ..., key = ... }
 PIP_KEYS = toml_keys(PipSettings)
+NOTIFY_KEYS = toml_keys(NotifySettings)
+HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 EMPEROR_KEYS = toml_keys(EmperorConfig)
 APP_KEYS = toml_keys(AppConfig)
 INVENTORY_APP_KEYS = list(AppConfig.KEYS_READ_ELSEWHERE)  # read by fleet push, not kept here
@@ -120,7 +124,38 @@ def parse_server(c: Checker) -> ServerConfig:
         client_max_body_size=body,
         acme=parse_acme(c.sub("acme")),
         accept_from=parse_accept_from(c),
+        notify=parse_notify(c.sub("notify")),
     )
+
+
+def parse_notify(c: Checker) -> NotifySettings:
+    """[server.notify]: a webhook URL and/or a command, which events, a signing secret."""
+    c.check_known(NOTIFY_KEYS)
+    webhook = c.get_str("webhook")
+    if webhook is not None and (not webhook.startswith(("https://", "http://"))
+                                or REPO_BAD_RE.search(webhook)):
+        c.fail("webhook", "must be an http(s):// URL without whitespace or control characters")
+    command = c.get_str("command")
+    if command is not None and not command.strip():
+        c.fail("command", "must not be empty")
+    events = c.get_str_list("events")
+    for index, event in enumerate(events):
+        if event not in NOTIFY_EVENTS:
+            c.fail(f"events[{index}]",
+                   f"unknown event {event!r} (one of {', '.join(NOTIFY_EVENTS)})")
+    headers = c.sub("headers")
+    pairs = []
+    for name in headers.table:
+        value = headers.get_str(str(name))
+        if not HEADER_NAME_RE.fullmatch(str(name)):
+            headers.fail(str(name), "is not an HTTP header name (letters, digits, -)")
+        pairs.append((str(name), value))
+    timeout = c.get("timeout", (int, float), 10.0)
+    if not 1 <= timeout <= 300:
+        c.fail("timeout", f"must be between 1 and 300 seconds, got {timeout}")
+    return NotifySettings(webhook=webhook, command=command, events=events,
+                          secret=c.get_str("secret"), headers=tuple(pairs),
+                          timeout=float(timeout))
 
 
 def parse_accept_from(c: Checker, name: str = "accept_from") -> tuple[str, ...]:

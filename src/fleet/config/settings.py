@@ -63,6 +63,31 @@ class TlsConfig:
     key: str | None = None
 
 
+# What [server.notify] can report (README "Notifications"); `events` names a subset.
+NOTIFY_EVENTS = ("deploy.succeeded", "deploy.failed", "rollback", "health.red", "health.green",
+                 "certificate.failed", "backup.failed")
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """[server.notify]: where fleet's events go (a webhook and/or a command); off when neither.
+    `secret` signs each webhook body (HMAC-SHA256) and, like `headers`, is never shown."""
+
+    webhook: str | None = None
+    command: str | None = None
+    events: tuple[str, ...] = ()  # empty: every event
+    secret: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float = 10.0  # seconds one webhook POST or command may take
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhook or self.command)
+
+    def wants(self, event: str) -> bool:
+        return not self.events or event in self.events
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     packages: tuple[str, ...] = ()
@@ -76,6 +101,7 @@ class ServerConfig:
     # What installs the apps' dependencies: "uv" (fleet installs a pinned uv; pip when that
     # fails) or "pip".
     builder: str = "uv"
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ APPS_DIR = f"{ETC}/apps"
 ENV_DIR = f"{ETC}/env"
 STATE_DIR = "/var/lib/fleet"
 STATE_APPS = f"{STATE_DIR}/apps"
+FLEET_BIN = "/usr/local/bin/fleet"  # where bootstrap installs the zipapp (units run it)
 LOCK_FILE = "/run/fleet.host.lock"
 SRV = "/srv/fleet"
 RUN = "/run/fleet"

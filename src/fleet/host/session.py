@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from fleet.errors import CommandError, FleetError, StepFailed
 from fleet.host.actions import Action, Unknown
@@ -59,7 +59,11 @@ class Reporter(Protocol):
 class Session:
     """One run of fleet against one host: executes (or, when checking, only records) actions."""
 
+    # Every session this process started: the audit log's "changed" reads their counts.
+    started: ClassVar[list[Session]] = []
+
     def __init__(self, host: Host, reporter: Reporter, *, check: bool = False) -> None:
+        Session.started.append(self)
         self.host = host
         self.reporter = reporter
         self.check = check

@@ -63,6 +63,22 @@ class TlsConfig:
     key: str | None = None
 
 
+# restic's keep policy keys, as `forget --keep-KEY N` takes them.
+KEEP_KEYS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """[server.backup]: where restic keeps the apps' snapshots, and when fleet makes them.
+    Present (even empty) means backups are used: restic is installed."""
+
+    repository: str = "/var/backups/fleet/restic"  # a directory, or sftp:, s3:, rest: ...
+    password_file: str = "/etc/fleet/backup.password"  # root-only; made when missing
+    schedule: str | None = None  # systemd calendar; None: no timer
+    keep: tuple[tuple[str, int], ...] = ()  # restic keep policy, KEEP_KEYS
+    env: tuple[tuple[str, str], ...] = ()  # extra restic environment (secrets: masked)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     packages: tuple[str, ...] = ()
@@ -76,6 +92,7 @@ class ServerConfig:
     # What installs the apps' dependencies: "uv" (fleet installs a pinned uv; pip when that
     # fails) or "pip".
     builder: str = "pip"  # "uv": opt-in until a killed uv build is proven to recover (note)
+    backup: BackupSettings | None = None  # None: no [server.backup], no restic
 
 
 @dataclass(frozen=True)

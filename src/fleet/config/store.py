@@ -92,7 +92,7 @@ def desired_state(host: Host, source: str | None, text: str | None, *,
     if source is not None and text is not None:
         data = parse_toml(source, text)
         new_server, new_emperor, new_apps = parse_document(source, data)
-        check_schedules(host, new_apps.values(), source)
+        check_schedules(host, new_apps.values(), source, new_server)
         replaced = {t for t in ("server", "emperor") if t in data}
         replaced |= {f"apps.{name}" for name in new_apps}
     server_raw, apps_raw, server, emperor, apps = load_stored(host, frozenset(replaced))

@@ -287,3 +287,19 @@ def test_a_snapshot_that_does_not_match_its_manifest_is_refused_before_any_chang
         rs.verify(host, restored)
     assert "instance/app.db does not match its sha256" in str(info.value)
     assert host.read("/srv/fleet/alpha/shared/instance/app.db") == b"old data"
+
+
+def test_a_missing_repository_is_initialised_and_other_errors_are_not() -> None:
+    missing = ("Fatal: unable to open config file: stat /r/config: no such file or directory\n"
+               "Is there a repository at the following location?\n/r\n")
+    host = FakeHost(handlers=[lambda _h, argv: RunResult(1, "", missing)
+                              if argv[:3] == ["restic", "cat", "config"] else None])
+    assert restic.ensure_repository(host, BackupSettings(repository="/r")) is True
+    assert host.ran("restic", "init")
+    host = FakeHost(handlers=[lambda _h, argv: RunResult(1, "", "Fatal: wrong password or no "
+                                                         "key found\n")
+                              if argv[0] == "restic" else None])
+    with pytest.raises(restic.ResticError) as info:
+        restic.ensure_repository(host, BackupSettings(repository="/r"))
+    assert str(info.value) == "restic cat: Fatal: wrong password or no key found"
+    assert not host.ran("restic", "init")

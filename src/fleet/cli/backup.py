@@ -199,13 +199,15 @@ def swap(host: Host, desired: Desired, target: AppConfig, restored: rs.Restored)
 
 
 def set_maintenance(host: Host, desired: Desired, name: str, on: bool) -> None:
-    """The `fleet maintenance` change, converged quietly (this command prints its own result)."""
+    """The `fleet maintenance` change, converged quietly (this command prints its own result).
+    Without the health step: an app whose data is broken (why it is being restored) must
+    still get its maintenance page; restore checks the app's health itself after the swap."""
     raw = dict(desired.apps_raw[name])
     raw["maintenance"] = on
     changed = with_app(desired, name, raw, f"restore {name}")
     session = Session(host, SilentReporter())
     session.act(plan_store(host, changed))
-    outcome = converge(changed.config, session, only={name})
+    outcome = converge(changed.config, session, only={name}, health=False)
     if outcome.aborted or session.counts()["failed"]:
         raise FleetError(f"maintenance {'on' if on else 'off'} for {name} did not converge "
                          f"({outcome.aborted or 'a step failed'}); see fleet status")

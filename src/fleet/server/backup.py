@@ -71,11 +71,16 @@ def stage(host: Host, app: AppConfig) -> dict[str, Any]:
     perform_all(host, plan_dir(host, STAGING_ROOT, 0o711))
     work = f"{STAGING_ROOT}/.{app.name}-{secrets.token_hex(8)}"
     host.mkdir(work, 0o700, app.owner, app.owner)
+    shared = AppPaths(app.name).shared
+    # SQLite readers of a WAL database write its -shm file: the app's own data stays writable
+    # to its own user, as it is to the app.
+    data = [f"{shared}/{top}" for top in persist_tops(app)
+            if host.state(f"{shared}/{top}") is not None]
     try:
         result = host.run_contained(
-            ["/usr/bin/python3", "-I", "-c", script("backup-copy.py"), AppPaths(app.name).shared,
+            ["/usr/bin/python3", "-I", "-c", script("backup-copy.py"), shared,
              f"{work}/data", *persist_tops(app)],
-            user=app.owner, writable=[work], timeout=COPY_TIMEOUT)
+            user=app.owner, writable=[work, *data], timeout=COPY_TIMEOUT)
         host.chown(work, 0o700, "root", "root")  # the app's user can no longer reach in
         host.own_tree(work, "root", "root", "keep")
         try:

@@ -31,7 +31,11 @@ RESTIC_TIMEOUT = 6 * 3600.0
 
 
 class ResticError(FleetError):
-    """restic failed; the message is one masked line."""
+    """restic failed; the message is one masked line, `output` all it said (masked)."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
 
 
 @dataclass(frozen=True)
@@ -67,12 +71,13 @@ def run(host: Host, settings: BackupSettings, args: Sequence[str],
     last line restic printed."""
     result = host.run(["restic", *args], check=False, env=environment(settings), timeout=timeout)
     if not result.ok:
-        lines = [line for line in (result.stderr.strip() or result.stdout.strip()).splitlines()
-                 if line.strip()]
-        detail = lines[-1] if lines else f"exit {result.returncode}"
-        if len(lines) > 1 and lines[-1].startswith("Is there a repository"):
-            detail = f"{lines[-2]} ({lines[-1]})"
-        raise ResticError(masked(settings, f"restic {args[0]}: {detail}"))
+        output = result.stderr.strip() or result.stdout.strip()
+        lines = [line for line in output.splitlines() if line.strip()]
+        # restic ends some errors with a question and the location: the Fatal line says why.
+        fatal = [line for line in lines if line.startswith("Fatal:")]
+        detail = (fatal or lines or [f"exit {result.returncode}"])[-1]
+        raise ResticError(masked(settings, f"restic {args[0]}: {detail}"),
+                          masked(settings, output))
     return result.stdout
 
 
@@ -93,7 +98,7 @@ def ensure_repository(host: Host, settings: BackupSettings) -> bool:
         run(host, settings, ["cat", "config"], timeout=300)
         return False
     except ResticError as exc:
-        if "Is there a repository" not in str(exc) and "does not exist" not in str(exc):
+        if "Is there a repository" not in exc.output:
             raise
     run(host, settings, ["init"], timeout=300)
     return True

@@ -145,11 +145,10 @@ def test_a_failure_is_recorded_and_keeps_the_last_success() -> None:
 
 
 def test_the_period_comes_from_two_elapses_of_the_schedule() -> None:
+    # systemd-analyze calendar --iterations=2 daily, under TZ=UTC (systemd 252)
     text = ("  Original form: daily\nNormalized form: *-*-* 00:00:00\n"
-            "    Next elapse: Sat 2026-11-28 00:00:00 UTC\n"
-            "       (in UTC): Sat 2026-11-28 00:00:00 UTC\n       From now: 17h left\n"
-            "   Iteration #2: Sun 2026-11-29 00:00:00 UTC\n"
-            "       (in UTC): Sun 2026-11-29 00:00:00 UTC\n")
+            "    Next elapse: Sat 2026-11-28 00:00:00 UTC\n       From now: 17h left\n"
+            "       Iter. #2: Sun 2026-11-29 00:00:00 UTC\n       From now: 1 day 17h left\n")
     host = FakeHost(handlers=[lambda _h, argv: RunResult(0, text, "")
                               if argv[0] == "systemd-analyze" else None])
     assert backup_health.schedule_period(host, "daily") == 86400

@@ -21,14 +21,15 @@ from fleet.server import backup_state
 
 
 def parse_elapses(text: str) -> list[float]:
-    """The "(in UTC): Sat 2026-11-28 00:00:00 UTC" lines of systemd-analyze calendar."""
+    """The "Next elapse:" and "Iter. #N:" lines of `systemd-analyze calendar`, run with
+    TZ=UTC (so they are in UTC; it adds "(in UTC):" lines only in another zone)."""
     stamps = []
     for line in text.splitlines():
-        if "(in UTC):" not in line:
+        label, _, value = line.strip().partition(": ")
+        if label != "Next elapse" and not label.startswith("Iter"):  # "Iter. #2" (252)
             continue
-        value = line.split("(in UTC):", 1)[1].strip()
         try:
-            moment = datetime.datetime.strptime(value, "%a %Y-%m-%d %H:%M:%S UTC")
+            moment = datetime.datetime.strptime(value.strip(), "%a %Y-%m-%d %H:%M:%S UTC")
         except ValueError:
             continue
         stamps.append(moment.replace(tzinfo=datetime.timezone.utc).timestamp())

@@ -302,3 +302,15 @@ def test_a_missing_repository_is_initialised_and_other_errors_are_not() -> None:
         restic.ensure_repository(host, BackupSettings(repository="/r"))
     assert str(info.value) == "restic cat: Fatal: wrong password or no key found"
     assert not host.ran("restic", "init")
+
+
+def test_the_plan_never_shows_the_backup_environment() -> None:
+    from fleet.config.store import desired_state, plan_store
+    from fleet.host.actions import WriteFile
+
+    host = server()
+    actions = plan_store(host, desired_state(host, "fleet.toml", SCHEDULED))
+    written = next(a for a in actions if isinstance(a, WriteFile)
+                   and a.path == "/etc/fleet/fleet.toml")
+    assert written.secret and "s3cr3t-value" not in written.diff()
+    assert b"s3cr3t-value" in written.content

@@ -138,8 +138,10 @@ def plan_store(host: Host, desired: Desired) -> list[Action]:
     """Files under /etc/fleet: root-only, since app env values (secrets) live in them."""
     actions = plan_dir(host, layout.ETC, 0o700) + plan_dir(host, layout.APPS_DIR, 0o700)
     if desired.server_raw:
+        backup = (desired.server_raw.get("server") or {}).get("backup") or {}
         actions += plan_file(host, layout.SERVER_FILE, dumps(desired.server_raw).encode(),
-                             0o600, why="server settings")
+                             0o600, why="server settings",
+                             secret=bool(backup.get("env")))  # restic's credentials: no diff
     for name, raw in sorted(desired.apps_raw.items()):
         actions += plan_file(host, AppPaths(name).config_file, dumps(raw).encode(), 0o600,
                              secret=True, why="app settings")

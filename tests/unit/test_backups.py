@@ -126,19 +126,16 @@ def test_apply_writes_the_timer_once_and_removes_it_with_the_schedule() -> None:
 
 def test_a_failure_is_recorded_and_keeps_the_last_success() -> None:
     host = FakeHost()
-    backup_state.record(host, "alpha", 100.0, snapshot="abcd1234", error=None, size=5,
-                        scheduled=False)
+    backup_state.record(host, "alpha", 100.0, snapshot="abcd1234", error=None, size=5)
     state = backup_state.record(host, "alpha", 200.0, snapshot=None, error="restic: boom",
-                                size=None, scheduled=True)
+                                size=None)
     entry = host.files["/var/lib/fleet/backups/alpha.json"]
     assert (entry.mode, entry.owner) == (0o600, "root")
     assert json.loads(entry.content) == {
         "app": "alpha", "last_attempt": 200.0, "last_result": "failed", "last_success": 100.0,
-        "snapshot": "abcd1234", "error": "restic: boom", "bytes": 5, "scheduled": True}
-    assert backup_health.problem(state, 86400, 300.0) == \
-        "last scheduled backup failed: restic: boom"
-    ok = backup_state.record(host, "alpha", 300.0, snapshot="beef", error=None, size=6,
-                             scheduled=True)
+        "snapshot": "abcd1234", "error": "restic: boom", "bytes": 5}
+    assert backup_health.problem(state, 86400, 300.0) == "last backup failed: restic: boom"
+    ok = backup_state.record(host, "alpha", 300.0, snapshot="beef", error=None, size=6)
     assert backup_health.problem(ok, 86400, 300.0 + 2 * 86400 - 1) is None
     assert "h old" in backup_health.problem(ok, 86400, 300.0 + 2 * 86400 + 1)
     assert backup_health.problem(ok, None, 10**10) is None  # no schedule: not judged
@@ -193,8 +190,7 @@ def test_purge_is_refused_while_data_has_no_recent_backup() -> None:
         backup_health.check_purge(host, app, 1000.0)
     assert info.value.exit_code == EXIT_INVALID and "--force" in str(info.value)
     assert "\n" not in str(info.value) and "fleet backup alpha" in str(info.value)
-    backup_state.record(host, "alpha", 1000.0, snapshot="a", error=None, size=1,
-                        scheduled=False)
+    backup_state.record(host, "alpha", 1000.0, snapshot="a", error=None, size=1)
     backup_health.check_purge(host, app, 1000.0 + 3600)  # a backup an hour old: allowed
     with pytest.raises(backup_health.PurgeRefused):
         backup_health.check_purge(host, app, 1000.0 + 2 * 86400)

@@ -76,7 +76,7 @@ def backup(
     settings = backup_settings(config)
     apps = [configured_app(config, name) for name in names] if names else list(config.apps)
     with backup_lock():
-        results = [back_up(host, settings, a, scheduled=scheduled) for a in apps]
+        results = [back_up(host, settings, a) for a in apps]
         pruned = prune(host, settings, apps) if scheduled else {}
     failed = [r for r in results if not r.ok] or [n for n, e in pruned.items() if e]
     if json_out:

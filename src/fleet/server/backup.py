@@ -106,7 +106,7 @@ def stage(host: Host, app: AppConfig) -> dict[str, Any]:
     return manifest
 
 
-def back_up(host: Host, settings: BackupSettings, app: AppConfig, *, scheduled: bool = False,
+def back_up(host: Host, settings: BackupSettings, app: AppConfig, *,
             clock: Any = time) -> BackupResult:
     """Stage, snapshot, record; a failure is recorded and returned, never raised."""
     started = clock.time()
@@ -126,5 +126,5 @@ def back_up(host: Host, settings: BackupSettings, app: AppConfig, *, scheduled: 
             host.remove(staged_path(app.name))
     result.seconds = clock.time() - started
     backup_state.record(host, app.name, started, snapshot=result.snapshot, error=result.error,
-                        size=result.size, scheduled=scheduled)
+                        size=result.size)
     return result

@@ -1,10 +1,11 @@
 """Backups as `fleet status` shows them and `fleet check` judges them.
 
-A problem: the last scheduled backup failed, or the last success is older than twice the
-schedule's period (or there was never one, though attempts were made). The period is the gap
-between the schedule's next two elapses, as `systemd-analyze calendar --iterations=2` gives
-them ("daily": 1 day, so a backup older than 2 days is a problem). Without a schedule, check
-judges nothing: backups are then the operator's own business.
+A problem (only with a schedule): the last backup failed (the timer's, or one run by hand
+since), or the last success is older than twice the schedule's period (or there was never
+one, though attempts were made). The period is the gap between the schedule's next two
+elapses, as `systemd-analyze calendar --iterations=2` gives them ("daily": 1 day, so a
+backup older than 2 days is a problem). Without a schedule, check judges nothing: backups
+are then the operator's own business.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def problem(state: backup_state.BackupState | None, period: float | None,
     """Why the app's backups need attention (only with a schedule: period not None)."""
     if period is None or state is None:
         return None
-    if state.last_result == "failed" and state.scheduled:
-        return f"last scheduled backup failed: {state.error or 'unknown error'}"
+    if state.last_result == "failed":
+        return f"last backup failed: {state.error or 'unknown error'}"
     if state.last_success is None:
         return "no backup has succeeded yet"
     if now - state.last_success > 2 * period:

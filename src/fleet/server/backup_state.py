@@ -3,7 +3,7 @@
 Read by `fleet status`, `fleet check`, `remove-app --purge` and by other tools (metrics,
 notifications): its shape is an interface, kept exactly:
 {"app", "last_attempt", "last_result": "ok"|"failed", "last_success", "snapshot", "error",
-"bytes", "scheduled"}.
+"bytes"}.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ class BackupState:
     snapshot: str | None = None
     error: str | None = None
     bytes: int | None = None
-    scheduled: bool = False  # the last attempt was the timer's
 
 
 def load(host: Host, app: str) -> BackupState | None:
@@ -47,14 +46,14 @@ def load(host: Host, app: str) -> BackupState | None:
 
 
 def record(host: Host, app: str, now: float, *, snapshot: str | None, error: str | None,
-           size: int | None, scheduled: bool) -> BackupState:
+           size: int | None) -> BackupState:
     """Write the attempt's outcome (atomically, root-only); a failure keeps the last success."""
     previous = load(host, app) or BackupState(app)
     state = BackupState(
         app=app, last_attempt=now, last_result="failed" if error else "ok",
         last_success=previous.last_success if error else now,
         snapshot=previous.snapshot if error else snapshot, error=error,
-        bytes=previous.bytes if error else size, scheduled=scheduled)
+        bytes=previous.bytes if error else size)
     perform_all(host, plan_dir(host, STATE_DIR, 0o700))
     host.write(state_path(app), (json.dumps(asdict(state), indent=1) + "\n").encode(), 0o600,
                "root", "root")

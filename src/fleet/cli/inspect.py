@@ -15,6 +15,7 @@ from fleet.config.store import desired_state
 from fleet.errors import EXIT_FAILED, EXIT_OK, FleetError, UnknownName
 from fleet.host.machine import CLEAN_PATH, Host
 from fleet.server.background import background_status
+from fleet.server.backup_health import backups_of
 from fleet.server.certs import certificate_status, served_files
 from fleet.server.health import CheckReport, HealthResult, check_app
 from fleet.server.logs import (
@@ -71,6 +72,17 @@ def run_checks(apps: list[AppConfig], timeout: float) -> dict[str, HealthResult]
         return dict(zip([a.name for a in apps], results, strict=True))
 
 
+def with_backup_problems(config: Config,
+                         results: dict[str, HealthResult]) -> dict[str, HealthResult]:
+    """A failed last scheduled backup, or one older than twice the schedule, fails the app."""
+    for name, record in backups_of(local_host(), config).items():
+        if record and record["problem"] and name in results:
+            result = results[name]
+            results[name] = replace(result, passed=False,
+                                    detail=f"{result.detail}; backup: {record['problem']}")
+    return results
+
+
 @app.command()
 def check(
     json_out: JsonOpt = False,
@@ -85,8 +97,8 @@ def check(
     Example: fleet check --json || mail -s "fleet check failed" ops@example.com
     """
     config = stored_config()
-    report = CheckReport(run_checks([*config.apps, *(as_app(front) for front in config.front)],
-                                    timeout))
+    report = CheckReport(with_backup_problems(
+        config, run_checks([*config.apps, *(as_app(front) for front in config.front)], timeout)))
     show(report, json_out, quiet=OPTIONS.quiet)
     raise typer.Exit(EXIT_FAILED if report.failed else EXIT_OK)
 

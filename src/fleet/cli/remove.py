@@ -34,6 +34,7 @@ from fleet.host.machine import Host
 from fleet.host.poll import poll
 from fleet.host.session import Session, Step
 from fleet.server import certs
+from fleet.server.backup_health import check_purge
 from fleet.server.logs import nginx_logs
 from fleet.server.nginx import wait_workers_gone, worker_pids
 from fleet.server.release import build_cache
@@ -50,6 +51,9 @@ def remove_app(
     purge: Annotated[bool, typer.Option(
         "--purge", help="Also delete its data (/srv/fleet/NAME), release history, user "
                         "and certificate.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="With --purge: delete its data even without a backup younger than "
+                        "a day.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Stop an app and remove its vassal, nginx site, environment and config file.
@@ -57,12 +61,17 @@ def remove_app(
     Its data directory (/srv/fleet/NAME), user and certificate stay unless --purge (adding
     the app again reuses the certificate). Other apps keep running untouched.
 
+    --purge refuses while the app has data in its persist paths and no backup younger than
+    a day (fleet backup NAME), unless --force.
+
     Example: fleet remove-app blog --purge
     """
     require_root()
     host = local_host()
     with locked_state(host) as desired:
         target = configured_app(desired.config, name)
+        if purge and not force:
+            check_purge(host, target, time.time())
         session = Session(host, reporter(json_out))
         outcome = Outcome()
         try:

@@ -56,6 +56,8 @@ def _(result: ServerStatus, *, quiet: bool = False) -> list[RenderableType]:
     if any(row.get("limit") is not None for a in result.apps
            for name, row in a.limits.rows.items() if name != "timeout"):
         parts.append(limits_table(result))
+    if any(a.backup is not None for a in result.apps):
+        parts.append(backups_table(result))
     if result.front:
         front = Table("balanced app", "domains", "in rotation", "out of rotation (fleet drain)")
         for name, row in result.front.items():
@@ -104,6 +106,21 @@ def background_table(result: ServerStatus) -> Table:
                           Text(result_text, style("passed" if j.last_result == "success"
                                                   else "failed" if j.last_result else "")),
                           when(j.next_run))
+    return table
+
+
+def backups_table(result: ServerStatus) -> Table:
+    """Each app's last backup attempt: when, its result, the snapshot, and any problem."""
+    table = Table("app", "last backup", "result", "snapshot", "last success", "problem",
+                  box=None)
+    for app in result.apps:
+        b = app.backup
+        if b is None:
+            continue
+        problem = b["problem"] or (b["error"] if b["last_result"] == "failed" else None)
+        table.add_row(app.name, when(b["last_attempt"]), b["last_result"] or "never",
+                      b["snapshot"] or "-", when(b["last_success"]),
+                      Text(problem or "-", style("failed") if problem else ""))
     return table
 
 

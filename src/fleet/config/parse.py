@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from fleet.config.backup import parse_backup
 from fleet.config.checker import Checker, type_name
 from fleet.config.limits import TOML_MAX_BYTES, TOML_MAX_DEPTH, env_line_problem
 from fleet.config.routes import check_routes, parse_prefix, parse_socket
@@ -125,6 +126,7 @@ def parse_server(c: Checker) -> ServerConfig:
         acme=parse_acme(c.sub("acme")),
         accept_from=parse_accept_from(c),
         notify=parse_notify(c.sub("notify")),
+        backup=parse_backup(c),
     )
 
 

@@ -86,6 +86,20 @@ class NotifySettings:
 
     def wants(self, event: str) -> bool:
         return not self.events or event in self.events
+# restic's keep policy keys, as `forget --keep-KEY N` takes them.
+KEEP_KEYS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """[server.backup]: where restic keeps the apps' snapshots, and when fleet makes them.
+    Present (even empty) means backups are used: restic is installed."""
+
+    repository: str = "/var/backups/fleet/restic"  # a directory, or sftp:, s3:, rest: ...
+    password_file: str = "/etc/fleet/backup.password"  # root-only; made when missing
+    schedule: str | None = None  # systemd calendar; None: no timer
+    keep: tuple[tuple[str, int], ...] = ()  # restic keep policy, KEEP_KEYS
+    env: tuple[tuple[str, str], ...] = ()  # extra restic environment (secrets: masked)
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,7 @@ class ServerConfig:
     # fails) or "pip".
     builder: str = "uv"
     notify: NotifySettings = field(default_factory=NotifySettings)
+    backup: BackupSettings | None = None  # None: no [server.backup], no restic
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ def desired_state(host: Host, source: str | None, text: str | None, *,
     if source is not None and text is not None:
         data = parse_toml(source, text)
         new_server, new_emperor, new_apps = parse_document(source, data)
-        check_schedules(host, new_apps.values(), source)
+        check_schedules(host, new_apps.values(), source, new_server)
         replaced = {t for t in ("server", "emperor") if t in data}
         replaced |= {f"apps.{name}" for name in new_apps}
     server_raw, apps_raw, server, emperor, apps = load_stored(host, frozenset(replaced))
@@ -138,8 +138,10 @@ def plan_store(host: Host, desired: Desired) -> list[Action]:
     """Files under /etc/fleet: root-only, since app env values (secrets) live in them."""
     actions = plan_dir(host, layout.ETC, 0o700) + plan_dir(host, layout.APPS_DIR, 0o700)
     if desired.server_raw:
+        backup = (desired.server_raw.get("server") or {}).get("backup") or {}
         actions += plan_file(host, layout.SERVER_FILE, dumps(desired.server_raw).encode(),
-                             0o600, why="server settings")
+                             0o600, why="server settings",
+                             secret=bool(backup.get("env")))  # restic's credentials: no diff
     for name, raw in sorted(desired.apps_raw.items()):
         actions += plan_file(host, AppPaths(name).config_file, dumps(raw).encode(), 0o600,
                              secret=True, why="app settings")

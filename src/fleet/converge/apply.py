@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from fleet.config.settings import AppConfig, Config
 from fleet.converge import sites
+from fleet.converge.backups import converge_backups
+from fleet.converge.backups import packages as backup_packages
 from fleet.converge.deploy import activate, live_release, record_failure, retire
 from fleet.converge.front import check_front, converge_front, converge_front_tls
 from fleet.converge.notify import converge_notify
@@ -64,7 +66,8 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
         sweep_temp_files(config, session)
     try:
         with session.step("packages") as step:
-            wanted = [*layout.BASE_PACKAGES, *tls.packages(config), *config.server.packages]
+            wanted = [*layout.BASE_PACKAGES, *tls.packages(config), *backup_packages(config),
+                      *config.server.packages]
             session.apply(step, plan_packages(session.host, wanted))
         with session.step("directories") as step:
             session.apply(step, plan_dir(session.host, layout.SRV, 0o755)
@@ -97,6 +100,7 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
         converge_certificates(config, selected, outcome, session)
         if only is None:
             remove_stale(config, session)
+            converge_backups(config, session)  # restic, password file, timer
             converge_front(config, session, outcome.apps)  # a front server's upstreams
             converge_front_tls(config, session, outcome.apps)  # and its HTTPS
             converge_notify(config, session)  # audit log rotation, notification units

@@ -21,6 +21,7 @@ from fleet.host.client import http_get
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
 from fleet.server.background import BackgroundStatus, background_status
+from fleet.server.backup_health import backups_of
 from fleet.server.certs import certificate_status, served_files
 from fleet.server.health import judge
 from fleet.server.logs import app_log_tail, last_error
@@ -163,6 +164,7 @@ class AppStatus:
     certificate: dict[str, Any] | None = None  # expiry of the served one (fleet.server.certs)
     background: BackgroundStatus = field(default_factory=BackgroundStatus)  # workers and jobs
     limits: LimitsStatus = field(default_factory=LimitsStatus)  # use against the limits
+    backup: dict[str, Any] | None = None  # last backup (fleet.server.backup_health), if used
 
     def worker_totals(self) -> dict[str, Any]:
         """The live vassal's workers added up, as the status table and --json show them."""
@@ -182,6 +184,7 @@ class AppStatus:
             "certificate": self.certificate,
             "background": self.background.to_json(),
             "limits": self.limits.to_json(),
+            "backup": self.backup,
         }
 
 
@@ -335,12 +338,20 @@ def server_status(host: Host, config: Config) -> ServerStatus:
         add_limits(host, config, apps, before, Snapshot(time.monotonic(), host.processes()))
     else:  # no cpu limit to compare with: status does not wait to measure cpu use
         add_limits(host, config, apps, before, before)
+    add_backups(host, config, apps)
     return ServerStatus(
         apps=apps,
         front=front_status(host, config),
         emperor=emperor_status(host, emperor),
         nginx_active=is_active(host, "nginx"),
     )
+
+
+def add_backups(host: Host, config: Config, apps: list[AppStatus]) -> None:
+    """Each app's last backup, when the server uses backups."""
+    records = backups_of(host, config)
+    for status in apps:
+        status.backup = records.get(status.name)
 
 
 CPU_SAMPLE = 0.25  # seconds between the two /proc snapshots cpu use is computed from

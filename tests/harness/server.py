@@ -45,7 +45,7 @@ from .leftovers import (
     sweep_leftovers_once,
 )
 from .results import CommandFailed, Completed, HttpResponse, NoResponse
-from .rootfs import base_rootfs, cache_dir, default_suite
+from .rootfs import base_rootfs, cache_dir, default_suite, provisioned_rootfs
 
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BOOT_TIMEOUT = 90.0
@@ -65,10 +65,12 @@ class BareServer:
     # with their own network namespace (tests/harness/bridged.py) set this False.
     shares_host_network = True
 
-    def __init__(self, suite: str | None = None) -> None:
+    def __init__(self, suite: str | None = None, *, provisioned: bool = False) -> None:
+        """A copy of the bare rootfs, or with *provisioned* of the tree that already has
+        python3 and fleet's OS packages (rootfs.py), for modules not about provisioning."""
         self.suite = suite or default_suite()
         sweep_leftovers_once()
-        base = base_rootfs(self.suite)
+        base = provisioned_rootfs(self.suite) if provisioned else base_rootfs(self.suite)
         self.name = f"fleet-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.dir = SERVERS_ROOT / self.name
         self.root = self.dir / "rootfs"
@@ -89,6 +91,7 @@ class BareServer:
             )
             # A unique machine id per server: a shared one would merge their journals.
             (self.root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+            _fast_packages(self.root)
         except BaseException:
             self.destroy()
             raise
@@ -509,6 +512,29 @@ class BareServer:
             raise NoResponse("timeout", f"{host}{path} after {timeout}s") from exc
         finally:
             conn.close()
+
+
+def _fast_packages(root: Path) -> None:
+    """Make apt and dpkg cheaper in this throwaway server (its copy only: never the cached
+    base, never fleet, whose apt-get update and install run as they would anywhere).
+
+    dpkg skips its fsync per unpacked file (force-unsafe-io): installing fleet's base packages
+    took 36-47 s with dpkg's safe I/O and 21-37 s without, on a shared 2-core host. The fsyncs
+    only protect against a power cut, which a test server never outlives; dpkg's own journal,
+    what test_reliability's "killed inside dpkg" cases need, is written as before. apt fetches
+    no description translations (Acquire::Languages none): a cold `apt-get update` then fetches
+    0.6 MB instead of 7 MB and took 4.7 s instead of 7.3 s.
+    """
+    dpkg = root / "etc/dpkg/dpkg.cfg.d"
+    dpkg.mkdir(parents=True, exist_ok=True)
+    (dpkg / "fleet-tests-unsafe-io").write_text(
+        "# fleet tests: a throwaway server (tests/harness/server.py)\nforce-unsafe-io\n")
+    apt = root / "etc/apt/apt.conf.d"
+    apt.mkdir(parents=True, exist_ok=True)
+    (apt / "98fleet-tests-no-translations").write_text(
+        '// fleet tests: a throwaway server (tests/harness/server.py)\n'
+        'Acquire::Languages "none";\n')
+
 
 def _require_free_port(port: int) -> None:
     """Fail early if something on the host already listens on *port* (tests would hit it)."""

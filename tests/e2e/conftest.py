@@ -115,11 +115,14 @@ def server_factory(e2e_host: None) -> Iterator[Callable[..., BareServer]]:
 
     Only one server can be booted at a time (shared host network), so power off or
     ``destroy()`` one before booting the next. All are destroyed at module end.
+    ``provisioned=True`` starts from the tree that already has python3 and fleet's OS packages
+    (tests/harness/rootfs.py): only for modules whose claims are not about provisioning.
     """
     made: list[BareServer] = []
 
-    def make(suite: str | None = None, *, boot: bool = True) -> BareServer:
-        server = BareServer(suite)
+    def make(suite: str | None = None, *, boot: bool = True,
+             provisioned: bool = False) -> BareServer:
+        server = BareServer(suite, provisioned=provisioned)
         made.append(server)
         if boot:
             server.boot()

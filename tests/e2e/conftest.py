@@ -44,6 +44,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     destroy_all()  # Belt and braces: also runs from atexit.
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # Another session's host-network server makes ours wait: that is in setup durations.
+    from tests.harness.hostlock import WAITED
+
+    if WAITED:
+        terminalreporter.write_line(
+            f"[fleet-tests] {len(WAITED)} boot(s) waited {sum(WAITED):.0f} s in all for "
+            "another session's server (host lock); setup durations include it")
+
+
 @pytest.fixture(scope="session")
 def e2e_host() -> None:
     """Fail (not skip) early when this host cannot boot test servers."""

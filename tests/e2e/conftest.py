@@ -44,6 +44,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     destroy_all()  # Belt and braces: also runs from atexit.
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # Another session's host-network server makes ours wait: that is in setup durations.
+    from tests.harness.hostlock import WAITED
+
+    if WAITED:
+        terminalreporter.write_line(
+            f"[fleet-tests] {len(WAITED)} boot(s) waited {sum(WAITED):.0f} s in all for "
+            "another session's server (host lock); setup durations include it")
+
+
 @pytest.fixture(scope="session")
 def e2e_host() -> None:
     """Fail (not skip) early when this host cannot boot test servers."""
@@ -115,11 +125,14 @@ def server_factory(e2e_host: None) -> Iterator[Callable[..., BareServer]]:
 
     Only one server can be booted at a time (shared host network), so power off or
     ``destroy()`` one before booting the next. All are destroyed at module end.
+    ``provisioned=True`` starts from the tree that already has python3 and fleet's OS packages
+    (tests/harness/rootfs.py): only for modules whose claims are not about provisioning.
     """
     made: list[BareServer] = []
 
-    def make(suite: str | None = None, *, boot: bool = True) -> BareServer:
-        server = BareServer(suite)
+    def make(suite: str | None = None, *, boot: bool = True,
+             provisioned: bool = False) -> BareServer:
+        server = BareServer(suite, provisioned=provisioned)
         made.append(server)
         if boot:
             server.boot()

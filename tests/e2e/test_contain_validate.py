@@ -1,6 +1,10 @@
 """Issue 14, validation (items 6 and 7) on a real server: hostile config is refused with exit 2
 and one line before anything changes, and what a TCP vassal socket exposes to local users is
-measured. One server for the module; one apply of a healthy unix-socket app and a TCP app."""
+measured. One server for the module; one apply of a healthy unix-socket app and a TCP app.
+
+Not a provisioning test: its server starts from the provisioned tree (python3 and fleet's OS
+packages preinstalled, tests/harness/rootfs.py); bare servers are provisioned in test_apply,
+test_operator, test_reliability, test_trixie and the push modules."""
 
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ def box(server_factory, git_remote, fleet_pyz):
     for name, source in (("calm", APPS / "whoami"), ("tcp-peer", APPS / "tcp-peer")):
         if name not in git_remote.repos_created:
             git_remote.create_repo(name, source)
-    server: BareServer = server_factory()
+    server: BareServer = server_factory(provisioned=True)
     install_fleet(server, fleet_pyz)
     server.write_file("/root/fleet.toml", fleet_toml(git_remote))
     result = server.run(["sh", "/root/bootstrap", "/root/fleet.pyz", "--version"], timeout=900)

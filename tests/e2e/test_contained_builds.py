@@ -2,7 +2,11 @@
 `init` run contained as the app's user. One server; one apply of a healthy app beside three
 hostile ones: a project whose setup.py writes outside its venv and installs a .pth file, a
 repo with a pip.py beside requirements.txt whose init leaves processes behind, and an init
-that outlives its init_timeout."""
+that outlives its init_timeout.
+
+Not a provisioning test: its server starts from the provisioned tree (python3 and fleet's OS
+packages preinstalled, tests/harness/rootfs.py); bare servers are provisioned in test_apply,
+test_operator, test_reliability, test_trixie and the push modules."""
 
 from __future__ import annotations
 
@@ -93,7 +97,7 @@ def box(server_factory, git_remote, fleet_pyz):
     if "cb-calm" not in git_remote.repos_created:
         git_remote.create_repo("cb-calm", files={"wsgi.py": probe_source("v1"),
                                                  "requirements.txt": "flask==3.0.3\n"})
-    server: BareServer = server_factory()
+    server: BareServer = server_factory(provisioned=True)
     install_fleet(server, fleet_pyz)
     server.write_file("/root/calm.toml", fleet_toml(git_remote, hostile=False))
     server.write_file("/root/fleet.toml", fleet_toml(git_remote, hostile=True))

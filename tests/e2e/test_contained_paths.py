@@ -7,6 +7,10 @@ to /etc/passwd and /etc/shadow. One server for the module, one apply of all of t
 healthy app: each hostile app fails alone, naming the path; no mode changes anywhere outside
 the apps' own directories; nginx serves no link; apps named root, www-data, nobody, ... are
 refused with exit 2 before anything changes; a delete killed mid-way is swept, never used.
+
+Not a provisioning test: its server starts from the provisioned tree (python3 and fleet's OS
+packages preinstalled, tests/harness/rootfs.py); bare servers are provisioned in test_apply,
+test_operator, test_reliability, test_trixie and the push modules.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def box(server_factory, git_remote, fleet_pyz):
             continue
         links = LEAK_LINKS if name == "leak" else HOSTILE.get(name, ({},))[0]
         git_remote.create_repo(name, source=SOURCE, links=links)
-    server: BareServer = server_factory()
+    server: BareServer = server_factory(provisioned=True)
     install_fleet(server, fleet_pyz)
     server.write_file("/root/good.toml", good_toml(git_remote))
     server.write_file("/root/all.toml", all_toml(git_remote))

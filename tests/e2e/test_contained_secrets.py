@@ -1,7 +1,11 @@
 """Issue 14, area contain-secrets, on one booted server: a health endpoint that never ends, a
 token in a repo URL while git hangs, an env_file line uWSGI would cut, add-app's env from
 stdin, X-Fleet-Site for loopback probes only, and a stats socket the app swapped for its own
-listener. A healthy app (pages) keeps serving."""
+listener. A healthy app (pages) keeps serving.
+
+Not a provisioning test: its server starts from the provisioned tree (python3 and fleet's OS
+packages preinstalled, tests/harness/rootfs.py); bare servers are provisioned in test_apply,
+test_operator, test_reliability, test_trixie and the push modules."""
 
 from __future__ import annotations
 
@@ -92,7 +96,7 @@ def box(server_factory, git_remote, fleet_pyz, hang):
     for name in ("pages", "hostile-stream", "hostile-stats"):
         if name not in git_remote.repos_created:
             git_remote.create_repo(name, APPS / name)
-    server: BareServer = server_factory()
+    server: BareServer = server_factory(provisioned=True)
     install_fleet(server, fleet_pyz)
     # The operator's own input holds the token: theirs to keep private (0600), as fleet's
     # stored copy is; the test then finds the token in no file others can read.

@@ -1,6 +1,10 @@
 """Many apps on one small server, on a real one: an on-demand app sleeps without a process,
 wakes on a request and sleeps again; a ranged-processes app grows under load and shrinks.
-One server for the module, in order."""
+One server for the module, in order.
+
+Not a provisioning test: its server starts from the provisioned tree (python3 and fleet's OS
+packages preinstalled, tests/harness/rootfs.py); bare servers are provisioned in test_apply,
+test_operator, test_reliability, test_trixie and the push modules."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ IDLE = 4  # seconds an on-demand app may go without a request before it sleeps
 def box(server_factory, git_remote, fleet_pyz):
     if "pulse" not in git_remote.repos_created:
         git_remote.create_repo("pulse", APPS / "pulse")
-    server: BareServer = server_factory()
+    server: BareServer = server_factory(provisioned=True)
     install_fleet(server, fleet_pyz)
     bootstrap_apply(server, f"""
 [apps.sleepy]

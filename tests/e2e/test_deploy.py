@@ -1,5 +1,9 @@
 """Deploys without downtime on a real server: health-gated switch, failed releases that never
-take traffic, rollback, and data that survives. One server for the module, in order."""
+take traffic, rollback, and data that survives. One server for the module, in order.
+
+Not a provisioning test: its server starts from the provisioned tree (python3 and fleet's OS
+packages preinstalled, tests/harness/rootfs.py); bare servers are provisioned in test_apply,
+test_operator, test_reliability, test_trixie and the push modules."""
 
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ def box(server_factory, git_remote, fleet_pyz):
     if "web" not in git_remote.repos_created:
         git_remote.create_repo("web", APPS / "alpha", files={"wsgi.py": web_source("v1")})
         git_remote.create_repo("keeper", APPS / "keeper")
-    server: BareServer = server_factory()
+    server: BareServer = server_factory(provisioned=True)
     install_fleet(server, fleet_pyz)
     bootstrap_apply(server, f"""
 [apps.web]

@@ -1,6 +1,10 @@
 """Issue 20, door controls, on a real bare Debian through nginx: headers, per-app upload
 limit, redirects, allow-list, rate limit, `fleet env set` and maintenance under load, basic
-auth, and fleet's probes passing maintenance and auth. One server, one apply of three apps."""
+auth, and fleet's probes passing maintenance and auth. One server, one apply of three apps.
+
+Not a provisioning test: its server starts from the provisioned tree (python3 and fleet's OS
+packages preinstalled, tests/harness/rootfs.py); bare servers are provisioned in test_apply,
+test_operator, test_reliability, test_trixie and the push modules."""
 
 from __future__ import annotations
 
@@ -88,7 +92,7 @@ def basic(user: str, password: str) -> dict[str, str]:
 def box(server_factory, git_remote, fleet_pyz):
     if "door-pages" not in git_remote.repos_created:
         git_remote.create_repo("door-pages", APPS / "pages")
-    server: BareServer = server_factory()
+    server: BareServer = server_factory(provisioned=True)
     install_fleet(server, fleet_pyz)
     server.write_file("/root/fleet.toml", fleet_toml(git_remote))
     result = server.run(["sh", "/root/bootstrap", "/root/fleet.pyz", "apply",

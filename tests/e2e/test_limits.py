@@ -7,6 +7,10 @@ this module proves is what fleet enforces without them: uWSGI's per-worker RSS r
 `memory`, RLIMIT_NPROC for `tasks`, harakiri for `timeout`, and the honest warning for `cpu`.
 The kernel log is the server's dmesg, or the host's where the server may not read it (they
 share one kernel).
+
+Not a provisioning test: its server starts from the provisioned tree (python3 and fleet's OS
+packages preinstalled, tests/harness/rootfs.py); bare servers are provisioned in test_apply,
+test_operator, test_reliability, test_trixie and the push modules.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def box(server_factory, git_remote, fleet_pyz) -> Box:
     for repo, app in (("pulse", "pulse"), ("hostile-limits", "hostile-limits")):
         if repo not in git_remote.repos_created:
             git_remote.create_repo(repo, APPS / app)
-    server: BareServer = server_factory()
+    server: BareServer = server_factory(provisioned=True)
     install_fleet(server, fleet_pyz)
     result = bootstrap_apply(server, f"""
 [apps.calm]

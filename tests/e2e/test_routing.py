@@ -1,6 +1,10 @@
 """Routing on a real server: three apps under "/", "/blog" and "/shop" of one domain (shop on a
 TCP socket), port conflicts refused before anything changes, and moving an app's prefix or
-socket without restarting the others. One server for the module, in order."""
+socket without restarting the others. One server for the module, in order.
+
+Not a provisioning test: its server starts from the provisioned tree (python3 and fleet's OS
+packages preinstalled, tests/harness/rootfs.py); bare servers are provisioned in test_apply,
+test_operator, test_reliability, test_trixie and the push modules."""
 
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ def box(server_factory, git_remote, fleet_pyz):
     for name in ("home", "blog", "shop"):
         if name not in git_remote.repos_created:
             git_remote.create_repo(name, PAGES)
-    server: BareServer = server_factory()
+    server: BareServer = server_factory(provisioned=True)
     install_fleet(server, fleet_pyz)
     write_config(server, git_remote, config())
     result = server.run(["sh", "/root/bootstrap", "/root/fleet.pyz", "apply",

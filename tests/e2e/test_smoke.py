@@ -106,7 +106,7 @@ def test_destroy_leaves_nothing_behind(e2e_host: None, suite: str) -> None:
         started = time.monotonic()
     finally:
         server.destroy()
-    print(f"poweroff + delete: {time.monotonic() - started:.2f}s")
+    print(f"kill + delete: {time.monotonic() - started:.2f}s")
     assert not _nspawn_pids_for(server.dir)
     assert str(server.dir) not in Path("/proc/self/mountinfo").read_text()
     assert not server.dir.exists()

@@ -1,7 +1,11 @@
 """HTTPS end to end: a real ACME CA (Debian's pebble, run inside the server on loopback)
 issues certificates through fleet's nginx; certbot's own timer unit renews them and the hook
 reloads nginx without fleet; an operator's own files are served, and bad ones refused before
-anything changes. One server for the module, in order."""
+anything changes. One server for the module, in order.
+
+Not a provisioning test: its server starts from the provisioned tree (python3 and fleet's OS
+packages preinstalled, tests/harness/rootfs.py); bare servers are provisioned in test_apply,
+test_operator, test_reliability, test_trixie and the push modules."""
 
 from __future__ import annotations
 
@@ -57,7 +61,7 @@ def box(server_factory, git_remote, fleet_pyz, tmp_path_factory):
     if "tlsweb" not in git_remote.repos_created:
         git_remote.create_repo("tlsweb", APPS / "alpha",
                                files={"wsgi.py": WSGI, "requirements.txt": "flask\n"})
-    server: BareServer = server_factory()
+    server: BareServer = server_factory(provisioned=True)
     install_fleet(server, fleet_pyz)
     start_pebble(server)
     self_signed(server, f"{OWN}/own.key", f"{OWN}/own.pem", "DNS:own.test")

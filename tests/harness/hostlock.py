@@ -15,16 +15,22 @@ from ._util import HarnessError
 HOST_LOCK = Path(f"/run/fleet-tests-booted-net{os.stat('/proc/self/ns/net').st_ino}.lock")
 # How long boot() waits for another session's server to go away before failing.
 LOCK_WAIT = float(os.environ.get("FLEET_TEST_LOCK_WAIT", "1800"))
+# Seconds each boot of this session waited for the lock: a test's setup time includes them,
+# so the session's summary reports them (tests/e2e/conftest.py) beside --durations.
+WAITED: list[float] = []
 
 
 def take_host_lock() -> IO[str]:
     """Wait for the lock (saying so once) and hold it until the returned file is closed."""
     fh = open(HOST_LOCK, "a")  # noqa: SIM115 - held while booted
-    deadline = time.monotonic() + LOCK_WAIT
+    started = time.monotonic()
+    deadline = started + LOCK_WAIT
     told = False
     while True:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if told:
+                WAITED.append(time.monotonic() - started)
             return fh
         except BlockingIOError:
             if time.monotonic() >= deadline:

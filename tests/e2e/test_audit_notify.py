@@ -6,6 +6,10 @@ webhook receiver on the host (bound to the bridge's gateway) gets deploy success
 failure (a commit that fails to import), rollback and the health turning red and green
 (fleet-watch.service); with the receiver down a deploy takes no longer, returns before the
 first retry, and the event arrives once the receiver is back.
+
+Not a provisioning test: its servers start from the provisioned tree (python3 and fleet's OS
+packages preinstalled, tests/harness/rootfs.py); bare servers are provisioned in test_apply,
+test_operator, test_reliability, test_smoke, test_trixie and the push modules.
 """
 
 from __future__ import annotations
@@ -114,7 +118,7 @@ def box(e2e_host: None, suite: str, fleet_pyz: Path,
     with BridgeNetwork() as network, GitRemote(listen=("127.0.0.1", network.gateway)) as git:
         receiver = Receiver(network.gateway)
         receiver.up()
-        server = BridgedServer(network, 0, "audit-box", suite)
+        server = BridgedServer(network, 0, "audit-box", suite, provisioned=True)
         try:
             git.create_repo("pulse", APPS / "whoami")
             ssh_config, _, public_key = make_ssh_identity(work)

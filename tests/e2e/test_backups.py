@@ -9,6 +9,10 @@
 4. the timer-driven backup runs, keep last = 2 prunes, status shows it, and check fails when
    the last scheduled backup failed;
 5. a restore from a corrupted repository fails and leaves the current data serving.
+
+Not a provisioning test: its servers start from the provisioned tree (python3 and fleet's OS
+packages preinstalled, tests/harness/rootfs.py); bare servers are provisioned in test_apply,
+test_operator, test_reliability, test_smoke, test_trixie and the push modules.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ def setup(e2e_host: None, suite: str, fleet_pyz: Path, fixture_apps_dir: Path) -
     with BridgeNetwork() as network, GitRemote(listen=("127.0.0.1", network.gateway)) as git:
         git.create_repo("ledger", fixture_apps_dir / "ledger")
         url = git.url("ledger", network.gateway)
-        server = BridgedServer(network, 0, "backup-one", suite)
+        server = BridgedServer(network, 0, "backup-one", suite, provisioned=True)
         try:
             server.boot()
             install_fleet(server, fleet_pyz)
@@ -174,7 +178,8 @@ def test_a_fresh_server_restores_from_the_first_ones_repository(setup: Setup,
                                                                 acked) -> None:
     assert fleet(setup.server, "backup", "ledger").ok
     total, _ = rows(setup.server)
-    second = BridgedServer(setup.network, 1, "backup-two", setup.server.suite)
+    second = BridgedServer(setup.network, 1, "backup-two", setup.server.suite,
+                           provisioned=True)
     try:
         second.boot()
         install_fleet(second, setup.pyz)

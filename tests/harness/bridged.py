@@ -26,8 +26,8 @@ class BridgedServer(BareServer):
     shares_host_network = False
 
     def __init__(self, network: BridgeNetwork, index: int, hostname: str,
-                 suite: str | None = None) -> None:
-        super().__init__(suite)
+                 suite: str | None = None, *, provisioned: bool = False) -> None:
+        super().__init__(suite, provisioned=provisioned)
         self.network = network
         self.address = network.address(index)
         self.hostname = hostname

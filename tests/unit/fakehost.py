@@ -298,6 +298,7 @@ class FakeHost:
                 return RunResult(128, "", "fatal: path does not exist")
             return RunResult(0, data.decode() if args[0] == "show" else "", "")
         if args[0] == "ls-remote":
+            refs = self.commits.get(args[-1], {})
             return RunResult(0, "".join(f"{s}\trefs/heads/{r}\n" if r != "HEAD" else
                                         f"{s}\tHEAD\n" for r, s in refs.items()), "")
         return RunResult(0, "", "")

@@ -9,9 +9,19 @@ from fleet.errors import CommandError
 from fleet.host.facts import FactsHost
 from fleet.host.machine import RunResult
 from fleet.host.session import Session
+from fleet.server.repo import origin_in_config, remote_refs
 from fleet.server.users import check_identities
 from tests.unit.fakehost import FakeHost
-from tests.unit.support import Quiet, changed_steps, config, run, server
+from tests.unit.support import (
+    SHA_A1,
+    SHA_A2,
+    SHA_B1,
+    Quiet,
+    changed_steps,
+    config,
+    run,
+    server,
+)
 
 pytestmark = pytest.mark.usefixtures("healthy")  # no real health checks, gates or waits
 
@@ -119,3 +129,87 @@ def test_a_failing_fact_raises_when_checked() -> None:
     assert not host.run(["getent", "passwd", "nobody-here"], check=False).ok
     with pytest.raises(CommandError):
         host.run(["getent", "passwd", "nobody-here"])
+
+
+# ------------------------------------------------------------------ ref checks
+
+
+def moving_mirror(host: FakeHost, url: str, old: str) -> dict[str, bool]:
+    """The mirror of `url` resolves its refs to `old` until a fetch brings the remote's."""
+    fetched = {"done": False}
+
+    def handler(fake: FakeHost, argv: list[str]) -> RunResult | None:
+        if argv[:3] != ["git", "-c", "safe.directory=*"] or "-C" not in argv:
+            return None
+        repo = argv[argv.index("-C") + 1]
+        if fake.read(f"{repo}/url") != url.encode():
+            return None
+        if "fetch" in argv:
+            fetched["done"] = True
+        elif "rev-parse" in argv and not fetched["done"]:
+            return RunResult(0, old + "\n", "")
+        return None
+
+    host.handlers.append(handler)
+    return fetched
+
+
+def test_unmoved_refs_are_asked_once_per_remote_and_nothing_is_fetched() -> None:
+    host = server()
+    cfg = config(host, MANY)  # ten apps, one remote
+    run(host, cfg)
+    host.commands.clear()
+    again, _ = run(host, cfg)
+    assert changed_steps(again) == []
+    assert len([c for c in host.ran("git") if "ls-remote" in c]) == 1
+    assert not [c for c in host.ran("git") if "fetch" in c]
+
+
+def test_a_moved_ref_is_fetched_and_deployed() -> None:
+    host = server()
+    cfg = config(host)
+    run(host, cfg)
+    host.commits["git://remote/alpha.git"] = {"HEAD": SHA_A2, "main": SHA_A2}
+    fetched = moving_mirror(host, "git://remote/alpha.git", SHA_A1)
+    host.commands.clear()
+    _, outcome = run(host, cfg)
+    assert fetched["done"]
+    assert outcome.apps["alpha"].commit == SHA_A2
+    assert outcome.apps["beta"].commit == SHA_B1
+    fetches = [c for c in host.ran("git") if "fetch" in c]
+    assert [c[4] for c in fetches] == ["/srv/fleet/alpha/repo.git"]  # beta's ref did not move
+
+
+def test_a_remote_that_does_not_answer_ls_remote_is_fetched_as_before() -> None:
+    host = server()
+    cfg = config(host)
+    run(host, cfg)
+    host.handlers.append(lambda fake, argv: RunResult(128, "", "fatal: unreachable")
+                         if "ls-remote" in argv else None)
+    host.commands.clear()
+    again, outcome = run(host, cfg)
+    assert changed_steps(again) == [] and outcome.apps["alpha"].commit == SHA_A1
+    assert len([c for c in host.ran("git") if "fetch" in c]) == 2
+
+
+def test_remotes_are_asked_in_parallel_each_once() -> None:
+    host = FakeHost()
+    urls = [f"git://remote/r{i}.git" for i in range(12)]
+    host.commits = {url: {"HEAD": SHA_A1} for url in urls}
+    answers = remote_refs(FactsHost(host), urls + urls[:3])
+    assert answers.keys() == set(urls)
+    assert all(a == f"{SHA_A1}\tHEAD\n" for a in answers.values())
+    assert len(host.ran("git")) == 12
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (b'[core]\n\tbare = true\n[remote "origin"]\n\turl = git://h/a.git\n\tmirror = true\n',
+     "git://h/a.git"),
+    (b'[remote "upstream"]\n\turl = git://h/b.git\n[remote "origin"]\n\turl = https://h/a\n',
+     "https://h/a"),
+    (b'[remote "origin"]\n\turl = "git://h/quoted.git"\n', None),  # git decides
+    (b'[remote "upstream"]\n\turl = git://h/b.git\n', None),
+    (None, None),
+])
+def test_origin_in_config(text: bytes | None, expected: str | None) -> None:
+    assert origin_in_config(text) == expected

@@ -45,9 +45,10 @@ def guarded(rollout: Rollout, action) -> None:
 
 
 def prepare_app(config: Config, app: AppConfig, session: Session, history: History,
-                uv: str | None = None) -> Rollout:
+                uv: str | None = None, advertised: str | None = None) -> Rollout:
     """User, directories, repo, release and venv: everything before the app takes traffic.
-    `uv`: the uv binary that builds the venv (None: pip)."""
+    `uv`: the uv binary that builds the venv (None: pip); `advertised`: the refs its remote
+    advertised this run (git ls-remote, asked once for all apps), None when not asked."""
     host = session.host
     paths = AppPaths(app.name)
     rollout = Rollout(app.name, live=live_release(session, app.name))
@@ -71,7 +72,8 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
                 step.notes += [m.text for m in resource_limits.mechanisms(
                     app, controllers).values()]
         with session.step("repo", app.name) as step:
-            rollout.commit = sync_repo(app, session, step, history, config.server.git_timeout)
+            rollout.commit = sync_repo(app, session, step, history, config.server.git_timeout,
+                                       advertised)
         if rollout.commit is None:
             return
         rollout.env = render("app.env.j2", env=app_environment(host, app))
@@ -131,9 +133,10 @@ def app_dirs(host: Host, app: AppConfig) -> list[Action]:
 
 
 def sync_repo(app: AppConfig, session: Session, step: Step, history: History,
-              timeout: float = repo_res.GIT_TIMEOUT) -> str | None:
+              timeout: float = repo_res.GIT_TIMEOUT, advertised: str | None = None) -> str | None:
     """Clone or fetch the mirror and resolve the ref (or a rollback's pin); a plan asks the
-    remote instead of fetching. Credentials in the URL go to git through its environment."""
+    remote instead of fetching. Credentials in the URL go to git through its environment.
+    When the remote `advertised` the commit the mirror already has for the ref, no fetch."""
     host = session.host
     paths = AppPaths(app.name)
     existed = host.state(paths.repo) is not None
@@ -141,17 +144,20 @@ def sync_repo(app: AppConfig, session: Session, step: Step, history: History,
     if existed or not session.check:  # the mirror holds all the code: root only, like releases
         session.apply(step, plan_dir(host, paths.repo, 0o700))
     pin = history.pin if history.pin and history.pin.get("ref") == app.ref else None
+    wanted = (pin or {}).get("commit") or app.ref
     if session.check:
-        commit = (pin or {}).get("commit") or repo_res.remote_commit(host, app.repo, app.ref,
-                                                                     timeout)
+        commit = (pin or {}).get("commit") or (
+            repo_res.parse_ls_remote(advertised, app.ref) if advertised is not None
+            else repo_res.remote_commit(host, app.repo, app.ref, timeout))
         if commit is None or not existed:
             session.apply(step, [Unknown(what=f"resolve {app.ref or 'HEAD'} of "
                                          f"{mask_urls(app.repo)}")])
             return None
         return commit
-    if existed:
+    commit = repo_res.up_to_date(host, paths.repo, wanted, advertised) if existed else None
+    if existed and commit is None:
         repo_res.fetch(host, app.repo, paths.repo, timeout)
-    commit = repo_res.resolve(host, paths.repo, (pin or {}).get("commit") or app.ref)
+    commit = commit or repo_res.resolve(host, paths.repo, wanted)
     step.notes.append(f"commit {commit[:12]}" + (" (pinned by a rollback)" if pin else ""))
     return commit
 

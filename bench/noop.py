@@ -22,11 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import APPS, machine
-from tests.e2e.helpers import build_pyz, install_fleet
-from tests.harness import GitRemote, install_signal_handlers
+from _common import bridged, machine
 from tests.harness.bridged import BridgedServer
-from tests.harness.network import BridgeNetwork
 
 GOAL_BASE, GOAL_PER_APP = 0.2, 0.015
 
@@ -69,40 +66,27 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(n) for n in args.apps.split(",")]
     print(f"machine: {machine()}", flush=True)
-    install_signal_handlers()
     noop: dict[int, list[float]] = {}
     grow: dict[int, float] = {}
     ran: dict[int, collections.Counter[str]] = {}
-    with (BridgeNetwork() as network,
-          GitRemote(listen=("127.0.0.1", network.gateway)) as remote,
-          tempfile.TemporaryDirectory() as tmp):
-        remote.create_repo("pulse", APPS / "pulse")
-        url = remote.url("pulse", network.gateway)
-        pyz = build_pyz(Path(tmp) / "fleet.pyz")
-        server = BridgedServer(network, 0, "noop")
-        try:
-            server.boot()
-            install_fleet(server, pyz)
-            server.write_file("/root/fleet.toml", toml(url, counts[0]))
-            begin = time.monotonic()
-            server.run("sh /root/bootstrap /root/fleet.pyz apply /root/fleet.toml",
-                       timeout=3600, check=True)
-            print(f"cold apply of {counts[0]} apps: {time.monotonic() - begin:.1f} s",
-                  file=sys.stderr, flush=True)
-            for count in counts:
-                server.write_file("/root/fleet.toml", toml(url, count))
-                grow[count], _ = timed_apply(server, "--prune /root/fleet.toml")
-                print(f"apply to {count} apps: {grow[count]:.1f} s", file=sys.stderr,
-                      flush=True)
-                ran[count] = commands(server)
-                for _ in range(args.runs):
-                    seconds, data = timed_apply(server, "/root/fleet.toml")
-                    if data.get("changed") or data.get("failed"):
-                        raise SystemExit(f"apply of {count} apps was no no-op: {data}")
-                    noop.setdefault(count, []).append(seconds)
-                print(f"no-op at {count} apps: {noop[count]}", file=sys.stderr, flush=True)
-        finally:
-            server.destroy()
+    with tempfile.TemporaryDirectory() as tmp, bridged(Path(tmp), "noop") as (server, url):
+        server.write_file("/root/fleet.toml", toml(url, counts[0]))
+        begin = time.monotonic()
+        server.run("sh /root/bootstrap /root/fleet.pyz apply /root/fleet.toml",
+                   timeout=3600, check=True)
+        print(f"cold apply of {counts[0]} apps: {time.monotonic() - begin:.1f} s",
+              file=sys.stderr, flush=True)
+        for count in counts:
+            server.write_file("/root/fleet.toml", toml(url, count))
+            grow[count], _ = timed_apply(server, "--prune /root/fleet.toml")
+            print(f"apply to {count} apps: {grow[count]:.1f} s", file=sys.stderr, flush=True)
+            ran[count] = commands(server)
+            for _ in range(args.runs):
+                seconds, data = timed_apply(server, "/root/fleet.toml")
+                if data.get("changed") or data.get("failed"):
+                    raise SystemExit(f"apply of {count} apps was no no-op: {data}")
+                noop.setdefault(count, []).append(seconds)
+            print(f"no-op at {count} apps: {noop[count]}", file=sys.stderr, flush=True)
     medians = {count: statistics.median(noop[count]) for count in counts}
     print(f"\nNo-op `fleet apply FILE` (median of {args.runs} runs; the apply that grew the "
           "server to that size; commands one no-op apply runs)")

@@ -48,6 +48,7 @@ def test_noop_apply_of_ten_apps_asks_each_fact_once_and_changes_nothing() -> Non
     # One listing of the accounts, not a getent per app and step.
     assert fact_commands(host.commands) == {"getent": 1, "nginx -v": 1, "python version": 1}
     assert host.ran("getent") == [["getent", "passwd"]]
+    assert len(host.ran("dpkg-query")) == 1  # every package in one question
 
 
 def test_identity_checks_of_ten_apps_read_two_listings() -> None:

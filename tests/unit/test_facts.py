@@ -214,3 +214,26 @@ def test_remotes_are_asked_in_parallel_each_once() -> None:
 ])
 def test_origin_in_config(text: bytes | None, expected: str | None) -> None:
     assert origin_in_config(text) == expected
+
+
+def test_git_reads_are_asked_once_per_app_warm_up_included() -> None:
+    host = server()
+    cfg = config(host, MANY)
+    run(host, cfg)
+    host.commands.clear()
+    run(host, cfg)
+    reads = [tuple(c) for c in host.ran("git") if "rev-parse" in c or "show" in c]
+    assert len(reads) == len(set(reads)) == 20  # a ref and a requirements file per app
+
+
+def test_a_fetch_forgets_the_remembered_ref() -> None:
+    fake = server()
+    run(fake, config(fake))
+    host = FactsHost(fake)
+    rev_parse = ["git", "-c", "safe.directory=*", "-C", "/srv/fleet/alpha/repo.git",
+                 "rev-parse", "--verify", "--quiet", "--end-of-options", "HEAD^{commit}"]
+    assert host.run(rev_parse).stdout.strip() == SHA_A1
+    fake.commits["git://remote/alpha.git"]["HEAD"] = SHA_A2
+    assert host.run(rev_parse).stdout.strip() == SHA_A1  # remembered
+    host.run(["git", "-c", "safe.directory=*", "-C", "/srv/fleet/alpha/repo.git", "fetch"])
+    assert host.run(rev_parse).stdout.strip() == SHA_A2

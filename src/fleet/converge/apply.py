@@ -16,7 +16,7 @@ from fleet.config.settings import AppConfig, Config
 from fleet.converge import sites
 from fleet.converge.deploy import activate, live_release, record_failure, retire
 from fleet.converge.front import check_front, converge_front, converge_front_tls
-from fleet.converge.prepare import guarded, prepare_app, render_site
+from fleet.converge.prepare import guarded, prepare_app, render_site, warm_git
 from fleet.converge.processes import converge_processes
 from fleet.converge.rollout import Rollout
 from fleet.converge.tcp_switch import restore_live
@@ -74,6 +74,7 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
                           + plan_dir(session.host, layout.STATE_APPS, 0o700))
         uv = builder(config, session) if selected else None
         advertised = advertised_refs(config, selected, session)
+        warm_git(session, selected, histories, advertised)
         for app in selected:
             outcome.apps[app.name] = prepare_app(config, app, session, histories[app.name], uv,
                                                  advertised.get(app.repo))

@@ -3,17 +3,20 @@ ref (or a rollback's pin), its release and venv, and the text of its vassal and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fleet.config.envfile import app_environment
 from fleet.config.settings import APP_DEFAULTS, AppConfig, Config
 from fleet.converge import sites
 from fleet.converge.deploy import live_release
 from fleet.converge.rollout import Rollout
-from fleet.errors import StepFailed
+from fleet.errors import FleetError, StepFailed
 from fleet.host import layout
 from fleet.host.actions import Action, OwnTree, Remove, Unknown
+from fleet.host.facts import FactsHost
 from fleet.host.files import plan_dir
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
@@ -25,6 +28,7 @@ from fleet.server import repo as repo_res
 from fleet.server.history import History
 from fleet.server.release import (
     app_dir,
+    check_repo_paths,
     dependencies,
     plan_release,
     plan_venv,
@@ -132,6 +136,39 @@ def app_dirs(host: Host, app: AppConfig) -> list[Action]:
     return actions
 
 
+def pinned(app: AppConfig, history: History) -> dict | None:
+    """A rollback's pin, while the configured ref is still the one it pinned."""
+    return history.pin if history.pin and history.pin.get("ref") == app.ref else None
+
+
+GIT_WARMERS = 4  # apps whose git reads run at once (each is a short git process)
+
+
+def warm_git(session: Session, apps: list[AppConfig], histories: dict[str, History],
+             advertised: dict[str, str | None]) -> None:
+    """Ask the git questions the app steps will ask of each unmoved mirror (its ref, the
+    paths root acts on, its dependency files) for all apps at once, a few at a time: the
+    FactsHost remembers the answers, and the steps then read them without waiting. Only a
+    warm-up: whatever fails here is asked again, and reported, by the app's own step."""
+    host = session.host
+    if session.check or not isinstance(host, FactsHost) or len(apps) < 2:
+        return
+
+    def warm(app: AppConfig) -> None:
+        repo = AppPaths(app.name).repo
+        with contextlib.suppress(FleetError, OSError):
+            if host.state(repo) is None:
+                return
+            wanted = (pinned(app, histories[app.name]) or {}).get("commit") or app.ref
+            commit = repo_res.up_to_date(host, repo, wanted, advertised.get(app.repo))
+            if commit is not None:
+                check_repo_paths(host, app, commit)
+                dependencies(host, app, commit)
+
+    with ThreadPoolExecutor(max_workers=GIT_WARMERS) as pool:
+        list(pool.map(warm, apps))
+
+
 def sync_repo(app: AppConfig, session: Session, step: Step, history: History,
               timeout: float = repo_res.GIT_TIMEOUT, advertised: str | None = None) -> str | None:
     """Clone or fetch the mirror and resolve the ref (or a rollback's pin); a plan asks the
@@ -143,7 +180,7 @@ def sync_repo(app: AppConfig, session: Session, step: Step, history: History,
     session.apply(step, repo_res.plan_clone(host, app.repo, paths.repo, timeout))
     if existed or not session.check:  # the mirror holds all the code: root only, like releases
         session.apply(step, plan_dir(host, paths.repo, 0o700))
-    pin = history.pin if history.pin and history.pin.get("ref") == app.ref else None
+    pin = pinned(app, history)
     wanted = (pin or {}).get("commit") or app.ref
     if session.check:
         commit = (pin or {}).get("commit") or (

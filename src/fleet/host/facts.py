@@ -1,11 +1,13 @@
 """Facts gathered once per run: a Host that remembers the answers of the few commands whose
 output is the same for every app (the accounts and groups, `nginx -v`, the system Python's
-version, `systemctl --version`), so a no-op apply of 100 apps does not run them 100 times.
+version, `systemctl --version`), so a no-op apply of 100 apps does not run them 100 times;
+and the answers of git's reads of a mirror (a ref, a tree, a file), so they can be asked for
+every app at once, in parallel, before the app steps read them (converge.prepare.warm_git).
 
 A remembered answer is dropped as soon as anything could have changed it: any change through
 the host (a file written, a directory made, ...) and any command that is not a known read
-(useradd, apt-get, systemctl restart, ...) forget everything. Reads of other kinds (git, nginx
--t, systemctl show) pass through uncached and forget nothing.
+(useradd, apt-get, git fetch, systemctl restart, ...) forget everything. Reads of other kinds
+(nginx -t, systemctl show, git ls-remote) pass through uncached and forget nothing.
 """
 
 from __future__ import annotations
@@ -15,12 +17,25 @@ from collections.abc import Iterator, Mapping, Sequence
 from fleet.host.machine import FileState, Host, ProcessInfo, RunResult
 
 # Commands that change nothing a remembered fact depends on (accounts, installed versions).
-READ_ONLY = {"git", "getent", "dpkg-query", "openssl", "journalctl", "systemd-analyze",
+READ_ONLY = {"getent", "dpkg-query", "openssl", "journalctl", "systemd-analyze",
              "systemd-tmpfiles"}
 READ_ONLY_VERBS = {"nginx": {"-v", "-t", "-T"},
                    "systemctl": {"show", "is-active", "is-enabled", "--version", "cat"}}
 # `getent DATABASE NAME` is answered from one listing of the whole database.
 LISTED = ("passwd", "group")
+# git subcommands that read a mirror (remembered), and those that change nothing else.
+GIT_READS = {"rev-parse", "ls-tree", "show", "cat-file"}
+GIT_READ_ONLY = GIT_READS | {"config", "ls-remote", "archive"}
+
+
+def git_subcommand(argv: Sequence[str]) -> str | None:
+    """`git -c X -C REPO SUB ...` -> SUB (None: not git)."""
+    if not argv or argv[0] != "git":
+        return None
+    index = 1
+    while index < len(argv) and argv[index] in ("-c", "-C"):
+        index += 2
+    return argv[index] if index < len(argv) else None
 
 
 def remembered(argv: Sequence[str]) -> bool:
@@ -28,12 +43,16 @@ def remembered(argv: Sequence[str]) -> bool:
     head = list(argv[:2])
     return (head in (["nginx", "-v"], ["systemctl", "--version"])
             or (head[:1] == ["/usr/bin/python3"] and "-I" in argv)
-            or (len(argv) == 3 and argv[0] == "getent" and argv[1] in LISTED))
+            or (len(argv) == 3 and argv[0] == "getent" and argv[1] in LISTED)
+            or git_subcommand(argv) in GIT_READS)
 
 
 def reads_only(argv: Sequence[str]) -> bool:
     if not argv:
         return False
+    if argv[0] == "git":
+        sub = git_subcommand(argv)
+        return sub in GIT_READ_ONLY and (sub != "config" or "--get" in argv)
     if argv[0] in READ_ONLY:
         return argv[0] != "systemd-tmpfiles" or "--create" not in argv
     verbs = READ_ONLY_VERBS.get(argv[0])
@@ -61,14 +80,14 @@ class FactsHost:
     def run(self, argv: Sequence[str], *, check: bool = True, cwd: str | None = None,
             env: Mapping[str, str] | None = None, input: str | None = None,
             timeout: float | None = None) -> RunResult:
-        key = tuple(argv)
+        key = (*argv, f"cwd={cwd}")
         if not remembered(argv) or env or input is not None:
             if not reads_only(argv):
                 self.forget()
             return self.host.run(argv, check=check, cwd=cwd, env=env, input=input,
                                  timeout=timeout)
         if key not in self.facts:
-            self.facts[key] = self._ask(key, cwd, timeout)
+            self.facts[key] = self._ask(tuple(argv), cwd, timeout)
         result = self.facts[key]
         if check and not result.ok:  # raised by the host itself, as without the cache
             return self.host.run(argv, check=True, cwd=cwd, timeout=timeout)

@@ -5,7 +5,11 @@ base + per-app cost against the goal (issue 19: <= 0.2 s + 0.015 s per app), and
 commands one no-op apply runs (counted from `fleet -v`, which prints each one).
 
     sudo FLEET_TEST_BRIDGE_SUBNET=10.213.64.0/24 .venv/bin/python bench/noop.py \
-        [--apps 1,30,100] [--runs 5]
+        [--apps 1,30,100] [--runs 5] [--base REV]
+
+With --base, the pyz of commit REV (built by its own build.py) runs the same no-op applies on
+the same server, interleaved with this tree's run by run, and the ratio new/base is printed:
+the number to trust on a shared host, where absolute times drift with the load.
 
 The server sits on a private bridge (tests/harness/bridged.py): it takes no host lock and
 shares no port with other sessions' servers. Times are measured inside the server.
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 
 from _common import bridged, machine
+from startup import build_base
 from tests.harness.bridged import BridgedServer
 
 GOAL_BASE, GOAL_PER_APP = 0.2, 0.015
@@ -33,9 +38,9 @@ def toml(url: str, count: int) -> str:
                    for i in range(1, count + 1))
 
 
-def timed_apply(server: BridgedServer, args: str) -> tuple[float, dict]:
-    """Wall time of `fleet apply ARGS --json` measured inside the server, and its JSON."""
-    out = server.run(f"s=$(date +%s.%N); fleet apply {args} --json >/root/apply.json; "
+def timed_apply(server: BridgedServer, args: str, fleet: str = "fleet") -> tuple[float, dict]:
+    """Wall time of `FLEET apply ARGS --json` measured inside the server, and its JSON."""
+    out = server.run(f"s=$(date +%s.%N); {fleet} apply {args} --json >/root/apply.json; "
                      "rc=$?; e=$(date +%s.%N); echo $s $e $rc", timeout=3600).stdout.split()
     data = json.loads(server.read_file("/root/apply.json"))
     if out[2] != "0":
@@ -63,13 +68,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apps", default="1,30,100", help="app counts, in growing order")
     parser.add_argument("--runs", type=int, default=5, help="no-op applies per size")
+    parser.add_argument("--base", help="commit whose pyz runs the same no-ops, interleaved")
     args = parser.parse_args()
     counts = [int(n) for n in args.apps.split(",")]
     print(f"machine: {machine()}", flush=True)
     noop: dict[int, list[float]] = {}
+    old: dict[int, list[float]] = {}
     grow: dict[int, float] = {}
     ran: dict[int, collections.Counter[str]] = {}
     with tempfile.TemporaryDirectory() as tmp, bridged(Path(tmp), "noop") as (server, url):
+        if args.base:
+            server.copy_in(build_base(args.base, Path(tmp)), "/root/base.pyz", 0o755)
+            server.run("python3 /root/base.pyz --version", check=True)  # extracts it
         server.write_file("/root/fleet.toml", toml(url, counts[0]))
         begin = time.monotonic()
         server.run("sh /root/bootstrap /root/fleet.pyz apply /root/fleet.toml",
@@ -82,11 +92,14 @@ def main() -> None:
             print(f"apply to {count} apps: {grow[count]:.1f} s", file=sys.stderr, flush=True)
             ran[count] = commands(server)
             for _ in range(args.runs):
-                seconds, data = timed_apply(server, "/root/fleet.toml")
-                if data.get("changed") or data.get("failed"):
-                    raise SystemExit(f"apply of {count} apps was no no-op: {data}")
-                noop.setdefault(count, []).append(seconds)
-            print(f"no-op at {count} apps: {noop[count]}", file=sys.stderr, flush=True)
+                for fleet, times in [("fleet", noop)] + (
+                        [("python3 /root/base.pyz", old)] if args.base else []):
+                    seconds, data = timed_apply(server, "/root/fleet.toml", fleet)
+                    if data.get("changed") or data.get("failed"):
+                        raise SystemExit(f"apply of {count} apps was no no-op: {data}")
+                    times.setdefault(count, []).append(seconds)
+            print(f"no-op at {count} apps: {noop[count]} (base: {old.get(count)})",
+                  file=sys.stderr, flush=True)
     medians = {count: statistics.median(noop[count]) for count in counts}
     print(f"\nNo-op `fleet apply FILE` (median of {args.runs} runs; the apply that grew the "
           "server to that size; commands one no-op apply runs)")
@@ -102,6 +115,16 @@ def main() -> None:
         met = base <= GOAL_BASE and per_app <= GOAL_PER_APP
         print(f"fit: {base:.3f} s + {per_app:.4f} s per app (goal <= {GOAL_BASE} s + "
               f"{GOAL_PER_APP} s per app: {'met' if met else 'not met'})")
+    if args.base:
+        before = {count: statistics.median(old[count]) for count in counts}
+        print(f"\nSame runs, interleaved: base {args.base} against this tree")
+        print("| apps | base s | this tree s | this tree / base |\n|---|---|---|---|")
+        for count in counts:
+            print(f"| {count} | {before[count]:.2f} | {medians[count]:.2f} | "
+                  f"{medians[count] / before[count]:.2f} |")
+        if len(counts) > 1:
+            base, per_app = fit(before)
+            print(f"base fit: {base:.3f} s + {per_app:.4f} s per app")
     print("command: sudo FLEET_TEST_BRIDGE_SUBNET=10.213.64.0/24 .venv/bin/python bench/noop.py "
           + " ".join(sys.argv[1:]))
 

@@ -1,5 +1,7 @@
-"""Density: up to 100 small apps (copies of tests/apps/pulse, one git repo) on one bare server,
-all `mode = "on-demand"` (idle = 5): the apply that adds the last app, the total RSS (and PSS)
+"""Density: many on-demand apps on one server, RSS asleep and wake-up latency.
+
+Up to 100 small apps (copies of tests/apps/pulse, one git repo) on one bare server, all
+`mode = "on-demand"` (idle = 5): the apply that adds the last app, the total RSS (and PSS)
 of every uWSGI process once they all sleep, read from /proc, and the first-request latency of
 each sleeping app through nginx (p50, p99, max). With --always, first the same apps all
 `mode = "always"`, each answered once, for the memory they take awake.

@@ -143,7 +143,7 @@ def main() -> None:
     print("| state | uWSGI processes | total RSS MiB | total PSS MiB |\n|---|---|---|---|")
     rows = [("all always, each answered once", always)] if args.always else []
     rows += [("all on-demand, asleep", asleep),
-             ("on-demand, right after the last wake-up (those idle for 5+ s may have exited)", awake)]
+             ("on-demand, right after the last wake-up", awake)]
     for label, found in rows:
         print(f"| {label} | {len(found)} | {sum(r[2] for r in found) / 1024:.0f} | "
               f"{sum(r[3] for r in found) / 1024:.0f} |")

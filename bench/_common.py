@@ -3,8 +3,10 @@ e2e tests), serve the fixture app from a local git daemon and install fleet on i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,6 +14,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.e2e.helpers import build_pyz, install_fleet  # noqa: E402
 from tests.harness import BareServer, GitRemote, install_signal_handlers  # noqa: E402
+from tests.harness.bridged import BridgedServer  # noqa: E402
+from tests.harness.network import BridgeNetwork  # noqa: E402
 
 APPS = ROOT / "tests" / "apps"
 
@@ -44,3 +48,22 @@ def apply(server: BareServer, toml: str, timeout: float = 1800) -> None:
                          "/root/fleet.toml"], timeout=timeout)
     if result.returncode != 0:
         raise SystemExit(f"fleet apply failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+
+
+@contextlib.contextmanager
+def bridged(tmp: Path, hostname: str) -> Iterator[tuple[BridgedServer, str]]:
+    """A booted server with fleet installed on a private bridge (FLEET_TEST_BRIDGE_SUBNET):
+    no host lock, no port shared with other sessions' servers; and the URL of the pulse repo
+    as the server sees it. Everything is torn down after."""
+    install_signal_handlers()
+    with BridgeNetwork() as network, \
+            GitRemote(listen=("127.0.0.1", network.gateway)) as remote:
+        remote.create_repo("pulse", APPS / "pulse")
+        pyz = build_pyz(tmp / "fleet.pyz")
+        server = BridgedServer(network, 0, hostname)
+        try:
+            server.boot()
+            install_fleet(server, pyz)
+            yield server, remote.url("pulse", network.gateway)
+        finally:
+            server.destroy()

@@ -197,6 +197,9 @@ class FakeHost:
                                      and "::" not in a)
             return ok
         if cmd == "getent":
+            if len(argv) == 2:  # the whole database, one entry a line
+                return RunResult(0, "".join(self.simulate_getent(argv[1], name).stdout
+                                            for name in sorted(self.users)), "")
             return self.simulate_getent(argv[1], argv[2])
         if cmd == "useradd":
             self.users.add(argv[-1])
@@ -295,6 +298,7 @@ class FakeHost:
                 return RunResult(128, "", "fatal: path does not exist")
             return RunResult(0, data.decode() if args[0] == "show" else "", "")
         if args[0] == "ls-remote":
+            refs = self.commits.get(args[-1], {})
             return RunResult(0, "".join(f"{s}\trefs/heads/{r}\n" if r != "HEAD" else
                                         f"{s}\tHEAD\n" for r, s in refs.items()), "")
         return RunResult(0, "", "")

@@ -13,6 +13,7 @@ from fleet.config.settings import Config
 from fleet.config.store import desired_state
 from fleet.converge.apply import converge
 from fleet.errors import EXIT_INVALID, ConfigError
+from fleet.host.facts import FactsHost
 from fleet.host.session import Session, Status
 from tests.unit.fakehost import FakeHost
 
@@ -55,7 +56,8 @@ def config(host: FakeHost, text: str = CONFIG) -> Config:
 
 
 def run(host: FakeHost, cfg: Config, check: bool = False, only: set[str] | None = None):
-    session = Session(host, Quiet(), check=check)
+    # As `fleet apply` runs it: through the host that remembers facts for the run.
+    session = Session(FactsHost(host), Quiet(), check=check)
     outcome = converge(cfg, session, only=only)
     return session, outcome
 

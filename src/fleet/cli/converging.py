@@ -17,6 +17,7 @@ from fleet.config.store import Desired, plan_store
 from fleet.converge.apply import Outcome, converge
 from fleet.errors import EXIT_FAILED, EXIT_OK
 from fleet.host.actions import Action
+from fleet.host.facts import FactsHost
 from fleet.host.session import Session
 from fleet.server.certs import check_tls_files
 from fleet.server.ports import check_ports
@@ -35,7 +36,7 @@ def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str
     """Check, then converge (or plan) the stored state and print the result. `pre_actions`
     join the "fleet config" step; `first` are files a command already validated (an htpasswd
     file, an env file) that the checks below must see, so they are written before them."""
-    host = local_host()
+    host = FactsHost(local_host())  # facts gathered once per run, not once per app
     session = Session(host, reporter(json_out, show_diffs=check), check=check)
     session.act(first)
     check_env_files(host, desired.config)  # a bad secrets file: exit 2 before any change

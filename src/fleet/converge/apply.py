@@ -19,7 +19,7 @@ from fleet.converge.backups import packages as backup_packages
 from fleet.converge.deploy import activate, live_release, record_failure, retire
 from fleet.converge.front import check_front, converge_front, converge_front_tls
 from fleet.converge.notify import converge_notify
-from fleet.converge.prepare import guarded, prepare_app, render_site
+from fleet.converge.prepare import guarded, prepare_app, render_site, warm_git
 from fleet.converge.processes import converge_processes
 from fleet.converge.rollout import Rollout
 from fleet.converge.tcp_switch import restore_live
@@ -39,6 +39,7 @@ from fleet.host.render import render
 from fleet.host.session import Session, Step
 from fleet.masking import mask_urls
 from fleet.server import certs, resource_limits, tls, units
+from fleet.server import repo as repo_res
 from fleet.server import uv as uv_tool
 from fleet.server.emperor import wait_for_vassal
 from fleet.server.health import check_app
@@ -76,8 +77,11 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
                           + plan_dir(session.host, layout.STATE_DIR, 0o755)
                           + plan_dir(session.host, layout.STATE_APPS, 0o700))
         uv = builder(config, session) if selected else None
+        advertised = advertised_refs(config, selected, session)
+        warm_git(session, selected, histories, advertised)
         for app in selected:
-            outcome.apps[app.name] = prepare_app(config, app, session, histories[app.name], uv)
+            outcome.apps[app.name] = prepare_app(config, app, session, histories[app.name], uv,
+                                                 advertised.get(app.repo))
         with session.step("runtime directories") as step:
             lost_sockets = converge_tmpfiles(config, session, step)
             for name in lost_sockets & set(outcome.apps):
@@ -140,6 +144,16 @@ def builder(config: Config, session: Session) -> str | None:
                               + mask_urls(str(exc).splitlines()[0] if str(exc) else repr(exc)))
             return None
     return uv_tool.UV_BIN
+
+
+def advertised_refs(config: Config, selected: list[AppConfig],
+                    session: Session) -> dict[str, str | None]:
+    """What each remote of the apps with a mirror advertises, asked once per remote and in
+    parallel (a plan asks every app's remote, mirror or not): apps whose ref did not move
+    need no fetch."""
+    asked = [a.repo for a in selected
+             if session.check or session.host.state(AppPaths(a.name).repo) is not None]
+    return repo_res.remote_refs(session.host, asked, config.server.git_timeout)
 
 
 def written_dirs(host: Host, config: Config) -> list[str]:

@@ -3,17 +3,20 @@ ref (or a rollback's pin), its release and venv, and the text of its vassal and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fleet.config.envfile import app_environment
 from fleet.config.settings import APP_DEFAULTS, AppConfig, Config
 from fleet.converge import sites
 from fleet.converge.deploy import live_release
 from fleet.converge.rollout import Rollout
-from fleet.errors import StepFailed
+from fleet.errors import FleetError, StepFailed
 from fleet.host import layout
 from fleet.host.actions import Action, OwnTree, Remove, Unknown
+from fleet.host.facts import FactsHost
 from fleet.host.files import plan_dir
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
@@ -25,6 +28,7 @@ from fleet.server import repo as repo_res
 from fleet.server.history import History
 from fleet.server.release import (
     app_dir,
+    check_repo_paths,
     dependencies,
     plan_release,
     plan_venv,
@@ -45,9 +49,10 @@ def guarded(rollout: Rollout, action) -> None:
 
 
 def prepare_app(config: Config, app: AppConfig, session: Session, history: History,
-                uv: str | None = None) -> Rollout:
+                uv: str | None = None, advertised: str | None = None) -> Rollout:
     """User, directories, repo, release and venv: everything before the app takes traffic.
-    `uv`: the uv binary that builds the venv (None: pip)."""
+    `uv`: the uv binary that builds the venv (None: pip); `advertised`: the refs its remote
+    advertised this run (git ls-remote, asked once for all apps), None when not asked."""
     host = session.host
     paths = AppPaths(app.name)
     rollout = Rollout(app.name, live=live_release(session, app.name))
@@ -71,7 +76,8 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
                 step.notes += [m.text for m in resource_limits.mechanisms(
                     app, controllers).values()]
         with session.step("repo", app.name) as step:
-            rollout.commit = sync_repo(app, session, step, history, config.server.git_timeout)
+            rollout.commit = sync_repo(app, session, step, history, config.server.git_timeout,
+                                       advertised)
         if rollout.commit is None:
             return
         rollout.env = render("app.env.j2", env=app_environment(host, app))
@@ -130,28 +136,65 @@ def app_dirs(host: Host, app: AppConfig) -> list[Action]:
     return actions
 
 
+def pinned(app: AppConfig, history: History) -> dict | None:
+    """A rollback's pin, while the configured ref is still the one it pinned."""
+    return history.pin if history.pin and history.pin.get("ref") == app.ref else None
+
+
+GIT_WARMERS = 4  # apps whose git reads run at once (each is a short git process)
+
+
+def warm_git(session: Session, apps: list[AppConfig], histories: dict[str, History],
+             advertised: dict[str, str | None]) -> None:
+    """Ask the git questions the app steps will ask of each unmoved mirror (its ref, the
+    paths root acts on, its dependency files) for all apps at once, a few at a time: the
+    FactsHost remembers the answers, and the steps then read them without waiting. Only a
+    warm-up: whatever fails here is asked again, and reported, by the app's own step."""
+    host = session.host
+    if session.check or not isinstance(host, FactsHost) or len(apps) < 2:
+        return
+
+    def warm(app: AppConfig) -> None:
+        repo = AppPaths(app.name).repo
+        with contextlib.suppress(FleetError, OSError):
+            if host.state(repo) is None:
+                return
+            wanted = (pinned(app, histories[app.name]) or {}).get("commit") or app.ref
+            commit = repo_res.up_to_date(host, repo, wanted, advertised.get(app.repo))
+            if commit is not None:
+                check_repo_paths(host, app, commit)
+                dependencies(host, app, commit)
+
+    with ThreadPoolExecutor(max_workers=GIT_WARMERS) as pool:
+        list(pool.map(warm, apps))
+
+
 def sync_repo(app: AppConfig, session: Session, step: Step, history: History,
-              timeout: float = repo_res.GIT_TIMEOUT) -> str | None:
+              timeout: float = repo_res.GIT_TIMEOUT, advertised: str | None = None) -> str | None:
     """Clone or fetch the mirror and resolve the ref (or a rollback's pin); a plan asks the
-    remote instead of fetching. Credentials in the URL go to git through its environment."""
+    remote instead of fetching. Credentials in the URL go to git through its environment.
+    When the remote `advertised` the commit the mirror already has for the ref, no fetch."""
     host = session.host
     paths = AppPaths(app.name)
     existed = host.state(paths.repo) is not None
     session.apply(step, repo_res.plan_clone(host, app.repo, paths.repo, timeout))
     if existed or not session.check:  # the mirror holds all the code: root only, like releases
         session.apply(step, plan_dir(host, paths.repo, 0o700))
-    pin = history.pin if history.pin and history.pin.get("ref") == app.ref else None
+    pin = pinned(app, history)
+    wanted = (pin or {}).get("commit") or app.ref
     if session.check:
-        commit = (pin or {}).get("commit") or repo_res.remote_commit(host, app.repo, app.ref,
-                                                                     timeout)
+        commit = (pin or {}).get("commit") or (
+            repo_res.parse_ls_remote(advertised, app.ref) if advertised is not None
+            else repo_res.remote_commit(host, app.repo, app.ref, timeout))
         if commit is None or not existed:
             session.apply(step, [Unknown(what=f"resolve {app.ref or 'HEAD'} of "
                                          f"{mask_urls(app.repo)}")])
             return None
         return commit
-    if existed:
+    commit = repo_res.up_to_date(host, paths.repo, wanted, advertised) if existed else None
+    if existed and commit is None:
         repo_res.fetch(host, app.repo, paths.repo, timeout)
-    commit = repo_res.resolve(host, paths.repo, (pin or {}).get("commit") or app.ref)
+    commit = commit or repo_res.resolve(host, paths.repo, wanted)
     step.notes.append(f"commit {commit[:12]}" + (" (pinned by a rollback)" if pin else ""))
     return commit
 

@@ -41,7 +41,8 @@ def dpkg_interrupted(host: Host) -> bool:
 
 
 def plan_packages(host: Host, wanted: Sequence[str]) -> list[Action]:
-    missing = [p for p in dict.fromkeys(wanted) if p not in installed_packages(host, wanted)]
+    installed = installed_packages(host, wanted)  # one dpkg-query, not one per package
+    missing = [p for p in dict.fromkeys(wanted) if p not in installed]
     recover: list[Action] = []
     if dpkg_interrupted(host):
         recover.append(Run(argv=("dpkg", "--configure", "-a"), why="finish an interrupted package "

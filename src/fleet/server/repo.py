@@ -8,6 +8,8 @@ root only in /proc/PID/environ) that prints them from the environment.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from fleet.errors import FleetError
 from fleet.host.actions import Action, Move, Remove, Run
@@ -17,6 +19,7 @@ from fleet.masking import RepoUrl, mask_urls, split_credentials
 GIT = ("git", "-c", "safe.directory=*")
 GIT_ENV = (("GIT_TERMINAL_PROMPT", "0"), ("GIT_ASKPASS", "/bin/false"))
 GIT_TIMEOUT = 900.0  # [server] git_timeout
+REF_CHECKS = 8  # remotes asked at once: each is mostly waiting on the network
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 # A shell function git runs as `HELPER get`: printf is a dash builtin, so the values are
 # expanded inside the shell and appear on no command line.
@@ -51,6 +54,8 @@ def plan_clone(host: Host, url: str, repo: str, timeout: float = GIT_TIMEOUT) ->
     with a token in its config is rewritten here (the token leaves the file)."""
     remote = split_credentials(url)
     if host.state(repo) is not None:
+        if origin_in_config(host.read(f"{repo}/config")) == remote.url:
+            return []  # what git would say: no command needed (one less per app and run)
         current = host.run(git(repo, "config", "--get", "remote.origin.url"), check=False)
         if current.stdout.strip() != remote.url:
             return [Run(argv=tuple(git(repo, "remote", "set-url", "origin", "--", remote.url)),
@@ -65,6 +70,53 @@ def plan_clone(host: Host, url: str, repo: str, timeout: float = GIT_TIMEOUT) ->
                     timeout=timeout),
                 Move(src=tmp, dest=repo)]
     return actions
+
+
+def origin_in_config(text: bytes | None) -> str | None:
+    """The plain `url = ...` of `[remote "origin"]` in a mirror's config file, as git clone
+    and `remote set-url` write it; None when it is written any other way (git decides then)."""
+    section = None
+    for raw in (text or b"").decode(errors="replace").splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            section = line
+        elif section == '[remote "origin"]' and line.startswith("url = "):
+            value = line[len("url = "):]
+            return None if any(c in value for c in '"\\;#') else value
+    return None
+
+
+def remote_refs(host: Host, urls: Iterable[str],
+                timeout: float = GIT_TIMEOUT) -> dict[str, str | None]:
+    """`git ls-remote` of each distinct remote, asked in parallel (None: no answer): one
+    question per remote and run, however many apps share it, instead of a fetch per app."""
+    distinct = list(dict.fromkeys(urls))
+
+    def ask(url: str) -> str | None:
+        remote = split_credentials(url)
+        result = host.run([*GIT, "ls-remote", "--", remote.url], check=False,
+                          env=dict(git_env(remote, timeout)), timeout=min(120, timeout))
+        return result.stdout if result.ok else None
+
+    if len(distinct) <= 1:
+        return {url: ask(url) for url in distinct}
+    with ThreadPoolExecutor(max_workers=min(REF_CHECKS, len(distinct))) as pool:
+        return dict(zip(distinct, pool.map(ask, distinct), strict=True))
+
+
+def up_to_date(host: Host, repo: str, wanted: str | None, advertised: str | None) -> str | None:
+    """The commit the mirror already resolves `wanted` to, when the remote advertises that
+    same commit for it (`advertised`: its ls-remote output): no fetch needed then."""
+    if advertised is None:
+        return None
+    known = parse_ls_remote(advertised, wanted)
+    if known is None:
+        return None
+    try:
+        local = resolve(host, repo, wanted)
+    except FleetError:
+        return None
+    return local if local == known else None
 
 
 def fetch(host: Host, url: str, repo: str, timeout: float = GIT_TIMEOUT) -> None:

@@ -1,0 +1,134 @@
+"""No-op apply at scale: wall time of a `fleet apply` that changes nothing, with 1, 30 and 100
+apps on one bare server (copies of tests/apps/pulse under their own names and domains, one git
+repo, apps added in steps), the median of 5 runs at each size, the least-squares fit
+base + per-app cost against the goal (issue 19: <= 0.2 s + 0.015 s per app), and how many
+commands one no-op apply runs (counted from `fleet -v`, which prints each one).
+
+    sudo FLEET_TEST_BRIDGE_SUBNET=10.213.64.0/24 .venv/bin/python bench/noop.py \
+        [--apps 1,30,100] [--runs 5] [--base REV]
+
+With --base, the pyz of commit REV (built by its own build.py) runs the same no-op applies on
+the same server, interleaved with this tree's run by run, and the ratio new/base is printed:
+the number to trust on a shared host, where absolute times drift with the load.
+
+The server sits on a private bridge (tests/harness/bridged.py): it takes no host lock and
+shares no port with other sessions' servers. Times are measured inside the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import bridged, machine
+from startup import build_base
+from tests.harness.bridged import BridgedServer
+
+GOAL_BASE, GOAL_PER_APP = 0.2, 0.015
+
+
+def toml(url: str, count: int) -> str:
+    return "".join(f'[apps.p{i:03d}]\nrepo = "{url}"\ndomains = ["p{i:03d}.test"]\n\n'
+                   for i in range(1, count + 1))
+
+
+def timed_apply(server: BridgedServer, args: str, fleet: str = "fleet") -> tuple[float, dict]:
+    """Wall time of `FLEET apply ARGS --json` measured inside the server, and its JSON."""
+    out = server.run(f"s=$(date +%s.%N); {fleet} apply {args} --json >/root/apply.json; "
+                     "rc=$?; e=$(date +%s.%N); echo $s $e $rc", timeout=3600).stdout.split()
+    data = json.loads(server.read_file("/root/apply.json"))
+    if out[2] != "0":
+        raise SystemExit(f"fleet apply {args} exited {out[2]}:\n{json.dumps(data)[-3000:]}")
+    return float(out[1]) - float(out[0]), data
+
+
+def commands(server: BridgedServer) -> collections.Counter[str]:
+    """The commands one no-op apply runs, by program (fleet -v prints `$ ARGV` for each)."""
+    err = server.run("fleet -v apply /root/fleet.toml 2>&1 >/dev/null", timeout=3600).stdout
+    return collections.Counter(line[2:].split()[0] for line in err.splitlines()
+                               if line.startswith("$ ") and len(line) > 2)
+
+
+def fit(points: dict[int, float]) -> tuple[float, float]:
+    """Least-squares base + per-app cost through (apps, seconds)."""
+    xs, ys = list(points), list(points.values())
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    slope = (sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+             / sum((x - mx) ** 2 for x in xs))
+    return my - slope * mx, slope
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apps", default="1,30,100", help="app counts, in growing order")
+    parser.add_argument("--runs", type=int, default=5, help="no-op applies per size")
+    parser.add_argument("--base", help="commit whose pyz runs the same no-ops, interleaved")
+    args = parser.parse_args()
+    counts = [int(n) for n in args.apps.split(",")]
+    print(f"machine: {machine()}", flush=True)
+    noop: dict[int, list[float]] = {}
+    old: dict[int, list[float]] = {}
+    grow: dict[int, float] = {}
+    ran: dict[int, collections.Counter[str]] = {}
+    with tempfile.TemporaryDirectory() as tmp, bridged(Path(tmp), "noop") as (server, url):
+        if args.base:
+            server.copy_in(build_base(args.base, Path(tmp)), "/root/base.pyz", 0o755)
+        server.write_file("/root/fleet.toml", toml(url, counts[0]))
+        begin = time.monotonic()
+        server.run("sh /root/bootstrap /root/fleet.pyz apply /root/fleet.toml",
+                   timeout=3600, check=True)
+        print(f"cold apply of {counts[0]} apps: {time.monotonic() - begin:.1f} s",
+              file=sys.stderr, flush=True)
+        if args.base:  # python3 is there now; the first start extracts the zipapp
+            server.run("python3 /root/base.pyz --version", check=True)
+        for count in counts:
+            server.write_file("/root/fleet.toml", toml(url, count))
+            grow[count], _ = timed_apply(server, "--prune /root/fleet.toml")
+            print(f"apply to {count} apps: {grow[count]:.1f} s", file=sys.stderr, flush=True)
+            ran[count] = commands(server)
+            for _ in range(args.runs):
+                for fleet, times in [("fleet", noop)] + (
+                        [("python3 /root/base.pyz", old)] if args.base else []):
+                    seconds, data = timed_apply(server, "/root/fleet.toml", fleet)
+                    if data.get("changed") or data.get("failed"):
+                        raise SystemExit(f"apply of {count} apps was no no-op: {data}")
+                    times.setdefault(count, []).append(seconds)
+            print(f"no-op at {count} apps: {noop[count]} (base: {old.get(count)})",
+                  file=sys.stderr, flush=True)
+    medians = {count: statistics.median(noop[count]) for count in counts}
+    print(f"\nNo-op `fleet apply FILE` (median of {args.runs} runs; the apply that grew the "
+          "server to that size; commands one no-op apply runs)")
+    print("| apps | no-op s | min s | max s | growing apply s | commands | top commands |")
+    print("|---|---|---|---|---|---|---|")
+    for count in counts:
+        top = ", ".join(f"{name} {n}" for name, n in ran[count].most_common(4))
+        print(f"| {count} | {medians[count]:.2f} | {min(noop[count]):.2f} | "
+              f"{max(noop[count]):.2f} | {grow[count]:.1f} | {sum(ran[count].values())} | "
+              f"{top} |")
+    if len(counts) > 1:
+        base, per_app = fit(medians)
+        met = base <= GOAL_BASE and per_app <= GOAL_PER_APP
+        print(f"fit: {base:.3f} s + {per_app:.4f} s per app (goal <= {GOAL_BASE} s + "
+              f"{GOAL_PER_APP} s per app: {'met' if met else 'not met'})")
+    if args.base:
+        before = {count: statistics.median(old[count]) for count in counts}
+        print(f"\nSame runs, interleaved: base {args.base} against this tree")
+        print("| apps | base s | this tree s | this tree / base |\n|---|---|---|---|")
+        for count in counts:
+            print(f"| {count} | {before[count]:.2f} | {medians[count]:.2f} | "
+                  f"{medians[count] / before[count]:.2f} |")
+        if len(counts) > 1:
+            base, per_app = fit(before)
+            print(f"base fit: {base:.3f} s + {per_app:.4f} s per app")
+    print("command: sudo FLEET_TEST_BRIDGE_SUBNET=10.213.64.0/24 .venv/bin/python bench/noop.py "
+          + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

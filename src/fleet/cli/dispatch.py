@@ -32,6 +32,7 @@ COMMAND_MODULES = {
     "remove-app": "remove",
     "drain": "rotation", "undrain": "rotation",
     "run": "run",
+    "top": "observe", "metrics": "observe",
 }  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from fleet.config.settings import AppConfig, Config
 from fleet.converge import sites
 from fleet.converge.deploy import activate, live_release, record_failure, retire
 from fleet.converge.front import check_front, converge_front, converge_front_tls
+from fleet.converge.metrics import converge_metrics
 from fleet.converge.prepare import guarded, prepare_app, render_site
 from fleet.converge.processes import converge_processes
 from fleet.converge.rollout import Rollout
@@ -98,6 +99,7 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
             remove_stale(config, session)
             converge_front(config, session, outcome.apps)  # a front server's upstreams
             converge_front_tls(config, session, outcome.apps)  # and its HTTPS
+            converge_metrics(config, session)  # the fleet-metrics timer ([server.metrics])
     except StepFailed as exc:
         outcome.aborted = exc.step.error
         return outcome

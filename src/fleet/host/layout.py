@@ -177,3 +177,10 @@ def vassal_app(filename: str) -> tuple[str, str] | None:
         return None
     app, _, release = filename[: -len(".ini")].partition("@")
     return app, release
+
+
+# Where the bootstrap installs fleet (what server-wide units fleet writes run).
+FLEET_BIN = "/usr/local/bin/fleet"
+# The server-wide timer that writes fleet.prom for node_exporter ([server.metrics]).
+METRICS_UNIT = "fleet-metrics.service"
+METRICS_TIMER = "fleet-metrics.timer"

@@ -383,3 +383,15 @@ def test_the_top_screen_has_a_row_per_app_and_per_worker() -> None:
     assert lines[3].split() == ["shop", "not", "deployed", "-", "0.0", "-", "-", "-", "-",
                                 "0/0", "-", "0"]
     assert lines[4].split() == ["shop:tasks", "running", "9a8b7c6d5e4f", "2/2", "1M", "3"]
+
+
+def test_a_big_log_first_seen_is_counted_from_its_end(monkeypatch) -> None:
+    monkeypatch.setattr(traffic, "CATCH_UP_CAP", 1000)
+    host = log_host(line(NOW) * 20)
+    totals = advance(host, LOG, Totals())
+    assert totals.count == 0 and totals.offset == len(line(NOW) * 20)
+    host.files[LOG].content += line(NOW, 404)
+    assert advance(host, LOG, totals).codes["4xx"] == 1 and totals.count == 1
+    host.files[LOG].content += line(NOW, 500) * 40  # more than the cap behind: newest part
+    counted = advance(host, LOG, totals).codes["5xx"]
+    assert 0 < counted < 40 and totals.offset == len(host.files[LOG].content)

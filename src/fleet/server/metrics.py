@@ -184,7 +184,7 @@ def exposition(host: Host, config: Config, now: float | None = None) -> str:
     """Every metric of every configured app, as Prometheus' text format."""
     now = time.time() if now is None else now
     totals = count_requests(host, config.apps)
-    sample = take_sample(host, config, now)
+    sample = take_sample(host, config, now, window=False)
     out = Exposition()
     for app, app_sample in zip(config.apps, sample.apps, strict=True):
         add_sample(out, app_sample)

@@ -8,6 +8,7 @@ are one `systemctl show`. No request is sent to any app (`fleet status` does tha
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -96,12 +97,13 @@ def live_state(host: Host, app: AppConfig, emperor: dict | None,
 
 
 def app_sample(host: Host, app: AppConfig, emperor: dict | None, rss: dict[int, int],
-               now: float) -> AppSample:
+               now: float, window: bool = True) -> AppSample:
     state, release, live = live_state(host, app, emperor, rss)
-    try:
-        traffic = Traffic.of(recent(host, access_log(app.name), now))
-    except OSError:  # not a regular file (a symlink is never followed): no traffic to show
-        traffic = Traffic.of([])
+    traffic = Traffic.of([])
+    # Not a regular file (a symlink is never followed): no traffic to show.
+    with contextlib.suppress(OSError):
+        if window:
+            traffic = Traffic.of(recent(host, access_log(app.name), now))
     if live is None:
         return AppSample(app.name, state, release, traffic)
     return AppSample(app.name, state, release, traffic, live.workers,
@@ -116,10 +118,12 @@ def worker_samples(host: Host, app: AppConfig, rss: dict[int, int]) -> list[Work
             for w in background_status(host, app).workers]
 
 
-def take_sample(host: Host, config: Config, now: float | None = None) -> Sample:
+def take_sample(host: Host, config: Config, now: float | None = None,
+                window: bool = True) -> Sample:
+    """window=False: no access log is read (`fleet metrics` counts them its own way)."""
     now = time.time() if now is None else now
     emperor = read_emperor(host)
     rss = {p.pid: p.rss for p in host.processes()}
-    apps = [app_sample(host, app, emperor, rss, now) for app in config.apps]
+    apps = [app_sample(host, app, emperor, rss, now, window) for app in config.apps]
     workers = [w for app in config.apps for w in worker_samples(host, app, rss)]
     return Sample(now, WINDOW, apps, workers)

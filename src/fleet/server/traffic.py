@@ -20,8 +20,8 @@ The log is nginx's (root's and www-data's), read as root without following a sym
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from fleet.host.machine import Host
@@ -54,18 +54,26 @@ class Hit:
     bytes: int
 
 
+# The fields fleet reads lead every `fleet_json` line, in this order and before any text a
+# client chose (escape=json: a client's text cannot close a string early). One regular
+# expression reads them about three times faster than json.loads reads the whole line, which
+# is what keeps a sample of busy apps cheap (bench/README.md "top and metrics").
+LINE = re.compile(rb'\{"time":([0-9.]+),"status":([0-9]{3}),"request_time":([0-9.]+),'
+                  rb'"upstream_time":"([^"]*)","bytes":([0-9]+)[,}]')
+
+
 def parse_line(line: bytes) -> Hit | None:
     """A `fleet_json` line, or None for anything else (another format, a torn line)."""
-    if not line.startswith(b"{"):
+    found = LINE.match(line)
+    if found is None:
         return None
+    when, status, duration, upstream, size = found.groups()
+    # Several upstreams tried ("0.001, 0.002") or none ("" / "-"): the last one answered.
+    last = upstream.replace(b":", b",").rsplit(b",", 1)[-1].strip()
     try:
-        data = json.loads(line)
-        upstream = str(data.get("upstream_time", ""))
-        # Several upstreams tried ("0.001, 0.002") or none ("" / "-"): the last one answered.
-        last = upstream.replace(":", ",").rsplit(",", 1)[-1].strip()
-        return Hit(float(data["time"]), int(data["status"]), float(data["request_time"]),
-                   float(last) if last and last != "-" else None, int(data.get("bytes", 0)))
-    except (ValueError, TypeError, KeyError, AttributeError):
+        return Hit(float(when), int(status), float(duration),
+                   float(last) if last and last != b"-" else None, int(size))
+    except ValueError:  # "1.2.3": the pattern's digits and dots, but no number
         return None
 
 

@@ -129,7 +129,8 @@ def test_top_once_json_reports_the_load(box: BridgedServer, load: dict) -> None:
     assert abs(row["4xx_share"] - 30 / TOTAL) <= 0.1 * 30 / TOTAL, row
     assert abs(row["5xx_share"] - 20 / TOTAL) <= 0.1 * 20 / TOTAL, row
     assert row["4xx"] == 30 and row["5xx"] == 20, row
-    assert 0 < row["p50_ms"] <= row["p99_ms"] < 5000, row
+    # nginx times to the millisecond: a quick answer over the bridge can take 0.000 s.
+    assert 0 <= row["p50_ms"] <= row["p99_ms"] < 5000, row
     assert row["state"] == "running" and row["release"], row
     assert row["workers"]["busy"] + row["workers"]["idle"] >= 1, row
     assert row["memory_bytes"] > 1_000_000, row

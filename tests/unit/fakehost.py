@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleet.errors import AnswerTooLarge, CommandError
-from fleet.host.machine import FileState, ProcessInfo, RunResult
+from fleet.host.machine import FileState, ProcessInfo, RunResult, Span
 
 
 @dataclass
@@ -56,6 +56,7 @@ class FakeHost:
     restarts: dict[str, int] = field(default_factory=dict)  # systemctl show: NRestarts
     systemd_version: int = 252
     bad_schedules: set[str] = field(default_factory=set)  # systemd-analyze calendar refuses
+    inodes: dict[str, int] = field(default_factory=dict)  # read_span: a rotated log's new one
 
     def __post_init__(self) -> None:
         for d in ("/", "/etc", "/etc/systemd/system", "/etc/tmpfiles.d", "/etc/nginx",
@@ -83,6 +84,17 @@ class FakeHost:
         if data is None:
             raise FileNotFoundError(path)
         return data
+
+    def read_span(self, path: str, start: int, length: int) -> Span | None:
+        entry = self.files.get(path)
+        if entry is None:
+            return None
+        if entry.kind != "file":
+            raise OSError(f"{path}: not a regular file")
+        start = max(0, min(start, len(entry.content)))
+        inode = self.inodes.get(path, zlib.crc32(path.encode()))
+        return Span(entry.content[start:start + max(0, length)], start, len(entry.content),
+                    inode)
 
     def run(self, argv: Sequence[str], *, check: bool = True, cwd: str | None = None,
             env: Mapping[str, str] | None = None, input: str | None = None,

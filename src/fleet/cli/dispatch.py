@@ -35,6 +35,7 @@ COMMAND_MODULES = {
     "drain": "rotation", "undrain": "rotation",
     "run": "run",
     "history": "audit", "watch": "audit", "notify-deliver": "audit",
+    "top": "observe", "metrics": "observe",
 }  # fmt: skip
 
 

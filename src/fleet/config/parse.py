@@ -31,6 +31,7 @@ from fleet.config.settings import (
     FrontApp,
     HealthConfig,
     JobConfig,
+    MetricsSettings,
     NotifySettings,
     PipSettings,
     ServerConfig,
@@ -79,6 +80,7 @@ TLS_DEFAULTS = TlsConfig()
 # The keys each table allows: the settings dataclasses' fields (see settings.toml_keys).
 SERVER_KEYS = toml_keys(ServerConfig)
 ACME_KEYS = toml_keys(AcmeSettings)
+METRICS_KEYS = toml_keys(MetricsSettings)
 TLS_KEYS = toml_keys(TlsConfig)  # of tls = { cert = ..., key = ... }
 PIP_KEYS = toml_keys(PipSettings)
 NOTIFY_KEYS = toml_keys(NotifySettings)
@@ -124,6 +126,7 @@ def parse_server(c: Checker) -> ServerConfig:
         pip=PipSettings(pip.get_str("index_url"), pip.get_str_list("extra_index_urls"), cert),
         client_max_body_size=body,
         acme=parse_acme(c.sub("acme")),
+        metrics=parse_metrics(c.sub("metrics")),
         accept_from=parse_accept_from(c),
         notify=parse_notify(c.sub("notify")),
         backup=parse_backup(c),
@@ -215,6 +218,11 @@ def parse_acme(c: Checker) -> AcmeSettings:
     if not directory.startswith("https://") or REPO_BAD_RE.search(directory):
         c.fail("directory", f"{directory!r} must be an https:// URL (the ACME directory)")
     return AcmeSettings(email, directory, check_absolute(c, "ca_bundle", c.get_str("ca_bundle")))
+
+
+def parse_metrics(c: Checker) -> MetricsSettings:
+    c.check_known(METRICS_KEYS)
+    return MetricsSettings(check_absolute(c, "textfile_dir", c.get_str("textfile_dir")))
 
 
 def parse_tls(c: Checker) -> TlsConfig:

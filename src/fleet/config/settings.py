@@ -55,6 +55,13 @@ class AcmeSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """[server.metrics]: where a timer writes fleet.prom for node_exporter (None: no timer)."""
+
+    textfile_dir: str | None = None
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     """`off`, `acme` (certificates from [server.acme]) or `files` (the operator's cert/key)."""
 
@@ -108,6 +115,7 @@ class ServerConfig:
     pip: PipSettings = field(default_factory=PipSettings)
     client_max_body_size: str = "10m"
     acme: AcmeSettings = field(default_factory=AcmeSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     # Who may reach the apps through nginx: addresses or networks (plus loopback); () = anyone.
     accept_from: tuple[str, ...] = ()
     # Longest a clone, fetch or ls-remote of an app's repo may take (a hung git server).

@@ -18,6 +18,7 @@ from fleet.converge.backups import converge_backups
 from fleet.converge.backups import packages as backup_packages
 from fleet.converge.deploy import activate, live_release, record_failure, retire
 from fleet.converge.front import check_front, converge_front, converge_front_tls
+from fleet.converge.metrics import converge_metrics
 from fleet.converge.notify import converge_notify
 from fleet.converge.prepare import guarded, prepare_app, render_site, warm_git
 from fleet.converge.processes import converge_processes
@@ -108,6 +109,7 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
             converge_front(config, session, outcome.apps)  # a front server's upstreams
             converge_front_tls(config, session, outcome.apps)  # and its HTTPS
             converge_notify(config, session)  # audit log rotation, notification units
+            converge_metrics(config, session)  # the fleet-metrics timer ([server.metrics])
     except StepFailed as exc:
         outcome.aborted = exc.step.error
         return outcome

@@ -178,3 +178,8 @@ def vassal_app(filename: str) -> tuple[str, str] | None:
         return None
     app, _, release = filename[: -len(".ini")].partition("@")
     return app, release
+
+
+# The server-wide timer that writes fleet.prom for node_exporter ([server.metrics]).
+METRICS_UNIT = "fleet-metrics.service"
+METRICS_TIMER = "fleet-metrics.timer"

@@ -103,6 +103,17 @@ class ProcessInfo:
 
 
 @dataclass(frozen=True)
+class Span:
+    """A piece of a file (Host.read_span): its bytes, where they start, the file's size and
+    inode (a log rotated away has a new inode at the same path)."""
+
+    data: bytes
+    start: int
+    size: int
+    inode: int
+
+
+@dataclass(frozen=True)
 class FileState:
     """What fleet compares a managed file (or directory, or link) against."""
 
@@ -137,6 +148,11 @@ class Host(Protocol):
 
     def read_tail(self, path: str, lines: int) -> bytes:
         """At least the last `lines` lines of a file (a log), reading only its end."""
+        ...
+
+    def read_span(self, path: str, start: int, length: int) -> Span | None:
+        """Up to `length` bytes of a regular file from `start` (clamped to its size), with its
+        size and inode, never following a symlink (a log read as root); None when absent."""
         ...
 
     def processes(self) -> list[ProcessInfo]:
@@ -439,6 +455,21 @@ class LocalHost:
                 handle.seek(offset)
                 block = handle.read(step) + block
         return block
+
+    def read_span(self, path: str, start: int, length: int) -> Span | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(f"{path}: not a regular file")
+            start = max(0, min(start, st.st_size))
+            data = os.pread(fd, max(0, min(length, st.st_size - start)), start)
+            return Span(data, start, st.st_size, st.st_ino)
+        finally:
+            os.close(fd)
 
     def processes(self) -> list[ProcessInfo]:
         found = []

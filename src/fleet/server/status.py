@@ -115,7 +115,10 @@ def is_sleeping(host: Host, filename: str, entry: dict[str, Any] | None) -> bool
     return entry is None or int(entry.get("pid") or 0) <= 0
 
 
-def vassal_status(host: Host, filename: str, emperor: dict[str, Any] | None) -> VassalStatus:
+def vassal_status(host: Host, filename: str, emperor: dict[str, Any] | None,
+                  rss: dict[int, int] | None = None) -> VassalStatus:
+    """One vassal's state and workers; `rss`: every process's RSS by PID when the caller
+    has read /proc already (`fleet top` reads it once for every app)."""
     owner = vassal_owner(filename)
     result = VassalStatus(filename, owner[1] if owner else None, "stopped")
     entry = blocked = None
@@ -134,7 +137,8 @@ def vassal_status(host: Host, filename: str, emperor: dict[str, Any] | None) -> 
         if stats_path is None:
             raise OSError("no stats socket in the vassal file")
         stats = read_stats(host, stats_path)
-        rss = {p.pid: p.rss for p in host.processes()}  # uWSGI reports rss only with memory-report
+        if rss is None:  # uWSGI reports rss only with memory-report
+            rss = {p.pid: p.rss for p in host.processes()}
         result.workers = parse_workers(stats, lambda pid: rss.get(pid, 0))
         result.state = "running"
     except AnswerError as exc:  # an answer came, but not one fleet reads: say so

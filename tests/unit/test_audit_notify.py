@@ -40,8 +40,8 @@ from tests.unit.test_push import FILE, FakeSsh
 
 # Commands that only look, or that run on the operator's machine (push: each host's own
 # apply leaves the line there), or that fleet's own units run every minute.
-LOOKING = {"plan", "releases", "status", "check", "logs", "push", "history", "backups", "watch",
-           "notify-deliver"}
+LOOKING = {"plan", "releases", "status", "check", "logs", "push", "history", "backups", "top",
+           "metrics", "watch", "notify-deliver"}
 KEY_BLOB = base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519" + bytes(range(32))).decode()
 
 

@@ -475,10 +475,11 @@ class Pusher:
              work: Callable[[Server], HostResult]) -> list[HostResult]:
         """Run `work` on each member, `parallel` at a time; one line per host once it is done
         (whole lines, never interleaved), then the wave's time."""
-        for server in members:
-            self.progress(f"{wave}: {server.name} ({server.address}) started")
+        at_once = max(1, min(self.parallel, len(members)))
+        self.progress(f"{wave}: {len(members)} host(s), {at_once} at a time: "
+                      + ", ".join(f"{s.name} ({s.address})" for s in members))
         started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=max(1, min(self.parallel, len(members)))) as pool:
+        with ThreadPoolExecutor(max_workers=at_once) as pool:
             done = list(pool.map(work, members))
         for server, host in zip(members, done, strict=True):
             host.wave = wave

@@ -108,8 +108,9 @@ def push_command(
 ) -> None:
     """Converge every server of the inventory over ssh: canary first, then batches, fronts last.
 
-    Each app server with changes is out of the fronts' rotation while it deploys, --batch of
-    them at a time; hosts with nothing to change are checked and applied --parallel at a time.
+    Changing app servers deploy --batch at a time, out of the fronts' rotation meanwhile.
+
+    Hosts are checked (and applied when nothing changes) --parallel at a time.
 
     Example: fleet push fleet.toml --batch 2 --parallel 20
     """

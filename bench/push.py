@@ -1,11 +1,17 @@
-"""Rolling push cost: `fleet push` to two app servers and a front (tests/harness/cluster.py),
-cold, as a no-op, and for a new commit with the fronts draining each app server while it
-deploys (the default) vs `--no-drain`, interleaved, under continuous load through the front.
+"""Push at scale: `fleet push` to a cluster of `--apps` app servers and `--fronts` fronts
+(tests/harness/cluster.py, default 20 + 2) on a private bridge: the cold push, the no-op push
+to 3 servers (app1, app2, front: the old test cluster, with --limit) and to all of them,
+interleaved, and a rolling push of a new commit with `--batch 5` under continuous load
+through every front.
 
-    sudo .venv/bin/python bench/push.py [--rounds 3] [--noop-runs 3] [--threads 4] [--rate 200]
+    sudo FLEET_TEST_BRIDGE_SUBNET=10.213.65.0/24 .venv/bin/python bench/push.py \\
+        [--apps 20] [--fronts 2] [--batch 5] [--parallel 10] [--noop-runs 3] [--rounds 0]
 
-Prints the medians and the ratio drain / no-drain of a push's wall time, the seconds each app
-server spent out of rotation, and the requests sent and failed during each push.
+Prints the no-op growth from 3 servers to all (goal: at most 2x), the rolling push's waves,
+the most app servers out of rotation at once, and the requests sent and failed through the
+fronts (goal: 0 failed). `--rounds N` also times N new-commit pushes with draining (the
+default) against `--no-drain`, interleaved (the earlier bench: `--apps 2 --fronts 1
+--rounds 3`).
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ import argparse
 import statistics
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from _common import APPS, machine
 from tests.e2e.helpers import build_pyz
-from tests.e2e.load import Load
+from tests.e2e.load import Load, LoadResult
 from tests.harness import default_suite, install_signal_handlers
 from tests.harness.cluster import DOMAIN, Cluster, whoami_cluster
 
@@ -31,46 +38,131 @@ def timed_push(cluster: Cluster, *args: str) -> tuple[float, dict]:
     return time.monotonic() - start, report
 
 
+def most_out_at_once(report: dict) -> int:
+    """The most app servers out of the fronts' rotation at one moment (from the windows)."""
+    edges = []
+    for host in report["hosts"].values():
+        rotation = host.get("rotation")
+        if rotation and rotation.get("out") and rotation.get("back"):
+            edges += [(rotation["out"][0], 1), (rotation["back"][1], -1)]
+    most = out = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):
+        out += step
+        most = max(most, out)
+    return most
+
+
+def under_load(cluster: Cluster, threads: int, rate: float, *args: str
+               ) -> tuple[float, dict, list[LoadResult]]:
+    """A push while every front gets `threads` load threads at about `rate` requests/s."""
+    with ExitStack() as stack:
+        loads = [stack.enter_context(Load(DOMAIN, address=front.address, threads=threads,
+                                          pause=threads / rate))
+                 for front in cluster.fronts]
+        seconds, report = timed_push(cluster, *args)
+    return seconds, report, loads
+
+
+def waves(report: dict) -> str:
+    return ", ".join(f"{w['name']} {len(w['hosts'])} in {w['seconds']:.1f} s"
+                     for w in report.get("waves", []))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="new-commit pushes per mode")
-    parser.add_argument("--noop-runs", type=int, default=3, help="no-op pushes to time")
-    parser.add_argument("--threads", type=int, default=4, help="concurrent load threads")
-    parser.add_argument("--rate", type=float, default=200,
-                        help="requests per second, about (each is a new connection: faster "
-                             "runs out of the host's ports in TIME_WAIT over several rounds)")
+    parser.add_argument("--apps", type=int, default=20, help="app servers")
+    parser.add_argument("--fronts", type=int, default=2, help="front servers")
+    parser.add_argument("--batch", type=int, default=5, help="--batch of the rolling push")
+    parser.add_argument("--parallel", type=int, default=10, help="--parallel of every push")
+    parser.add_argument("--noop-runs", type=int, default=3, help="no-op pushes of each size")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="new-commit pushes per mode, drain vs --no-drain")
+    parser.add_argument("--threads", type=int, default=4, help="load threads per front")
+    parser.add_argument("--rate", type=float, default=100,
+                        help="requests per second per front, about (each is a new "
+                             "connection: faster runs out of ports in TIME_WAIT)")
     args = parser.parse_args()
     install_signal_handlers()
+    common = ["--parallel", str(args.parallel)]
+    small = ["--limit", "app1", "--limit", "app2", "--limit", "front"]
     with tempfile.TemporaryDirectory() as tmp:
         pyz = build_pyz(Path(tmp) / "fleet.pyz")
         work = Path(tmp) / "work"
         work.mkdir()
-        with whoami_cluster(default_suite(), pyz, APPS, work) as cluster:
-            cold, _ = timed_push(cluster)
-            noop = [timed_push(cluster)[0] for _ in range(args.noop_runs)]
-            rows: dict[str, list[tuple[float, int, int, list[float]]]] = {
-                "drain": [], "no-drain": []}
-            version = 1
-            for _ in range(args.rounds):
-                for mode in rows:
-                    version += 1
-                    cluster.git.commit("whoami", {"wsgi.py": cluster.source.replace(
-                        '"v1"', f'"v{version}"')})
-                    with Load(DOMAIN, address=cluster.front.address, threads=args.threads,
-                              pause=args.threads / args.rate) as load:
-                        seconds, report = timed_push(
-                            cluster, *(["--no-drain"] if mode == "no-drain" else []))
-                    out = [h["rotation"]["back"][1] - h["rotation"]["out"][0]
-                           for h in report["hosts"].values() if h.get("rotation")]
-                    rows[mode].append((seconds, load.sent, load.failed, out))
-                    reasons = sorted({f.split(":")[0] for f in load.failures})
-                    print(f"{mode}: {seconds:.1f} s, {load.sent} sent, {load.failed} failed"
-                          + (f" ({', '.join(reasons)}; first: {load.failures[0]})"
-                             if reasons else ""), flush=True)
+        booting = time.monotonic()
+        with whoami_cluster(default_suite(), pyz, APPS, work, apps=args.apps,
+                            fronts=args.fronts) as cluster:
+            booted = time.monotonic() - booting
+            total = len(cluster.servers)
+            print(f"cluster: {args.apps} app servers + {args.fronts} fronts booted in "
+                  f"{booted:.0f} s", flush=True)
+            cold, report = timed_push(cluster, *common, "--batch", str(args.batch))
+            print(f"cold push, {total} servers: {cold:.1f} s ({waves(report)})", flush=True)
+            noop: dict[str, list[float]] = {"3": [], str(total): []}
+            for _ in range(args.noop_runs):  # interleaved: drift hits both sizes alike
+                for size, extra in (("3", small), (str(total), [])):
+                    seconds, report = timed_push(cluster, *common, *extra)
+                    assert all(h["status"] == "ok" for h in report["hosts"].values()), report
+                    noop[size].append(seconds)
+                    print(f"no-op push, {size} servers: {seconds:.1f} s ({waves(report)})",
+                          flush=True)
+            cluster.git.commit("whoami", {"wsgi.py": cluster.source.replace('"v1"', '"v2"')})
+            rolling, report, loads = under_load(cluster, args.threads, args.rate, *common,
+                                                "--batch", str(args.batch))
+            sent = sum(load.sent for load in loads)
+            failed = sum(load.failed for load in loads)
+            changed = sum(1 for h in report["hosts"].values() if h["status"] == "changed")
+            most = most_out_at_once(report)
+            print(f"rolling push --batch {args.batch}: {rolling:.1f} s, {changed} changed, "
+                  f"{sent} sent, {failed} failed ({waves(report)})", flush=True)
+            if failed:
+                print("first failures: " + "; ".join(loads[0].failures[:3]
+                                                     + loads[-1].failures[:3]))
+            rows = drain_rounds(cluster, args) if args.rounds else {}
     print(f"machine: {machine()}")
-    print(f"cold push (2 app servers + front, from bare): {cold:.1f} s")
-    print(f"no-op push: median {statistics.median(noop):.1f} s "
-          f"({', '.join(f'{s:.1f}' for s in noop)})")
+    print(f"--parallel {args.parallel}; cluster boot {booted:.0f} s; cold push of {total} "
+          f"servers {cold:.1f} s")
+    print()
+    print("| no-op push | median | runs |\n|---|---|---|")
+    medians = {size: statistics.median(runs) for size, runs in noop.items()}
+    for size, runs in noop.items():
+        print(f"| {size} servers | {medians[size]:.1f} s | "
+              f"{', '.join(f'{s:.1f}' for s in runs)} |")
+    print()
+    print(f"growth 3 -> {total} servers (no-op): {medians[str(total)] / medians['3']:.2f}x "
+          "(goal: <= 2x)")
+    print(f"rolling push of a new commit, --batch {args.batch}: {rolling:.1f} s, "
+          f"{changed} hosts changed, at most {most} app servers out of rotation at once, "
+          f"{sent} requests through {len(loads)} front(s), {failed} failed")
+    if rows:
+        print_drain_rounds(rows)
+    print("command: sudo FLEET_TEST_BRIDGE_SUBNET=... .venv/bin/python bench/push.py "
+          + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()))
+
+
+def drain_rounds(cluster: Cluster, args: argparse.Namespace
+                 ) -> dict[str, list[tuple[float, int, int, list[float]]]]:
+    """New-commit pushes, draining (the default) and --no-drain, interleaved, under load."""
+    rows: dict[str, list[tuple[float, int, int, list[float]]]] = {"drain": [], "no-drain": []}
+    version = 2
+    for _ in range(args.rounds):
+        for mode in rows:
+            version += 1
+            cluster.git.commit("whoami", {"wsgi.py": cluster.source.replace(
+                '"v1"', f'"v{version}"')})
+            seconds, report, loads = under_load(
+                cluster, args.threads, args.rate, "--parallel", str(args.parallel),
+                *(["--no-drain"] if mode == "no-drain" else []))
+            out = [h["rotation"]["back"][1] - h["rotation"]["out"][0]
+                   for h in report["hosts"].values() if h.get("rotation")]
+            rows[mode].append((seconds, sum(x.sent for x in loads),
+                               sum(x.failed for x in loads), out))
+            print(f"{mode}: {seconds:.1f} s, {rows[mode][-1][1]} sent, "
+                  f"{rows[mode][-1][2]} failed", flush=True)
+    return rows
+
+
+def print_drain_rounds(rows: dict[str, list[tuple[float, int, int, list[float]]]]) -> None:
     print()
     print("| push of a new commit | wall time (median) | out of rotation per server "
           "| requests sent | failed |")
@@ -83,7 +175,6 @@ def main() -> None:
               f"({', '.join(f'{r[0]:.1f}' for r in runs)}) | "
               + (f"median {statistics.median(out):.1f} s" if out else "-")
               + f" | {sum(r[1] for r in runs)} | {sum(r[2] for r in runs)} |")
-    print()
     print(f"ratio drain / no-drain (wall time): {medians['drain'] / medians['no-drain']:.2f}")
 
 

@@ -1,10 +1,15 @@
 """Throughput: one hello-world Flask app under fleet's defaults, under the plain hand-written
-recipe (2 processes, thunder-lock, unix socket, default nginx site, uWSGI's default logging)
-and under gunicorn (2 sync workers behind the same nginx), measured with wrk on loopback
-inside one server, interleaved in one run. Prints requests/s, p99 and the ratios.
+recipe (2 processes, thunder-lock, unix socket, default nginx site, uWSGI's default logging),
+under gunicorn (2 sync workers behind the same nginx) and under granian (its WSGI interface,
+2 workers, behind the same nginx), against the ceiling (the same nginx answering a body of
+the same size itself, `return 200`), measured with wrk on loopback inside one server,
+interleaved in one run. Prints requests/s, p99 and the ratios.
 
-    sudo .venv/bin/python bench/throughput.py [--seconds 10] [--rounds 2] [--connections 64]
-                                              [--variants]
+    sudo [FLEET_TEST_BRIDGE_SUBNET=10.213.65.0/24] .venv/bin/python bench/throughput.py \
+        [--seconds 10] [--rounds 2] [--connections 64] [--variants]
+
+The server sits on a private bridge (tests/harness/network.py; the subnet from
+FLEET_TEST_BRIDGE_SUBNET): no host-network lock.
 
 --variants also measures copies of fleet's rendered vassal and nginx site with one default
 changed each (nginx access log off or buffered, no max-requests, uwsgi_buffering off...),
@@ -18,10 +23,14 @@ import re
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from _common import apply, machine, start
-from tests.harness import BareServer, GitRemote
+from _common import APPS, apply, machine
+from tests.e2e.helpers import build_pyz, install_fleet
+from tests.harness import BareServer, GitRemote, install_signal_handlers
+from tests.harness.bridged import BridgedServer
+from tests.harness.network import BridgeNetwork
 
 RECIPE_INI = """[uwsgi]
 plugins = python3
@@ -70,7 +79,34 @@ VARIANTS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     "fleet, nginx access_log buffered": (
         [(r"access_log (/var/log/nginx/fleet-pulse\.access\.log);",
           r"access_log \1 combined buffer=64k flush=5s;")], []),
+    "fleet, nginx uwsgi_buffering off": (
+        [(r"(uwsgi_read_timeout [^;]+;)", r"\1\n        uwsgi_buffering off;")], []),
+    "fleet, no thunder-lock": (
+        [], [(r"^thunder-lock = true$", "")]),
+    "fleet, threads = 2": (
+        [], [(r"^threads = 1$", "threads = 2\nenable-threads = true")]),
+    "fleet, no mem-collector (evil-reload-on-rss off)": (
+        [], [(r"^evil-reload-on-rss = .*$", ""), (r"^mem-collector-freq = .*$", "")]),
 }
+GRANIAN_SITE = """server {
+    listen 80;
+    server_name granian.test;
+    location / {
+        proxy_set_header Host $host;
+        proxy_pass http://ADDRESS;
+    }
+}
+"""
+# The body pulse answers ("pulse pid=NNNN"), from nginx itself: what no app server can beat.
+CEILING_SITE = """server {
+    listen 80;
+    server_name ceiling.test;
+    location / {
+        default_type text/plain;
+        return 200 "pulse pid=1234";
+    }
+}
+"""
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 URL = "http://127.0.0.1:80/"  # minbase has no /etc/services: wrk cannot resolve "http"
 
@@ -113,12 +149,24 @@ def setup_variants(server: BareServer, ini: str, site: str) -> dict[str, str]:
     return hosts
 
 
+def apt_install(server: BareServer, packages: str) -> None:
+    """apt-get install, retried while another session's server holds the shared archive
+    cache's lock (apt does not wait for it)."""
+    for _ in range(60):
+        result = server.run(f"apt-get install -y -q {packages} >/dev/null", timeout=600)
+        if result.ok or "Could not get lock" not in result.stderr:
+            break
+        time.sleep(5)
+    if not result.ok:
+        raise SystemExit(f"apt-get install {packages} failed:\n{result.stderr[-2000:]}")
+
+
 def setup_rivals(server: BareServer) -> None:
     """The recipe as a second vassal of the same Emperor, and gunicorn from its own venv,
     both running the very release fleet deployed."""
     _, ini, _ = fleet_files(server)
     venv = re.search(r"^virtualenv = (.+)$", ini, re.M).group(1)  # type: ignore[union-attr]
-    server.run("apt-get install -y -q wrk >/dev/null", check=True, timeout=600)
+    apt_install(server, "wrk")
     server.run("install -d -o pulse -g www-data -m 0750 /run/recipe /run/gunicorn", check=True)
     server.write_file("/etc/uwsgi/vassals/recipe.ini", RECIPE_INI.format(venv=venv), 0o600)
     server.write_file("/etc/nginx/sites-enabled/recipe.conf", RECIPE_SITE)
@@ -129,6 +177,32 @@ def setup_rivals(server: BareServer) -> None:
                 "/opt/gunicorn/bin/gunicorn", "--workers", "2", "--bind",
                 "unix:/run/gunicorn/hello.sock", "--chdir", "/srv/fleet/pulse/current",
                 "wsgi:app"], check=True)
+    setup_granian(server)
+    server.write_file("/etc/nginx/sites-enabled/ceiling.conf", CEILING_SITE)
+
+
+def setup_granian(server: BareServer) -> None:
+    """granian's WSGI interface, 2 workers, its defaults otherwise; on a unix socket like the
+    others when this granian has --uds, else on loopback TCP (said in the output)."""
+    server.run("python3 -m venv /opt/granian && /opt/granian/bin/pip install -q "
+               "flask==3.0.3 granian", check=True, timeout=900)
+    version = server.run("/opt/granian/bin/granian --version", check=True).stdout.strip()
+    uds = "--uds" in server.run("/opt/granian/bin/granian --help", check=True).stdout
+    bind = (["--uds", "/run/granian/hello.sock"] if uds
+            else ["--host", "127.0.0.1", "--port", "8011"])
+    server.run("install -d -o pulse -g www-data -m 0750 /run/granian", check=True)
+    server.run(["systemd-run", "--unit=bench-granian", "--uid=pulse", "--gid=pulse",
+                "--working-directory=/srv/fleet/pulse/current",
+                "/opt/granian/bin/granian", "--interface", "wsgi", "--workers", "2", *bind,
+                "wsgi:app"], check=True)
+    if uds:  # nginx (www-data) must reach the socket granian makes as pulse
+        server.run("for i in $(seq 50); do [ -S /run/granian/hello.sock ] && break; "
+                   "sleep 0.2; done; chmod 0770 /run/granian; "
+                   "chmod 0666 /run/granian/hello.sock", check=True)
+    address = "unix:/run/granian/hello.sock" if uds else "127.0.0.1:8011"
+    server.write_file("/etc/nginx/sites-enabled/granian.conf",
+                      GRANIAN_SITE.replace("ADDRESS", address))
+    print(f"granian: {version}, {'unix socket' if uds else 'loopback TCP'}", flush=True)
 
 
 def wait_ready(server: BareServer, hosts: list[str]) -> None:
@@ -159,12 +233,22 @@ def main() -> None:
                         help="also measure fleet's files with one default changed each")
     args = parser.parse_args()
     rivals = {"fleet defaults": "pulse.test", "recipe": "recipe.test",
-              "gunicorn": "gunicorn.test"}
+              "gunicorn": "gunicorn.test", "granian": "granian.test",
+              "ceiling": "ceiling.test"}
     print(f"machine: {machine()}", flush=True)
-    with GitRemote() as remote, tempfile.TemporaryDirectory() as tmp:
-        server = start(remote, Path(tmp))
+    install_signal_handlers()
+    # A server on a private bridge (FLEET_TEST_BRIDGE_SUBNET): no host-network lock to wait
+    # for; wrk runs inside it on its own loopback, as before.
+    with BridgeNetwork() as network, \
+            GitRemote(listen=("127.0.0.1", network.gateway)) as remote, \
+            tempfile.TemporaryDirectory() as tmp:
+        remote.create_repo("pulse", APPS / "pulse")
+        pyz = build_pyz(Path(tmp) / "fleet.pyz")
+        server = BridgedServer(network, 0, "bench")
         try:
-            apply(server, f'[apps.pulse]\nrepo = "{remote.url("pulse")}"\n'
+            server.boot()
+            install_fleet(server, pyz)
+            apply(server, f'[apps.pulse]\nrepo = "{remote.url("pulse", network.gateway)}"\n'
                           'domains = ["pulse.test"]\n')
             setup_rivals(server)
             if args.variants:

@@ -39,7 +39,7 @@ def test_push_provisions_both_app_servers_and_the_front_balances_them(cluster: C
     assert code == 0, json.dumps(report, indent=1)[-6000:] + stderr[-2000:]
     assert statuses(report) == {"app1": "changed", "app2": "changed", "front": "changed"}
     assert [report["hosts"][n]["wave"] for n in ("app1", "app2", "front")] == [
-        "canary", "batch 1", "fronts"]
+        "canary", "batch 1", "fronts batch 1"]  # fronts: checked, then the changing ones
     for name in ("app1", "app2", "front"):
         assert report["hosts"][name]["apps"]["whoami"]["health"] == "passed", report
     served_by = {body.split()[1] for body in cluster.answers(20)}
@@ -60,6 +60,10 @@ def test_a_second_push_changes_nothing_on_any_host(cluster: Cluster) -> None:
     assert code == 0, stderr[-2000:]
     assert statuses(report) == {"app1": "ok", "app2": "ok", "front": "ok"}
     assert all(host["changed"] == 0 for host in report["hosts"].values()), report
+    # nothing to change: no batches, nobody out of rotation, each wave timed
+    assert [(w["name"], w["hosts"]) for w in report["waves"]] == [
+        ("canary", ["app1"]), ("app servers", ["app2"]), ("fronts", ["front"])], report["waves"]
+    assert all(host["rotation"] is None for host in report["hosts"].values())
 
 
 def test_an_unreachable_app_server_is_reported_and_the_others_converge(cluster: Cluster) -> None:

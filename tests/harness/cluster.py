@@ -1,5 +1,6 @@
 """Two app servers and a front on a private bridge, reachable over real ssh: what `fleet push`
-is tested (tests/e2e/test_push.py) and measured (bench/push.py) against.
+is tested (tests/e2e/test_push.py) and measured (bench/push.py, which grows it to 20 app
+servers and 2 fronts) against.
 
 The host plays the operator's machine. The servers have their own network namespaces, so a
 cluster needs no host-network lock and runs beside other sessions' servers.
@@ -36,6 +37,11 @@ class Cluster:
     ssh_config: Path
     pyz: Path
     shiv_root: Path
+    servers: dict[str, BridgedServer]  # every server by inventory name: app1.., front, front2..
+
+    @property
+    def fronts(self) -> list[BridgedServer]:
+        return [server for name, server in self.servers.items() if name.startswith("front")]
 
     def push_run(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
         """`fleet push FILE --ssh-config ...` on the host, as the operator runs it."""
@@ -69,27 +75,34 @@ def inventory(servers: dict[str, BridgedServer], repo: str, extra: str = "") -> 
     any table header are more keys of that app (e.g. tls), then tables of its own."""
     lines = []
     for name, server in servers.items():
-        role = "front" if name == "front" else "app"
+        role = "front" if name.startswith("front") else "app"
         lines += [f"[servers.{name}]", f'address = "{server.address}"', f'role = "{role}"', ""]
     lines += ["[apps.whoami]", f'repo = "{repo}"', f'domains = ["{DOMAIN}"]',
               'health = { path = "/health" }', *([extra] if extra else []), ""]
     return "\n".join(lines)
 
 
+def layout(apps: int, fronts: int) -> list[tuple[str, str]]:
+    """(inventory name, hostname) of each server: fronts first (front, front2, ...), then the
+    app servers app1, app2, ... (hostnames app-one, app-two, then app-3, ...)."""
+    named = [("front" if i == 1 else f"front{i}", "front" if i == 1 else f"front-{i}")
+             for i in range(1, fronts + 1)]
+    return named + [(f"app{i}", HOSTNAMES.get(f"app{i}", f"app-{i}")) for i in range(1, apps + 1)]
+
+
 @contextmanager
 def whoami_cluster(suite: str, pyz: Path, apps_dir: Path, work: Path,
-                   extra: str = "") -> Iterator[Cluster]:
-    """Boot the three servers with sshd and a key, serve tests/apps/whoami from a git daemon
-    on the bridge, write the operator's fleet.toml (plus `extra`, see inventory); tear
-    everything down after."""
+                   extra: str = "", apps: int = 2, fronts: int = 1) -> Iterator[Cluster]:
+    """Boot the servers (`apps` app servers, `fronts` fronts; three by default) with sshd and
+    a key, serve tests/apps/whoami from a git daemon on the bridge, write the operator's
+    fleet.toml (plus `extra`, see inventory); tear everything down after."""
     servers: list[BridgedServer] = []
     with BridgeNetwork() as network, GitRemote(listen=("127.0.0.1", network.gateway)) as git:
         try:
             git.create_repo("whoami", apps_dir / "whoami")
             ssh_config, _, public_key = make_ssh_identity(work)
             named = {}
-            for index, (name, hostname) in enumerate(
-                    [("front", "front"), ("app1", "app-one"), ("app2", "app-two")]):
+            for index, (name, hostname) in enumerate(layout(apps, fronts)):
                 server = BridgedServer(network, index, hostname, suite)
                 servers.append(server)
                 named[name] = server
@@ -97,12 +110,12 @@ def whoami_cluster(suite: str, pyz: Path, apps_dir: Path, work: Path,
                 server.boot()
                 server.install_sshd(public_key)
             config = work / "fleet.toml"
-            config.write_text(inventory({"app1": named["app1"], "app2": named["app2"],
-                                         "front": named["front"]},
-                                        git.url("whoami", network.gateway), extra))
+            in_order = {name: named[name] for name in sorted(
+                named, key=lambda n: (n.startswith("front"), len(n), n))}  # app1.., fronts
+            config.write_text(inventory(in_order, git.url("whoami", network.gateway), extra))
             source = (apps_dir / "whoami" / "wsgi.py").read_text()
             yield Cluster(network, named["app1"], named["app2"], named["front"], git, source,
-                          config, ssh_config, pyz, work / "shiv")
+                          config, ssh_config, pyz, work / "shiv", in_order)
         finally:
             for server in servers:
                 server.destroy()

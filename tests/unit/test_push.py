@@ -12,7 +12,7 @@ import pytest
 
 from fleet.cli import app as cli
 from fleet.cluster.inventory import Server, load_inventory
-from fleet.cluster.push import Payload, push, waves
+from fleet.cluster.push import Payload, groups, push
 from fleet.cluster.ssh import OpenSSH, Result, as_root
 
 FILE = """
@@ -97,10 +97,10 @@ def run_push(ssh: FakeSsh, **kwargs):
     return push(inventory, data, ssh, PAYLOAD, **kwargs)
 
 
-def test_waves_canary_alone_then_batches_then_fronts() -> None:
+def test_groups_are_the_canary_alone_then_the_app_servers_then_fronts() -> None:
     inventory, _ = load_inventory("f.toml", FILE)
-    plan = [(w, [s.name for s in members]) for w, members in waves(list(inventory.servers), 2)]
-    assert plan == [("canary", ["app1"]), ("batch 1", ["app2", "app3"]), ("fronts", ["lb"])]
+    plan = [(g, [s.name for s in members]) for g, members in groups(list(inventory.servers))]
+    assert plan == [("canary", ["app1"]), ("app servers", ["app2", "app3"]), ("fronts", ["lb"])]
 
 
 def test_every_host_converges_and_gets_its_own_share() -> None:
@@ -225,8 +225,8 @@ def test_each_app_server_is_drained_on_the_front_around_its_apply_only() -> None
     around = [(n, v) for n, v in ssh.log if v != "copy"]
     for name in ("app1", "app2", "app3"):  # plan there, drain on lb, apply there, undrain on lb
         i = around.index((name, "apply"))
-        assert around[i - 2:i + 2] == [(name, "plan"), ("lb", "drain"), (name, "apply"),
-                                       ("lb", "undrain")]
+        assert around[i - 1:i + 2] == [("lb", "drain"), (name, "apply"), ("lb", "undrain")]
+        assert around.index((name, "plan")) < i - 1
     drains = [c for n, c in ssh.calls if n == "lb" and verb_of(c) == "drain"]
     assert "fleet.pyz drain 10.0.0.11:80 --app blog --json" in drains[0]
     assert drains[0].startswith("if [ -f /etc/fleet/fleet.toml ]")  # a bare front: no-op
@@ -249,7 +249,9 @@ def test_an_unchanged_app_server_is_not_drained() -> None:
 def test_no_drain_deploys_without_touching_the_fronts_first() -> None:
     ssh = FakeSsh()
     run_push(ssh, drain=False)
-    assert ssh.order("drain") == [] and ssh.order("plan") == []
+    assert ssh.order("drain") == [] and ssh.order("undrain") == []
+    assert sorted(ssh.order("plan")) == ["app2", "app3", "lb"]  # the canary applies at once
+    assert ssh.log.index(("lb", "copy")) > ssh.log.index(("app3", "apply"))
 
 
 def test_a_front_that_cannot_drain_stops_that_servers_deploy() -> None:
@@ -328,3 +330,182 @@ def test_progress_says_when_a_server_leaves_and_rejoins_rotation() -> None:
     run_push(FakeSsh(verbs={("lb", "undrain"): (1, kept)}), progress=lines.append)
     assert "app1: out of rotation on lb for blog" in lines
     assert "app1: on lb: blog kept (health check failed: HTTP 500)" in lines
+
+
+# --------------------------------------------------------------------------- parallel and batches
+
+
+def many(apps: int, fronts: int = 1) -> str:
+    """An inventory of `apps` app servers (app1..) and `fronts` fronts (lb1..), one app."""
+    lines = []
+    for i in range(1, apps + 1):
+        lines += [f"[servers.app{i}]", f'address = "10.0.1.{i}"']
+    for i in range(1, fronts + 1):
+        lines += [f"[servers.lb{i}]", f'address = "10.0.2.{i}"', 'role = "front"']
+    lines += ["[apps.blog]", 'repo = "https://git.example.com/blog.git"',
+              'domains = ["blog.example.com"]']
+    return "\n".join(lines) + "\n"
+
+
+class CountingSsh(FakeSsh):
+    """FakeSsh that counts the hosts' calls in flight at once (not the fronts' drains). A
+    `verb` call of one of the `hosts` waits, up to `patience` seconds, until `meet` calls are
+    in flight: a bound that holds shows as exactly `meet`, one that does not as more, with no
+    assumption about timing (the wait ends at the meeting, a timeout only where a bound holds
+    fewer back)."""
+
+    def __init__(self, *args, verb: str = "plan", hosts: tuple[str, ...] = (), meet: int = 1,
+                 patience: float = 5.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.verb, self.hosts, self.meet, self.patience = verb, hosts, meet, patience
+        self.in_flight = 0
+        self.most = 0
+        self.meetings = 0  # how often `meet` calls were in flight: each releases its waiters
+        self.changed = threading.Condition()
+
+    def run(self, server: Server, command: str, input: bytes | None = None,
+            timeout: float | None = None) -> Result:
+        verb = verb_of(command)
+        if verb in ("drain", "undrain"):  # the fronts' calls for another host
+            return super().run(server, command, input, timeout)
+        with self.changed:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            if self.in_flight >= self.meet:
+                self.meetings += 1
+                self.changed.notify_all()
+            elif verb == self.verb and server.name in self.hosts:
+                since = self.meetings
+                self.changed.wait_for(lambda: self.meetings != since, timeout=self.patience)
+        try:
+            return super().run(server, command, input, timeout)
+        finally:
+            with self.changed:
+                self.in_flight -= 1
+
+
+def names(first: int, last: int) -> tuple[str, ...]:
+    return tuple(f"app{i}" for i in range(first, last + 1))
+
+
+def run_many(ssh: FakeSsh, apps: int, fronts: int = 1, **kwargs):
+    inventory, data = load_inventory("f.toml", many(apps, fronts))
+    return push(inventory, data, ssh, PAYLOAD, **kwargs)
+
+
+def unchanged(apps: int, fronts: int = 1) -> dict[str, tuple[int, object]]:
+    names = [f"app{i}" for i in range(1, apps + 1)] + [f"lb{i}" for i in range(1, fronts + 1)]
+    return {name: (0, report()) for name in names}
+
+
+def test_a_no_op_push_handles_parallel_hosts_at_once_and_never_more() -> None:
+    # five would meet if let: the bound of four holds them to a timeout, all four in flight
+    ssh = CountingSsh(unchanged(9), verb="copy", hosts=names(2, 6), meet=5, patience=0.5)
+    result = run_many(ssh, 9, parallel=4, batch=1)
+    assert result.ok and [h.status for h in result.hosts] == ["ok"] * 10
+    assert ssh.most == 4  # reached, never passed
+    assert [w.name for w in result.waves] == ["canary", "app servers", "fronts"]
+    assert result.waves[1].hosts == [f"app{i}" for i in range(2, 10)]
+    assert ssh.order("drain") == []  # nothing changed: nothing left rotation
+
+
+def test_parallel_one_is_one_host_at_a_time() -> None:
+    ssh = CountingSsh(unchanged(4), verb="copy", hosts=names(2, 3), meet=2, patience=0.2)
+    assert run_many(ssh, 4, parallel=1).ok and ssh.most == 1
+
+
+def test_changing_servers_deploy_batch_at_a_time_and_out_of_rotation_at_most_batch() -> None:
+    ssh = CountingSsh(verb="apply", hosts=names(2, 7), meet=2)  # every host would change
+    result = run_many(ssh, 7, parallel=3, batch=2)
+    assert result.ok and [h.status for h in result.hosts] == ["changed"] * 8
+    assert [(w.name, w.hosts) for w in result.waves] == [
+        ("canary", ["app1"]), ("app servers", [f"app{i}" for i in range(2, 8)]),
+        ("batch 1", ["app2", "app3"]), ("batch 2", ["app4", "app5"]),
+        ("batch 3", ["app6", "app7"]), ("fronts", ["lb1"]), ("fronts batch 1", ["lb1"])]
+    out, most = 0, 0  # servers drained and not yet back, as the front saw them
+    for name, verb in ssh.log:
+        if name == "lb1" and verb in ("drain", "undrain"):
+            out += 1 if verb == "drain" else -1
+            most = max(most, out)
+    assert out == 0 and most == 2
+    applies = ssh.order()
+    assert applies[0] == "app1" and applies[-1] == "lb1"
+    assert [sorted(applies[i:i + 2]) for i in (1, 3, 5)] == [["app2", "app3"], ["app4", "app5"],
+                                                            ["app6", "app7"]]
+    assert ssh.most <= 3  # the check wave: at most --parallel at once
+
+
+def test_within_a_batch_parallel_still_bounds_the_hosts_at_once() -> None:
+    ssh = CountingSsh(verb="apply", hosts=names(2, 4), meet=3, patience=0.5)
+    result = run_many(ssh, 5, fronts=0, parallel=2, batch=4)
+    assert result.ok and ssh.most == 2
+    assert [w.name for w in result.waves] == ["canary", "app servers", "batch 1"]
+
+
+def test_a_failed_batch_stops_later_batches_and_says_they_were_not_deployed() -> None:
+    ssh = FakeSsh({"app3": (1, report(failed=1, error="repo: boom"))})
+    result = run_many(ssh, 6, batch=2, max_failures=0)
+    states = {h.name: (h.status, h.error) for h in result.hosts}
+    assert states["app2"] == ("changed", None) and states["app3"][0] == "failed"
+    for name in ("app4", "app5", "app6"):  # planned in the check, never applied
+        assert states[name] == ("skipped", "not deployed: stopped before its batch")
+    assert states["lb1"] == ("skipped", "not started")
+    assert sorted(ssh.order()) == ["app1", "app2", "app3"]
+    assert "more than --max-failures 0" in (result.stopped or "")
+    assert result.to_json()["counts"] == {"ok": 0, "changed": 2, "failed": 1,
+                                          "unreachable": 0, "skipped": 4}
+
+
+def test_max_failures_lets_later_batches_run_while_failures_stay_within_it() -> None:
+    ssh = FakeSsh({"app3": (1, report(failed=1, error="repo: boom"))})
+    result = run_many(ssh, 6, batch=2, max_failures=1)
+    assert sorted(ssh.order()) == ["app1", "app2", "app3", "app4", "app5", "app6", "lb1"]
+    assert result.stopped is None and not result.ok
+
+
+def test_a_host_failing_its_no_op_apply_in_the_check_counts_against_max_failures() -> None:
+    answers = unchanged(5)
+    answers["app2"] = (0, report())  # plans clean
+    ssh = FakeSsh(answers, verbs={("app2", "apply"): (1, report(failed=1, error="health: 502")),
+                                  ("app4", "plan"): (0, report(changed=1))})
+    result = run_many(ssh, 5, max_failures=0)
+    states = {h.name: h.status for h in result.hosts}
+    assert states["app2"] == "failed" and states["app4"] == "skipped"
+    assert states["app3"] == states["app5"] == "ok"  # the check wave ran to its end
+
+
+def test_each_wave_reports_its_time_in_progress_json_and_the_recap(monkeypatch, capsys,
+                                                                  tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = run_many(FakeSsh(unchanged(3)), 3, progress=lines.append)
+    timed = [line for line in lines if " host(s) in " in line]
+    assert [line.split(":")[0] for line in timed] == ["canary", "app servers", "fronts"]
+    assert timed[1].startswith("app servers: 2 host(s) in ") and timed[1].endswith(" s")
+    waves = result.to_json()["waves"]
+    assert [(w["name"], w["hosts"]) for w in waves] == [
+        ("canary", ["app1"]), ("app servers", ["app2", "app3"]), ("fronts", ["lb1"])]
+    assert all(isinstance(w["seconds"], float) and w["seconds"] >= 0 for w in waves)
+    path = tmp_path / "fleet.toml"
+    path.write_text(many(3))
+    pyz = tmp_path / "fleet.pyz"
+    pyz.write_bytes(b"PK")
+    monkeypatch.setattr("fleet.cli.push.OpenSSH", lambda config: FakeSsh(unchanged(3)))
+    monkeypatch.setattr("sys.argv", ["fleet", "push", str(path), "--pyz", str(pyz),
+                                     "--parallel", "2"])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    captured = capsys.readouterr()
+    assert info.value.code == 0
+    assert "waves: canary 1 host in " in captured.out
+    assert ", app servers 2 hosts in " in captured.out
+    for line in captured.err.splitlines():  # progress: whole lines, one host or wave each
+        assert line.startswith(("canary: ", "app servers: ", "fronts: ")), line
+
+
+def test_parallel_must_be_at_least_one(monkeypatch, capsys, tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(FILE)
+    monkeypatch.setattr("sys.argv", ["fleet", "push", str(path), "--parallel", "0"])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 2 and "--parallel" in capsys.readouterr().err

@@ -18,7 +18,7 @@ import fleet
 from fleet.cli.common import JsonOpt, app, read_input
 from fleet.cli.output import err, out, print_json, style
 from fleet.cluster.inventory import load_inventory
-from fleet.cluster.push import Payload, PushResult, push
+from fleet.cluster.push import PARALLEL, Payload, PushResult, push
 from fleet.cluster.ssh import OpenSSH
 from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError
 
@@ -82,6 +82,11 @@ def recap(console: Console, result: PushResult) -> None:
                       str(host.counts["ok"]), str(host.counts["changed"]),
                       str(host.counts["failed"]), host.healthy, Text(host.error or ""))
     console.print(table)
+    if result.waves:
+        console.print(Text("waves: " + ", ".join(
+            f"{w.name} {len(w.hosts)} host{'' if len(w.hosts) == 1 else 's'} in "
+            f"{w.seconds:.1f} s" for w in result.waves)
+            + f"; {sum(w.seconds for w in result.waves):.1f} s in all"), soft_wrap=True)
     if result.stopped:
         console.print(Text.assemble(("stopped: ", style("failed")), result.stopped))
 
@@ -93,7 +98,11 @@ def push_command(
                                          show_default=True)] = Path("fleet.toml"),
     limit: Annotated[list[str] | None, typer.Option(
         "--limit", help="Push only to this server (repeatable).")] = None,
-    batch: Annotated[int, typer.Option(min=1, help="Hosts at a time after the canary.")] = 1,
+    batch: Annotated[int, typer.Option(
+        min=1, help="App servers changing (out of rotation) at once after the canary.")] = 1,
+    parallel: Annotated[int, typer.Option(
+        min=1, help="Hosts handled at once: checked, applied when nothing changes, and "
+                    "within a batch.")] = PARALLEL,
     max_failures: Annotated[int, typer.Option(
         min=0, help="Stop starting hosts once more than this many failed.")] = 0,
     plan: Annotated[bool, typer.Option("--plan", help="Show each host's plan, change "
@@ -113,9 +122,11 @@ def push_command(
 ) -> None:
     """Converge every server of the inventory over ssh: canary first, then batches, fronts last.
 
-    Each app server with changes is out of the fronts' rotation while it deploys.
+    Changing app servers deploy --batch at a time, out of the fronts' rotation meanwhile.
 
-    Example: fleet push fleet.toml --batch 2
+    Hosts are checked (and applied when nothing changes) --parallel at a time.
+
+    Example: fleet push fleet.toml --batch 2 --parallel 20
     """
     source = str(file)
     if operator is not None and (not operator.strip() or not operator.isprintable()):
@@ -132,7 +143,7 @@ def push_command(
     try:
         result = push(inventory, data, transport, payload, limit=list(limit or []),
                       batch=batch, max_failures=max_failures, plan=plan, prune=prune,
-                      drain=drain, progress=progress)
+                      drain=drain, parallel=parallel, progress=progress)
     finally:
         transport.close()
     if json_out:

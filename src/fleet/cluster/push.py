@@ -9,6 +9,13 @@ checks them.
 When the inventory has fronts, an app server whose plan shows changes is drained on every front
 (`fleet drain` there) before its apply and put back (`fleet undrain`, which first checks the
 app from the front) after it: a front never sends a new request to a server mid-deploy.
+
+Two bounds, two jobs: --batch is how many app servers may be changing (out of rotation) at
+once, --parallel how many hosts fleet talks to at once. After the canary, every other host of
+a group (app servers, then fronts) is checked `parallel` at a time: copied and planned, and
+one whose plan shows nothing to change applies right there (a no-op, never drained). Only the
+hosts that would change wait for a batch. A no-op push to many servers thus costs a few
+rounds of `parallel` hosts, not one round per batch.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from fleet.host.session import Status
 
 REMOTE_DIR = "/var/lib/fleet/push"  # root-only: the share holds the apps' env secrets
 REMOTE_TIMEOUT = 3600.0
+PARALLEL = 10  # hosts at a time: each costs the operator's machine an ssh and a thread
 FAILED_STATES = ("failed", "unreachable")
 CHANGING = (Status.CHANGED.value, Status.PENDING.value, Status.FAILED.value)
 
@@ -81,6 +89,7 @@ class HostResult:
     seconds: float = 0.0
     rotation: Rotation | None = None
     changes: list[str] = field(default_factory=list)  # "STEP [APP]: action", as plan shows
+    held: bool = False  # copied and planned, would change: waits for its batch
 
     @property
     def failed(self) -> bool:
@@ -99,9 +108,25 @@ class HostResult:
 
 
 @dataclass
+class Wave:
+    """One round of hosts handled together, and how long it took (the operator's wait)."""
+
+    name: str
+    hosts: list[str]
+    seconds: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "hosts": self.hosts, "seconds": round(self.seconds, 1)}
+
+    def line(self) -> str:
+        return f"{self.name}: {len(self.hosts)} host(s) in {self.seconds:.1f} s"
+
+
+@dataclass
 class PushResult:
     hosts: list[HostResult]
     stopped: str | None = None  # why hosts were left unstarted
+    waves: list[Wave] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -111,7 +136,8 @@ class PushResult:
         counts = {state: sum(1 for h in self.hosts if h.status == state)
                   for state in ("ok", "changed", "failed", "unreachable", "skipped")}
         return {"ok": self.ok, "hosts": {h.name: h.to_json() for h in self.hosts},
-                "counts": counts, "stopped": self.stopped}
+                "counts": counts, "stopped": self.stopped,
+                "waves": [w.to_json() for w in self.waves]}
 
 
 @dataclass(frozen=True)
@@ -128,19 +154,16 @@ def operator_env(operator: str) -> str:
     return f"FLEET_OPERATOR={shlex.quote(operator)} " if operator else ""
 
 
-def waves(servers: list[Server], batch: int) -> list[tuple[str, list[Server]]]:
-    """Canary (first app server) alone, the other app servers, then fronts, `batch` at a time."""
+def groups(servers: list[Server]) -> list[tuple[str, list[Server]]]:
+    """The canary (first app server) alone, then the other app servers, then the fronts."""
     apps = [s for s in servers if s.role == "app"]
     fronts = [s for s in servers if s.role == "front"]
-    result: list[tuple[str, list[Server]]] = []
-    if apps:
-        result.append(("canary", apps[:1]))
-    rest = apps[1:]
-    for start in range(0, len(rest), batch):
-        result.append((f"batch {len(result)}", rest[start:start + batch]))
-    for start in range(0, len(fronts), batch):
-        result.append(("fronts", fronts[start:start + batch]))
-    return result
+    named = [("canary", apps[:1]), ("app servers", apps[1:]), ("fronts", fronts)]
+    return [(name, members) for name, members in named if members]
+
+
+def chunks(items: list[Server], size: int) -> list[list[Server]]:
+    return [items[start:start + size] for start in range(0, len(items), max(1, size))]
 
 
 def bundle(payload: Payload, share: str) -> bytes:
@@ -311,9 +334,11 @@ class Gate:
 
 def push_host(transport: Transport, server: Server, share: str, payload: Payload, *,
               plan: bool, prune: bool, gate: Gate | None = None,
-              apps: Sequence[str] = ()) -> HostResult:
+              apps: Sequence[str] = (), hold: bool = False) -> HostResult:
     """Copy, bootstrap, apply (or plan) on one server; never raises for the server's faults.
-    With a gate, an app server that will change is out of the fronts' rotation meanwhile."""
+    With a gate, an app server that will change is out of the fronts' rotation meanwhile.
+    With hold, a server whose plan shows changes stops there (`held`): deploy() takes it
+    up again in its batch."""
     result = HostResult(server.name, server.address, server.role)
     started = time.monotonic()
     flags = " --prune" if prune else ""
@@ -324,19 +349,38 @@ def push_host(transport: Transport, server: Server, share: str, payload: Payload
             return result
         if plan:
             return finish(result, *remote(transport, server, f"plan fleet.toml --json{flags}"))
-        if gate is not None:
+        changing = True
+        if gate is not None or hold:
             code, stdout, stderr = remote(transport, server, f"plan fleet.toml --json{flags}")
             if code == UNREACHABLE:
                 return finish(result, code, stdout, stderr)
-            if will_change(code, stdout):
-                result.rotation = Rotation()
-                error = gate.drain(server, list(apps), result.rotation)
-                if error:
-                    result.status, result.error = "failed", error
-                    return result
+            changing = will_change(code, stdout)
+            if changing and hold:
+                result.held = True
+                return result
+        return deploy(transport, server, result, prune=prune,
+                      gate=gate if changing else None, apps=apps, operator=payload.operator)
+    finally:
+        result.seconds += time.monotonic() - started
+
+
+def deploy(transport: Transport, server: Server, result: HostResult, *, prune: bool,
+           gate: Gate | None, apps: Sequence[str] = (), operator: str = "") -> HostResult:
+    """Apply on a server fleet was copied to; with a gate, out of the fronts' rotation
+    meanwhile (a server the plan showed changes for)."""
+    started = time.monotonic()
+    result.held = False
+    try:
+        if gate is not None:
+            result.rotation = Rotation()
+            error = gate.drain(server, list(apps), result.rotation)
+            if error:
+                result.status, result.error = "failed", error
+                return result
         begun = time.time()
-        finish(result, *remote(transport, server, f"apply fleet.toml --json{flags}",
-                               operator=payload.operator))
+        finish(result, *remote(transport, server,
+                               "apply fleet.toml --json" + (" --prune" if prune else ""),
+                               operator=operator))
         if result.rotation is not None:
             result.rotation.applied = (begun, time.time())
             kept = gate.undrain(server, result.rotation) if gate is not None else []
@@ -345,7 +389,7 @@ def push_host(transport: Transport, server: Server, share: str, payload: Payload
                 result.error = "still out of rotation: " + "; ".join(kept)
         return result
     finally:
-        result.seconds = time.monotonic() - started
+        result.seconds += time.monotonic() - started
 
 
 def will_change(code: int, stdout: bytes) -> bool:
@@ -406,42 +450,112 @@ def select(inventory: Inventory, limit: list[str]) -> list[Server]:
     return [s for s in inventory.servers if not limit or s.name in limit]
 
 
-def push(inventory: Inventory, data: Mapping[str, Any], transport: Transport, payload: Payload,
-         *, limit: list[str] = (), batch: int = 1, max_failures: int = 0, plan: bool = False,
-         prune: bool = False, drain: bool = True,
-         progress: Callable[[str], None] = lambda _: None) -> PushResult:
-    """Push wave by wave; stop starting hosts once the canary or more than max_failures fail."""
-    servers = select(inventory, list(limit))
-    results = {s.name: HostResult(s.name, s.address, s.role) for s in servers}
-    outcome = PushResult([results[s.name] for s in servers])
-    shares = {s.name: dumps(host_document(inventory, data, s.name))
-              for s in [*servers, *inventory.fronts]}
-    gate = Gate(transport, inventory.fronts, shares, payload, progress) \
-        if drain and inventory.fronts and not plan else None
-    for wave, members in waves(servers, max(1, batch)):
-        failures = sum(1 for r in outcome.hosts if r.failed)
-        if outcome.stopped is None and failures > max_failures:
-            outcome.stopped = (f"{failures} host(s) failed, more than --max-failures "
-                               f"{max_failures}: later hosts were not started")
-        if outcome.stopped is not None:
-            for server in members:
-                results[server.name].wave = wave
-                results[server.name].error = "not started"
-            continue
+class Pusher:
+    """One push's state: the results so far, why it stopped, the waves and their times."""
+
+    def __init__(self, inventory: Inventory, transport: Transport,
+                 payload: Payload, servers: list[Server], shares: dict[str, str], *,
+                 plan: bool, prune: bool, gate: Gate | None, max_failures: int,
+                 parallel: int, progress: Callable[[str], None]) -> None:
+        self.inventory, self.transport, self.payload = inventory, transport, payload
+        self.servers, self.plan, self.prune, self.gate = servers, plan, prune, gate
+        self.max_failures, self.parallel, self.progress = max_failures, parallel, progress
+        self.shares = shares
+        self.results = {s.name: HostResult(s.name, s.address, s.role) for s in servers}
+        self.outcome = PushResult([self.results[s.name] for s in servers])
+
+    def may_start(self) -> bool:
+        """False once the canary or more than max_failures hosts failed (and says why)."""
+        failures = sum(1 for r in self.results.values() if r.failed)
+        if self.outcome.stopped is None and failures > self.max_failures:
+            self.outcome.stopped = (f"{failures} host(s) failed, more than --max-failures "
+                                    f"{self.max_failures}: later hosts were not started")
+        return self.outcome.stopped is None
+
+    def skip(self, wave: str, members: list[Server]) -> None:
         for server in members:
-            progress(f"{wave}: {server.name} ({server.address}) started")
-        with ThreadPoolExecutor(max_workers=len(members)) as pool:
-            done = list(pool.map(lambda s: push_host(
-                transport, s, shares[s.name], payload, plan=plan, prune=prune,
-                gate=gate if s.role == "app" else None, apps=inventory.apps_on(s.name)),
-                members))
+            host = self.results[server.name]
+            host.wave = wave
+            host.error = ("not deployed: stopped before its batch" if host.held
+                          else "not started")
+            host.status, host.held = "skipped", False
+
+    def wave(self, wave: str, members: list[Server],
+             work: Callable[[Server], HostResult]) -> list[HostResult]:
+        """Run `work` on each member, `parallel` at a time; one line per host once it is done
+        (whole lines, never interleaved), then the wave's time."""
+        at_once = max(1, min(self.parallel, len(members)))
+        self.progress(f"{wave}: {len(members)} host(s), {at_once} at a time: "
+                      + ", ".join(f"{s.name} ({s.address})" for s in members))
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=at_once) as pool:
+            done = list(pool.map(work, members))
         for server, host in zip(members, done, strict=True):
             host.wave = wave
-            results[server.name] = host
-            progress(f"{wave}: {server.name} {host.status} ({host.counts['changed']} changed, "
-                     f"{host.counts['failed']} failed) in {host.seconds:.1f} s"
-                     + out_of_rotation(host) + (f": {host.error}" if host.error else ""))
-        outcome.hosts = [results[s.name] for s in servers]
-        if wave == "canary" and any(h.failed for h in done):
-            outcome.stopped = "the canary failed: no other host was started"
-    return outcome
+            self.results[server.name] = host
+            if host.held:
+                self.progress(f"{wave}: {server.name} would change: waits for its batch")
+                continue
+            self.progress(f"{wave}: {server.name} {host.status} ({host.counts['changed']} "
+                          f"changed, {host.counts['failed']} failed) in {host.seconds:.1f} s"
+                          + out_of_rotation(host) + (f": {host.error}" if host.error else ""))
+        timing = Wave(wave, [s.name for s in members], time.monotonic() - started)
+        self.outcome.waves.append(timing)
+        self.progress(timing.line())
+        return done
+
+    def host(self, server: Server, hold: bool) -> HostResult:
+        return push_host(self.transport, server, self.shares[server.name], self.payload,
+                         plan=self.plan, prune=self.prune,
+                         gate=self.gate if server.role == "app" else None,
+                         apps=self.inventory.apps_on(server.name), hold=hold)
+
+    def resume(self, server: Server) -> HostResult:
+        return deploy(self.transport, server, self.results[server.name], prune=self.prune,
+                      gate=self.gate if server.role == "app" else None,
+                      apps=self.inventory.apps_on(server.name), operator=self.payload.operator)
+
+    def group(self, name: str, members: list[Server], batch: int) -> None:
+        """Check every member (`parallel` at a time), then deploy the ones that would change,
+        `batch` at a time. The canary is a group of one that deploys straight away."""
+        if not self.may_start():
+            self.skip(name, members)
+            return
+        canary = name == "canary"
+        done = self.wave(name, members, lambda s: self.host(s, hold=not canary))
+        if canary and any(h.failed for h in done):
+            self.outcome.stopped = "the canary failed: no other host was started"
+        held = [s for s, h in zip(members, done, strict=True) if h.held]
+        prefix = "batch" if name == "app servers" else f"{name} batch"
+        for index, members_ in enumerate(chunks(held, batch), start=1):
+            if not self.may_start():
+                self.skip(f"{prefix} {index}", members_)
+                continue
+            self.wave(f"{prefix} {index}", members_, self.resume)
+
+
+def push(inventory: Inventory, data: Mapping[str, Any], transport: Transport, payload: Payload,
+         *, limit: list[str] = (), batch: int = 1, max_failures: int = 0, plan: bool = False,
+         prune: bool = False, drain: bool = True, parallel: int = PARALLEL,
+         progress: Callable[[str], None] = lambda _: None) -> PushResult:
+    """Push group by group (canary, app servers, fronts); stop starting hosts once the canary
+    or more than max_failures failed. Progress lines may come from several threads: each is
+    printed whole, under one lock."""
+    servers = select(inventory, list(limit))
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with lock:
+            progress(line)
+
+    shares = {s.name: dumps(host_document(inventory, data, s.name))
+              for s in [*servers, *inventory.fronts]}
+    gate = Gate(transport, inventory.fronts, shares, payload, say) \
+        if drain and inventory.fronts and not plan else None
+    pusher = Pusher(inventory, transport, payload, servers, shares, plan=plan, prune=prune,
+                    gate=gate, max_failures=max_failures, parallel=max(1, parallel),
+                    progress=say)
+    for name, members in groups(servers):
+        pusher.group(name, members, max(1, batch))
+    pusher.outcome.hosts = [pusher.results[s.name] for s in servers]
+    return pusher.outcome

@@ -6,10 +6,14 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tests.harness.server import BareServer, Completed, NoResponse
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,3 +118,15 @@ def bootstrap_apply(server: BareServer, toml: str, timeout: float = 1500) -> Com
                          "/root/fleet.toml", "--json"], timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def eventually(check: Callable[[], T], timeout: float = 30, every: float = 0.5) -> T:
+    """check() until it passes (returns its value), or re-raise its last AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(every)

@@ -16,12 +16,11 @@ import time
 from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.helpers import bootstrap_apply, fleet, fleet_json, install_fleet
+from tests.e2e.helpers import bootstrap_apply, eventually, fleet, fleet_json, install_fleet
 from tests.harness import GitRemote
 from tests.harness.bridged import BridgedServer
 from tests.harness.network import BridgeNetwork
@@ -33,7 +32,6 @@ PROM = f"{TEXTFILE_DIR}/fleet.prom"
 # The known load: path -> (requests, status class).
 LOAD = {"/": (150, "2xx"), "/missing": (30, "4xx"), "/boom": (20, "5xx")}
 TOTAL = sum(n for n, _ in LOAD.values())
-T = TypeVar("T")
 
 
 def toml(remote_url: str) -> str:
@@ -66,16 +64,6 @@ def box(e2e_host: None, suite: str, fleet_pyz: Path, fixture_apps_dir: Path
         finally:
             server.destroy()
 
-
-def eventually(check: Callable[[], T], timeout: float = 60, every: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() >= deadline:
-                raise
-        time.sleep(every)
 
 
 def counters(text: str, app: str = APP) -> dict[str, float]:

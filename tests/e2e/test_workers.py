@@ -15,10 +15,9 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -26,6 +25,7 @@ from tests.e2e.helpers import (
     JsonRun,
     bootstrap_apply,
     describe,
+    eventually,
     fleet,
     fleet_json,
     get,
@@ -48,7 +48,6 @@ FROM_FILE = "file-" + secrets.token_hex(8)  # from its `env_file`
 STEP = "workers and jobs"
 DAY = 24 * 3600
 RELEASES: dict[str, str] = {}  # version -> release id, as the tests deploy them
-T = TypeVar("T")
 
 TASKS = """
 [apps.queue.workers.tasks]
@@ -88,17 +87,6 @@ def version_source(version: str) -> str:
 
 # -- what the server says ------------------------------------------------------------------
 
-
-def eventually(check: Callable[[], T], timeout: float = 30, every: float = 0.5) -> T:
-    """check() until it passes (returns its value), or re-raise its last AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() >= deadline:
-                raise
-        time.sleep(every)
 
 
 def apply(box: BareServer, toml: str) -> JsonRun:

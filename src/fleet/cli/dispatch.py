@@ -24,7 +24,6 @@ from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, FleetError
 # Command name -> the fleet.cli module that defines it (a unit test keeps this complete).
 # Listed in module order: registering all of them keeps --help in its usual order.
 COMMAND_MODULES = {
-    "backup": "backup", "backups": "backup", "restore": "backup",
     "apply": "converge", "plan": "converge", "add-app": "converge",
     "deploy": "deploy", "rollback": "deploy", "releases": "deploy",
     "maintenance": "door", "auth": "door", "env": "door",
@@ -34,6 +33,7 @@ COMMAND_MODULES = {
     "remove-app": "remove",
     "drain": "rotation", "undrain": "rotation",
     "run": "run",
+    "backup": "backup", "backups": "backup", "restore": "backup",
     "history": "audit", "watch": "audit", "notify-deliver": "audit",
     "top": "observe", "metrics": "observe",
 }  # fmt: skip

@@ -68,7 +68,7 @@ def watch_command() -> None:
     """Health-check every app and raise notifications for what changed since the last run
     (run by fleet-watch.timer every minute).
 
-    Example: systemctl start fleet-watch.service
+    Example: fleet watch   (what `systemctl start fleet-watch.service` runs)
     """
     config = stored_config()
     host = local_host()
@@ -82,7 +82,7 @@ def notify_deliver_command() -> None:
     """Deliver the spooled notifications, retrying with backoff until the spool is empty
     (run by fleet-notify.service).
 
-    Example: systemctl start --no-block fleet-notify.service
+    Example: fleet notify-deliver   (what `systemctl start fleet-notify.service` runs)
     """
     config = stored_config()
     started = time.monotonic()

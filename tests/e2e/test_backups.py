@@ -4,8 +4,8 @@
    into a scratch directory, passes integrity_check and holds every row acknowledged before
    the backup began;
 2. the data destroyed, `fleet restore` brings it back and the app serves it;
-3. a freshly booted second server (fleet apply of the same config, the repository directory
-   and the password file copied over, as an operator keeps them off-site) restores it;
+3. a freshly booted second server (fleet apply of the same config, its repository the first
+   server's over sftp:, the password file kept off-site) restores it;
 4. the timer-driven backup runs, keep last = 2 prunes, status shows it, and check fails when
    the last scheduled backup failed;
 5. a restore from a corrupted repository fails and leaves the current data serving.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import bootstrap_apply, fleet, fleet_json, install_fleet
-from tests.harness.bridged import BridgedServer
+from tests.harness.bridged import BridgedServer, make_ssh_identity
 from tests.harness.gitremote import GitRemote
 from tests.harness.network import BridgeNetwork
 
@@ -174,20 +173,34 @@ def test_restore_brings_back_destroyed_data(setup: Setup, acked) -> None:
     assert request(server, "GET", "/health")[0] == 200  # maintenance is off again
 
 
-def test_a_fresh_server_restores_from_the_first_ones_repository(setup: Setup,
-                                                                acked) -> None:
+def test_a_fresh_server_restores_from_the_first_ones_repository_over_sftp(
+        setup: Setup, acked, tmp_path: Path) -> None:
+    """Disaster recovery as README tells it: a new server, `fleet apply` of the same config with
+    the repository named by its off-site URL (here sftp: to the first server, root's ssh key
+    and host-key policy in /root/.ssh as an operator sets them up) and the password file
+    kept off-site, then `fleet restore`."""
     assert fleet(setup.server, "backup", "ledger").ok
     total, _ = rows(setup.server)
+    _, key, public_key = make_ssh_identity(tmp_path)
+    setup.server.install_sshd(public_key)
     second = BridgedServer(setup.network, 1, "backup-two", setup.server.suite,
                            provisioned=True)
     try:
         second.boot()
+        second.install_packages("openssh-client")
+        second.write_file("/root/.ssh/id_ed25519", key.read_text(), 0o600)
+        second.write_file("/root/.ssh/config", f"Host {setup.server.address}\n"
+                          "  IdentityFile /root/.ssh/id_ed25519\n"
+                          "  StrictHostKeyChecking accept-new\n", 0o600)
+        second.run(["chmod", "700", "/root/.ssh"], check=True)
         install_fleet(second, setup.pyz)
         second.write_file("/etc/fleet/backup.password",
                           setup.server.read_file("/etc/fleet/backup.password"), 0o600)
-        shutil.copytree(setup.server.host_path(REPO), second.host_path(REPO), symlinks=True)
-        bootstrap_apply(second, config(setup.url))
+        offsite = f'repository = "sftp:root@{setup.server.address}:{REPO}"'
+        bootstrap_apply(second, config(setup.url, offsite))
         assert rows(second)[0] == 0
+        listed = fleet_json(second, "backups", "ledger")
+        assert listed.returncode == 0 and listed.data["snapshots"], listed.result.stderr
         run = fleet_json(second, "restore", "ledger")
         assert run.returncode == 0, run.result.stdout + run.result.stderr
         assert rows(second)[0] == total

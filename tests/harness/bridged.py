@@ -54,15 +54,15 @@ class BridgedServer(BareServer):
     def _network_args(self) -> list[str]:
         return [f"--network-bridge={self.network.name}", f"--hostname={self.hostname}"]
 
-    def install_sshd(self, public_key: str) -> None:
-        """apt-get install openssh-server inside (through the NAT) and trust *public_key*.
+    def install_packages(self, *packages: str) -> None:
+        """apt-get install *packages* inside (through the NAT).
 
         Every server binds the same apt archive cache, whose lock apt does not wait for: one
         install at a time here, and retries while another session's server holds it.
         """
         command = ("DEBIAN_FRONTEND=noninteractive apt-get update -q && "
                    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-                   "--no-install-recommends openssh-server")
+                   "--no-install-recommends " + " ".join(packages))
         with _APT_LOCK:
             for _ in range(60):
                 result = self.run(command, timeout=900)
@@ -71,6 +71,10 @@ class BridgedServer(BareServer):
                 time.sleep(5)
         if not result.ok:
             raise CommandFailed(result)
+
+    def install_sshd(self, public_key: str) -> None:
+        """Install OpenSSH's server inside and trust *public_key* for root."""
+        self.install_packages("openssh-server")
         self.write_file("/root/.ssh/authorized_keys", public_key, 0o600)
         self.run("chmod 700 /root/.ssh && systemctl enable --now ssh", check=True)
 

@@ -16,7 +16,6 @@ from fleet.server.services import is_active
 
 SERVICE = "fleet-backup.service"
 TIMER = "fleet-backup.timer"
-FLEET_BIN = "/usr/local/bin/fleet"
 
 
 def packages(config: Config) -> list[str]:
@@ -38,7 +37,7 @@ def plan_backup_units(host: Host, config: Config) -> list[Action]:
         actions += [Remove(path=path, why="no backup schedule") for path in present]
         return [*actions, Run(argv=("systemctl", "daemon-reload"), why="reload systemd units")]
     service = plan_file(host, f"{layout.UNIT_DIR}/{SERVICE}",
-                        render(f"systemd/{SERVICE}", fleet=FLEET_BIN), 0o644,
+                        render(f"systemd/{SERVICE}", fleet=layout.FLEET_BIN), 0o644,
                         why="the scheduled backup")
     timer = plan_file(host, f"{layout.UNIT_DIR}/{TIMER}",
                       render(f"systemd/{TIMER}", schedule=settings.schedule), 0o644,

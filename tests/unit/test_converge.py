@@ -276,3 +276,37 @@ def test_temp_names_the_host_writes_are_the_ones_swept(monkeypatch, tmp_path) ->
     assert len(names) == 2 and all(is_temp_name(n) for n in names), names
     assert names[1] == "current.fleet-tmp"
     assert not is_temp_name(VENV_MARKER)
+
+
+def test_a_site_written_by_a_run_killed_before_its_reload_is_reloaded_by_the_next(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by test_reliability's kill at 0.9 s: the killed run had written the new site, so
+    the next run saw it unchanged and never reloaded nginx, which kept proxying to the old
+    release. A mark set before any nginx file changes, cleared after the reload, closes it."""
+    from fleet.converge import apply as apply_mod
+    from fleet.host import layout
+
+    host = server()
+    run(host, config(host))
+    assert host.state(layout.NGINX_RELOAD_PENDING) is None
+    moved = config(host, CONFIG.replace('"alpha.test"', '"alpha.example"'))
+
+    def killed(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt  # SIGKILL between the site's write and the reload
+
+    reload = apply_mod.apply_reload
+    monkeypatch.setattr(apply_mod, "apply_reload", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(host, moved)
+    monkeypatch.setattr(apply_mod, "apply_reload", reload)
+    assert b"alpha.example" in host.read("/etc/nginx/sites-enabled/fleet-alpha.conf")
+    assert host.state(layout.NGINX_RELOAD_PENDING) is not None
+
+    host.commands.clear()
+    session, _ = run(host, moved)
+    assert "nginx site alpha" not in changed_steps(session)  # the file was already written
+    assert "nginx" in changed_steps(session)
+    assert host.ran("systemctl", "reload", "nginx")
+    assert host.state(layout.NGINX_RELOAD_PENDING) is None
+    host.commands.clear()
+    assert changed_steps(run(host, moved)[0]) == []

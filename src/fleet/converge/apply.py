@@ -46,9 +46,16 @@ from fleet.server.emperor import wait_for_vassal
 from fleet.server.health import check_app
 from fleet.server.history import History
 from fleet.server.logs import app_log_tail
-from fleet.server.nginx import apply_tested, wait_workers_gone, worker_pids
+from fleet.server.nginx import (
+    apply_reload,
+    apply_tested,
+    mark_reload_pending,
+    reload_pending,
+    wait_workers_gone,
+    worker_pids,
+)
 from fleet.server.packages import plan_packages
-from fleet.server.services import plan_service
+from fleet.server.services import is_active, plan_service
 from fleet.server.users import user_exists
 
 
@@ -320,10 +327,10 @@ def converge_nginx(config: Config, selected: list[AppConfig], outcome: Outcome,
 
         guarded(rollout, site_step)
     with session.step("nginx") as step:
-        actions = plan_service(host, "nginx", changed=changed)
-        reloads = any(isinstance(a, Run) and a.argv[1:2] == ("reload",) for a in actions)
+        changed |= reload_pending(host)  # files a killed run wrote and never reloaded
+        reloads = changed and is_active(host, "nginx")
         before = worker_pids(host) if reloads and not session.check else set()
-        session.apply(step, actions)
+        apply_reload(session, step, changed=changed)
     return before
 
 
@@ -372,9 +379,11 @@ def switch_back(app: AppConfig, rollout: Rollout, session: Session) -> None:
         if rollout.previous_site is not None:
             actions += plan_file(session.host, rollout.site_file or paths.nginx_site,
                                  rollout.previous_site, 0o644)
-            actions.append(Run(argv=("systemctl", "reload", "nginx"), why="reload nginx"))
+            mark_reload_pending(session)
         actions.append(Remove(path=paths.vassal(rollout.release or ""), why="failed through nginx"))
         session.apply(step, actions)
+        if rollout.previous_site is not None:
+            apply_reload(session, step, changed=True)
         restore_live(session, step, app, rollout)  # a TCP app's previous vassal
 
 
@@ -418,9 +427,12 @@ def remove_stale(config: Config, session: Session) -> None:
         actions.append(Run(argv=("systemctl", "daemon-reload"), why="reload systemd units"))
     if not actions:
         return
+    sites_go = any(a.path.startswith((layout.NGINX_SITES, layout.NGINX_LOCATIONS))
+                   for a in actions if isinstance(a, Remove))
     with session.step("remove stale apps") as step:
+        if sites_go:
+            mark_reload_pending(session)
         session.apply(step, actions)
-        if any(a.path.startswith((layout.NGINX_SITES, layout.NGINX_LOCATIONS))
-               for a in actions if isinstance(a, Remove)):
-            session.apply(step, plan_service(host, "nginx", changed=True))
+        if sites_go:
+            apply_reload(session, step, changed=True)
 

@@ -25,7 +25,14 @@ from fleet.host.render import render
 from fleet.host.session import Session, Step
 from fleet.server import certs, tls
 from fleet.server.health import check_app
-from fleet.server.nginx import apply_tested, wait_workers_gone, worker_pids
+from fleet.server.nginx import (
+    apply_reload,
+    apply_tested,
+    mark_reload_pending,
+    reload_pending,
+    wait_workers_gone,
+    worker_pids,
+)
 from fleet.server.rotation import (
     Change,
     Drained,
@@ -34,7 +41,6 @@ from fleet.server.rotation import (
     marked_down,
     plan_drained,
 )
-from fleet.server.services import plan_service
 
 FRONT_DIR = f"{layout.NGINX_DIR}/conf.d"
 FRONT_PREFIX = "fleet-front-"
@@ -90,11 +96,13 @@ def converge_front(config: Config, session: Session, rollouts: dict[str, Rollout
     stale = stale_files(session, {f.name for f in config.front})
     if stale:
         with session.step("remove stale front sites") as step:
+            mark_reload_pending(session)
             session.apply(step, stale)
             changed = True
+    changed |= reload_pending(host)  # files a killed run wrote and never reloaded
     if changed:
         with session.step("nginx (front)") as step:
-            session.apply(step, plan_service(host, "nginx", changed=True))
+            apply_reload(session, step, changed=True)
     return changed
 
 

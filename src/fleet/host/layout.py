@@ -12,6 +12,9 @@ STATE_DIR = "/var/lib/fleet"
 STATE_APPS = f"{STATE_DIR}/apps"
 FLEET_BIN = "/usr/local/bin/fleet"  # where bootstrap installs the zipapp (units run it)
 LOCK_FILE = "/run/fleet.host.lock"
+# Set before fleet changes an nginx file, cleared after nginx reloaded (server/nginx.py). On
+# tmpfs: after a boot nginx has loaded every file anyway.
+NGINX_RELOAD_PENDING = "/run/fleet.nginx-reload-pending"
 SRV = "/srv/fleet"
 RUN = "/run/fleet"
 UWSGI_DIR = "/etc/uwsgi"

@@ -6,12 +6,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fleet.errors import FleetError
+from fleet.host import layout
 from fleet.host.actions import Action, WriteFile
 from fleet.host.machine import Host
 from fleet.host.poll import wait_until
 from fleet.host.session import Session, Step
+from fleet.server.services import plan_service
 
 WORKER = b"nginx: worker process"
+
+
+def mark_reload_pending(session: Session) -> None:
+    """Before fleet changes an nginx file: the running nginx will need a reload. A run killed
+    after the write and before the reload leaves the mark, and the next run reloads even
+    though its files are then unchanged (they were written by the killed run)."""
+    if not session.check:
+        session.host.write(layout.NGINX_RELOAD_PENDING, b"", 0o600, "root", "root")
+
+
+def reload_pending(host: Host) -> bool:
+    return host.state(layout.NGINX_RELOAD_PENDING) is not None
+
+
+def apply_reload(session: Session, step: Step, *, changed: bool) -> bool:
+    """nginx enabled, running, and reloaded when its files changed in this run or in a run
+    that was killed before its reload; the mark is cleared once that is done."""
+    host = session.host
+    done = session.apply(step, plan_service(host, "nginx", changed=changed
+                                            or reload_pending(host)))
+    if not session.check and reload_pending(host):
+        host.remove(layout.NGINX_RELOAD_PENDING)
+    return done
 
 
 def test_config(session: Session) -> str | None:
@@ -43,6 +68,8 @@ def revert(host: Host, actions: Sequence[Action]) -> None:
 
 def apply_tested(session: Session, step: Step, actions: list[Action], what: str) -> bool:
     """Apply file actions, test nginx, and revert them with a clear error if nginx refuses."""
+    if actions:
+        mark_reload_pending(session)
     changed = session.apply(step, actions)
     problem = test_config(session) if changed else None
     if problem:

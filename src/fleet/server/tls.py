@@ -19,6 +19,7 @@ from fleet.host.poll import RealTime, poll
 from fleet.host.render import render
 from fleet.host.session import Session, Step
 from fleet.server import certs
+from fleet.server.nginx import apply_reload
 from fleet.server.services import plan_service
 
 CERTBOT_TIMER = "certbot.timer"
@@ -185,4 +186,4 @@ def converge_tls(config: Config, selected: list[AppConfig], session: Session,
             continue
     if switched:
         with session.step("nginx") as step:
-            session.apply(step, plan_service(session.host, "nginx", changed=True))
+            apply_reload(session, step, changed=True)

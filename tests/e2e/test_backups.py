@@ -3,7 +3,8 @@
 1. `fleet backup` while a WAL-mode SQLite app takes writes under load: the snapshot, restored
    into a scratch directory, passes integrity_check and holds every row acknowledged before
    the backup began;
-2. the data destroyed, `fleet restore` brings it back and the app serves it;
+2. the data destroyed, `fleet restore` brings it back and the app serves it; links the app
+   planted to root's files are backed up and restored as links, never followed;
 3. a freshly booted second server (fleet apply of the same config, its repository the first
    server's over sftp:, the password file kept off-site) restores it;
 4. the timer-driven backup runs, keep last = 2 prunes, status shows it, and check fails when
@@ -171,6 +172,36 @@ def test_restore_brings_back_destroyed_data(setup: Setup, acked) -> None:
                            check=True).stdout
     assert ".fleet-aside" not in leftovers and ".fleet-restore" not in leftovers
     assert request(server, "GET", "/health")[0] == 200  # maintenance is off again
+
+
+def test_links_the_app_plants_are_kept_as_links_and_never_followed(setup: Setup,
+                                                                  acked) -> None:
+    """Root takes the app's copy over and later puts a restore in place: links the app's code
+    planted in its data (to root's secrets) are stored and restored as links; root never
+    reads or re-owns what they point at."""
+    server = setup.server
+    instance = "/srv/fleet/ledger/shared/instance"
+    for target, name in (("/etc/shadow", "leak"), ("/root", "rootdir")):
+        server.run(["runuser", "-u", "ledger", "--", "ln", "-s", target, f"{instance}/{name}"],
+                   check=True)
+    before = server.run("stat -c %a:%U:%G /etc/shadow /root", check=True).stdout
+    run = fleet_json(server, "backup", "ledger")
+    assert run.returncode == 0, run.result.stdout + run.result.stderr
+    snapshot = run.data["apps"]["ledger"]["snapshot"]
+    server.run(f"rm -rf /tmp/scratch && {RESTIC_ENV} restic restore {snapshot} "
+               "--target /tmp/scratch", check=True, timeout=600)
+    data = "/tmp/scratch/var/lib/fleet/backup-staging/ledger/data/instance"
+    assert server.run(["readlink", f"{data}/leak"]).stdout.strip() == "/etc/shadow"
+    assert server.run(["readlink", f"{data}/rootdir"]).stdout.strip() == "/root"
+    # grep -r follows no links: no file of the snapshot holds a line of /etc/shadow
+    assert server.run("grep -rl '^root:' /tmp/scratch").stdout == ""
+    restored = fleet_json(server, "restore", "ledger")
+    assert restored.returncode == 0, restored.result.stdout + restored.result.stderr
+    links = server.run(["stat", "-c", "%F %U", f"{instance}/leak", f"{instance}/rootdir"],
+                       check=True).stdout.splitlines()
+    assert links == ["symbolic link ledger", "symbolic link ledger"], links
+    assert server.run("stat -c %a:%U:%G /etc/shadow /root", check=True).stdout == before
+    server.run(f"rm -rf /tmp/scratch {instance}/leak {instance}/rootdir", check=True)
 
 
 def test_a_fresh_server_restores_from_the_first_ones_repository_over_sftp(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 from _common import bridged, machine
+from provisioning import timed_apply
 from startup import build_base
 from tests.harness.bridged import BridgedServer
 
@@ -36,16 +36,6 @@ GOAL_BASE, GOAL_PER_APP = 0.2, 0.015
 def toml(url: str, count: int) -> str:
     return "".join(f'[apps.p{i:03d}]\nrepo = "{url}"\ndomains = ["p{i:03d}.test"]\n\n'
                    for i in range(1, count + 1))
-
-
-def timed_apply(server: BridgedServer, args: str, fleet: str = "fleet") -> tuple[float, dict]:
-    """Wall time of `FLEET apply ARGS --json` measured inside the server, and its JSON."""
-    out = server.run(f"s=$(date +%s.%N); {fleet} apply {args} --json >/root/apply.json; "
-                     "rc=$?; e=$(date +%s.%N); echo $s $e $rc", timeout=3600).stdout.split()
-    data = json.loads(server.read_file("/root/apply.json"))
-    if out[2] != "0":
-        raise SystemExit(f"fleet apply {args} exited {out[2]}:\n{json.dumps(data)[-3000:]}")
-    return float(out[1]) - float(out[0]), data
 
 
 def commands(server: BridgedServer) -> collections.Counter[str]:

@@ -64,9 +64,9 @@ def split_steps(rows: list[tuple[float, str]]) -> list[tuple[str, str, float]]:
     return steps
 
 
-def timed_apply(server: BareServer, args: str) -> tuple[float, dict]:
-    """Wall time of `fleet apply ARGS --json` measured inside the server, and its JSON."""
-    out = server.run(f"s=$(date +%s.%N); fleet apply {args} --json >/root/apply.json; "
+def timed_apply(server: BareServer, args: str, fleet: str = "fleet") -> tuple[float, dict]:
+    """Wall time of `FLEET apply ARGS --json` measured inside the server, and its JSON."""
+    out = server.run(f"s=$(date +%s.%N); {fleet} apply {args} --json >/root/apply.json; "
                      "rc=$?; e=$(date +%s.%N); echo $s $e $rc", timeout=3600).stdout.split()
     data = json.loads(server.read_file("/root/apply.json"))
     if out[2] != "0":

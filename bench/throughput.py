@@ -6,7 +6,7 @@ the same size itself, `return 200`), measured with wrk on loopback inside one se
 interleaved in one run. Prints requests/s, p99 and the ratios.
 
     sudo [FLEET_TEST_BRIDGE_SUBNET=10.213.65.0/24] .venv/bin/python bench/throughput.py \
-        [--seconds 10] [--rounds 2] [--connections 64] [--variants]
+        [--seconds 10] [--rounds 2] [--connections 64] [--variants [--variant TEXT]...]
 
 The server sits on a private bridge (tests/harness/network.py; the subnet from
 FLEET_TEST_BRIDGE_SUBNET): no host-network lock.
@@ -128,12 +128,15 @@ def edit(text: str, edits: list[tuple[str, str]]) -> str:
     return text
 
 
-def setup_variants(server: BareServer, ini: str, site: str) -> dict[str, str]:
+def setup_variants(server: BareServer, ini: str, site: str,
+                   only: list[str]) -> dict[str, str]:
     """Copies of fleet's files with one default changed; name -> Host."""
     hosts = {}
     socket = re.search(r"^socket = (.+)$", ini, re.M).group(1)  # type: ignore[union-attr]
     stats = re.search(r"^stats = (.+)$", ini, re.M).group(1)  # type: ignore[union-attr]
     for i, (name, (site_edits, ini_edits)) in enumerate(VARIANTS.items()):
+        if only and not any(text in name for text in only):
+            continue
         host = f"variant{i}.test"
         text = edit(site, site_edits).replace("pulse.test", host)
         text = text.replace("server_name pulse.test", f"server_name {host}")
@@ -231,6 +234,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--variants", action="store_true",
                         help="also measure fleet's files with one default changed each")
+    parser.add_argument("--variant", action="append", default=[], metavar="TEXT",
+                        help="with --variants: only the variants whose name contains TEXT "
+                             "(repeatable)")
     args = parser.parse_args()
     rivals = {"fleet defaults": "pulse.test", "recipe": "recipe.test",
               "gunicorn": "gunicorn.test", "granian": "granian.test",
@@ -253,7 +259,7 @@ def main() -> None:
             setup_rivals(server)
             if args.variants:
                 _, ini, site = fleet_files(server)
-                rivals.update(setup_variants(server, ini, site))
+                rivals.update(setup_variants(server, ini, site, args.variant))
             wait_ready(server, list(rivals.values()))
             results: dict[str, list[tuple[float, float]]] = {name: [] for name in rivals}
             for host in rivals.values():

@@ -216,15 +216,36 @@ def wait_ready(server: BareServer, hosts: list[str]) -> None:
                    f"*) sleep 1;; esac; done; echo \"$out\"; exit 1", check=True, timeout=180)
 
 
-def wrk(server: BareServer, host: str, seconds: int, connections: int) -> tuple[float, float]:
-    """(requests/s, p99 ms); a run with errors or non-2xx answers is refused."""
+# CPU time (user + system, in clock ticks) of every process in the server, children's included
+# (utime stime cutime cstime): a worker that exits is counted once, in its parent's c-times.
+# wrk's own time goes to nsenter's, outside the server, so it is not counted.
+CPU_TICKS = ("import os\nt = 0\nfor p in os.listdir('/proc'):\n    if p.isdigit():\n"
+             "        try: f = open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()\n"
+             "        except OSError: continue\n        t += sum(map(int, f[11:15]))\n"
+             "print(t, os.sysconf('SC_CLK_TCK'))")
+
+
+def cpu_seconds(server: BareServer) -> float:
+    ticks, hz = server.run(["python3", "-c", CPU_TICKS], check=True).stdout.split()
+    return int(ticks) / int(hz)
+
+
+def wrk(server: BareServer, host: str, seconds: int,
+        connections: int) -> tuple[float, float, float]:
+    """(requests/s, p99 ms, server CPU ms per request); a run with errors or non-2xx answers
+    is refused. CPU per request is the server's whole CPU time (app server, nginx, the rest
+    of the server) over the requests answered: unlike requests/s, it barely moves when other
+    work on the host takes the cores."""
+    before = cpu_seconds(server)
     out = server.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
                       "-H", f"Host: {host}", URL], check=True, timeout=seconds + 60).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"{host}: wrk saw errors:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)", out, re.M).groups()  # type: ignore[union-attr]
-    return rps, float(value) * UNITS[unit]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    cpu = cpu_seconds(server) - before
+    return rps, float(value) * UNITS[unit], cpu * 1000 / max(requests, 1)
 
 
 def main() -> None:
@@ -261,29 +282,34 @@ def main() -> None:
                 _, ini, site = fleet_files(server)
                 rivals.update(setup_variants(server, ini, site, args.variant))
             wait_ready(server, list(rivals.values()))
-            results: dict[str, list[tuple[float, float]]] = {name: [] for name in rivals}
+            results: dict[str, list[tuple[float, float, float]]] = {n: [] for n in rivals}
             for host in rivals.values():
                 wrk(server, host, 3, args.connections)  # warm-up
             for n in range(args.rounds):  # interleaved: drift hits everyone alike
                 for name, host in rivals.items():
                     results[name].append(wrk(server, host, args.seconds, args.connections))
-                    rps, p99 = results[name][-1]
-                    print(f"round {n + 1}: {name}: {rps:.0f} req/s, p99 {p99:.1f} ms",
+                    rps, p99, cpu = results[name][-1]
+                    print(f"round {n + 1}: {name}: {rps:.0f} req/s, p99 {p99:.1f} ms, "
+                          f"CPU {cpu:.3f} ms/request",
                           file=sys.stderr, flush=True)
         finally:
             server.destroy()
     print(f"wrk -t2 -c{args.connections} -d{args.seconds}s on loopback inside the server, "
           f"{args.rounds} interleaved rounds after a 3 s warm-up each; medians")
-    print("| server | requests/s | p99 ms |\n|---|---|---|")
-    med = {n: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v))
+    print("| server | requests/s | p99 ms | server CPU ms/request (min, max) |\n"
+          "|---|---|---|---|")
+    med = {n: tuple(statistics.median(run[i] for run in v) for i in range(3))
            for n, v in results.items()}
-    for name, (rps, p99) in med.items():
-        print(f"| {name} | {rps:.0f} | {p99:.1f} |")
+    for name, (rps, p99, cpu) in med.items():
+        cpus = [run[2] for run in results[name]]
+        print(f"| {name} | {rps:.0f} | {p99:.1f} | {cpu:.3f} ({min(cpus):.3f}, "
+              f"{max(cpus):.3f}) |")
     base = med["fleet defaults"]
     for name in med:
         if name != "fleet defaults":
             print(f"fleet / {name}: {base[0] / med[name][0]:.2f}x requests/s, "
-                  f"p99 {base[1]:.1f} vs {med[name][1]:.1f} ms")
+                  f"p99 {base[1]:.1f} vs {med[name][1]:.1f} ms, "
+                  f"CPU per request {base[2] / med[name][2]:.2f}x")
     print("command: sudo .venv/bin/python bench/throughput.py " + " ".join(sys.argv[1:]))
 
 

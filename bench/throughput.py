@@ -69,6 +69,10 @@ GUNICORN_SITE = """server {
 # Variants of fleet's rendered files: name -> (nginx site edits, vassal ini edits), each a
 # list of (regex, replacement). A variant with vassal edits runs its own copy of the vassal.
 VARIANTS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
+    # The control: a copy of fleet's vassal and site with nothing changed. Any gap between it
+    # and "fleet defaults" is the bench's bias (order, the copy's own socket), not a setting.
+    "fleet, copy (no change)": (
+        [], [(r"^strict = true$", "strict = true")]),
     "fleet, max-requests = 5000 (before)": (
         [], [(r"^max-requests = .*$", "max-requests = 5000")]),
     "fleet, no max-requests": (
@@ -87,6 +91,10 @@ VARIANTS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
         [], [(r"^threads = 1$", "threads = 2\nenable-threads = true")]),
     "fleet, no mem-collector (evil-reload-on-rss off)": (
         [], [(r"^evil-reload-on-rss = .*$", ""), (r"^mem-collector-freq = .*$", "")]),
+    # uWSGI reads the worker's RSS after every request when any reload-on-* option is set
+    # (UWSGI_OPT_MEMORY), and the evil variant adds a collector thread in each worker.
+    "fleet, reload-on-rss (checked after each request) instead of evil-reload-on-rss": (
+        [], [(r"^evil-reload-on-rss = ", "reload-on-rss = "), (r"^mem-collector-freq = .*$", "")]),
 }
 GRANIAN_SITE = """server {
     listen 80;

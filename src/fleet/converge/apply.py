@@ -25,7 +25,7 @@ from fleet.converge.processes import converge_processes
 from fleet.converge.rollout import Rollout
 from fleet.converge.tcp_switch import restore_live
 from fleet.errors import FleetError, StepFailed
-from fleet.host import layout
+from fleet.host import layout, pending
 from fleet.host.actions import Action, Remove, Run, Unknown
 from fleet.host.files import plan_absent, plan_dir, plan_file
 from fleet.host.layout import AppPaths
@@ -73,6 +73,8 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
     histories = {a.name: History.load(session.host, a.name) for a in selected}
     with contextlib.suppress(StepFailed):  # housekeeping: recorded as failed, apps go on
         sweep_temp_files(config, session)
+    with contextlib.suppress(StepFailed):
+        owed_daemon_reload(session)
     try:
         with session.step("packages") as step:
             wanted = [*layout.BASE_PACKAGES, *tls.packages(config), *backup_packages(config),
@@ -174,6 +176,7 @@ def written_dirs(host: Host, config: Config) -> list[str]:
             layout.NGINX_FLEET_DIR, layout.NGINX_LOCATIONS,
             *(f"{layout.NGINX_LOCATIONS}/{d}" for d in host.listdir(layout.NGINX_LOCATIONS)),
             layout.STATE_DIR, layout.STATE_APPS, certs.CERT_STATE,
+            posixpath.dirname(layout.PENDING),
             posixpath.dirname(certs.DEPLOY_HOOK), posixpath.dirname(certs.CERTBOT_DROPIN),
             f"{certs.ACME_WEBROOT}/.well-known/acme-challenge",
             *(AppPaths(a.name).home for a in config.apps)]  # the `current` link
@@ -212,6 +215,15 @@ def sweep_temp_files(config: Config, session: Session) -> None:
             session.apply(step, actions)
 
 
+def owed_daemon_reload(session: Session) -> None:
+    """Unit files a killed run wrote and never told systemd about: read before any step
+    starts or restarts a unit (the restarts it owed are each their own step's)."""
+    actions = pending.daemon_reload(session.host)
+    if actions:
+        with session.step("systemd units") as step:
+            session.apply(step, actions)
+
+
 def converge_tmpfiles(config: Config, session: Session, step: Step) -> set[str]:
     """Run directories from tmpfiles.d. Returns the apps whose run directory was gone: their
     vassals lost their sockets with it and must be started anew."""
@@ -246,9 +258,11 @@ def converge_emperor(config: Config, session: Session, step: Step) -> None:
                            vassal_set=config.emperor.vassal_set,
                            vassal_wrapper=layout.VASSAL_WRAPPER if wrapper is not None
                            else None), 0o644)
-    session.apply(step, unit + (wrapper or []) + ini)
-    session.apply(step, plan_service(host, layout.EMPEROR_UNIT_NAME, changed=bool(ini),
-                                     on_change="restart", unit_file_changed=bool(unit)))
+    # One list: a run killed after the files and before the restart leaves it owed.
+    restart = bool(ini) or pending.owes(host, layout.EMPEROR_UNIT_NAME)
+    session.apply(step, unit + (wrapper or []) + ini
+                  + plan_service(host, layout.EMPEROR_UNIT_NAME, changed=restart,
+                                 on_change="restart", unit_file_changed=bool(unit)))
 
 
 def render_global(host: Host, config: Config) -> bytes:

@@ -29,6 +29,7 @@ from fleet.host import layout, pending
 from fleet.host.actions import Action, Remove, Run, Unknown
 from fleet.host.files import plan_absent, plan_dir, plan_file
 from fleet.host.layout import AppPaths
+from fleet.host.lock import unless_held
 from fleet.host.machine import (
     CONTAINED_ENV_DIR,
     Host,
@@ -42,6 +43,7 @@ from fleet.masking import mask_urls
 from fleet.server import certs, resource_limits, tls, units
 from fleet.server import repo as repo_res
 from fleet.server import uv as uv_tool
+from fleet.server.backup import stale_staging
 from fleet.server.emperor import wait_for_vassal
 from fleet.server.health import check_app
 from fleet.server.history import History
@@ -194,8 +196,9 @@ def trash_dirs(config: Config) -> list[str]:
 
 def sweep_temp_files(config: Config, session: Session) -> None:
     """Temp files of writes killed mid-way (SIGKILL, power loss): nginx and the Emperor ignore
-    them, but they would pile up, and a killed contained run's env file holds secrets. Runs
-    under the lock, so no other run is writing them."""
+    them, but they would pile up, and a killed contained run's env file holds secrets; and
+    what a killed backup was copying (a copy of the apps' data). Runs under the lock, so no
+    other run is writing them."""
     host = session.host
     actions: list[Action] = []
     for directory in written_dirs(host, config):
@@ -210,9 +213,14 @@ def sweep_temp_files(config: Config, session: Session) -> None:
     # A contained run killed with its secrets file still there (only root can read it).
     actions += [Remove(path=f"{CONTAINED_ENV_DIR}/{entry}", why="left by a killed build or init")
                 for entry in host.listdir(CONTAINED_ENV_DIR) if is_env_file_name(entry)]
-    if actions:
-        with session.step("leftover temp files") as step:
-            session.apply(step, actions)
+    # A killed backup's staging directories: only while no backup runs (its lock is free, and
+    # held until they are gone, so none starts meanwhile); else the next run sweeps them.
+    with unless_held(layout.BACKUP_LOCK) as no_backup:
+        if no_backup:
+            actions += stale_staging(host)
+        if actions:
+            with session.step("leftover temp files") as step:
+                session.apply(step, actions)
 
 
 def owed_daemon_reload(session: Session) -> None:

@@ -12,6 +12,9 @@ STATE_DIR = "/var/lib/fleet"
 STATE_APPS = f"{STATE_DIR}/apps"
 FLEET_BIN = "/usr/local/bin/fleet"  # where bootstrap installs the zipapp (units run it)
 LOCK_FILE = "/run/fleet.host.lock"
+# Held by `fleet backup` and `fleet restore` (not the run lock: a long backup does not hold up
+# a deploy); apply takes it, without waiting, to sweep what a killed backup left.
+BACKUP_LOCK = "/run/fleet.backup.lock"
 # What a run owes once the files it changes are written: a daemon-reload, a unit's reload or
 # restart (host/pending.py). On tmpfs: after a boot every service has read its files anyway.
 PENDING = "/run/fleet.pending"

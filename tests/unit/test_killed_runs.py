@@ -29,6 +29,7 @@ command = "flask prune"
 schedule = "*-*-* 03:00"
 """
 INSTANCES = ["fleet-alpha.worker.queue@1.service", "fleet-alpha.worker.queue@2.service"]
+LIMITED = CONFIG.replace('domains = ["alpha.test"]\n', 'domains = ["alpha.test"]\ncpu = CPU\n')
 BACKUP = '[server.backup]\nschedule = "daily"\n'
 METRICS = '[server.metrics]\ntextfile_dir = "/var/lib/prometheus/node-exporter"\n'
 NOTIFY = '[server.notify]\nwebhook = "https://hooks.example.com/fleet"\n'
@@ -91,6 +92,9 @@ CASES = {
         CONFIG + WORKERS, CONFIG + WORKERS.replace("03:00", "04:00"), None,
         ("systemctl", "restart"),
         ["workers and jobs alpha"], [["restart", "fleet-alpha.job.prune.timer"]]),
+    "an app's slice, killed before daemon-reload": Case(
+        LIMITED.replace("CPU", "50"), LIMITED.replace("CPU", "80"), None,
+        ("systemctl", "daemon-reload"), ["systemd units"], [["daemon-reload"]]),
     "the backup timer's new schedule, killed before daemon-reload": Case(
         BACKUP + CONFIG, BACKUP.replace("daily", "weekly") + CONFIG, None,
         ("systemctl", "daemon-reload"),

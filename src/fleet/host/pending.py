@@ -100,7 +100,7 @@ def owed_by(actions: Sequence[Action]) -> frozenset[str]:
 
 
 def done_by(actions: Sequence[Action]) -> frozenset[str]:
-    """What every systemctl action of the list does: paid once they all ran."""
+    """What the list's systemctl actions do (Session.apply pays each as soon as it ran)."""
     return frozenset(item for a in actions for item in does(a, PAYING))
 
 

@@ -460,6 +460,75 @@ def test_deploy_killed_then_apply_converges(box, git_remote, point, delay) -> No
     assert changed_steps(fleet_json(box, "apply")) == set()
 
 
+SHIM = "/usr/local/sbin/systemctl"  # before /usr/bin on the PATH fleet gives its commands
+KILL_FLAG = "/run/fleet-test-kill-at"
+
+
+def kill_fleet_at(box: BareServer, command: str) -> None:
+    """The next fleet run is SIGKILLed as it starts `systemctl COMMAND`: deterministically
+    after the files before that action were written, before the action itself."""
+    box.write_file(KILL_FLAG, command + "\n")
+
+
+def emperor_pid(box: BareServer) -> str:
+    return box.run(["systemctl", "show", "-p", "MainPID", "--value", "fleet-emperor"],
+                   check=True).stdout.strip()
+
+
+def needs_daemon_reload(box: BareServer) -> str:
+    return box.run(["systemctl", "show", "-p", "NeedDaemonReload", "--value", "fleet-emperor"],
+                   check=True).stdout.strip()
+
+
+def killed_apply(box: BareServer, *args: str) -> None:
+    run = fleet(box, "apply", *args)
+    assert run.returncode != 0 and box.run(["test", "-e", KILL_FLAG]).returncode != 0, \
+        run.stdout[-3000:]
+
+
+def test_a_unit_or_emperor_ini_written_by_a_killed_run_gets_its_action_from_the_next(
+        box, git_remote) -> None:
+    """A run killed after it rewrote the Emperor's unit, before `systemctl daemon-reload`; one
+    killed after it wrote a new emperor.ini, before the Emperor's restart: the files are right,
+    so the next run used to change nothing. It does the action it was owed, and only that."""
+    box.write_file(SHIM, f"""#!/bin/sh
+if [ -e {KILL_FLAG} ] && [ "$*" = "$(cat {KILL_FLAG})" ]; then
+    rm -f {KILL_FLAG}
+    kill -KILL $PPID
+    exit 137
+fi
+exec /usr/bin/systemctl "$@"
+""", 0o755)
+    try:
+        # As an older fleet left it: its unit differs (and systemd loaded that one).
+        box.run(["sh", "-c", "echo '# an older unit' >> /etc/systemd/system/fleet-emperor.service"
+                 " && systemctl daemon-reload"], check=True)
+        before = emperor_pid(box)
+        kill_fleet_at(box, "daemon-reload")
+        killed_apply(box)
+        assert needs_daemon_reload(box) == "yes" and emperor_pid(box) == before
+        run = apply_ok(box)
+        assert changed_steps(run) == {("systemd units", None), ("emperor", None)}
+        assert needs_daemon_reload(box) == "no" and emperor_pid(box) not in ("0", before)
+
+        before = emperor_pid(box)
+        box.write_file("/root/fleet-vassal-set.toml", fleet_toml(
+            git_remote, "[emperor.vassal_set]\nmax-requests = 5000\n"))
+        kill_fleet_at(box, "restart fleet-emperor.service")
+        killed_apply(box, "/root/fleet-vassal-set.toml")
+        assert "vassal-set = max-requests=5000" in box.run(["cat", "/etc/uwsgi/emperor.ini"]).stdout
+        assert emperor_pid(box) == before
+        run = apply_ok(box)
+        assert changed_steps(run) == {("emperor", None)}
+        assert emperor_pid(box) not in ("0", before)
+        serves(box, "one.test", "one ", attempts=30)
+        serves(box, "two.test", "two ", attempts=30)
+        assert changed_steps(apply_ok(box)) == set()
+        assert box.run(["test", "-e", "/run/fleet.pending"]).returncode != 0
+    finally:
+        box.run(["rm", "-f", SHIM, KILL_FLAG])
+
+
 def test_killed_workers_are_respawned(box) -> None:
     masters = {p["pid"] for p in uwsgi_processes(box) if p["user"] == "root"}
     workers = [p for p in proc_table(box)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fleet.converge import apply as converge_mod
@@ -38,3 +40,12 @@ def private_audit(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     monkeypatch.setenv(audit.TEST_LOG_ENV,  # subprocesses too
                        str(tmp_path_factory.mktemp("audit") / "log" / "audit.log"))
     monkeypatch.setattr(audited, "audit_host", FakeHost)
+
+
+@pytest.fixture(autouse=True)
+def private_backup_lock(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """apply takes the backup lock to sweep a killed backup's staging directories: a test's
+    own, never the real /run/fleet.backup.lock (which a backup elsewhere may hold)."""
+    from fleet.host import layout
+
+    monkeypatch.setattr(layout, "BACKUP_LOCK", str(tmp_path / "fleet.backup.lock"))

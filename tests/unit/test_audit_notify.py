@@ -4,6 +4,7 @@ which commands leave a line, the retry schedule, the event filter, the events ra
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import stat
@@ -154,6 +155,41 @@ def test_entry_names_the_app_and_its_commits_and_history_filters() -> None:
     assert [e["who"] for e in read_entries(host, path=log)] == ["alice", "bob"]
     assert [e["who"] for e in read_entries(host, "shop", limit=1, path=log)] == ["bob"]
     assert [e["who"] for e in read_entries(host, limit=1, path=log)] == ["bob"]
+
+
+def test_history_reads_the_rotated_logs_when_the_current_one_falls_short() -> None:
+    """logrotate (compress, delaycompress) leaves audit.log.1 as it was and gzips the older."""
+    def lines(*names: str) -> bytes:
+        return b"".join(entry(now=float(i), operator=Operator(n, "sudo"),
+                              command=["fleet", "deploy", n.split("-")[0]],
+                              named=[n.split("-")[0]], whole_server=False, before={}, after={},
+                              result="ok", code=0).line() for i, n in enumerate(names))
+
+    log = "/var/log/fleet/audit.log"
+    host = FakeHost()
+    host.files["/var/log"] = Entry("dir")
+    host.files["/var/log/fleet"] = Entry("dir")
+    host.files[log] = Entry("file", lines("shop-5", "blog-6"))
+    host.files[f"{log}.1"] = Entry("file", lines("shop-3", "blog-4"))
+    host.files[f"{log}.2.gz"] = Entry("file", gzip.compress(lines("shop-1", "blog-2")))
+    host.files[f"{log}.4.gz"] = Entry("file", gzip.compress(lines("shop-0")))  # after a gap
+
+    def who(app: str | None = None, limit: int | None = None) -> list[str]:
+        return [str(e["who"]) for e in read_entries(host, app, limit, path=log)]
+
+    assert who(limit=2) == ["shop-5", "blog-6"]
+    assert who(limit=3) == ["blog-4", "shop-5", "blog-6"]
+    assert who(limit=50) == who() == ["shop-1", "blog-2", "shop-3", "blog-4", "shop-5", "blog-6"]
+    assert who("shop", limit=2) == ["shop-3", "shop-5"]
+    assert who("shop") == ["shop-1", "shop-3", "shop-5"]
+    read = host.read
+    opened: list[str] = []
+    host.read = lambda path: (opened.append(path), read(path))[1]  # type: ignore[method-assign]
+    assert who(limit=3) and opened == [log, f"{log}.1"]  # no older file than needed
+    # A damaged rotated file is skipped: its lines are lost, not the command.
+    host.files[f"{log}.2.gz"] = Entry("file", b"not gzip")
+    assert who(limit=4) == ["shop-3", "blog-4", "shop-5", "blog-6"]
+    assert who() == ["shop-3", "blog-4", "shop-5", "blog-6"]
 
 
 def test_deploy_events_from_the_marks() -> None:

@@ -210,6 +210,76 @@ def test_a_failed_backup_is_recorded_not_raised() -> None:
     assert not [k for k in host.files if k.startswith("/var/lib/fleet/backup-staging/")]
 
 
+STAGING = "/var/lib/fleet/backup-staging"
+
+
+def killed_backup(host: FakeHost) -> None:
+    """What a backup killed mid-way leaves: the copy the app's user was writing (with a link
+    the app planted) and the tree root had taken over; and a file the link points at."""
+    host.users.add("alpha")
+    host.files["/etc/shadow"] = Entry("file", b"root:secret\n", mode=0o640, group="shadow")
+    host.files[STAGING] = Entry("dir", mode=0o711)
+    copy = f"{STAGING}/.alpha-0123456789abcdef"
+    host.files[copy] = Entry("dir", mode=0o700, owner="alpha", group="alpha")
+    host.files[f"{copy}/data"] = Entry("dir", mode=0o755, owner="alpha", group="alpha")
+    host.files[f"{copy}/data/app.db"] = Entry("file", b"rows", owner="alpha", group="alpha")
+    host.files[f"{copy}/data/shadow"] = Entry("link", owner="alpha", target="/etc/shadow")
+    host.files[f"{STAGING}/alpha"] = Entry("dir", mode=0o700)
+    host.files[f"{STAGING}/alpha/manifest.json"] = Entry("file", b"{}", mode=0o600)
+
+
+def test_a_killed_backups_staging_is_swept_by_the_next_apply_unless_a_backup_runs() -> None:
+    from fleet.host import layout
+    from fleet.host.actions import Remove, SetAttrs
+    from fleet.host.lock import unless_held
+    from tests.unit.support import run
+
+    host = server()
+    killed_backup(host)
+    with unless_held(layout.BACKUP_LOCK) as mine:  # a backup is running: it may be its own
+        assert mine
+        session, _ = run(host, config(host, APP))
+    assert "leftover temp files" not in changed_steps(session)
+    assert host.state(f"{STAGING}/.alpha-0123456789abcdef") is not None
+
+    session, _ = run(host, config(host, APP))
+    step = next(s for s in session.steps if s.name == "leftover temp files")
+    copy, why = f"{STAGING}/.alpha-0123456789abcdef", "left by a killed backup"
+    # The app's copy is made root's (fd-based, no link followed) before it is deleted.
+    assert step.actions == [SetAttrs(path=copy, mode=0o700, owner="root", group="root"),
+                            Remove(path=copy, why=why), Remove(path=f"{STAGING}/alpha", why=why)]
+    assert host.listdir(STAGING) == [] and host.state(STAGING).mode == 0o711
+    shadow = host.files["/etc/shadow"]
+    assert (shadow.content, shadow.owner, shadow.group, shadow.mode) == (
+        b"root:secret\n", "root", "shadow", 0o640)
+    assert "leftover temp files" not in changed_steps(run(host, config(host, APP))[0])
+
+
+def test_the_next_backup_sweeps_a_killed_ones_staging_before_it_starts(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from fleet.server.backup import BackupResult
+    from tests.unit.support import fleet_main
+
+    host = server()
+    killed_backup(host)
+    seen: list[list[str]] = []
+
+    def backing_up(h: FakeHost, _settings: BackupSettings, app: AppConfig) -> BackupResult:
+        seen.append(h.listdir(STAGING))
+        return BackupResult(app.name, ok=True, snapshot="abc", size=4, added=4)
+
+    desired = SimpleNamespace(config=config(host, "[server.backup]\n" + APP))
+    monkeypatch.setattr(backup_cli, "require_root", lambda: None)
+    monkeypatch.setattr(backup_cli, "local_host", lambda: host)
+    monkeypatch.setattr(backup_cli, "desired_state", lambda *_a: desired)
+    monkeypatch.setattr(backup_cli, "back_up", backing_up)
+    code, out, _err = fleet_main(monkeypatch, capsys, "backup")
+    assert code == 0 and "alpha: snapshot abc" in out
+    assert seen == [[]] and host.read("/etc/shadow") == b"root:secret\n"
+
+
 # --------------------------------------------------------------------------- restore
 
 

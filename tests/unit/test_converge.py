@@ -284,11 +284,11 @@ def test_a_site_written_by_a_run_killed_before_its_reload_is_reloaded_by_the_nex
     the next run saw it unchanged and never reloaded nginx, which kept proxying to the old
     release. A mark set before any nginx file changes, cleared after the reload, closes it."""
     from fleet.converge import apply as apply_mod
-    from fleet.host import layout
+    from fleet.host import pending
 
     host = server()
     run(host, config(host))
-    assert host.state(layout.NGINX_RELOAD_PENDING) is None
+    assert not pending.owes(host, "nginx")
     moved = config(host, CONFIG.replace('"alpha.test"', '"alpha.example"'))
 
     def killed(*_args: object, **_kwargs: object) -> None:
@@ -300,13 +300,13 @@ def test_a_site_written_by_a_run_killed_before_its_reload_is_reloaded_by_the_nex
         run(host, moved)
     monkeypatch.setattr(apply_mod, "apply_reload", reload)
     assert b"alpha.example" in host.read("/etc/nginx/sites-enabled/fleet-alpha.conf")
-    assert host.state(layout.NGINX_RELOAD_PENDING) is not None
+    assert pending.owes(host, "nginx")
 
     host.commands.clear()
     session, _ = run(host, moved)
     assert "nginx site alpha" not in changed_steps(session)  # the file was already written
     assert "nginx" in changed_steps(session)
     assert host.ran("systemctl", "reload", "nginx")
-    assert host.state(layout.NGINX_RELOAD_PENDING) is None
+    assert not pending.owes(host, "nginx")
     host.commands.clear()
     assert changed_steps(run(host, moved)[0]) == []

@@ -42,7 +42,9 @@ def history_command(
 
     Each command that changed the server left one line: its time, who ran it (the pushing
     operator, the sudo user, the ssh key's comment, or the login), the command (secrets
-    masked), the apps, the result and each app's commit before and after.
+    masked), the apps, the result and each app's commit before and after. When the current
+    log holds fewer than --limit lines, the rotated ones (audit.log.1, audit.log.2.gz, ...)
+    are read too.
 
     Example: fleet history shop --limit 20
     """

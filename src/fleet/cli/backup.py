@@ -30,15 +30,14 @@ from fleet.config.store import Desired, desired_state, plan_store, with_app
 from fleet.converge.apply import converge
 from fleet.errors import EXIT_FAILED, EXIT_OK, ConfigError, FleetError
 from fleet.host import layout
+from fleet.host.executor import perform_all
 from fleet.host.layout import AppPaths
 from fleet.host.lock import run_lock
 from fleet.host.machine import Host
 from fleet.host.session import Session
 from fleet.server import backup_restore as rs
 from fleet.server import restic
-from fleet.server.backup import back_up
-
-BACKUP_LOCK = "/run/fleet.backup.lock"
+from fleet.server.backup import back_up, stale_staging
 
 
 def backup_settings(config: Config) -> BackupSettings:
@@ -50,7 +49,7 @@ def backup_settings(config: Config) -> BackupSettings:
 
 
 def backup_lock() -> Any:
-    return run_lock(BACKUP_LOCK, wait=LOCK_WAIT, on_wait=lambda m: err.print(m))
+    return run_lock(layout.BACKUP_LOCK, wait=LOCK_WAIT, on_wait=lambda m: err.print(m))
 
 
 @app.command()
@@ -76,6 +75,7 @@ def backup(
     settings = backup_settings(config)
     apps = [configured_app(config, name) for name in names] if names else list(config.apps)
     with backup_lock():
+        perform_all(host, stale_staging(host))  # what a killed backup left
         results = [back_up(host, settings, a) for a in apps]
         pruned = prune(host, settings, apps) if scheduled else {}
     failed = [r for r in results if not r.ok] or [n for n, e in pruned.items() if e]

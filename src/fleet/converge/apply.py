@@ -25,10 +25,11 @@ from fleet.converge.processes import converge_processes
 from fleet.converge.rollout import Rollout
 from fleet.converge.tcp_switch import restore_live
 from fleet.errors import FleetError, StepFailed
-from fleet.host import layout
+from fleet.host import layout, pending
 from fleet.host.actions import Action, Remove, Run, Unknown
 from fleet.host.files import plan_absent, plan_dir, plan_file
 from fleet.host.layout import AppPaths
+from fleet.host.lock import unless_held
 from fleet.host.machine import (
     CONTAINED_ENV_DIR,
     Host,
@@ -42,6 +43,7 @@ from fleet.masking import mask_urls
 from fleet.server import certs, resource_limits, tls, units
 from fleet.server import repo as repo_res
 from fleet.server import uv as uv_tool
+from fleet.server.backup import stale_staging
 from fleet.server.emperor import wait_for_vassal
 from fleet.server.health import check_app
 from fleet.server.history import History
@@ -73,6 +75,8 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
     histories = {a.name: History.load(session.host, a.name) for a in selected}
     with contextlib.suppress(StepFailed):  # housekeeping: recorded as failed, apps go on
         sweep_temp_files(config, session)
+    with contextlib.suppress(StepFailed):
+        owed_daemon_reload(session)
     try:
         with session.step("packages") as step:
             wanted = [*layout.BASE_PACKAGES, *tls.packages(config), *backup_packages(config),
@@ -174,6 +178,7 @@ def written_dirs(host: Host, config: Config) -> list[str]:
             layout.NGINX_FLEET_DIR, layout.NGINX_LOCATIONS,
             *(f"{layout.NGINX_LOCATIONS}/{d}" for d in host.listdir(layout.NGINX_LOCATIONS)),
             layout.STATE_DIR, layout.STATE_APPS, certs.CERT_STATE,
+            posixpath.dirname(layout.PENDING),
             posixpath.dirname(certs.DEPLOY_HOOK), posixpath.dirname(certs.CERTBOT_DROPIN),
             f"{certs.ACME_WEBROOT}/.well-known/acme-challenge",
             *(AppPaths(a.name).home for a in config.apps)]  # the `current` link
@@ -191,8 +196,9 @@ def trash_dirs(config: Config) -> list[str]:
 
 def sweep_temp_files(config: Config, session: Session) -> None:
     """Temp files of writes killed mid-way (SIGKILL, power loss): nginx and the Emperor ignore
-    them, but they would pile up, and a killed contained run's env file holds secrets. Runs
-    under the lock, so no other run is writing them."""
+    them, but they would pile up, and a killed contained run's env file holds secrets; and
+    what a killed backup was copying (a copy of the apps' data). Runs under the lock, so no
+    other run is writing them."""
     host = session.host
     actions: list[Action] = []
     for directory in written_dirs(host, config):
@@ -207,8 +213,22 @@ def sweep_temp_files(config: Config, session: Session) -> None:
     # A contained run killed with its secrets file still there (only root can read it).
     actions += [Remove(path=f"{CONTAINED_ENV_DIR}/{entry}", why="left by a killed build or init")
                 for entry in host.listdir(CONTAINED_ENV_DIR) if is_env_file_name(entry)]
+    # A killed backup's staging directories: only while no backup runs (its lock is free, and
+    # held until they are gone, so none starts meanwhile); else the next run sweeps them.
+    with unless_held(layout.BACKUP_LOCK) as no_backup:
+        if no_backup:
+            actions += stale_staging(host)
+        if actions:
+            with session.step("leftover temp files") as step:
+                session.apply(step, actions)
+
+
+def owed_daemon_reload(session: Session) -> None:
+    """Unit files a killed run wrote and never told systemd about: read before any step
+    starts or restarts a unit (the restarts it owed are each their own step's)."""
+    actions = pending.daemon_reload(session.host)
     if actions:
-        with session.step("leftover temp files") as step:
+        with session.step("systemd units") as step:
             session.apply(step, actions)
 
 
@@ -246,9 +266,11 @@ def converge_emperor(config: Config, session: Session, step: Step) -> None:
                            vassal_set=config.emperor.vassal_set,
                            vassal_wrapper=layout.VASSAL_WRAPPER if wrapper is not None
                            else None), 0o644)
-    session.apply(step, unit + (wrapper or []) + ini)
-    session.apply(step, plan_service(host, layout.EMPEROR_UNIT_NAME, changed=bool(ini),
-                                     on_change="restart", unit_file_changed=bool(unit)))
+    # One list: a run killed after the files and before the restart leaves it owed.
+    restart = bool(ini) or pending.owes(host, layout.EMPEROR_UNIT_NAME)
+    session.apply(step, unit + (wrapper or []) + ini
+                  + plan_service(host, layout.EMPEROR_UNIT_NAME, changed=restart,
+                                 on_change="restart", unit_file_changed=bool(unit)))
 
 
 def render_global(host: Host, config: Config) -> bytes:

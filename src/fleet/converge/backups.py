@@ -5,7 +5,7 @@ has a `schedule`; stopped and removed when it has none. Unchanged: nothing happe
 from __future__ import annotations
 
 from fleet.config.settings import Config
-from fleet.host import layout
+from fleet.host import layout, pending
 from fleet.host.actions import Action, Remove, Run
 from fleet.host.files import plan_dir, plan_file, plan_link
 from fleet.host.machine import Host
@@ -46,7 +46,7 @@ def plan_backup_units(host: Host, config: Config) -> list[Action]:
                *plan_link(host, link, f"{layout.UNIT_DIR}/{TIMER}")]
     if service or timer:
         actions.append(Run(argv=("systemctl", "daemon-reload"), why="reload systemd units"))
-    if timer:
+    if timer or pending.owes(host, TIMER):  # owed: a run killed before the restart
         actions.append(Run(argv=("systemctl", "restart", TIMER), why="new schedule"))
     elif not is_active(host, TIMER):
         actions.append(Run(argv=("systemctl", "start", TIMER), why="not running"))

@@ -12,7 +12,7 @@ import contextlib
 
 from fleet.config.settings import Config
 from fleet.errors import StepFailed
-from fleet.host import layout
+from fleet.host import layout, pending
 from fleet.host.actions import Action, Run
 from fleet.host.files import plan_absent, plan_dir, plan_file
 from fleet.host.machine import Host
@@ -42,9 +42,10 @@ def plan_metrics(host: Host, textfile_dir: str | None) -> list[Action]:
     actions = plan_dir(host, textfile_dir, 0o755) if host.state(textfile_dir) is None else []
     service = plan_file(host, SERVICE_FILE, service_text, 0o644, why="metrics service")
     timer = plan_file(host, TIMER_FILE, timer_text, 0o644, why="metrics timer")
+    owed = pending.owes(host, layout.METRICS_TIMER)  # a run killed before the restart
     return actions + service + timer + plan_service(
-        host, layout.METRICS_TIMER, changed=bool(service or timer), on_change="restart",
-        unit_file_changed=bool(service or timer))
+        host, layout.METRICS_TIMER, changed=bool(service or timer) or owed,
+        on_change="restart", unit_file_changed=bool(service or timer))
 
 
 def plan_removed(host: Host) -> list[Action]:

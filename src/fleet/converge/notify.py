@@ -9,7 +9,7 @@ and queue_event() sees no fleet-notify.service and spools nothing.
 from __future__ import annotations
 
 from fleet.config.settings import Config
-from fleet.host import layout
+from fleet.host import layout, pending
 from fleet.host.actions import Action, Run
 from fleet.host.files import plan_absent, plan_dir, plan_file
 from fleet.host.render import render
@@ -59,7 +59,8 @@ def plan_units(session: Session, enabled: bool) -> list[Action]:
         if files or not is_enabled(host, notify.WATCH_TIMER_NAME):
             actions.append(Run(argv=("systemctl", "enable", "--quiet", notify.WATCH_TIMER_NAME),
                                why="watch the apps after boot"))
-        if files or not is_active(host, notify.WATCH_TIMER_NAME):
+        if files or not is_active(host, notify.WATCH_TIMER_NAME) \
+                or pending.owes(host, notify.WATCH_TIMER_NAME):  # a killed run's restart
             actions.append(Run(argv=("systemctl", "restart", notify.WATCH_TIMER_NAME),
                                why="watch the apps every minute"))
         return actions

@@ -12,9 +12,12 @@ STATE_DIR = "/var/lib/fleet"
 STATE_APPS = f"{STATE_DIR}/apps"
 FLEET_BIN = "/usr/local/bin/fleet"  # where bootstrap installs the zipapp (units run it)
 LOCK_FILE = "/run/fleet.host.lock"
-# Set before fleet changes an nginx file, cleared after nginx reloaded (server/nginx.py). On
-# tmpfs: after a boot nginx has loaded every file anyway.
-NGINX_RELOAD_PENDING = "/run/fleet.nginx-reload-pending"
+# Held by `fleet backup` and `fleet restore` (not the run lock: a long backup does not hold up
+# a deploy); apply takes it, without waiting, to sweep what a killed backup left.
+BACKUP_LOCK = "/run/fleet.backup.lock"
+# What a run owes once the files it changes are written: a daemon-reload, a unit's reload or
+# restart (host/pending.py). On tmpfs: after a boot every service has read its files anyway.
+PENDING = "/run/fleet.pending"
 SRV = "/srv/fleet"
 RUN = "/run/fleet"
 UWSGI_DIR = "/etc/uwsgi"

@@ -47,3 +47,26 @@ def run_lock(path: str, wait: float = 0.0,
         yield
     finally:
         os.close(fd)
+
+
+@contextmanager
+def unless_held(path: str) -> Iterator[bool]:
+    """Take the lock only if no one holds it, without waiting: True for the block while it is
+    ours, False when another process holds it (or it cannot be opened). For housekeeping that
+    must not run beside that process and can wait for the next run."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)

@@ -10,6 +10,7 @@ from enum import Enum
 from typing import ClassVar, Protocol
 
 from fleet.errors import CommandError, FleetError, StepFailed
+from fleet.host import pending
 from fleet.host.actions import Action, Unknown
 from fleet.host.executor import perform
 from fleet.host.machine import Host
@@ -100,11 +101,16 @@ class Session:
         self.reporter.step_finished(record)
 
     def apply(self, step: Step, actions: Sequence[Action]) -> bool:
-        """Record the actions on the step and carry them out unless this is a plan."""
+        """Record the actions on the step and carry them out unless this is a plan. What the
+        systemctl actions after a file change will do is owed (on /run) before the files
+        change and paid as each runs: a run killed in between leaves it to the next."""
+        if not self.check:
+            pending.owe(self.host, pending.owed_by(actions))
         for action in actions:
             step.actions.append(action)
             if not self.check and not isinstance(action, Unknown):
                 perform(self.host, action)
+                pending.pay(self.host, pending.done_by([action]))
         return bool(actions)
 
     def act(self, actions: Sequence[Action]) -> None:

@@ -13,12 +13,14 @@ import base64
 import binascii
 import datetime
 import fcntl
+import gzip
 import hashlib
 import json
 import os
 import re
 import socket
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 
 from fleet.host import layout
@@ -31,6 +33,10 @@ AUDIT_LOG = f"{AUDIT_DIR}/audit.log"
 # For tests only (like bootstrap's FLEET_OS_RELEASE): the unit tests run fleet as root in
 # subprocesses, whose lines must not land in the real log of the machine running them.
 TEST_LOG_ENV = "FLEET_TEST_AUDIT_LOG"
+
+
+# logrotate keeps 12 (converge.notify's AUDIT_KEEP): a bound in case an operator keeps more.
+ROTATED_MAX = 1000
 
 
 def log_path() -> str:
@@ -191,18 +197,48 @@ def append(line: bytes, path: str | None = None) -> None:
         os.close(fd)
 
 
-def read_entries(host: Host, app: str | None = None, limit: int | None = None,
-                 path: str | None = None) -> list[dict[str, object]]:
-    """The log's lines (of one app), oldest first, the newest `limit`; damaged lines skipped."""
-    found: list[dict[str, object]] = []
-    for raw in (host.read(path or log_path()) or b"").decode(errors="replace").splitlines():
+def log_texts(host: Host, path: str) -> Iterator[bytes]:
+    """The log, then each file logrotate made of it, newest first: PATH.1 (delaycompress
+    leaves the newest one as it was), PATH.2.gz, ... up to the first one missing. A file that
+    does not decompress is skipped (its lines are lost, not the command)."""
+    yield host.read(path) or b""
+    for number in range(1, ROTATED_MAX + 1):
+        plain = host.read(f"{path}.{number}")
+        if plain is not None:
+            yield plain
+            continue
+        packed = host.read(f"{path}.{number}.gz")
+        if packed is None:
+            return
         try:
-            data = json.loads(raw)
+            yield gzip.decompress(packed)
+        except (OSError, EOFError, zlib.error):
+            continue
+
+
+def parse_lines(data: bytes, app: str | None) -> list[dict[str, object]]:
+    """One file's lines (of one app), oldest first; damaged lines skipped."""
+    found: list[dict[str, object]] = []
+    for raw in data.decode(errors="replace").splitlines():
+        try:
+            line = json.loads(raw)
         except ValueError:
             continue
-        if not isinstance(data, dict):
+        if not isinstance(line, dict):
             continue
-        apps = data.get("apps")
+        apps = line.get("apps")
         if app is None or (isinstance(apps, list) and app in apps):
-            found.append(data)
+            found.append(line)
+    return found
+
+
+def read_entries(host: Host, app: str | None = None, limit: int | None = None,
+                 path: str | None = None) -> list[dict[str, object]]:
+    """The log's lines (of one app), oldest first, the newest `limit` (all without one): the
+    rotated files are read, newest first, only as far as the current one falls short."""
+    found: list[dict[str, object]] = []
+    for data in log_texts(host, path or log_path()):
+        found = parse_lines(data, app) + found
+        if limit and len(found) >= limit:
+            break
     return found[-limit:] if limit else found

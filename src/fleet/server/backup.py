@@ -18,6 +18,7 @@ from typing import Any
 
 from fleet.config.settings import AppConfig, BackupSettings
 from fleet.errors import FleetError
+from fleet.host.actions import Action, Remove, SetAttrs
 from fleet.host.executor import perform_all
 from fleet.host.files import plan_dir
 from fleet.host.layout import AppPaths
@@ -66,6 +67,27 @@ def live_release(host: Host, app: str) -> str | None:
     return state.target.rsplit("/", 1)[-1] if state and state.kind == "link" else None
 
 
+def discard(host: Host, path: str) -> list[Action]:
+    """Delete a staging directory: first made root's and 0700 (through a file descriptor, never
+    following a link), so a copy still running as the app's user can reach no further into
+    it; then removed (renamed to a trash name, deleted without following a link inside)."""
+    state = host.state(path)
+    if state is None:
+        return []
+    actions: list[Action] = []
+    if state.kind == "dir" and (state.owner, state.group, state.mode) != ("root", "root", 0o700):
+        actions.append(SetAttrs(path=path, mode=0o700, owner="root", group="root"))
+    return [*actions, Remove(path=path, why="left by a killed backup")]
+
+
+def stale_staging(host: Host) -> list[Action]:
+    """Everything in STAGING_ROOT, for whoever holds the backup lock: no backup runs, so any
+    entry is a killed one's (a copy the app's user was writing, a tree root took over, the
+    trash of a delete). Only root creates entries there (its parent is root's, 0711)."""
+    return [a for entry in host.listdir(STAGING_ROOT)
+            for a in discard(host, f"{STAGING_ROOT}/{entry}")]
+
+
 def stage(host: Host, app: AppConfig) -> dict[str, Any]:
     """Copy the app's data (as the app's user) into staged_path(app), root-only; the manifest."""
     perform_all(host, plan_dir(host, STAGING_ROOT, 0o711))
@@ -92,9 +114,7 @@ def stage(host: Host, app: AppConfig) -> dict[str, Any]:
             host.remove(target)
         host.run(["mv", "-T", "--", work, target])
     except BaseException:
-        if host.state(work) is not None:
-            host.chown(work, 0o700, "root", "root")
-            host.remove(work)
+        perform_all(host, discard(host, work))
         raise
     release = live_release(host, app.name)
     record = History.load(host, app.name).releases.get(release or "")

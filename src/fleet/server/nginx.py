@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fleet.errors import FleetError
-from fleet.host import layout
+from fleet.host import pending
 from fleet.host.actions import Action, WriteFile
 from fleet.host.machine import Host
 from fleet.host.poll import wait_until
@@ -14,29 +14,26 @@ from fleet.host.session import Session, Step
 from fleet.server.services import plan_service
 
 WORKER = b"nginx: worker process"
+UNIT = "nginx"
 
 
 def mark_reload_pending(session: Session) -> None:
     """Before fleet changes an nginx file: the running nginx will need a reload. A run killed
-    after the write and before the reload leaves the mark, and the next run reloads even
-    though its files are then unchanged (they were written by the killed run)."""
+    after the write and before the reload leaves it owed (host/pending.py), and the next run
+    reloads even though its files are then unchanged (they were written by the killed run)."""
     if not session.check:
-        session.host.write(layout.NGINX_RELOAD_PENDING, b"", 0o600, "root", "root")
+        pending.owe(session.host, [UNIT])
 
 
 def reload_pending(host: Host) -> bool:
-    return host.state(layout.NGINX_RELOAD_PENDING) is not None
+    return pending.owes(host, UNIT)
 
 
 def apply_reload(session: Session, step: Step, *, changed: bool) -> bool:
     """nginx enabled, running, and reloaded when its files changed in this run or in a run
-    that was killed before its reload; the mark is cleared once that is done."""
-    host = session.host
-    done = session.apply(step, plan_service(host, "nginx", changed=changed
-                                            or reload_pending(host)))
-    if not session.check and reload_pending(host):
-        host.remove(layout.NGINX_RELOAD_PENDING)
-    return done
+    that was killed before its reload; the reload (or start) pays what was owed."""
+    return session.apply(step, plan_service(session.host, UNIT,
+                                            changed=changed or reload_pending(session.host)))
 
 
 def test_config(session: Session) -> str | None:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from fleet.config.settings import AppConfig, JobConfig, WorkerConfig
-from fleet.host import layout
+from fleet.host import layout, pending
 from fleet.host.actions import Action, Remove, Run
 from fleet.host.files import plan_absent, plan_dir, plan_file, plan_link
 from fleet.host.layout import AppPaths, unit_owner
@@ -283,13 +283,17 @@ def plan_removed_apps(host: Host, keep: set[str]) -> list[Action]:
 
 def plan_starts(host: Host, app: AppConfig, written: set[str],
                 env_changed: bool) -> list[Action]:
+    """Restart what changed in this run, or in a run killed before its restarts (owed);
+    start what is not running."""
     paths = AppPaths(app.name)
     restart: list[str] = []
     start: list[str] = []
+    owed = pending.owed(host)
     units = {paths.worker_instance(w.name, i): paths.worker_unit(w.name) in written
              or env_changed for w in app.workers for i in range(1, w.processes + 1)}
     units |= {paths.job_unit(j.name, "timer"): paths.job_unit(j.name, "timer") in written
               for j in app.jobs}
+    units = {name: changed or name in owed for name, changed in units.items()}
     states = unit_states(host, list(units))
     failed = [name for name, state in states.items() if state.active == "failed"]
     for name, changed in units.items():

@@ -1,16 +1,22 @@
 """Density: many on-demand apps on one server, RSS asleep and wake-up latency.
 
 Up to 100 small apps (copies of tests/apps/pulse, one git repo) on one server, all
-`mode = "on-demand"` (idle = 5): the apply that adds the last app, split into the new app's
-steps, the other apps' (its no-op part) and the server-wide ones; the total RSS (and PSS) of
-every uWSGI process once they all sleep, read from /proc; the first-request latency of each
-sleeping app through nginx (p50, p99, max); that they all sleep again after. The baseline in
+`mode = "on-demand"` (idle = 5): the apply that adds the last app once all the others sleep,
+split into the new app's steps, the other apps' (its no-op part) and the server-wide ones;
+the total RSS (and PSS) of every uWSGI process once they all sleep, read from /proc; the
+first-request latency of each sleeping app through nginx (p50, p99, max); that they all
+sleep again after. The baseline in
 the same run: first the same at --baseline apps (5): the apply that adds the 5th app and the
 wake-ups of those 5. With --always, first the same apps all `mode = "always"`, each answered
 once, for the memory they take awake.
 
     sudo FLEET_TEST_BRIDGE_SUBNET=10.213.64.0/24 .venv/bin/python bench/density.py \
-        [--apps 100] [--idle 5] [--baseline 5] [--always] [--bare] [--logs DIR]
+        [--apps 100] [--idle 5] [--baseline 5] [--always] [--bare] [--verbose [--rebuild]] \
+        [--logs DIR]
+
+--verbose runs the applies with `fleet -v` and splits the new apps' venv builds by command
+(each app's uv cache starts empty: cold builds); --rebuild then removes the baseline apps'
+venvs and applies again: the same builds with the apps' caches warm, in the same run.
 
 The server sits on a private bridge (tests/harness/bridged.py): no host lock. It boots from
 the provisioned tree (python3 and fleet's OS packages preinstalled, tests/harness/rootfs.py):
@@ -33,7 +39,7 @@ import time
 from pathlib import Path
 
 from _common import bridged, machine
-from provisioning import split_steps, stamped
+from provisioning import STEP, split_steps, stamped
 from tests.harness import BareServer
 
 APP_NAME = re.compile(r"d\d{3}")
@@ -78,15 +84,17 @@ def toml(url: str, count: int, mode: str, idle: int) -> str:
                    f'domains = ["d{i:03d}.test"]\n{extra}\n' for i in range(1, count + 1))
 
 
-def apply(server: BareServer, toml_text: str, log: Path,
-          first: bool = False) -> tuple[float, list[tuple[str, str, float]]]:
+def apply(server: BareServer, toml_text: str, log: Path, first: bool = False,
+          verbose: bool = False) -> tuple[float, list[tuple[str, str, float]]]:
     """Seconds of one `fleet apply --prune` of TOML_TEXT, measured inside the server (the
     first through bootstrap, which installs fleet), and its steps (status, label, seconds):
     each line fleet prints is stamped as it arrives (bench/provisioning.py), so a step's time
-    is the gap since the line before. The stamped lines are kept in LOG."""
+    is the gap since the line before. The stamped lines are kept in LOG. VERBOSE: `fleet -v`,
+    which prints each command as it starts (see commands())."""
     server.write_file("/root/fleet.toml", toml_text)
-    command = ("sh /root/bootstrap /root/fleet.pyz apply /root/fleet.toml" if first
-               else "fleet apply --prune /root/fleet.toml")
+    v = "-v " if verbose else ""
+    command = (f"sh /root/bootstrap /root/fleet.pyz {v}apply /root/fleet.toml" if first
+               else f"fleet {v}apply --prune /root/fleet.toml")
     rows = stamped(server, command)
     log.write_text("".join(f"{stamp:.3f} {text}\n" for stamp, text in rows))
     return rows[-1][0] - rows[0][0], split_steps(rows)
@@ -170,6 +178,43 @@ def wake_all(server: BareServer, hosts: list[str], idle: int) -> tuple[list[list
     return answers, wait_asleep(server) + idle
 
 
+def build_commands(log: Path, apps: set[str]) -> dict[str, list[float]]:
+    """Seconds per command kind inside the `virtualenv` steps of APPS, from the stamped output
+    of a `fleet -v apply` in LOG: -v prints each command as it starts, so a command's time is
+    the gap to the next line fleet prints (the next command or the step's own line)."""
+    rows = [(float(stamp), text) for stamp, _, text in
+            (line.rstrip("\n").partition(" ") for line in log.read_text().splitlines())]
+    out: dict[str, list[float]] = {}
+    pending: list[tuple[float, str]] = []  # commands since the last step line
+    for stamp, text in rows:
+        if text.startswith("$ "):
+            pending.append((stamp, text[2:]))
+            continue
+        match = STEP.match(text)
+        if not match:
+            continue
+        name, app = step_app(match[2])
+        if name == "virtualenv" and app in apps and pending:  # none: the venv was there
+            ends = [s for s, _ in pending[1:]] + [stamp]
+            for (start, command), end in zip(pending, ends, strict=True):
+                out.setdefault(command_kind(command), []).append(end - start)
+        pending = []
+    return out
+
+
+def command_kind(command: str) -> str:
+    """A short name for one command of a venv build."""
+    for needle, kind in (("uv pip install", "uv pip install (contained)"),
+                         ("/bin/cp -R", "copy of the code (contained)"),
+                         ("/bin/chmod", "chmod of uv's cache (contained)"),
+                         ("fleet-own-tree root:", "root takes the venv back"),
+                         ("fleet-own-tree", "hand the venv to the app"),
+                         ("virtualenv ", "root's venv (pip seeded)")):
+        if needle in command:
+            return kind
+    return "other"
+
+
 def adding(label: str, seconds: float, steps: list[tuple[str, str, float]], new: str,
            others: set[str]) -> str:
     """One line on an apply that adds the app NEW to OTHERS: what its time consists of."""
@@ -199,9 +244,17 @@ def main() -> None:
     parser.add_argument("--bare", action="store_true",
                         help="boot a bare server (bootstrap installs python3 and fleet's "
                              "packages) instead of the provisioned tree")
+    parser.add_argument("--verbose", action="store_true",
+                        help="run the applies with fleet -v and split the new apps' venv "
+                             "builds by command")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="at the end, remove the --baseline apps' venvs and apply again: "
+                             "the same builds with each app's build cache warm (with --verbose)")
     parser.add_argument("--logs", type=Path, default=Path("/tmp/density-logs"),
                         help="directory for each apply's stamped output and the raw results")
     args = parser.parse_args()
+    if args.rebuild and not (args.verbose and args.baseline):
+        parser.error("--rebuild needs --verbose and --baseline")
     if not 1 < args.baseline < args.apps and args.baseline != 0:
         parser.error("--baseline must be 0 or between 2 and --apps - 1")
     args.logs.mkdir(parents=True, exist_ok=True)
@@ -225,18 +278,20 @@ def main() -> None:
             first = False
         if base:
             apply(server, toml(url, base - 1, "on-demand", args.idle), args.logs / "base.log",
-                  first=first)
+                  first=first, verbose=args.verbose)
             first = False
+            wait_asleep(server)  # the others asleep, as on a server of sleeping apps
             base_add, base_steps = apply(server, toml(url, base, "on-demand", args.idle),
-                                         args.logs / "base-add.log")
+                                         args.logs / "base-add.log", verbose=args.verbose)
             base_answers, _ = wake_all(server, hosts[:base], args.idle)
             print(f"baseline at {base} apps done", file=sys.stderr, flush=True)
         seconds, grow = apply(server, toml(url, args.apps - 1, "on-demand", args.idle),
-                              args.logs / "grow.log", first=first)
+                              args.logs / "grow.log", first=first, verbose=args.verbose)
         print(f"apply to {args.apps - 1} on-demand apps: {seconds:.0f} s", file=sys.stderr,
               flush=True)
+        wait_asleep(server)
         add_last, steps = apply(server, toml(url, args.apps, "on-demand", args.idle),
-                                args.logs / "add-last.log")
+                                args.logs / "add-last.log", verbose=args.verbose)
         time.sleep(args.idle)
         slept = wait_asleep(server)
         asleep = memory(server)
@@ -244,6 +299,11 @@ def main() -> None:
         awake = memory(server)
         time.sleep(args.idle)
         again = wait_asleep(server)
+        if args.rebuild:
+            server.run(" ".join(f"/srv/fleet/{name}/venvs/*" for name in names[:base]).join(
+                ("rm -rf -- ", "")), check=True)
+            apply(server, toml(url, args.apps, "on-demand", args.idle), args.logs / "rebuild.log",
+                  verbose=True)
     (args.logs / "results.json").write_text(json.dumps(
         {"base_answers": base_answers, "answers": first_answers, "asleep": asleep,
          "awake": awake, "always": always}))
@@ -281,6 +341,18 @@ def main() -> None:
     print(wakes(f"first request to a sleeping app, over the {args.apps}", first_answers))
     print(f"all asleep {slept + args.idle:.0f} s after the apply; asleep again "
           f"{again + args.idle:.0f} s after the wake-ups")
+    if args.verbose:
+        new_apps = set(names[base:-1]) if base else set(names[:-1])
+        print(f"the {len(new_apps)} new apps' venv builds (cold caches) by command: "
+              f"{describe(build_commands(args.logs / 'grow.log', new_apps))}")
+    if args.rebuild:  # the baseline apps were built by two applies
+        cold = build_commands(args.logs / "base.log", set(names[:base]))
+        for kind, seconds in build_commands(args.logs / "base-add.log", set(names[:base])).items():
+            cold.setdefault(kind, []).extend(seconds)
+        print(f"the same builds of the {base} baseline apps with their caches warm: "
+              f"{describe(build_commands(args.logs / 'rebuild.log', set(names[:base])))}; "
+              f"those {base} apps' builds cold: "
+              f"{describe(cold)}")
     print(f"stamped apply output and raw results: {args.logs}")
     print(f"command: sudo FLEET_TEST_BRIDGE_SUBNET={os.environ.get('FLEET_TEST_BRIDGE_SUBNET')} "
           ".venv/bin/python bench/density.py " + " ".join(sys.argv[1:]))

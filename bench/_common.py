@@ -51,16 +51,19 @@ def apply(server: BareServer, toml: str, timeout: float = 1800) -> None:
 
 
 @contextlib.contextmanager
-def bridged(tmp: Path, hostname: str) -> Iterator[tuple[BridgedServer, str]]:
+def bridged(tmp: Path, hostname: str, *,
+            provisioned: bool = False) -> Iterator[tuple[BridgedServer, str]]:
     """A booted server with fleet installed on a private bridge (FLEET_TEST_BRIDGE_SUBNET):
     no host lock, no port shared with other sessions' servers; and the URL of the pulse repo
-    as the server sees it. Everything is torn down after."""
+    as the server sees it. Everything is torn down after. *provisioned* boots the tree that
+    already has python3 and fleet's OS packages (tests/harness/rootfs.py): for benches whose
+    claims are not about provisioning, it saves bootstrap's apt-get runs."""
     install_signal_handlers()
     with BridgeNetwork() as network, \
             GitRemote(listen=("127.0.0.1", network.gateway)) as remote:
         remote.create_repo("pulse", APPS / "pulse")
         pyz = build_pyz(tmp / "fleet.pyz")
-        server = BridgedServer(network, 0, hostname)
+        server = BridgedServer(network, 0, hostname, provisioned=provisioned)
         try:
             server.boot()
             install_fleet(server, pyz)

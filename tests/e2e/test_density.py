@@ -89,6 +89,12 @@ def test_on_demand_app_sleeps_wakes_on_a_request_and_sleeps_again(box) -> None:
     state = app_state(box, "sleepy")
     assert (state["state"], state["health"]) == ("sleeping", "sleeping"), state
     assert processes_of(box, "elastic"), "the always-on app keeps running"
+    # A no-op apply checks the awake app through nginx but leaves the sleeping one asleep.
+    again = fleet_json(box, "apply", "/root/fleet.toml")
+    assert again.returncode == 0 and again.data["changed"] == 0, again.result.stdout[-2000:]
+    assert again.data["apps"]["sleepy"]["health"] == "sleeping", again.data["apps"]
+    assert again.data["apps"]["elastic"]["health"] == "passed", again.data["apps"]
+    assert not processes_of(box, "sleepy"), "the apply woke the sleeping app"
 
     start = time.monotonic()
     status, body = get(box, "sleepy.test")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fleet.converge import apply as apply_mod
 from fleet.host.actions import Remove, WriteFile
 from fleet.server import status as status_mod
 from fleet.server.status import app_status, vassal_status
@@ -117,3 +118,38 @@ def test_status_leaves_a_sleeping_app_asleep(monkeypatch: pytest.MonkeyPatch) ->
     emperor = {"vassals": [{"id": "alpha@aaaaaaaaaaaa.ini", "pid": 0}], "blacklist": []}
     result = app_status(host, cfg, "alpha", emperor)
     assert (result.state, result.health, result.problem) == ("sleeping", "sleeping", None)
+
+
+@pytest.mark.parametrize("emperor, probed", [
+    ({"vassals": [{"id": "alpha@aaaaaaaaaaaa.ini", "pid": 0}], "blacklist": []}, False),
+    ({"vassals": [], "blacklist": []}, False),  # asleep and not yet listed
+    ({"vassals": [{"id": "alpha@aaaaaaaaaaaa.ini", "pid": 42}], "blacklist": []}, True),
+    (None, True),  # the Emperor's stats unreadable: asleep or failing cannot be told
+])
+def test_apply_leaves_an_unchanged_sleeping_app_asleep(
+        healthy: list[str], monkeypatch: pytest.MonkeyPatch, emperor, probed: bool) -> None:
+    host = server()
+    run(host, config(host, ON_DEMAND))
+    assert healthy == ["alpha"]  # the first deploy is checked through nginx
+    monkeypatch.setattr(apply_mod, "read_emperor", lambda *_a, **_k: emperor)
+    session, outcome = run(host, config(host, ON_DEMAND))
+    assert changed_steps(session) == []
+    assert healthy == (["alpha", "alpha"] if probed else ["alpha"])
+    assert outcome.apps["alpha"].health == ("passed" if probed else "sleeping")
+    step = next(s for s in session.steps if s.name == "health" and s.app == "alpha")
+    assert (step.notes == ["asleep (on demand) and unchanged: not woken"]) is not probed
+
+
+def test_apply_probes_a_sleeping_app_when_the_run_changed_it_or_the_emperor(
+        healthy: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    host = server()
+    run(host, config(host, ON_DEMAND))
+    asleep = {"vassals": [{"id": "alpha@aaaaaaaaaaaa.ini", "pid": 0}], "blacklist": []}
+    monkeypatch.setattr(apply_mod, "read_emperor", lambda *_a, **_k: asleep)
+    # The app's own files changed (a new environment variable): probe it.
+    _, outcome = run(host, config(host, ON_DEMAND + '[apps.alpha.env]\nMODE = "x"\n'))
+    assert outcome.apps["alpha"].health == "passed" and healthy == ["alpha", "alpha"]
+    # A server-wide change that may change how it serves (the Emperor's config): probe it.
+    host.write("/etc/uwsgi/emperor.ini", b"drifted\n", 0o644, "root", "root")
+    _, outcome = run(host, config(host, ON_DEMAND + '[apps.alpha.env]\nMODE = "x"\n'))
+    assert outcome.apps["alpha"].health == "passed" and healthy == ["alpha"] * 3

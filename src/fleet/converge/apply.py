@@ -58,6 +58,7 @@ from fleet.server.nginx import (
 )
 from fleet.server.packages import plan_packages
 from fleet.server.services import is_active, plan_service
+from fleet.server.status import is_sleeping, read_emperor
 from fleet.server.users import user_exists
 
 
@@ -364,7 +365,11 @@ def finish_app(app: AppConfig, rollout: Rollout, session: Session, history: Hist
         rollout.health = "failed" if rollout.failed else "skipped"
         record_failure(session, rollout, history)
         return
-    if health:
+    if health and left_asleep(app, rollout, session):
+        with session.step("health", app.name) as step:
+            step.notes.append("asleep (on demand) and unchanged: not woken")
+        rollout.health = "sleeping"
+    elif health:
         guarded(rollout, lambda: health_check(app, rollout, session))
         rollout.health = "failed" if rollout.failed else "passed"
     if rollout.failed and rollout.swapped:
@@ -375,6 +380,31 @@ def finish_app(app: AppConfig, rollout: Rollout, session: Session, history: Hist
         guarded(rollout, lambda: retire(session, app, rollout, history))
     if not rollout.failed:
         guarded(rollout, lambda: converge_processes(session, app, rollout))
+
+
+# Server-wide steps whose changes cannot change how an unchanged app serves: an app's
+# site is its own step, and nginx reloads only after `nginx -t` passed. A change in any
+# other server-wide step (packages, the Emperor, nginx's own config, units) probes every app.
+HARMLESS_STEPS = frozenset({"nginx", "uv", "leftover temp files", "remove stale apps",
+                            "backups", "metrics", "audit and notifications"})
+
+
+def left_asleep(app: AppConfig, rollout: Rollout, session: Session) -> bool:
+    """An on-demand app that sleeps and that nothing in this run touched: a probe would only
+    wake it (a cold start per app on every apply, bench/README.md "Density"), so its last
+    passed check stands, as `fleet status` leaves it asleep too."""
+    if not app.on_demand or rollout.swapped or rollout.vassal_written is not None \
+            or rollout.release is None or rollout.release != rollout.live:
+        return False
+    if any(s.changed and (s.app == app.name or (s.app is None and s.name not in HARMLESS_STEPS))
+           for s in session.steps):
+        return False
+    emperor = read_emperor(session.host)
+    if emperor is None:  # cannot tell asleep from failing: probe
+        return False
+    filename = AppPaths(app.name).vassal_id(rollout.release)
+    entry = next((v for v in emperor.get("vassals", []) if v.get("id") == filename), None)
+    return is_sleeping(session.host, filename, entry)
 
 
 def health_check(app: AppConfig, rollout: Rollout, session: Session) -> None:

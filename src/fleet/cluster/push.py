@@ -97,7 +97,8 @@ class HostResult:
 
     @property
     def healthy(self) -> str:
-        passed = sum(1 for a in self.apps.values() if a.get("health") == "passed")
+        # An on-demand app left asleep (unchanged) passed its last check and was not woken.
+        passed = sum(1 for a in self.apps.values() if a.get("health") in ("passed", "sleeping"))
         return f"{passed}/{len(self.apps)}" if self.apps else "-"
 
     def to_json(self) -> dict[str, object]:

@@ -76,3 +76,12 @@ def test_the_audit_line_counts_only_sessions_that_acted() -> None:
     planned.steps[-1].status = Status.PENDING
     assert planned.counts()["changed"] == 1
     assert session_result(0, [planned]) == "ok"  # a plan's "would change" changed nothing
+
+
+def test_as_text_a_held_server_says_nothing_was_applied(monkeypatch, capsys) -> None:
+    host = server()
+    monkeypatch.setattr(converging, "local_host", lambda: host)
+    code = run_held(desired_state(host, "fleet.toml", CONFIG), json_out=False)
+    out = capsys.readouterr().out
+    assert code == 0 and "steps would change" in out
+    assert "held: nothing applied (--hold-changes)" in out

@@ -67,10 +67,12 @@ class LoadAverage:
                          f"{statistics.median(v):.1f})" for phase, v in self.samples.items())
 
 
-def memory_used_gib() -> float:
+def memory_available_gib() -> float:
+    """The host's MemAvailable: the other sessions' servers come and go, so this says whether
+    memory allowed the cluster, not what the cluster alone uses."""
     info = {line.split(":")[0]: int(line.split()[1])
             for line in Path("/proc/meminfo").read_text().splitlines()}
-    return (info["MemTotal"] - info["MemAvailable"]) / 2**20
+    return info["MemAvailable"] / 2**20
 
 
 def timed_push(cluster: Cluster, *args: str) -> tuple[float, dict]:
@@ -135,7 +137,7 @@ def main() -> None:
         work = Path(tmp) / "work"
         work.mkdir()
         booting = time.monotonic()
-        memory_before = memory_used_gib()
+        available_before = memory_available_gib()
         load.phase = "boot"
         with whoami_cluster(default_suite(), pyz, APPS, work, apps=args.apps,
                             fronts=args.fronts, provisioned=not args.bare) as cluster:
@@ -145,9 +147,10 @@ def main() -> None:
                   f"{booted:.0f} s ({'bare' if args.bare else 'provisioned'})", flush=True)
             load.phase = "first push"
             cold, report = timed_push(cluster, *common, "--batch", str(args.batch))
-            memory = memory_used_gib() - memory_before
-            print(f"first push, {total} servers: {cold:.1f} s ({waves(report)}); memory "
-                  f"used by the cluster: {memory:.1f} GiB", flush=True)
+            memory = (f"host memory available {available_before:.1f} GiB before the cluster, "
+                      f"{memory_available_gib():.1f} GiB after its first push")
+            print(f"first push, {total} servers: {cold:.1f} s ({waves(report)}); {memory}",
+                  flush=True)
             noop: dict[str, list[float]] = {"3": [], str(total): []}
             noop_waves: dict[str, list[str]] = {"3": [], str(total): []}
             load.phase = "no-op pushes"
@@ -159,6 +162,8 @@ def main() -> None:
                     noop_waves[size].append(waves(report))
                     print(f"no-op push, {size} servers: {seconds:.1f} s ({waves(report)})",
                           flush=True)
+            load.phase = "one host"
+            one_host = one_host_ab(cluster, args.noop_runs)
             cluster.git.commit("whoami", {"wsgi.py": cluster.source.replace('"v1"', '"v2"')})
             load.phase = "rolling push"
             rolling, report, loads = under_load(cluster, args.threads, args.rate, *common,
@@ -179,7 +184,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"--parallel {args.parallel}; cluster boot {booted:.0f} s "
           f"({'bare' if args.bare else 'provisioned'}); first push of {total} servers "
-          f"{cold:.1f} s; memory used by the cluster {memory:.1f} GiB")
+          f"{cold:.1f} s; {memory}")
     print(f"load average (1 min) of the host: {load.line()}")
     print()
     print("| no-op push | median | runs | waves (each run) |\n|---|---|---|---|")
@@ -194,11 +199,32 @@ def main() -> None:
           f"{changed} hosts changed, at most {most} app servers out of rotation at once, "
           f"{sent} requests through {len(loads)} front(s), {failed} failed")
     print(f"rolling push waves: {rolling_waves}")
+    print("one no-op host, inside app1 (medians of "
+          f"{args.noop_runs}, interleaved): `fleet plan` then `fleet apply` "
+          f"{one_host['plan+apply']:.2f} s, `fleet apply --hold-changes` "
+          f"{one_host['hold']:.2f} s: {one_host['hold'] / one_host['plan+apply']:.2f}x")
     if rows:
         print_drain_rounds(rows)
     print("command: sudo FLEET_TEST_BRIDGE_SUBNET=... .venv/bin/python bench/push.py "
           + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                      if not isinstance(v, bool)) + (" --bare" if args.bare else ""))
+
+
+PLAN_THEN_APPLY = ("cd /var/lib/fleet/push && fleet plan fleet.toml --json >/dev/null && "
+                   "fleet apply fleet.toml --json >/dev/null")
+HOLD = "cd /var/lib/fleet/push && fleet apply fleet.toml --json --hold-changes >/dev/null"
+
+
+def one_host_ab(cluster: Cluster, runs: int) -> dict[str, float]:
+    """What one no-op host costs, the old way (plan, then apply: two starts of fleet) and
+    push's way now (apply --hold-changes: one), interleaved, inside app1."""
+    times: dict[str, list[float]] = {"plan+apply": [], "hold": []}
+    for _ in range(max(1, runs)):
+        for name, command in (("plan+apply", PLAN_THEN_APPLY), ("hold", HOLD)):
+            start = time.monotonic()
+            cluster.app1.run(command, check=True, timeout=300)
+            times[name].append(time.monotonic() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def drain_rounds(cluster: Cluster, args: argparse.Namespace

@@ -90,6 +90,20 @@ def layout(apps: int, fronts: int) -> list[tuple[str, str]]:
     return named + [(f"app{i}", HOSTNAMES.get(f"app{i}", f"app-{i}")) for i in range(1, apps + 1)]
 
 
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_PER_SERVER = 16  # a booted server's systemd, journald, logind...: about 6 seen here
+
+
+def ensure_inotify_instances(servers: int) -> None:
+    """Raise the host's inotify instances per user (default 128, shared by every root process
+    and every server's systemd) when `servers` more would run out of them: a server's systemd
+    then fails to start and its nspawn exits mid-boot (the 20 + 2 cluster did). Only ever
+    raised, never lowered back: other sessions' servers may be counting on it meanwhile."""
+    wanted = 128 + servers * INOTIFY_PER_SERVER
+    if int(INOTIFY_INSTANCES.read_text()) < wanted:
+        INOTIFY_INSTANCES.write_text(f"{wanted}\n")
+
+
 @contextmanager
 def whoami_cluster(suite: str, pyz: Path, apps_dir: Path, work: Path,
                    extra: str = "", apps: int = 2, fronts: int = 1,
@@ -107,6 +121,7 @@ def whoami_cluster(suite: str, pyz: Path, apps_dir: Path, work: Path,
             git.create_repo("whoami", apps_dir / "whoami")
             ssh_config, _, public_key = make_ssh_identity(work)
             named = {}
+            ensure_inotify_instances(apps + fronts)
             for index, (name, hostname) in enumerate(layout(apps, fronts)):
                 server = BridgedServer(network, index, hostname, suite,
                                        provisioned=provisioned,

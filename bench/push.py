@@ -24,6 +24,7 @@ draining (the default) against `--no-drain`, interleaved (the earlier bench: `--
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import tempfile
 import threading
@@ -199,10 +200,11 @@ def main() -> None:
           f"{changed} hosts changed, at most {most} app servers out of rotation at once, "
           f"{sent} requests through {len(loads)} front(s), {failed} failed")
     print(f"rolling push waves: {rolling_waves}")
-    print("one no-op host, inside app1 (medians of "
-          f"{args.noop_runs}, interleaved): `fleet plan` then `fleet apply` "
-          f"{one_host['plan+apply']:.2f} s, `fleet apply --hold-changes` "
-          f"{one_host['hold']:.2f} s: {one_host['hold'] / one_host['plan+apply']:.2f}x")
+    (old, old_cpu), (new, new_cpu) = one_host["plan+apply"], one_host["hold"]
+    print(f"one no-op host, inside app1 (medians of {args.noop_runs}, interleaved): `fleet "
+          f"plan` then `fleet apply` {old:.2f} s (cpu {old_cpu:.2f} s), `fleet apply "
+          f"--hold-changes` {new:.2f} s (cpu {new_cpu:.2f} s): {new / old:.2f}x wall, "
+          f"{new_cpu / old_cpu:.2f}x cpu")
     if rows:
         print_drain_rounds(rows)
     print("command: sudo FLEET_TEST_BRIDGE_SUBNET=... .venv/bin/python bench/push.py "
@@ -215,16 +217,24 @@ PLAN_THEN_APPLY = ("cd /var/lib/fleet/push && fleet plan fleet.toml --json >/dev
 HOLD = "cd /var/lib/fleet/push && fleet apply fleet.toml --json --hold-changes >/dev/null"
 
 
-def one_host_ab(cluster: Cluster, runs: int) -> dict[str, float]:
+CPU_OF = ("python3 -c 'import os, subprocess, sys; subprocess.run(sys.argv[1], shell=True, "
+          "check=True); t = os.times(); print(t.children_user + t.children_system)' ")
+
+
+def one_host_ab(cluster: Cluster, runs: int) -> dict[str, tuple[float, float]]:
     """What one no-op host costs, the old way (plan, then apply: two starts of fleet) and
-    push's way now (apply --hold-changes: one), interleaved, inside app1."""
-    times: dict[str, list[float]] = {"plan+apply": [], "hold": []}
+    push's way now (apply --hold-changes: one), interleaved, inside app1: medians of wall
+    time and of the CPU seconds of fleet and the commands it waited for (not what systemd,
+    nginx or the app spent answering it)."""
+    times: dict[str, list[tuple[float, float]]] = {"plan+apply": [], "hold": []}
     for _ in range(max(1, runs)):
         for name, command in (("plan+apply", PLAN_THEN_APPLY), ("hold", HOLD)):
             start = time.monotonic()
-            cluster.app1.run(command, check=True, timeout=300)
-            times[name].append(time.monotonic() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            cpu = cluster.app1.run(CPU_OF + shlex.quote(command), check=True, timeout=300)
+            times[name].append((time.monotonic() - start, float(cpu.stdout.split()[-1])))
+    return {name: (statistics.median(v[0] for v in values),
+                   statistics.median(v[1] for v in values))
+            for name, values in times.items()}
 
 
 def drain_rounds(cluster: Cluster, args: argparse.Namespace

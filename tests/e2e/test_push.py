@@ -64,6 +64,11 @@ def test_a_second_push_changes_nothing_on_any_host(cluster: Cluster) -> None:
     assert [(w["name"], w["hosts"]) for w in report["waves"]] == [
         ("canary", ["app1"]), ("app servers", ["app2"]), ("fronts", ["front"])], report["waves"]
     assert all(host["rotation"] is None for host in report["hosts"].values())
+    # each host was decided and applied by one start of fleet: its audit log's last line
+    for server in cluster.servers.values():
+        last = json.loads(server.run("tail -n 1 /var/log/fleet/audit.log", check=True).stdout)
+        assert last["command"][1:] == ["apply", "fleet.toml", "--json", "--hold-changes"], last
+        assert last["result"] == "ok", last
 
 
 def test_an_unreachable_app_server_is_reported_and_the_others_converge(cluster: Cluster) -> None:

@@ -17,6 +17,7 @@ from .network import BridgeNetwork
 from .server import BareServer, CommandFailed, HttpResponse, NoResponse
 
 NETWORKD = "/usr/lib/systemd/system/systemd-networkd"
+SSHD_TREE = ("openssh-server",)  # `extra=SSHD_TREE`: a provisioned tree with sshd installed
 _APT_LOCK = threading.Lock()
 
 
@@ -26,8 +27,9 @@ class BridgedServer(BareServer):
     shares_host_network = False
 
     def __init__(self, network: BridgeNetwork, index: int, hostname: str,
-                 suite: str | None = None, *, provisioned: bool = False) -> None:
-        super().__init__(suite, provisioned=provisioned)
+                 suite: str | None = None, *, provisioned: bool = False,
+                 extra: tuple[str, ...] = ()) -> None:
+        super().__init__(suite, provisioned=provisioned, extra=extra)
         self.network = network
         self.address = network.address(index)
         self.hostname = hostname
@@ -73,10 +75,13 @@ class BridgedServer(BareServer):
             raise CommandFailed(result)
 
     def install_sshd(self, public_key: str) -> None:
-        """Install OpenSSH's server inside and trust *public_key* for root."""
-        self.install_packages("openssh-server")
+        """Install OpenSSH's server inside (unless the tree has it: SSHD_TREE) with host keys
+        of its own, and trust *public_key* for root."""
+        if not self.host_path("/usr/sbin/sshd").exists():
+            self.install_packages("openssh-server")
         self.write_file("/root/.ssh/authorized_keys", public_key, 0o600)
-        self.run("chmod 700 /root/.ssh && systemctl enable --now ssh", check=True)
+        self.run("chmod 700 /root/.ssh && ssh-keygen -A && systemctl enable --now ssh",
+                 check=True)
 
     def http_at(self, path: str = "/", host: str = "localhost",
                 timeout: float = 10) -> HttpResponse:

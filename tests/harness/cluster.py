@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bridged import BridgedServer, make_ssh_identity
+from .bridged import SSHD_TREE, BridgedServer, make_ssh_identity
 from .gitremote import GitRemote
 from .network import BridgeNetwork
 
@@ -90,20 +90,42 @@ def layout(apps: int, fronts: int) -> list[tuple[str, str]]:
     return named + [(f"app{i}", HOSTNAMES.get(f"app{i}", f"app-{i}")) for i in range(1, apps + 1)]
 
 
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_PER_SERVER = 16  # a booted server's systemd, journald, logind...: about 6 seen here
+
+
+def ensure_inotify_instances(servers: int) -> None:
+    """Raise the host's inotify instances per user (default 128, shared by every root process
+    and every server's systemd) when `servers` more would run out of them: a server's systemd
+    then fails to start and its nspawn exits mid-boot (the 20 + 2 cluster did). Only ever
+    raised, never lowered back: other sessions' servers may be counting on it meanwhile."""
+    wanted = 128 + servers * INOTIFY_PER_SERVER
+    if int(INOTIFY_INSTANCES.read_text()) < wanted:
+        INOTIFY_INSTANCES.write_text(f"{wanted}\n")
+
+
 @contextmanager
 def whoami_cluster(suite: str, pyz: Path, apps_dir: Path, work: Path,
-                   extra: str = "", apps: int = 2, fronts: int = 1) -> Iterator[Cluster]:
+                   extra: str = "", apps: int = 2, fronts: int = 1,
+                   provisioned: bool = False) -> Iterator[Cluster]:
     """Boot the servers (`apps` app servers, `fronts` fronts; three by default) with sshd and
     a key, serve tests/apps/whoami from a git daemon on the bridge, write the operator's
-    fleet.toml (plus `extra`, see inventory); tear everything down after."""
+    fleet.toml (plus `extra`, see inventory); tear everything down after.
+
+    `provisioned`: the servers start from the provisioned tree with sshd preinstalled
+    (rootfs.py), so the first push skips apt and booting needs no apt-get per server: for
+    what measures later pushes (bench/push.py), not the first one from bare."""
     servers: list[BridgedServer] = []
     with BridgeNetwork() as network, GitRemote(listen=("127.0.0.1", network.gateway)) as git:
         try:
             git.create_repo("whoami", apps_dir / "whoami")
             ssh_config, _, public_key = make_ssh_identity(work)
             named = {}
+            ensure_inotify_instances(apps + fronts)
             for index, (name, hostname) in enumerate(layout(apps, fronts)):
-                server = BridgedServer(network, index, hostname, suite)
+                server = BridgedServer(network, index, hostname, suite,
+                                       provisioned=provisioned,
+                                       extra=SSHD_TREE if provisioned else ())
                 servers.append(server)
                 named[name] = server
             for server in servers:  # one at a time: parallel boots lost sshd here

@@ -110,18 +110,23 @@ def base_rootfs(suite: str | None = None) -> Path:
     return target
 
 
-def provisioned_rootfs(suite: str | None = None) -> Path:
+def provisioned_rootfs(suite: str | None = None, extra: tuple[str, ...] = ()) -> Path:
     """Return the cached provisioned rootfs for *suite* (see the module docstring), building it
     from the bare one first if needed; same locking and rename-into-place as base_rootfs.
 
     Its marker names the bare version and the packages, so a change to fleet's list rebuilds it.
+    *extra* packages (e.g. openssh-server, for clusters: installing it in each of 22 servers
+    was an apt-get update and install apiece) make a tree of their own, beside the plain one,
+    so callers of either never rebuild the other's. OpenSSH's host keys are left out of it:
+    each server makes its own (bridged.py install_sshd).
     """
     suite = suite or default_suite()
     base = base_rootfs(suite)
-    parent = CACHE_ROOT / "rootfs-provisioned"
+    extra = tuple(sorted(extra))
+    parent = CACHE_ROOT / ("rootfs-provisioned" + "".join(f"+{p}" for p in extra))
     parent.mkdir(parents=True, exist_ok=True)
     target = parent / suite
-    version = _provisioned_version()
+    version = _provisioned_version(extra)
     if _is_current(target, version):
         return target
     with _file_lock(parent / f".{suite}.lock"):
@@ -134,7 +139,8 @@ def provisioned_rootfs(suite: str | None = None) -> Path:
         try:
             subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(build)], check=True,
                            capture_output=True)
-            _install_packages(suite, build, PROVISIONED_PACKAGES)
+            _install_packages(suite, build, (*PROVISIONED_PACKAGES, *extra))
+            _unshare_host_keys(build)
             (build / _MARKER).write_text(version + "\n")
             if os.path.lexists(target):
                 safe_rmtree(target)
@@ -151,8 +157,16 @@ PROVISIONED_PACKAGES = ("python3", *BASE_PACKAGES)
 _POLICY_RC = "/usr/sbin/policy-rc.d"
 
 
-def _provisioned_version() -> str:
-    return f"{ROOTFS_VERSION} provisioned {' '.join(sorted(PROVISIONED_PACKAGES))}"
+def _provisioned_version(extra: tuple[str, ...] = ()) -> str:
+    return f"{ROOTFS_VERSION} provisioned {' '.join(sorted((*PROVISIONED_PACKAGES, *extra)))}"
+
+
+def _unshare_host_keys(root: Path) -> None:
+    """No OpenSSH host keys (nor ssh enabled at boot, where it would fail without them) in a
+    shared tree: every server copied from it would have the same ones."""
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (root / "etc/systemd/system/multi-user.target.wants/ssh.service").unlink(missing_ok=True)
 
 
 def _install_packages(suite: str, root: Path, packages: tuple[str, ...]) -> None:

@@ -67,12 +67,17 @@ class BareServer:
     # with their own network namespace (tests/harness/bridged.py) set this False.
     shares_host_network = True
 
-    def __init__(self, suite: str | None = None, *, provisioned: bool = False) -> None:
+    def __init__(self, suite: str | None = None, *, provisioned: bool = False,
+                 extra: tuple[str, ...] = ()) -> None:
         """A copy of the bare rootfs, or with *provisioned* of the tree that already has
-        python3 and fleet's OS packages (rootfs.py), for modules not about provisioning."""
+        python3 and fleet's OS packages (rootfs.py), for modules not about provisioning;
+        *extra* packages come preinstalled too (provisioned only: a tree of its own)."""
         self.suite = suite or default_suite()
         sweep_leftovers_once()
-        base = provisioned_rootfs(self.suite) if provisioned else base_rootfs(self.suite)
+        if extra and not provisioned:
+            raise HarnessError("extra packages come with the provisioned tree only")
+        base = (provisioned_rootfs(self.suite, extra) if provisioned
+                else base_rootfs(self.suite))
         self.name = f"fleet-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.dir = SERVERS_ROOT / self.name
         self.root = self.dir / "rootfs"

@@ -44,14 +44,24 @@ VERBS = ("undrain", "drain", "apply", "plan")
 
 
 def verb_of(command: str) -> str:
+    """The remote command's verb; `check` is `apply --hold-changes` (plan, and apply when
+    nothing would change)."""
+    if "fleet.pyz apply " in command and "--hold-changes" in command:
+        return "check"
     return next((v for v in VERBS if f"fleet.pyz {v} " in command), "copy")
+
+
+def would_change(code: int, answer: object) -> bool:
+    return code != 0 or not isinstance(answer, dict) or bool(
+        answer.get("changed") or answer.get("failed"))
 
 
 class FakeSsh:
     """Answers like a server would; records what each host was sent, in order.
 
     `answers` are a server's apply (and plan) reports; `verbs` override one (server, verb):
-    plan, drain or undrain."""
+    plan, apply, drain or undrain. The check (`apply --hold-changes`) answers with the plan,
+    held, when that would change, else with the apply (logged as an apply too)."""
 
     def __init__(self, answers: dict[str, tuple[int, object]] | None = None,
                  verbs: dict[tuple[str, str], tuple[int, object]] | None = None) -> None:
@@ -72,6 +82,15 @@ class FakeSsh:
                    "undrain": (0, {"apps": {"blog": {"state": "restored"}}})}.get(
             verb, self.answers.get(server.name, (0, report(changed=1))))
         code, answer = self.verbs.get((server.name, verb), default)
+        if verb == "check":
+            code, answer = self.verbs.get((server.name, "plan"), default)
+            if code != 255 and not would_change(code, answer):
+                with self.lock:
+                    self.log.append((server.name, "apply"))
+                code, answer = self.verbs.get((server.name, "apply"), default)
+                answer = {**answer, "held": False} if isinstance(answer, dict) else answer
+            elif isinstance(answer, dict):
+                answer = {**answer, "held": True}
         if code == 255:
             return Result(255, b"", "ssh: connect to host 10.0.0.12 port 22: No route to host\n")
         if input is not None:  # the copy: unpack the bundle to see the share
@@ -223,10 +242,10 @@ def test_each_app_server_is_drained_on_the_front_around_its_apply_only() -> None
     result = run_push(ssh)
     assert result.ok
     around = [(n, v) for n, v in ssh.log if v != "copy"]
-    for name in ("app1", "app2", "app3"):  # plan there, drain on lb, apply there, undrain on lb
+    for name in ("app1", "app2", "app3"):  # check there (held), drain on lb, apply, undrain
         i = around.index((name, "apply"))
         assert around[i - 1:i + 2] == [("lb", "drain"), (name, "apply"), ("lb", "undrain")]
-        assert around.index((name, "plan")) < i - 1
+        assert around.index((name, "check")) < i - 1
     drains = [c for n, c in ssh.calls if n == "lb" and verb_of(c) == "drain"]
     assert "fleet.pyz drain 10.0.0.11:80 --app blog --json" in drains[0]
     assert drains[0].startswith("if [ -f /etc/fleet/fleet.toml ]")  # a bare front: no-op
@@ -246,11 +265,32 @@ def test_an_unchanged_app_server_is_not_drained() -> None:
     assert ssh.order() == ["app1", "app2", "app3", "lb"]
 
 
+def test_a_no_op_host_costs_one_copy_and_one_start_of_fleet() -> None:
+    ssh = FakeSsh({name: (0, report()) for name in ("app1", "app2", "app3", "lb")})
+    result = run_push(ssh)
+    assert result.ok and [h.status for h in result.hosts] == ["ok"] * 4
+    for name in ("app1", "app2", "app3", "lb"):  # no separate plan, no second start
+        sent = [command for host, command in ssh.calls if host == name]
+        assert [verb_of(c) for c in sent] == ["copy", "check"], sent
+        assert sent[1].endswith("sh bootstrap fleet.pyz apply fleet.toml --json --hold-changes")
+    assert result.hosts[0].healthy == "1/1"  # the apply's report, health and all
+
+
+def test_a_held_host_is_applied_after_its_check_only_once_out_of_rotation() -> None:
+    ssh = FakeSsh()  # every host would change
+    run_push(ssh, prune=True)
+    sent = [verb_of(c) for host, c in ssh.calls if host == "app2"]
+    assert sent == ["copy", "check", "apply"]
+    check, apply = [c for host, c in ssh.calls if host == "app2"][1:]
+    assert check.endswith("apply fleet.toml --json --hold-changes --prune")
+    assert apply.endswith("apply fleet.toml --json --prune")
+
+
 def test_no_drain_deploys_without_touching_the_fronts_first() -> None:
     ssh = FakeSsh()
     run_push(ssh, drain=False)
     assert ssh.order("drain") == [] and ssh.order("undrain") == []
-    assert sorted(ssh.order("plan")) == ["app2", "app3", "lb"]  # the canary applies at once
+    assert sorted(ssh.order("check")) == ["app2", "app3", "lb"]  # the canary applies at once
     assert ssh.log.index(("lb", "copy")) > ssh.log.index(("app3", "apply"))
 
 

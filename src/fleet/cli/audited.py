@@ -72,9 +72,11 @@ def audited_command(args: Sequence[str]) -> str | None:
 
 
 def session_result(code: int, sessions: Sequence[Session]) -> str:
+    """A plan's "would change" changed nothing (`apply --check`, the plan half of
+    `apply --hold-changes`): only the sessions that acted count."""
     if code != 0:
         return "failed"
-    return "changed" if any(s.counts()["changed"] for s in sessions) else "ok"
+    return "changed" if any(s.counts()["changed"] for s in sessions if not s.check) else "ok"
 
 
 def deploy_events(command: str, line: AuditEntry, before: dict[str, AppMark],

@@ -17,7 +17,7 @@ from fleet.cli.common import (
     read_input,
     require_root,
 )
-from fleet.cli.converging import run_converge
+from fleet.cli.converging import run_converge, run_held
 from fleet.config.envfile import parse_env_file
 from fleet.config.settings import APP_DEFAULTS
 from fleet.config.store import with_app
@@ -33,13 +33,20 @@ def apply(
                                              "(their data is kept).")] = False,
     check: Annotated[bool, typer.Option("--check", help="Only show what would change "
                                                         "(same as `fleet plan`).")] = False,
+    hold_changes: Annotated[bool, typer.Option(
+        "--hold-changes", help="Plan first and apply only if nothing would change; otherwise "
+                               "change nothing and show the plan, marked held (what `fleet "
+                               "push` asks each host).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Converge the server to the desired state: packages, users, code, venvs, vassals, nginx.
 
     Example: fleet apply fleet.toml
     """
-    raise typer.Exit(do_apply(file, prune=prune, check=check, json_out=json_out))
+    if check and hold_changes:
+        raise ConfigError("--hold-changes", "--check", "give one of them: --check only plans")
+    raise typer.Exit(do_apply(file, prune=prune, check=check, json_out=json_out,
+                              hold=hold_changes))
 
 
 @app.command()
@@ -56,11 +63,14 @@ def plan(
     raise typer.Exit(do_apply(file, prune=prune, check=True, json_out=json_out))
 
 
-def do_apply(file: Path | None, *, prune: bool, check: bool, json_out: bool) -> int:
+def do_apply(file: Path | None, *, prune: bool, check: bool, json_out: bool,
+             hold: bool = False) -> int:
     require_root()
     text = read_input(file) if file is not None else None
     host = local_host()
     with locked_state(host, str(file) if file else None, text, prune=prune) as desired:
+        if hold:
+            return run_held(desired, json_out=json_out)
         return run_converge(desired, json_out=json_out, check=check)
 
 

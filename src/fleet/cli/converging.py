@@ -39,20 +39,65 @@ def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str
     host = FactsHost(local_host())  # facts gathered once per run, not once per app
     session = Session(host, reporter(json_out, show_diffs=check), check=check)
     session.act(first)
+    check_config(host, desired)
+    outcome = walk(desired, session, only=only, pre_actions=pre_actions)
+    return finish(desired, session, outcome, json_out=json_out, check=check, extra=extra)
+
+
+def run_held(desired: Desired, *, json_out: bool) -> int:
+    """`apply --hold-changes`: plan, and apply only when the plan shows nothing to change.
+
+    What `fleet push` asks each host: one start of fleet decides whether the host would
+    change and, when it would not, runs the apply's checks (health, the fronts' upstreams)
+    right away, where plan-then-apply took two starts. Both runs hold the one run lock, so
+    nothing changes between the decision and the apply; they share the run's facts, which
+    a plan never changes. A host that would change (or whose plan failed) is left untouched
+    and answers with its plan, marked held: push takes it out of the fronts' rotation first,
+    then applies."""
+    host = FactsHost(local_host())
+    planned = Session(host, SilentReporter(), check=True)
+    check_config(host, desired)
+    outcome = walk(desired, planned)
+    counts = planned.counts()
+    if counts["changed"] or counts["failed"] or outcome.aborted is not None:
+        code = finish(desired, planned, outcome, json_out=json_out, check=True,
+                      extra={"held": True})
+        if not json_out:
+            out.print("held: nothing applied (--hold-changes); `fleet plan` shows the changes")
+        return code
+    session = Session(host, reporter(json_out), check=False)
+    outcome = walk(desired, session)
+    return finish(desired, session, outcome, json_out=json_out, check=False,
+                  extra={"held": False})
+
+
+def check_config(host: FactsHost, desired: Desired) -> None:
+    """What must hold before any change: each raises a ConfigError (exit 2)."""
     check_env_files(host, desired.config)  # a bad secrets file: exit 2 before any change
     check_auth_files(host, desired.config)  # a bad htpasswd file: likewise
     check_ports(host, desired.config)  # a TCP address already taken: exit 2, likewise
     check_tls_files(host, desired.config)  # so does a missing or mismatched cert/key
     check_identities(host, desired.config)  # an app user fleet did not create: likewise
+
+
+def walk(desired: Desired, session: Session, *, only: set[str] | None = None,
+         pre_actions: Sequence[Action] = ()) -> Outcome:
+    """The stored state's step, then every step of converge (or of its plan)."""
     outcome = Outcome()
     try:
         with session.step("fleet config") as step:
-            session.apply(step, [*plan_store(host, desired), *pre_actions])
+            session.apply(step, [*plan_store(session.host, desired), *pre_actions])
         outcome = converge(desired.config, session, only=only)
     except Exception as exc:  # a step failed in a way the session could not attribute
         if not session.steps or session.steps[-1].error is None:
             raise
         outcome.aborted = str(exc)
+    return outcome
+
+
+def finish(desired: Desired, session: Session, outcome: Outcome, *, json_out: bool,
+           check: bool, extra: dict[str, object] | None) -> int:
+    """Print the run's result (text or JSON); its exit status."""
     notes = {"kept": desired.kept, "pruned": desired.pruned}
     if json_out:
         print_json(summary_json(session, outcome, {**notes, **(extra or {})}))
@@ -63,5 +108,3 @@ def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str
         print_summary(out, session, outcome, plan=check)
     failed = session.counts()["failed"] > 0 or outcome.aborted is not None
     return EXIT_FAILED if failed else EXIT_OK
-
-

@@ -12,10 +12,11 @@ app from the front) after it: a front never sends a new request to a server mid-
 
 Two bounds, two jobs: --batch is how many app servers may be changing (out of rotation) at
 once, --parallel how many hosts fleet talks to at once. After the canary, every other host of
-a group (app servers, then fronts) is checked `parallel` at a time: copied and planned, and
-one whose plan shows nothing to change applies right there (a no-op, never drained). Only the
-hosts that would change wait for a batch. A no-op push to many servers thus costs a few
-rounds of `parallel` hosts, not one round per batch.
+a group (app servers, then fronts) is checked `parallel` at a time: copied, then asked
+`apply --hold-changes`, which plans and, when nothing would change, applies in the same start
+of fleet (a no-op, never drained: one copy and one fleet start per host). Only the hosts
+that would change answer with their plan, untouched, and wait for a batch. A no-op push to
+many servers thus costs a few rounds of `parallel` hosts, not one round per batch.
 """
 
 from __future__ import annotations
@@ -339,7 +340,11 @@ def push_host(transport: Transport, server: Server, share: str, payload: Payload
     """Copy, bootstrap, apply (or plan) on one server; never raises for the server's faults.
     With a gate, an app server that will change is out of the fronts' rotation meanwhile.
     With hold, a server whose plan shows changes stops there (`held`): deploy() takes it
-    up again in its batch."""
+    up again in its batch.
+
+    Whether a server will change is its own `apply --hold-changes` answer: one start of
+    fleet there plans and, with nothing to change, applies (a no-op host is done in one
+    round trip); a host that would change answers with its plan and is left untouched."""
     result = HostResult(server.name, server.address, server.role)
     started = time.monotonic()
     flags = " --prune" if prune else ""
@@ -350,17 +355,19 @@ def push_host(transport: Transport, server: Server, share: str, payload: Payload
             return result
         if plan:
             return finish(result, *remote(transport, server, f"plan fleet.toml --json{flags}"))
-        changing = True
-        if gate is not None or hold:
-            code, stdout, stderr = remote(transport, server, f"plan fleet.toml --json{flags}")
-            if code == UNREACHABLE:
-                return finish(result, code, stdout, stderr)
-            changing = will_change(code, stdout)
-            if changing and hold:
-                result.held = True
-                return result
-        return deploy(transport, server, result, prune=prune,
-                      gate=gate if changing else None, apps=apps, operator=payload.operator)
+        if gate is None and not hold:  # nothing to decide: apply straight away
+            return deploy(transport, server, result, prune=prune, gate=None,
+                          operator=payload.operator)
+        code, stdout, stderr = remote(transport, server,
+                                      f"apply fleet.toml --json --hold-changes{flags}",
+                                      operator=payload.operator)
+        if code == UNREACHABLE or not was_held(stdout):
+            return finish(result, code, stdout, stderr)  # applied: there was nothing to change
+        if hold:
+            result.held = True
+            return result
+        return deploy(transport, server, result, prune=prune, gate=gate, apps=apps,
+                      operator=payload.operator)
     finally:
         result.seconds += time.monotonic() - started
 
@@ -393,12 +400,13 @@ def deploy(transport: Transport, server: Server, result: HostResult, *, prune: b
         result.seconds += time.monotonic() - started
 
 
-def will_change(code: int, stdout: bytes) -> bool:
-    """Whether the server's plan shows any change (an unreadable plan counts as yes)."""
+def was_held(stdout: bytes) -> bool:
+    """Whether `apply --hold-changes` left the server untouched because it would change. An
+    unreadable answer counts as held: the apply that follows (out of rotation) says why."""
     try:
         report = json.loads(stdout.decode(errors="replace"))
-        return code != 0 or bool(report.get("changed") or report.get("failed"))
-    except (ValueError, AttributeError):
+        return not isinstance(report, dict) or report.get("held") is not False
+    except ValueError:
         return True
 
 

@@ -49,6 +49,10 @@ def test_noop_apply_of_ten_apps_asks_each_fact_once_and_changes_nothing() -> Non
     assert fact_commands(host.commands) == {"getent": 1, "nginx -v": 1, "python version": 1}
     assert host.ran("getent") == [["getent", "passwd"]]
     assert len(host.ran("dpkg-query")) == 1  # every package in one question
+    # The Emperor's and nginx's is-enabled and is-active: one systemctl show for both.
+    assert host.ran("systemctl") == [["systemctl", "show",
+                                      "--property=Id,ActiveState,UnitFileState", "--",
+                                      "fleet-emperor.service", "nginx.service"]]
 
 
 def test_identity_checks_of_ten_apps_read_two_listings() -> None:
@@ -112,6 +116,51 @@ def test_reads_keep_the_facts_and_unknown_commands_forget_them() -> None:
     host.run(["apt-get", "install", "-y", "nginx"])
     host.run(["getent", "group", "www-data"])
     assert len(fake.ran("getent")) == 2
+
+
+@pytest.mark.parametrize(("shown", "active", "enabled"), [
+    ("ActiveState=active\nUnitFileState=enabled", 0, 0),
+    ("ActiveState=reloading\nUnitFileState=static", 0, 0),
+    ("ActiveState=failed\nUnitFileState=enabled-runtime", 3, 0),
+    ("ActiveState=activating\nUnitFileState=generated", 3, 0),
+    ("ActiveState=inactive\nUnitFileState=disabled", 3, 1),
+    ("ActiveState=inactive\nUnitFileState=masked", 3, 1),
+    ("ActiveState=inactive\nUnitFileState=linked", 3, 1),
+    ("ActiveState=inactive", 3, 1),  # no unit file: `show` leaves UnitFileState out
+])
+def test_is_active_and_is_enabled_answer_from_one_show_as_systemctl_would(
+        shown: str, active: int, enabled: int) -> None:
+    """The exit codes systemctl(1) gives is-active and is-enabled for each state."""
+    fake = FakeHost()
+    fake.handlers.append(lambda h, argv: RunResult(
+        0, "\n".join(f"Id={u}\n{shown}\n" for u in argv[4:]), "")
+        if argv[:2] == ["systemctl", "show"] else None)
+    host = FactsHost(fake)
+    for unit in ("nginx", "fleet-emperor.service", "x.timer"):
+        assert host.run(["systemctl", "is-active", "--quiet", unit],
+                        check=False).returncode == active
+        assert host.run(["systemctl", "is-enabled", "--quiet", unit],
+                        check=False).returncode == enabled
+    # nginx and the Emperor from the first show; x.timer, not among them, from its own.
+    assert [c[4:] for c in fake.ran("systemctl")] == [
+        ["fleet-emperor.service", "nginx.service"],
+        ["fleet-emperor.service", "nginx.service", "x.timer"]]
+
+
+def test_unit_states_are_asked_again_after_a_change_or_when_show_fails() -> None:
+    fake = FakeHost()
+    fake.active.add("nginx")
+    host = FactsHost(fake)
+    assert host.run(["systemctl", "is-active", "--quiet", "nginx"], check=False).ok
+    host.run(["systemctl", "stop", "nginx"])
+    assert not host.run(["systemctl", "is-active", "--quiet", "nginx"], check=False).ok
+    assert len(fake.ran("systemctl", "show")) == 2
+    fake.handlers.append(lambda h, argv: RunResult(1, "", "Failed to connect to bus")
+                         if argv[:2] == ["systemctl", "show"] else None)
+    host.forget()
+    with pytest.raises(CommandError):  # what the command itself says, as without the facts
+        host.run(["systemctl", "is-active", "--quiet", "nginx"])
+    assert fake.ran("systemctl", "is-active")
 
 
 def test_an_account_the_listing_lacks_is_asked_by_name() -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from fleet.converge.apply import converge
 from fleet.errors import CommandError
-from fleet.host.facts import FactsHost
+from fleet.host.facts import FactsHost, runs_binary
 from fleet.host.machine import RunResult
 from fleet.host.session import Session
+from fleet.server import release
 from fleet.server.repo import origin_in_config, remote_refs
 from fleet.server.users import check_identities
 from tests.unit.fakehost import FakeHost
@@ -286,3 +289,19 @@ def test_a_fetch_forgets_the_remembered_ref() -> None:
     assert host.run(rev_parse).stdout.strip() == SHA_A1  # remembered
     host.run(["git", "-c", "safe.directory=*", "-C", "/srv/fleet/alpha/repo.git", "fetch"])
     assert host.run(rev_parse).stdout.strip() == SHA_A2
+
+
+def test_the_system_pythons_version_is_fleets_own_when_it_runs_that_binary(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert runs_binary(sys.executable)  # the interpreter running the tests, by any name
+    assert not runs_binary("/bin/sh") and not runs_binary("/no/such/python")
+    for same, expected, asked in ((True, sys.version, 0), (False, "3.11.2 (main)", 1)):
+        monkeypatch.setattr(release, "runs_binary", lambda path, same=same: same)
+        fake = FakeHost()
+        host = FactsHost(fake)
+        release.know_python_version(host)
+        assert release.python_version(host).startswith(expected)
+        assert len(fake.ran("/usr/bin/python3")) == asked
+        host.forget()  # a change: asked of the binary itself from then on
+        release.python_version(host)
+        assert len(fake.ran("/usr/bin/python3")) == asked + 1

@@ -21,6 +21,7 @@ from fleet.host.facts import FactsHost
 from fleet.host.session import Session
 from fleet.server.certs import check_tls_files
 from fleet.server.ports import check_ports
+from fleet.server.release import know_python_version
 from fleet.server.users import check_identities
 
 
@@ -37,6 +38,7 @@ def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str
     join the "fleet config" step; `first` are files a command already validated (an htpasswd
     file, an env file) that the checks below must see, so they are written before them."""
     host = FactsHost(local_host())  # facts gathered once per run, not once per app
+    know_python_version(host)
     session = Session(host, reporter(json_out, show_diffs=check), check=check)
     session.act(first)
     check_env_files(host, desired.config)  # a bad secrets file: exit 2 before any change

@@ -14,6 +14,7 @@ the host (a file written, a directory made, ...) and any command that is not a k
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 
 from fleet.host.layout import EMPEROR_UNIT_NAME
@@ -99,6 +100,17 @@ def unit_answer(query: tuple[str, str], states: dict[str, str]) -> RunResult:
     return RunResult(0 if states.get("UnitFileState") in ENABLED_STATES else 1, "", "")
 
 
+def runs_binary(path: str) -> bool:
+    """Whether this process runs the very file at `path` (same inode, not just the same name:
+    a binary replaced on disk since this process started is another file). Then what that
+    binary would print about itself (its version) can be answered without starting it."""
+    try:
+        own, other = os.stat("/proc/self/exe"), os.stat(path)
+    except OSError:
+        return False
+    return (own.st_dev, own.st_ino) == (other.st_dev, other.st_ino)
+
+
 def entry_of(listing: str, name: str) -> str | None:
     """The line of `getent passwd` (or group) listing for NAME."""
     for line in listing.splitlines():
@@ -141,6 +153,12 @@ class FactsHost:
         if check and not result.ok:  # raised by the host itself, as without the cache
             return self.host.run(argv, check=True, cwd=cwd, timeout=timeout)
         return result
+
+    def remember(self, argv: Sequence[str], result: RunResult, cwd: str | None = None) -> None:
+        """Take `result` as the answer to a remembered command, known without running it (the
+        system Python's version when it is the interpreter running fleet); forgotten, like
+        every fact, at the first change."""
+        self.facts[(*argv, f"cwd={cwd}")] = result
 
     def _unit(self, query: tuple[str, str], timeout: float | None) -> RunResult | None:
         if query[1] not in self.unit_props:

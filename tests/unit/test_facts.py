@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 import pytest
 
@@ -305,3 +306,26 @@ def test_the_system_pythons_version_is_fleets_own_when_it_runs_that_binary(
         host.forget()  # a change: asked of the binary itself from then on
         release.python_version(host)
         assert len(fake.ran("/usr/bin/python3")) == asked + 1
+
+
+def test_with_git_installed_the_remotes_are_asked_in_a_thread_from_the_start() -> None:
+    """The ls-remote runs beside the first steps; the run does and reports the same."""
+    one = '[apps.alpha]\nrepo = "git://remote/alpha.git"\ndomains = ["alpha.test"]\n'
+    asked_in: dict[str, list[str]] = {"early": [], "late": []}
+    steps = {}
+    for name in ("early", "late"):
+        host = server()
+        if name == "early":
+            for path in ("/usr", "/usr/bin"):
+                host.mkdir(path, 0o755, "root", "root")
+            host.write("/usr/bin/git", b"", 0o755, "root", "root")
+        host.handlers.append(lambda fake, argv, name=name: asked_in[name].append(
+            threading.current_thread().name) if "ls-remote" in argv else None)
+        run(host, config(host, one))
+        session, outcome = run(host, config(host, one))
+        steps[name] = [(s.name, s.app, s.status, s.actions) for s in session.steps]
+        assert outcome.apps["alpha"].commit == SHA_A1 and changed_steps(session) == []
+        assert not [c for c in host.ran("git") if "fetch" in c]  # the answer was used
+    assert steps["early"] == steps["late"]
+    # Asked once each, by the second run (the first has no mirror yet: it clones).
+    assert asked_in == {"early": ["fleet-ls-remote"], "late": ["MainThread"]}

@@ -7,8 +7,9 @@ do not load converge's steps and the step reporter.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
-from fleet.cli.common import OPTIONS, local_host
+from fleet.cli.basics import OPTIONS, local_host, locked_state, read_input, require_root
 from fleet.cli.output import out, print_json
 from fleet.cli.report import SilentReporter, TextReporter, print_summary, summary_json
 from fleet.config.envfile import check_env_files
@@ -23,6 +24,16 @@ from fleet.server.certs import check_tls_files
 from fleet.server.ports import check_ports
 from fleet.server.release import know_python_version
 from fleet.server.users import check_identities
+
+
+def do_apply(file: Path | None, *, prune: bool, check: bool, json_out: bool) -> int:
+    """`fleet apply` and `fleet plan` (check): merge the file into the stored state under the
+    run lock, then converge (or plan) it."""
+    require_root()
+    text = read_input(file) if file is not None else None
+    host = local_host()
+    with locked_state(host, str(file) if file else None, text, prune=prune) as desired:
+        return run_converge(desired, json_out=json_out, check=check)
 
 
 def reporter(json_out: bool, show_diffs: bool = False) -> TextReporter | SilentReporter:

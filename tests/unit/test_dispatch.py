@@ -154,3 +154,12 @@ def test_plan_loads_no_typer() -> None:
     result = probe("plan", "/nonexistent/fleet.toml", "--json")
     assert result["code"] != 0  # no such file (or not root): refused before anything
     assert not [m for m in result["modules"] if m.split(".")[0] in ("typer", "click")]
+
+
+def test_the_apply_path_imports_no_rich_until_it_shows_text() -> None:
+    """apply --json prints JSON only: neither typer nor rich is imported for it."""
+    code = ("import sys, fleet.cli.dispatch, fleet.cli.converging, fleet.cli.fast; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'typer'}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert proc.stdout.strip() == "[]"

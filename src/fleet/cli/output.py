@@ -10,14 +10,32 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class LazyConsole:
+    """A rich Console made at its first use: a run that prints only JSON (`apply --json`)
+    never imports rich. Every attribute is the real console's."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
 
 # Neither console binds a stream: rich looks up sys.stdout / sys.stderr at each print, so
 # test capture and redirection work; highlight=False keeps numbers and paths uncoloured.
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = cast("Console", LazyConsole(highlight=False))
+err = cast("Console", LazyConsole(stderr=True, highlight=False))
 
 STATUS_STYLE = {
     # fine: a step, host or health check that passed, a vassal that runs

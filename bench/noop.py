@@ -36,6 +36,11 @@ from startup import build_base
 from tests.harness.bridged import BridgedServer
 
 GOAL_BASE, GOAL_PER_APP = 0.2, 0.015
+# What every run pays before fleet's own work, measured on the same server: Python's start,
+# shiv's (the zipapp's bootstrap, no fleet code), and `fleet --version` (fleet's entry point).
+FLOORS = (("python3 -c pass", "python3 -c pass"),
+          ("shiv's start", "env SHIV_INTERPRETER=1 fleet -c pass"),
+          ("fleet --version", "fleet --version"))
 # Run by the server's python3: one no-op apply (argv), its JSON to /root/apply.json; prints
 # the wall seconds, the CPU seconds of it and its children, and its exit code.
 TIMER = r"""
@@ -61,14 +66,18 @@ def commands(server: BridgedServer) -> collections.Counter[str]:
                                if line.startswith("$ ") and len(line) > 2)
 
 
+def timed(server: BridgedServer, command: str) -> tuple[float, float]:
+    """Wall and CPU seconds of one command inside the server (its stdout to /root/apply.json)."""
+    out = server.run(f"python3 /root/timer.py {command}", timeout=3600).stdout.split()
+    if len(out) != 3 or out[2] != "0":
+        raise SystemExit(f"{command} failed: {out}")
+    return float(out[0]), float(out[1])
+
+
 def timed_noop(server: BridgedServer, fleet: str) -> tuple[float, float, dict]:
     """Wall and CPU seconds of one `FLEET apply /root/fleet.toml --json`, and its JSON."""
-    out = server.run(f"python3 /root/timer.py {fleet} apply /root/fleet.toml --json",
-                     timeout=3600).stdout.split()
-    data = json.loads(server.read_file("/root/apply.json"))
-    if len(out) != 3 or out[2] != "0":
-        raise SystemExit(f"no-op apply failed: {out}\n{json.dumps(data)[-3000:]}")
-    return float(out[0]), float(out[1]), data
+    wall, used = timed(server, f"{fleet} apply /root/fleet.toml --json")
+    return wall, used, json.loads(server.read_file("/root/apply.json"))
 
 
 def fit(points: dict[int, float]) -> tuple[float, float]:
@@ -93,6 +102,7 @@ def main() -> None:
     cpu: dict[str, dict[int, list[float]]] = {"fleet": {}, "base": {}}
     grow: dict[int, float] = {}
     ran: dict[int, collections.Counter[str]] = {}
+    floors: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp, bridged(Path(tmp), "noop") as (server, url):
         if args.base:
             server.copy_in(build_base(args.base, Path(tmp)), "/root/base.pyz", 0o755)
@@ -110,6 +120,9 @@ def main() -> None:
             grow[count], _ = timed_apply(server, "--prune /root/fleet.toml")
             print(f"apply to {count} apps: {grow[count]:.1f} s", file=sys.stderr, flush=True)
             ran[count] = commands(server)
+            if count == counts[0]:
+                floors = {name: [timed(server, command) for _ in range(args.runs)]
+                          for name, command in FLOORS}
             for _ in range(args.runs):
                 for fleet, times, name in [("fleet", noop, "fleet")] + (
                         [("python3 /root/base.pyz", old, "base")] if args.base else []):
@@ -135,6 +148,11 @@ def main() -> None:
         met = base <= GOAL_BASE and per_app <= GOAL_PER_APP
         print(f"fit: {base:.3f} s + {per_app:.4f} s per app (goal <= {GOAL_BASE} s + "
               f"{GOAL_PER_APP} s per app: {'met' if met else 'not met'})")
+    print(f"\nFloors (median of {args.runs}, same server)")
+    print("| what | wall s | CPU s |\n|---|---|---|")
+    for name, runs in floors.items():
+        print(f"| {name} | {statistics.median(w for w, _ in runs):.3f} | "
+              f"{statistics.median(c for _, c in runs):.3f} |")
     cpu_medians = {name: {count: statistics.median(times) for count, times in by_count.items()}
                    for name, by_count in cpu.items()}
     print(f"\nCPU seconds of the same no-op applies (user + system, fleet and its commands; "

@@ -24,12 +24,22 @@ class LazyConsole:
         self._options = options
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def real(self) -> Console:
+        """The console itself: what rich's own objects (a Live display) must be given, since
+        they use it as a context manager, which no attribute lookup forwards."""
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(**self._options)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+
+def real_console(console: Console) -> Console:
+    """`out` or `err` as the rich Console itself (any other console as it is)."""
+    return console.real() if isinstance(console, LazyConsole) else console
 
 
 # Neither console binds a stream: rich looks up sys.stdout / sys.stderr at each print, so

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tomli_w import dumps
 
-from fleet.cli.output import out, style
+from fleet.cli.output import out, real_console, style
 from fleet.config.parse import parse_toml
 from fleet.converge.apply import Outcome
 from fleet.errors import ConfigError
@@ -134,7 +134,7 @@ class TextReporter:
 
     def __init__(self, console: Console | None = None, *, verbose: bool = False,
                  quiet: bool = False, show_diffs: bool = False) -> None:
-        self.console = console or out
+        self.console = real_console(console or out)  # a Live display is handed it
         self.verbose = verbose
         self.quiet = quiet
         self.show_diffs = show_diffs

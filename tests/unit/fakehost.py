@@ -326,10 +326,15 @@ class FakeHost:
         if verb == "is-enabled":
             return RunResult(0 if unit in self.enabled else 1, "", "")
         if verb == "show":
+            def known(names: set[str], unit: str) -> bool:  # "nginx" is "nginx.service"
+                return unit in names or unit.removesuffix(".service") in names
+
             blocks = [f"Id={u}\nActiveState="
-                      + ("failed" if u in self.failed_units else
-                         "active" if u in self.active else "inactive")
-                      + f"\nNRestarts={self.restarts.get(u, 0)}\n" for u in units]
+                      + ("failed" if known(self.failed_units, u) else
+                         "active" if known(self.active, u) else "inactive")
+                      + f"\nNRestarts={self.restarts.get(u, 0)}\n"
+                      + ("UnitFileState=enabled\n" if known(self.enabled, u) else "")
+                      for u in units]
             return RunResult(0, "\n".join(blocks), "")
         if verb in ("start", "restart"):
             self.active.update(units)

@@ -138,6 +138,16 @@ def test_templates_and_units_are_packaged(names: list[str]) -> None:
                 assert f"site-packages/fleet/_data/{packaged}/{rel}" in names
 
 
+def test_templates_are_packaged_compiled(names: list[str]) -> None:
+    """Each template also as the module jinja2's ModuleLoader imports (fleet.host.render)."""
+    import jinja2
+
+    for top, prefix in (("templates", ""), ("systemd", "systemd/")):
+        for path in sorted((ROOT / top).glob("*.j2" if top == "templates" else "*")):
+            module = jinja2.ModuleLoader.get_module_filename(prefix + path.name)
+            assert f"site-packages/fleet/_data/compiled/{module}" in names, path
+
+
 def test_version_prints_version_and_build_id(built: Built, tmp_path: Path) -> None:
     proc = run_pyz(built.pyz, tmp_path / "shiv", "--version")
     assert proc.returncode == 0, proc.stderr

@@ -95,3 +95,71 @@ def test_help_lists_every_command() -> None:
     assert result["code"] == 0
     for name in COMMAND_MODULES:
         assert name in result["out"], name
+
+
+# ----------------------------------------------------------------------- apply without typer
+
+FAST_LINES = [
+    ["apply", "fleet.toml"],
+    ["apply"],
+    ["apply", "--json", "fleet.toml"],
+    ["-v", "apply", "fleet.toml", "--prune", "--json"],
+    ["-q", "--debug", "plan", "fleet.toml", "--json"],
+    ["plan"],
+    ["--verbose", "--quiet", "apply", "--prune", "--check"],
+    ["-v", "-v", "plan", "--prune", "dir/x.toml"],
+]
+TYPER_LINES = [
+    [], ["apply", "--help"], ["-h", "apply"], ["apply", "a.toml", "b.toml"],
+    ["apply", "--no-prune"], ["plan", "--check"], ["apply", "--", "-f.toml"],
+    ["apply", "--json", "--json"], ["apply", "-v"], ["status"], ["apply", "--jsn"],
+    ["apply", ""], ["--version", "apply"], ["apply", "-"],
+]
+
+
+@pytest.mark.parametrize("args", FAST_LINES)
+def test_plain_apply_and_plan_run_without_typer_as_typer_runs_them(
+        args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each accepted form calls do_apply with what typer would call it with."""
+    from fleet.cli import converge as converge_cmd
+    from fleet.cli import converging, dispatch
+    from fleet.cli.basics import OPTIONS
+
+    calls = []
+
+    def do_apply(file, *, prune: bool, check: bool, json_out: bool) -> int:
+        calls.append((file, prune, check, json_out, OPTIONS.verbose, OPTIONS.quiet,
+                      OPTIONS.debug))
+        return 3
+
+    monkeypatch.setattr(converging, "do_apply", do_apply)
+    monkeypatch.setattr(converge_cmd, "do_apply", do_apply)
+    for path in ("fast", "typer"):
+        OPTIONS.verbose = OPTIONS.quiet = OPTIONS.debug = False
+        if path == "typer":
+            monkeypatch.setattr(dispatch.fast, "command", lambda args: None)
+        assert dispatch.run_command(args) == 3
+    OPTIONS.verbose = OPTIONS.quiet = OPTIONS.debug = False
+    assert len(calls) == 2 and calls[0] == calls[1]
+
+
+@pytest.mark.parametrize("args", TYPER_LINES)
+def test_every_other_form_goes_to_typer(args: list[str]) -> None:
+    from fleet.cli import fast
+
+    assert fast.parse(args) is None
+
+
+def test_plan_loads_no_typer() -> None:
+    result = probe("plan", "/nonexistent/fleet.toml", "--json")
+    assert result["code"] != 0  # no such file (or not root): refused before anything
+    assert not [m for m in result["modules"] if m.split(".")[0] in ("typer", "click")]
+
+
+def test_the_apply_path_imports_no_rich_until_it_shows_text() -> None:
+    """apply --json prints JSON only: neither typer nor rich is imported for it."""
+    code = ("import sys, fleet.cli.dispatch, fleet.cli.converging, fleet.cli.fast; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'typer'}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert proc.stdout.strip() == "[]"

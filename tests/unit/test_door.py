@@ -365,7 +365,7 @@ def stored(monkeypatch: pytest.MonkeyPatch):
     converged: list = []
     monkeypatch.setattr(door_cmd, "local_host", lambda: host)
     monkeypatch.setattr(door_cmd, "require_root", lambda: None)
-    monkeypatch.setattr("fleet.cli.common.run_lock",
+    monkeypatch.setattr("fleet.cli.basics.run_lock",
                         lambda *a, **k: __import__("contextlib").nullcontext())
     def run_converge(desired, **kw) -> int:  # writes what the command validated, converges
         perform_all(host, kw.get("first", ()))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import pytest
 
 from fleet.converge.apply import converge
 from fleet.errors import CommandError
-from fleet.host.facts import FactsHost
+from fleet.host.facts import FactsHost, runs_binary
 from fleet.host.machine import RunResult
 from fleet.host.session import Session
+from fleet.server import release
 from fleet.server.repo import origin_in_config, remote_refs
 from fleet.server.users import check_identities
 from tests.unit.fakehost import FakeHost
@@ -49,6 +53,10 @@ def test_noop_apply_of_ten_apps_asks_each_fact_once_and_changes_nothing() -> Non
     assert fact_commands(host.commands) == {"getent": 1, "nginx -v": 1, "python version": 1}
     assert host.ran("getent") == [["getent", "passwd"]]
     assert len(host.ran("dpkg-query")) == 1  # every package in one question
+    # The Emperor's and nginx's is-enabled and is-active: one systemctl show for both.
+    assert host.ran("systemctl") == [["systemctl", "show",
+                                      "--property=Id,ActiveState,UnitFileState", "--",
+                                      "fleet-emperor.service", "nginx.service"]]
 
 
 def test_identity_checks_of_ten_apps_read_two_listings() -> None:
@@ -112,6 +120,51 @@ def test_reads_keep_the_facts_and_unknown_commands_forget_them() -> None:
     host.run(["apt-get", "install", "-y", "nginx"])
     host.run(["getent", "group", "www-data"])
     assert len(fake.ran("getent")) == 2
+
+
+@pytest.mark.parametrize(("shown", "active", "enabled"), [
+    ("ActiveState=active\nUnitFileState=enabled", 0, 0),
+    ("ActiveState=reloading\nUnitFileState=static", 0, 0),
+    ("ActiveState=failed\nUnitFileState=enabled-runtime", 3, 0),
+    ("ActiveState=activating\nUnitFileState=generated", 3, 0),
+    ("ActiveState=inactive\nUnitFileState=disabled", 3, 1),
+    ("ActiveState=inactive\nUnitFileState=masked", 3, 1),
+    ("ActiveState=inactive\nUnitFileState=linked", 3, 1),
+    ("ActiveState=inactive", 3, 1),  # no unit file: `show` leaves UnitFileState out
+])
+def test_is_active_and_is_enabled_answer_from_one_show_as_systemctl_would(
+        shown: str, active: int, enabled: int) -> None:
+    """The exit codes systemctl(1) gives is-active and is-enabled for each state."""
+    fake = FakeHost()
+    fake.handlers.append(lambda h, argv: RunResult(
+        0, "\n".join(f"Id={u}\n{shown}\n" for u in argv[4:]), "")
+        if argv[:2] == ["systemctl", "show"] else None)
+    host = FactsHost(fake)
+    for unit in ("nginx", "fleet-emperor.service", "x.timer"):
+        assert host.run(["systemctl", "is-active", "--quiet", unit],
+                        check=False).returncode == active
+        assert host.run(["systemctl", "is-enabled", "--quiet", unit],
+                        check=False).returncode == enabled
+    # nginx and the Emperor from the first show; x.timer, not among them, from its own.
+    assert [c[4:] for c in fake.ran("systemctl")] == [
+        ["fleet-emperor.service", "nginx.service"],
+        ["fleet-emperor.service", "nginx.service", "x.timer"]]
+
+
+def test_unit_states_are_asked_again_after_a_change_or_when_show_fails() -> None:
+    fake = FakeHost()
+    fake.active.add("nginx")
+    host = FactsHost(fake)
+    assert host.run(["systemctl", "is-active", "--quiet", "nginx"], check=False).ok
+    host.run(["systemctl", "stop", "nginx"])
+    assert not host.run(["systemctl", "is-active", "--quiet", "nginx"], check=False).ok
+    assert len(fake.ran("systemctl", "show")) == 2
+    fake.handlers.append(lambda h, argv: RunResult(1, "", "Failed to connect to bus")
+                         if argv[:2] == ["systemctl", "show"] else None)
+    host.forget()
+    with pytest.raises(CommandError):  # what the command itself says, as without the facts
+        host.run(["systemctl", "is-active", "--quiet", "nginx"])
+    assert fake.ran("systemctl", "is-active")
 
 
 def test_an_account_the_listing_lacks_is_asked_by_name() -> None:
@@ -237,3 +290,42 @@ def test_a_fetch_forgets_the_remembered_ref() -> None:
     assert host.run(rev_parse).stdout.strip() == SHA_A1  # remembered
     host.run(["git", "-c", "safe.directory=*", "-C", "/srv/fleet/alpha/repo.git", "fetch"])
     assert host.run(rev_parse).stdout.strip() == SHA_A2
+
+
+def test_the_system_pythons_version_is_fleets_own_when_it_runs_that_binary(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert runs_binary(sys.executable)  # the interpreter running the tests, by any name
+    assert not runs_binary("/bin/sh") and not runs_binary("/no/such/python")
+    for same, expected, asked in ((True, sys.version, 0), (False, "3.11.2 (main)", 1)):
+        monkeypatch.setattr(release, "runs_binary", lambda path, same=same: same)
+        fake = FakeHost()
+        host = FactsHost(fake)
+        release.know_python_version(host)
+        assert release.python_version(host).startswith(expected)
+        assert len(fake.ran("/usr/bin/python3")) == asked
+        host.forget()  # a change: asked of the binary itself from then on
+        release.python_version(host)
+        assert len(fake.ran("/usr/bin/python3")) == asked + 1
+
+
+def test_with_git_installed_the_remotes_are_asked_in_a_thread_from_the_start() -> None:
+    """The ls-remote runs beside the first steps; the run does and reports the same."""
+    one = '[apps.alpha]\nrepo = "git://remote/alpha.git"\ndomains = ["alpha.test"]\n'
+    asked_in: dict[str, list[str]] = {"early": [], "late": []}
+    steps = {}
+    for name in ("early", "late"):
+        host = server()
+        if name == "early":
+            for path in ("/usr", "/usr/bin"):
+                host.mkdir(path, 0o755, "root", "root")
+            host.write("/usr/bin/git", b"", 0o755, "root", "root")
+        host.handlers.append(lambda fake, argv, name=name: asked_in[name].append(
+            threading.current_thread().name) if "ls-remote" in argv else None)
+        run(host, config(host, one))
+        session, outcome = run(host, config(host, one))
+        steps[name] = [(s.name, s.app, s.status, s.actions) for s in session.steps]
+        assert outcome.apps["alpha"].commit == SHA_A1 and changed_steps(session) == []
+        assert not [c for c in host.ran("git") if "fetch" in c]  # the answer was used
+    assert steps["early"] == steps["late"]
+    # Asked once each, by the second run (the first has no mirror yet: it clones).
+    assert asked_in == {"early": ["fleet-ls-remote"], "late": ["MainThread"]}

@@ -167,3 +167,17 @@ def test_not_a_terminal_gets_plain_lines_only() -> None:
     text = render([Step("packages"), Step("emperor", None, [Run(argv=("true",))], Status.CHANGED)],
                   show_diffs=False)
     assert text == "ok       packages\nchanged  emperor\n"
+
+
+def test_live_progress_on_a_terminal_works_through_the_lazy_console() -> None:
+    """`out` is made at its first use; rich's Live display is handed the console itself (it
+    uses it as a context manager)."""
+    from fleet.cli.output import LazyConsole
+
+    console = LazyConsole(force_terminal=True, file=io.StringIO(), width=100)
+    reporter = TextReporter(console)  # type: ignore[arg-type]
+    step = Step("packages")
+    reporter.step_started(step)
+    assert reporter.live is not None
+    reporter.step_finished(step)
+    assert "packages" in console.file.getvalue()

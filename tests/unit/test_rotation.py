@@ -132,7 +132,7 @@ def test_drain_arguments_are_checked_and_a_non_front_is_left_untouched(monkeypat
     host = FakeHost()  # an app server (or a bare one): no [front] table
     monkeypatch.setattr(rotation_cmd, "local_host", lambda: host)
     monkeypatch.setattr(rotation_cmd, "require_root", lambda: None)
-    monkeypatch.setattr("fleet.cli.common.run_lock", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr("fleet.cli.basics.run_lock", lambda *a, **k: contextlib.nullcontext())
     monkeypatch.setattr("sys.argv", ["fleet", "drain", "10.0.0.11", "--json"])
     with pytest.raises(SystemExit) as info:
         cli.main()

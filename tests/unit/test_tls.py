@@ -324,7 +324,7 @@ def removable(ca: FakeCA, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     tc.run(host, desired.config)
     assert certs.has_lineage(host, "alpha")
     host.write(certs.state_file("alpha"), b"{}", 0o600, "root", "root")
-    monkeypatch.setattr("fleet.cli.common.run_lock", lambda *_a, **_k: contextlib.nullcontext())
+    monkeypatch.setattr("fleet.cli.basics.run_lock", lambda *_a, **_k: contextlib.nullcontext())
     for name, value in (("local_host", lambda: host), ("require_root", lambda: None)):
         monkeypatch.setattr(remove_cmd, name, value)
     return host

@@ -12,7 +12,6 @@ import sys
 import pytest
 
 from fleet.cli import app as cli
-from fleet.cli import common
 from fleet.config.limits import ENV_LINE_MAX, TOML_MAX_BYTES, TOML_MAX_DEPTH
 from fleet.config.parse import VASSAL_SET_ALLOWED, parse_toml
 from fleet.config.store import desired_state, with_app
@@ -166,7 +165,7 @@ def test_huge_toml_is_refused_before_parsing() -> None:
 def test_apply_of_a_huge_file_is_one_line_exit_2(tmp_path, monkeypatch, capsys) -> None:
     big = tmp_path / "big.toml"
     big.write_text("# " + "x" * (3 * TOML_MAX_BYTES) + "\n")
-    monkeypatch.setattr(common.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(sys, "argv", ["fleet", "apply", str(big)])
     with pytest.raises(SystemExit) as exc:
         cli.main()

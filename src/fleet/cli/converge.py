@@ -17,7 +17,7 @@ from fleet.cli.common import (
     read_input,
     require_root,
 )
-from fleet.cli.converging import run_converge, run_held
+from fleet.cli.converging import do_apply, run_converge
 from fleet.config.envfile import parse_env_file
 from fleet.config.settings import APP_DEFAULTS
 from fleet.config.store import with_app
@@ -61,17 +61,6 @@ def plan(
     Example: fleet plan fleet.toml
     """
     raise typer.Exit(do_apply(file, prune=prune, check=True, json_out=json_out))
-
-
-def do_apply(file: Path | None, *, prune: bool, check: bool, json_out: bool,
-             hold: bool = False) -> int:
-    require_root()
-    text = read_input(file) if file is not None else None
-    host = local_host()
-    with locked_state(host, str(file) if file else None, text, prune=prune) as desired:
-        if hold:
-            return run_held(desired, json_out=json_out)
-        return run_converge(desired, json_out=json_out, check=check)
 
 
 ENV_ON_ARGV = ("a value on the command line is readable by every local user (/proc): "

@@ -7,8 +7,9 @@ do not load converge's steps and the step reporter.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
-from fleet.cli.common import OPTIONS, local_host
+from fleet.cli.basics import OPTIONS, local_host, locked_state, read_input, require_root
 from fleet.cli.output import out, print_json
 from fleet.cli.report import SilentReporter, TextReporter, print_summary, summary_json
 from fleet.config.envfile import check_env_files
@@ -21,7 +22,22 @@ from fleet.host.facts import FactsHost
 from fleet.host.session import Session
 from fleet.server.certs import check_tls_files
 from fleet.server.ports import check_ports
+from fleet.server.release import know_python_version
 from fleet.server.users import check_identities
+
+
+def do_apply(file: Path | None, *, prune: bool, check: bool, json_out: bool,
+             hold: bool = False) -> int:
+    """`fleet apply` and `fleet plan` (check): merge the file into the stored state under the
+    run lock, then converge (or plan) it; with `hold` (`apply --hold-changes`, what `fleet
+    push` asks) plan, and apply only if nothing would change."""
+    require_root()
+    text = read_input(file) if file is not None else None
+    host = local_host()
+    with locked_state(host, str(file) if file else None, text, prune=prune) as desired:
+        if hold:
+            return run_held(desired, json_out=json_out)
+        return run_converge(desired, json_out=json_out, check=check)
 
 
 def reporter(json_out: bool, show_diffs: bool = False) -> TextReporter | SilentReporter:
@@ -37,6 +53,7 @@ def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str
     join the "fleet config" step; `first` are files a command already validated (an htpasswd
     file, an env file) that the checks below must see, so they are written before them."""
     host = FactsHost(local_host())  # facts gathered once per run, not once per app
+    know_python_version(host)
     session = Session(host, reporter(json_out, show_diffs=check), check=check)
     session.act(first)
     check_config(host, desired)
@@ -55,6 +72,7 @@ def run_held(desired: Desired, *, json_out: bool) -> int:
     and answers with its plan, marked held: push takes it out of the fronts' rotation first,
     then applies."""
     host = FactsHost(local_host())
+    know_python_version(host)
     planned = Session(host, SilentReporter(), check=True)
     check_config(host, desired)
     outcome = walk(desired, planned)

@@ -4,7 +4,8 @@ Each command lives in one module of fleet.cli, and importing a module registers 
 on the typer app. Importing all of them costs what the heaviest needs (converge's steps,
 push's cluster code), so a command line that names a known command imports only that
 command's module; help, completion or an unknown word import them all, so every listing and
-"no such command" message sees every command.
+"no such command" message sees every command. A plain `fleet apply` or `fleet plan` does
+not even load typer: fleet.cli.fast parses it.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-import typer
-
+from fleet.cli import fast
 from fleet.cli.audited import run_audited
-from fleet.cli.common import OPTIONS, app
+from fleet.cli.basics import OPTIONS
 from fleet.cli.output import err
 from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, FleetError
 
@@ -65,6 +65,28 @@ def run(args: Sequence[str]) -> int:
 def run_command(args: Sequence[str]) -> int:
     """Run one command line; user errors are one line on stderr with exit 2 (input) or 1
     (failure), and the exit code is returned."""
+    quick = fast.command(args)
+    try:
+        return run_fast(quick) if quick is not None else run_typer(args)
+    except FleetError as exc:
+        if OPTIONS.debug or "--debug" in args:
+            traceback.print_exc()
+        err.print(f"fleet: {exc}", markup=False, soft_wrap=True)
+        return exc.exit_code
+    except Exception as exc:
+        if not hasattr(exc, "format_message"):  # not a usage error: a bug, show it all
+            raise
+        # Usage errors (unknown option, missing argument): one line, like every input error.
+        err.print(f"fleet: {exc.format_message()} (see fleet --help)", markup=False,
+                  soft_wrap=True)
+        return EXIT_INVALID
+
+
+def run_typer(args: Sequence[str]) -> int:
+    import typer
+
+    from fleet.cli.common import app
+
     register(modules_for(args))
     try:
         code = app(args=list(args), standalone_mode=False)
@@ -73,19 +95,16 @@ def run_command(args: Sequence[str]) -> int:
     except typer.Abort:
         err.print("fleet: aborted")
         code = EXIT_FAILED
-    except FleetError as exc:
-        if OPTIONS.debug or "--debug" in args:
-            traceback.print_exc()
-        err.print(f"fleet: {exc}", markup=False, soft_wrap=True)
-        code = exc.exit_code
-    except Exception as exc:
-        if not hasattr(exc, "format_message"):  # not a usage error: a bug, show it all
-            raise
-        # Usage errors (unknown option, missing argument): one line, like every input error.
-        err.print(f"fleet: {exc.format_message()} (see fleet --help)", markup=False,
-                  soft_wrap=True)
-        code = EXIT_INVALID
     return code if isinstance(code, int) else EXIT_OK
+
+
+def run_fast(command: Callable[[], int]) -> int:
+    try:
+        return command()
+    except (EOFError, KeyboardInterrupt):  # as click does around typer's commands
+        sys.stderr.write("\n")
+        err.print("fleet: aborted")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

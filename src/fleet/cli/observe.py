@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fleet.cli.common import app, local_host, require_root
-from fleet.cli.output import out, print_json, style
+from fleet.cli.output import out, print_json, real_console, style
 from fleet.cli.terminal import cbreak
 from fleet.config.store import desired_state
 from fleet.errors import ConfigError
@@ -99,7 +99,8 @@ def top(
         return
     try:
         with cbreak() as keys, Live(render_sample(take_sample(host, config), name),
-                                    console=out, screen=True, auto_refresh=False) as live:
+                                    console=real_console(out), screen=True,
+                                    auto_refresh=False) as live:
             while keys.wait(REFRESH) not in ("q", "Q"):
                 live.update(render_sample(take_sample(host, config), name), refresh=True)
     except KeyboardInterrupt:  # Ctrl-C quits like q; the terminal is restored on the way

@@ -10,14 +10,42 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class LazyConsole:
+    """A rich Console made at its first use: a run that prints only JSON (`apply --json`)
+    never imports rich. Every attribute is the real console's."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def real(self) -> Console:
+        """The console itself: what rich's own objects (a Live display) must be given, since
+        they use it as a context manager, which no attribute lookup forwards."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+
+def real_console(console: Console) -> Console:
+    """`out` or `err` as the rich Console itself (any other console as it is)."""
+    return console.real() if isinstance(console, LazyConsole) else console
+
 
 # Neither console binds a stream: rich looks up sys.stdout / sys.stderr at each print, so
 # test capture and redirection work; highlight=False keeps numbers and paths uncoloured.
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = cast("Console", LazyConsole(highlight=False))
+err = cast("Console", LazyConsole(stderr=True, highlight=False))
 
 STATUS_STYLE = {
     # fine: a step, host or health check that passed, a vassal that runs

@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import difflib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, RenderableType
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.table import Table
-from rich.text import Text
 from tomli_w import dumps
 
-from fleet.cli.output import out, style
+from fleet.cli.output import out, real_console, style
 from fleet.config.parse import parse_toml
 from fleet.converge.apply import Outcome
 from fleet.errors import ConfigError
@@ -25,6 +20,10 @@ from fleet.host import layout
 from fleet.host.actions import MASK, Action, Unknown, WriteFile
 from fleet.host.session import Session, Status, Step
 from fleet.masking import mask_urls
+
+if TYPE_CHECKING:  # rich itself is imported where text is shown: --json never loads it
+    from rich.console import Console, RenderableType
+    from rich.live import Live
 
 UNDECIDED = "unknown"  # label of a plan step whose actions depend on earlier steps
 UNDECIDED_NOTE = "decided when the steps before it have run"
@@ -115,11 +114,15 @@ class Running:
     """The live line of a running step: spinner, label and elapsed seconds, redrawn by rich."""
 
     def __init__(self, label: str) -> None:
+        from rich.spinner import Spinner
+
         self.label = label
         self.started = time.monotonic()
         self.spinner = Spinner("dots", style="cyan")
 
     def __rich__(self) -> RenderableType:
+        from rich.text import Text
+
         elapsed = time.monotonic() - self.started
         self.spinner.update(text=Text.assemble(f"{self.label} ",
                                                (f"{elapsed:.1f} s", style("aside"))))
@@ -131,7 +134,7 @@ class TextReporter:
 
     def __init__(self, console: Console | None = None, *, verbose: bool = False,
                  quiet: bool = False, show_diffs: bool = False) -> None:
-        self.console = console or out
+        self.console = real_console(console or out)  # a Live display is handed it
         self.verbose = verbose
         self.quiet = quiet
         self.show_diffs = show_diffs
@@ -141,11 +144,15 @@ class TextReporter:
     def step_started(self, step: Step) -> None:
         self.started = time.monotonic()
         if self.console.is_terminal and not self.quiet:
+            from rich.live import Live
+
             self.live = Live(Running(step_label(step)), console=self.console,
                              refresh_per_second=10, transient=True)
             self.live.start()
 
     def step_finished(self, step: Step) -> None:
+        from rich.text import Text
+
         if self.live is not None:
             self.live.stop()
             self.live = None
@@ -217,6 +224,9 @@ def summary_json(session: Session, outcome: Outcome, extra: dict[str, object] | 
 
 def print_summary(console: Console, session: Session, outcome: Outcome, *,
                   plan: bool = False) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     counts = session.counts()
     if plan:
         if counts["changed"] == 0 and counts["failed"] == 0:

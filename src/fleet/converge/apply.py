@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fleet.config.settings import AppConfig, Config
@@ -74,6 +76,7 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
     outcome = Outcome()
     selected = [a for a in config.apps if only is None or a.name in only]
     histories = {a.name: History.load(session.host, a.name) for a in selected}
+    refs = ask_refs_early(config, selected, session)  # the network, while the steps go on
     with contextlib.suppress(StepFailed):  # housekeeping: recorded as failed, apps go on
         sweep_temp_files(config, session)
     with contextlib.suppress(StepFailed):
@@ -90,7 +93,7 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
                           + plan_dir(session.host, layout.STATE_DIR, 0o755)
                           + plan_dir(session.host, layout.STATE_APPS, 0o700))
         uv = builder(config, session) if selected else None
-        advertised = advertised_refs(config, selected, session)
+        advertised = refs()
         warm_git(session, selected, histories, advertised)
         for app in selected:
             outcome.apps[app.name] = prepare_app(config, app, session, histories[app.name], uv,
@@ -168,6 +171,37 @@ def advertised_refs(config: Config, selected: list[AppConfig],
     asked = [a.repo for a in selected
              if session.check or session.host.state(AppPaths(a.name).repo) is not None]
     return repo_res.remote_refs(session.host, asked, config.server.git_timeout)
+
+
+def ask_refs_early(config: Config, selected: list[AppConfig],
+                   session: Session) -> Callable[[], dict[str, str | None]]:
+    """advertised_refs, started in a thread now when git is installed already, so that the
+    remotes' answers (the one wait on the network of a no-op apply) come in while the first
+    steps (packages, directories, uv) run; the returned function waits for them. Without git
+    (a first run installs it in the packages step) they are asked when the function is
+    called. The questions only read: nothing the steps do in between changes their answers."""
+    if not selected or session.host.state(repo_res.GIT_BIN) is None:
+        return lambda: advertised_refs(config, selected, session)
+    answer: dict[str, dict[str, str | None]] = {}
+    failure: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            answer["refs"] = advertised_refs(config, selected, session)
+        except BaseException as exc:  # raised where the answer is read, as if asked there
+            failure.append(exc)
+
+    # A daemon thread: a run that stops early (a failed step, Ctrl-C) does not wait for it.
+    thread = threading.Thread(target=ask, name="fleet-ls-remote", daemon=True)
+    thread.start()
+
+    def wait() -> dict[str, str | None]:
+        thread.join()
+        if failure:
+            raise failure[0]
+        return answer["refs"]
+
+    return wait
 
 
 def written_dirs(host: Host, config: Config) -> list[str]:

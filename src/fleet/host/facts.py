@@ -1,8 +1,10 @@
 """Facts gathered once per run: a Host that remembers the answers of the few commands whose
 output is the same for every app (the accounts and groups, `nginx -v`, the system Python's
 version, `systemctl --version`), so a no-op apply of 100 apps does not run them 100 times;
-and the answers of git's reads of a mirror (a ref, a tree, a file), so they can be asked for
-every app at once, in parallel, before the app steps read them (converge.prepare.warm_git).
+whether the services every run asks about are enabled and active (one `systemctl show` for
+all of them, not an is-enabled and an is-active for each); and the answers of git's reads of
+a mirror (a ref, a tree, a file), so they can be asked for every app at once, in parallel,
+before the app steps read them (converge.prepare.warm_git).
 
 A remembered answer is dropped as soon as anything could have changed it: any change through
 the host (a file written, a directory made, ...) and any command that is not a known read
@@ -12,8 +14,10 @@ the host (a file written, a directory made, ...) and any command that is not a k
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 
+from fleet.host.layout import EMPEROR_UNIT_NAME
 from fleet.host.machine import FileState, Host, ProcessInfo, RunResult
 
 # Commands that change nothing a remembered fact depends on (accounts, installed versions).
@@ -26,6 +30,14 @@ LISTED = ("passwd", "group")
 # git subcommands that read a mirror (remembered), and those that change nothing else.
 GIT_READS = {"rev-parse", "ls-tree", "show", "cat-file"}
 GIT_READ_ONLY = GIT_READS | {"config", "ls-remote", "archive"}
+# `systemctl is-active|is-enabled --quiet UNIT`: the units every run asks about are shown
+# together, with the one asked, the first time one of them is.
+SHOWN_UNITS = (EMPEROR_UNIT_NAME, "nginx.service")
+SHOW_ARGV = ("systemctl", "show", "--property=Id,ActiveState,UnitFileState", "--")
+# The states for which `systemctl is-active` and `is-enabled` exit 0 (systemctl(1)).
+ACTIVE_STATES = {"active", "reloading", "refreshing"}
+ENABLED_STATES = {"enabled", "enabled-runtime", "static", "alias", "indirect", "generated",
+                  "transient"}
 
 
 def git_subcommand(argv: Sequence[str]) -> str | None:
@@ -59,6 +71,46 @@ def reads_only(argv: Sequence[str]) -> bool:
     return verbs is not None and any(a in verbs for a in argv[1:3])
 
 
+def unit_query(argv: Sequence[str]) -> tuple[str, str] | None:
+    """`systemctl is-active --quiet UNIT` -> ("is-active", "UNIT.service"); None: another
+    command. A name without a suffix is a service, as systemctl takes it."""
+    if (len(argv) != 4 or argv[0] != "systemctl" or argv[1] not in ("is-active", "is-enabled")
+            or argv[2] != "--quiet" or argv[3].startswith("-")):
+        return None
+    unit = argv[3] if "." in argv[3] else f"{argv[3]}.service"
+    return argv[1], unit
+
+
+def unit_states(units: Sequence[str], output: str) -> dict[str, dict[str, str]] | None:
+    """`systemctl show --property=...` of UNITS (one block each, in order) -> each unit's
+    properties; None when the blocks do not match the units asked."""
+    blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+              for block in output.strip().split("\n\n")] if output.strip() else []
+    if len(blocks) != len(units):
+        return None
+    return dict(zip(units, blocks, strict=True))
+
+
+def unit_answer(query: tuple[str, str], states: dict[str, str]) -> RunResult:
+    """What `systemctl is-active|is-enabled --quiet` would answer, from the unit's shown state
+    (exit 3 and 1 are what they return for inactive and disabled)."""
+    verb, _ = query
+    if verb == "is-active":
+        return RunResult(0 if states.get("ActiveState") in ACTIVE_STATES else 3, "", "")
+    return RunResult(0 if states.get("UnitFileState") in ENABLED_STATES else 1, "", "")
+
+
+def runs_binary(path: str) -> bool:
+    """Whether this process runs the very file at `path` (same inode, not just the same name:
+    a binary replaced on disk since this process started is another file). Then what that
+    binary would print about itself (its version) can be answered without starting it."""
+    try:
+        own, other = os.stat("/proc/self/exe"), os.stat(path)
+    except OSError:
+        return False
+    return (own.st_dev, own.st_ino) == (other.st_dev, other.st_ino)
+
+
 def entry_of(listing: str, name: str) -> str | None:
     """The line of `getent passwd` (or group) listing for NAME."""
     for line in listing.splitlines():
@@ -73,14 +125,23 @@ class FactsHost:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.facts: dict[tuple[str, ...], RunResult] = {}
+        self.unit_props: dict[str, dict[str, str]] = {}  # units shown since the last change
 
     def forget(self) -> None:
         self.facts.clear()
+        self.unit_props.clear()
 
     def run(self, argv: Sequence[str], *, check: bool = True, cwd: str | None = None,
             env: Mapping[str, str] | None = None, input: str | None = None,
             timeout: float | None = None) -> RunResult:
         key = (*argv, f"cwd={cwd}")
+        query = unit_query(argv)
+        if query is not None and not env and input is None:
+            answer = self._unit(query, timeout)
+            if answer is not None and (answer.ok or not check):
+                return answer
+            # Not shown, or a failure to raise: the command itself, as without the cache.
+            return self.host.run(argv, check=check, cwd=cwd, timeout=timeout)
         if not remembered(argv) or env or input is not None:
             if not reads_only(argv):
                 self.forget()
@@ -92,6 +153,22 @@ class FactsHost:
         if check and not result.ok:  # raised by the host itself, as without the cache
             return self.host.run(argv, check=True, cwd=cwd, timeout=timeout)
         return result
+
+    def remember(self, argv: Sequence[str], result: RunResult, cwd: str | None = None) -> None:
+        """Take `result` as the answer to a remembered command, known without running it (the
+        system Python's version when it is the interpreter running fleet); forgotten, like
+        every fact, at the first change."""
+        self.facts[(*argv, f"cwd={cwd}")] = result
+
+    def _unit(self, query: tuple[str, str], timeout: float | None) -> RunResult | None:
+        if query[1] not in self.unit_props:
+            units = list(dict.fromkeys([*SHOWN_UNITS, query[1]]))
+            shown = self.host.run([*SHOW_ARGV, *units], check=False, timeout=timeout)
+            states = unit_states(units, shown.stdout) if shown.ok else None
+            if states is None:
+                return None
+            self.unit_props.update(states)
+        return unit_answer(query, self.unit_props[query[1]])
 
     def _ask(self, argv: tuple[str, ...], cwd: str | None, timeout: float | None) -> RunResult:
         if argv[0] == "getent":

@@ -3,6 +3,12 @@
 jinja2 is imported when the first template is rendered, not with this module: the commands
 that only read the server (status, check, logs) import the modules that render but render
 nothing, and jinja2 is a large share of their start-up time.
+
+Every run renders the files it compares (a no-op apply too), and compiling a template is
+most of its cost: the zipapp carries its templates compiled (build.py calls
+`compile_templates` into `_data/compiled`, compiled from the same files in the same build,
+and shiv byte-compiles them with the rest), so a run only imports them. A source checkout
+has no compiled copy and compiles as it renders.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ if TYPE_CHECKING:
     import jinja2
 
 
+COMPILED = "compiled"  # under _data: the templates as Python modules (zipapp only)
+
+
 def data_dir(name: str) -> Path:
     """The installed copy (wheel, zipapp), or the source tree's top-level directory."""
     packaged = Path(__file__).parents[1] / "_data" / name
@@ -23,20 +32,34 @@ def data_dir(name: str) -> Path:
     return Path(__file__).resolve().parents[3] / name
 
 
+def compiled_dir() -> Path | None:
+    """The templates compiled at build time, when this is a build that has them."""
+    path = Path(__file__).parents[1] / "_data" / COMPILED
+    return path if path.is_dir() else None
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
+    return make_environment(compiled_dir())
+
+
+def make_environment(compiled: Path | None) -> jinja2.Environment:
+    """The one template environment; with `compiled`, templates found there are loaded as
+    the modules build.py compiled them into, the others from their files."""
     import jinja2  # deferred to the first render (see the module docstring)
 
-    loader = jinja2.ChoiceLoader([
+    sources: list[jinja2.BaseLoader] = [
         jinja2.FileSystemLoader(str(data_dir("templates"))),
         jinja2.PrefixLoader({"systemd": jinja2.FileSystemLoader(str(data_dir("systemd")))}),
-    ])
+    ]
+    if compiled is not None:
+        sources.insert(0, jinja2.ModuleLoader(str(compiled)))
     env = jinja2.Environment(
-        loader=loader,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        loader=jinja2.ChoiceLoader(sources),
         autoescape=False,
     )
     env.filters["systemd_quote"] = systemd_quote
@@ -59,3 +82,10 @@ def systemd_exec_quote(value: str) -> str:
 
 def render(template: str, **context: Any) -> bytes:
     return environment().get_template(template).render(**context).encode()
+
+
+def compile_templates(target: str) -> None:
+    """Compile every template into `target` as Python modules (build.py, for the zipapp);
+    a file that is no template (a script copied as it is) fails to compile and is skipped,
+    and is read from its file when asked for."""
+    make_environment(None).compile_templates(target, zip=None, ignore_errors=True)

@@ -7,6 +7,7 @@ run never leaves something half-built that a later run would trust.
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -25,8 +26,9 @@ from fleet.host.actions import (
     Symlink,
     WriteFile,
 )
+from fleet.host.facts import FactsHost, runs_binary
 from fleet.host.layout import BUILD_CACHE, SYSTEM_PYTHON, AppPaths
-from fleet.host.machine import Host
+from fleet.host.machine import Host, RunResult
 from fleet.server.repo import git, has_path, read_blob
 from fleet.server.resource_limits import unit_limits
 
@@ -184,10 +186,19 @@ def dependencies(host: Host, app: AppConfig, commit: str) -> Dependencies:
     return Dependencies("none", "")
 
 
+PYTHON_VERSION = (SYSTEM_PYTHON, "-I", "-c", "import sys; print(sys.version)")
+
+
 def python_version(host: Host) -> str:
     """The system Python's version: -I and cwd "/" so nothing beside fleet is imported."""
-    return host.run([SYSTEM_PYTHON, "-I", "-c", "import sys; print(sys.version)"],
-                    cwd="/").stdout.strip()
+    return host.run(list(PYTHON_VERSION), cwd="/").stdout.strip()
+
+
+def know_python_version(host: FactsHost) -> None:
+    """When fleet itself runs on the system Python's binary, its version is this process's
+    own: one Python start (15-35 ms) less per run."""
+    if runs_binary(SYSTEM_PYTHON):
+        host.remember(PYTHON_VERSION, RunResult(0, sys.version + "\n", ""), cwd="/")
 
 
 def venv_ready(host: Host, venv: str) -> bool:

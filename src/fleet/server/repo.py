@@ -17,6 +17,7 @@ from fleet.host.machine import Host
 from fleet.masking import RepoUrl, mask_urls, split_credentials
 
 GIT = ("git", "-c", "safe.directory=*")
+GIT_BIN = "/usr/bin/git"  # Debian's git: present once the packages step installed it
 GIT_ENV = (("GIT_TERMINAL_PROMPT", "0"), ("GIT_ASKPASS", "/bin/false"))
 GIT_TIMEOUT = 900.0  # [server] git_timeout
 REF_CHECKS = 8  # remotes asked at once: each is mostly waiting on the network

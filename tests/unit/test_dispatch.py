@@ -113,7 +113,7 @@ TYPER_LINES = [
     [], ["apply", "--help"], ["-h", "apply"], ["apply", "a.toml", "b.toml"],
     ["apply", "--no-prune"], ["plan", "--check"], ["apply", "--", "-f.toml"],
     ["apply", "--json", "--json"], ["apply", "-v"], ["status"], ["apply", "--jsn"],
-    ["apply", ""], ["--version", "apply"], ["apply", "-"],
+    ["apply", ""], ["--version", "apply"], ["apply", "-"], ["apply", "--hold-changes", "--json"],
 ]
 
 
@@ -127,8 +127,8 @@ def test_plain_apply_and_plan_run_without_typer_as_typer_runs_them(
 
     calls = []
 
-    def do_apply(file, *, prune: bool, check: bool, json_out: bool) -> int:
-        calls.append((file, prune, check, json_out, OPTIONS.verbose, OPTIONS.quiet,
+    def do_apply(file, *, prune: bool, check: bool, json_out: bool, hold: bool = False) -> int:
+        calls.append((file, prune, check, json_out, hold, OPTIONS.verbose, OPTIONS.quiet,
                       OPTIONS.debug))
         return 3
 

@@ -8,7 +8,10 @@ the new build); every command then runs once to warm up (the old build writes it
 then), then `--runs` times, old and new interleaved with two floors (`python3 -c pass`, and the new
 pyz starting without fleet); medians and new/old ratios are printed.
 
-    sudo .venv/bin/python bench/startup.py [--runs 10] [--apps 10] [--base main]
+    sudo FLEET_TEST_BRIDGE_SUBNET=10.213.X.0/24 .venv/bin/python bench/startup.py \
+        [--runs 10] [--apps 10] [--base main]
+
+The server sits on a private bridge (bench/_common.py `bridged`): no host lock to wait for.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, apply, machine, start
-from tests.harness import BareServer, GitRemote
+from _common import ROOT, apply, bridged, machine
+from tests.harness import BareServer
 
 # Run by the server's python3: argv[1] is a JSON list of [variant, command line, env] to run
 # in that order; prints the seconds each took (and fails on a non-zero exit).
@@ -60,8 +63,8 @@ def build_base(rev: str, tmp: Path) -> Path:
     return out
 
 
-def toml(remote: GitRemote, count: int) -> str:
-    return "".join(f'[apps.s{i:02d}]\nrepo = "{remote.url("pulse")}"\n'
+def toml(repo: str, count: int) -> str:
+    return "".join(f'[apps.s{i:02d}]\nrepo = "{repo}"\n'
                    f'domains = ["s{i:02d}.test"]\n\n' for i in range(1, count + 1))
 
 
@@ -93,14 +96,13 @@ def main() -> None:
     base = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.base],
                           check=True, capture_output=True, text=True).stdout.strip()
     print(f"machine: {machine()}", flush=True)
-    with GitRemote() as remote, tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         old = build_base(base, Path(tmp))
-        server = start(remote, Path(tmp))
-        try:
+        with bridged(Path(tmp), "startup") as (server, repo):
             server.copy_in(old, "/root/fleet-old.pyz", 0o755)
             server.copy_in(Path(tmp) / "fleet.pyz", "/root/fleet-new.pyz", 0o755)
             begin = time.monotonic()
-            apply(server, toml(remote, args.apps), timeout=3600)
+            apply(server, toml(repo, args.apps), timeout=3600)
             print(f"apply of {args.apps} apps: {time.monotonic() - begin:.0f} s",
                   file=sys.stderr, flush=True)
             first = timed(server, [variant_run(v, ["--version"]) for v in ("old", "new")])
@@ -108,8 +110,6 @@ def main() -> None:
             rounds = [run for _ in range(args.runs) for run in (
                 *FLOORS, *(variant_run(v, c) for c in COMMANDS for v in ("old", "new")))]
             measured = timed(server, rounds)
-        finally:
-            server.destroy()
     print(f"{args.apps} apps, {args.runs} interleaved runs each, inside the server; "
           f"old = {base}, new = this tree")
     print("| command | old s | new s | new / old |\n|---|---|---|---|")
@@ -125,7 +125,8 @@ def main() -> None:
              for name in ("python", "shiv")}
     print(f"floors on the same server (medians): `python3 -c pass` {floor['python']:.3f} s; "
           f"the new pyz with SHIV_INTERPRETER=1 running `-c pass` {floor['shiv']:.3f} s")
-    print("command: sudo .venv/bin/python bench/startup.py " + " ".join(sys.argv[1:]))
+    print("command: sudo FLEET_TEST_BRIDGE_SUBNET=... .venv/bin/python bench/startup.py "
+          + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

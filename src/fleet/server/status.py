@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.config.settings import Config, as_app
+from fleet.config.settings import AppConfig, Config, as_app
 from fleet.errors import AnswerError
 from fleet.host import layout
 from fleet.host.bounded import STATS_CAP, parse_json
@@ -30,7 +30,7 @@ from fleet.server.resource_limits import cgroup_controllers
 from fleet.server.rotation import current, load_drained, marked_down
 from fleet.server.units import UnitState, unit_states
 from fleet.server.usage import LimitsStatus, Snapshot, limits_status
-from fleet.server.users import accounts
+from fleet.server.users import Account, accounts
 
 
 def read_stats(host: Host, path: str, timeout: float = 2.0) -> dict[str, Any]:
@@ -347,34 +347,39 @@ def server_status(host: Host, config: Config) -> ServerStatus:
     """What is read for every app is read once: the Emperor's stats, one `systemctl show` for
     the Emperor, nginx and every app's workers and jobs, one /proc scan, one listing of the
     vassal directory and of the accounts. Then each app's own answers (its stats socket, a
-    health request through nginx) are waited for POOL_SIZE apps at a time; the rows keep the
-    config's order."""
+    health request through nginx) are waited for POOL_SIZE apps at a time, while the commands
+    (systemctl, getent, the backup schedule's systemd-analyze) run beside them; the rows keep
+    the config's order."""
     emperor = read_emperor(host)
-    units = unit_states(host, [layout.EMPEROR_UNIT_NAME, NGINX_UNIT,
-                               *(u for a in config.apps for u in background_units(a))])
-    scan = Snapshot(time.monotonic(), host.processes())
-    rss = {p.pid: p.rss for p in scan.processes}
-    vassal_files = host.listdir(layout.VASSALS_DIR)
-
-    def one(name: str) -> AppStatus:
-        return app_status(host, config, name, emperor, rss, units, vassal_files)
-
     names = [a.name for a in config.apps]
-    if len(names) > 1:
-        with ThreadPoolExecutor(max_workers=min(POOL_SIZE, len(names))) as pool:
-            apps = list(pool.map(one, names))
-    else:
-        apps = [one(n) for n in names]
+    with ThreadPoolExecutor(max_workers=min(POOL_SIZE, max(len(names), 1)) + 3) as pool:
+        asked = pool.submit(unit_states, host, [
+            layout.EMPEROR_UNIT_NAME, NGINX_UNIT,
+            *(u for a in config.apps for u in background_units(a))])
+        found = pool.submit(accounts, host, [a.owner for a in config.apps])
+        backups = pool.submit(backups_of, host, config)
+        scan = Snapshot(time.monotonic(), host.processes())
+        rss = {p.pid: p.rss for p in scan.processes}
+        vassal_files = host.listdir(layout.VASSALS_DIR)
+
+        def one(app: AppConfig) -> AppStatus:
+            units = asked.result() if app.workers or app.jobs else None
+            return app_status(host, config, app.name, emperor, rss, units, vassal_files)
+
+        apps = list(pool.map(one, config.apps))
+        units, owners, records = asked.result(), found.result(), backups.result()
     if any(a.cpu for a in config.apps):
         # Two /proc snapshots CPU_SAMPLE apart, after the per-app work: across a longer gap
         # (seconds on a busy server) workers respawned meanwhile would count as idle, and
         # the health requests status sends would count as the apps' own use.
         before = Snapshot(time.monotonic(), host.processes())
         time.sleep(CPU_SAMPLE)
-        add_limits(host, config, apps, before, Snapshot(time.monotonic(), host.processes()))
+        add_limits(host, config, apps, owners, before,
+                   Snapshot(time.monotonic(), host.processes()))
     else:  # no cpu limit to compare with: status does not wait to measure cpu use
-        add_limits(host, config, apps, scan, scan)
-    add_backups(host, config, apps)
+        add_limits(host, config, apps, owners, scan, scan)
+    for status in apps:
+        status.backup = records.get(status.name)
     return ServerStatus(
         apps=apps,
         front=front_status(host, config),
@@ -384,24 +389,17 @@ def server_status(host: Host, config: Config) -> ServerStatus:
     )
 
 
-def add_backups(host: Host, config: Config, apps: list[AppStatus]) -> None:
-    """Each app's last backup, when the server uses backups."""
-    records = backups_of(host, config)
-    for status in apps:
-        status.backup = records.get(status.name)
-
-
 CPU_SAMPLE = 0.25  # seconds between the two /proc snapshots cpu use is computed from
 
 
-def add_limits(host: Host, config: Config, apps: list[AppStatus], before: Snapshot,
-               after: Snapshot) -> None:
+def add_limits(host: Host, config: Config, apps: list[AppStatus],
+               owners: dict[str, Account | None], before: Snapshot, after: Snapshot) -> None:
+    """Each app's use against its limits; `owners`: the apps' accounts (users.accounts)."""
     controllers = cgroup_controllers(host)
-    found_accounts = accounts(host, [a.owner for a in config.apps])
     for status in apps:
         app = config.app(status.name)
         assert app is not None
-        found = found_accounts[app.owner]
+        found = owners.get(app.owner)
         status.limits = limits_status(host, app, found.uid if found else None, before, after,
                                       controllers, sum(w.harakiri for w in status.workers),
                                       sum(w.respawns for w in status.workers))

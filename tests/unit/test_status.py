@@ -136,3 +136,11 @@ def test_accounts_come_from_one_listing_and_unlisted_names_are_asked_for() -> No
     assert found["ghost"] is None
     assert host.ran("getent") == [["getent", "passwd"], ["getent", "passwd", "remote"],
                                   ["getent", "passwd", "ghost"]]
+
+
+def test_status_without_apps_asks_systemd_about_the_emperor_and_nginx_only() -> None:
+    host = server()
+    host.active = {"nginx.service"}
+    status = server_status(host, config(host, ""))
+    assert (status.apps, status.nginx_active, status.emperor.active) == ([], True, False)
+    assert [c[:2] for c in host.commands] == [["systemctl", "show"]]

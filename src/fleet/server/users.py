@@ -62,6 +62,8 @@ def accounts(host: Host, names: list[str]) -> dict[str, Account | None]:
     """The accounts of these names from one `getent passwd` listing, not one process per name
     (`fleet status` on many apps); a name the listing lacks is asked for on its own: an account
     source that does not enumerate (LDAP) may still know it."""
+    if not names:
+        return {}
     result = host.run(["getent", "passwd"], check=False)
     listed = {}
     for line in result.stdout.splitlines() if result.ok else []:

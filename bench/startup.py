@@ -8,34 +8,43 @@ the new build); every command then runs once to warm up (the old build writes it
 then), then `--runs` times, old and new interleaved with two floors (`python3 -c pass`, and the new
 pyz starting without fleet); medians and new/old ratios are printed.
 
-    sudo .venv/bin/python bench/startup.py [--runs 10] [--apps 10] [--base main]
+    sudo FLEET_TEST_BRIDGE_SUBNET=10.213.X.0/24 .venv/bin/python bench/startup.py \
+        [--runs 10] [--apps 10] [--base main]
+
+The server sits on a private bridge (bench/_common.py `bridged`): no host lock to wait for.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, apply, machine, start
-from tests.harness import BareServer, GitRemote
+from _common import ROOT, apply, bridged, machine
+from tests.harness import BareServer
 
 # Run by the server's python3: argv[1] is a JSON list of [variant, command line, env] to run
-# in that order; prints the seconds each took (and fails on a non-zero exit).
+# in that order; prints the seconds each took, wall and CPU (user + system of the command
+# and the processes it waited for), and fails on a non-zero exit. On a shared, loaded host
+# the CPU seconds move much less than the wall seconds.
 TIMER = r"""
-import json, os, subprocess, sys, time
+import json, os, resource, subprocess, sys, time
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 times = []
 for variant, argv, env in json.loads(sys.argv[1]):
-    start = time.perf_counter()
+    start, used = time.perf_counter(), cpu()
     proc = subprocess.run(argv, env=dict(os.environ, **env), capture_output=True)
-    elapsed = time.perf_counter() - start
+    elapsed, used = time.perf_counter() - start, cpu() - used
     if proc.returncode != 0:
         sys.exit(f"{variant} {argv}: exit {proc.returncode}: {proc.stderr.decode()[-2000:]}")
-    times.append([variant, argv[1:], elapsed])
+    times.append([variant, argv[1:], elapsed, used])
 print(json.dumps(times))
 """
 COMMANDS = (["--version"], ["status"], ["status", "--json"])
@@ -60,8 +69,8 @@ def build_base(rev: str, tmp: Path) -> Path:
     return out
 
 
-def toml(remote: GitRemote, count: int) -> str:
-    return "".join(f'[apps.s{i:02d}]\nrepo = "{remote.url("pulse")}"\n'
+def toml(repo: str, count: int) -> str:
+    return "".join(f'[apps.s{i:02d}]\nrepo = "{repo}"\n'
                    f'domains = ["s{i:02d}.test"]\n\n' for i in range(1, count + 1))
 
 
@@ -93,14 +102,13 @@ def main() -> None:
     base = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.base],
                           check=True, capture_output=True, text=True).stdout.strip()
     print(f"machine: {machine()}", flush=True)
-    with GitRemote() as remote, tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         old = build_base(base, Path(tmp))
-        server = start(remote, Path(tmp))
-        try:
+        with bridged(Path(tmp), "startup") as (server, repo):
             server.copy_in(old, "/root/fleet-old.pyz", 0o755)
             server.copy_in(Path(tmp) / "fleet.pyz", "/root/fleet-new.pyz", 0o755)
             begin = time.monotonic()
-            apply(server, toml(remote, args.apps), timeout=3600)
+            apply(server, toml(repo, args.apps), timeout=3600)
             print(f"apply of {args.apps} apps: {time.monotonic() - begin:.0f} s",
                   file=sys.stderr, flush=True)
             first = timed(server, [variant_run(v, ["--version"]) for v in ("old", "new")])
@@ -108,24 +116,29 @@ def main() -> None:
             rounds = [run for _ in range(args.runs) for run in (
                 *FLOORS, *(variant_run(v, c) for c in COMMANDS for v in ("old", "new")))]
             measured = timed(server, rounds)
-        finally:
-            server.destroy()
     print(f"{args.apps} apps, {args.runs} interleaved runs each, inside the server; "
           f"old = {base}, new = this tree")
-    print("| command | old s | new s | new / old |\n|---|---|---|---|")
-    extraction = {variant: seconds for variant, _, seconds in first}
+    print("| command | old s | new s | new / old | old CPU s | new CPU s | new / old CPU |\n"
+          "|---|---|---|---|---|---|---|")
+    extraction = {variant: seconds for variant, _, seconds, _ in first}
     print(f"| first `fleet --version` (extraction) | {extraction['old']:.3f} | "
-          f"{extraction['new']:.3f} | {extraction['new'] / extraction['old']:.2f} |")
+          f"{extraction['new']:.3f} | {extraction['new'] / extraction['old']:.2f} | | | |")
     for command in COMMANDS:
-        med = {v: median([s for variant, argv, s in measured if variant == v and argv == command])
-               for v in ("old", "new")}
-        print(f"| `fleet {' '.join(command)}` (median) | {med['old']:.3f} | {med['new']:.3f} | "
-              f"{med['new'] / med['old']:.2f} |")
-    floor = {name: median([s for variant, _, s in measured if variant == name])
-             for name in ("python", "shiv")}
-    print(f"floors on the same server (medians): `python3 -c pass` {floor['python']:.3f} s; "
-          f"the new pyz with SHIV_INTERPRETER=1 running `-c pass` {floor['shiv']:.3f} s")
-    print("command: sudo .venv/bin/python bench/startup.py " + " ".join(sys.argv[1:]))
+        wall, cpu = ({v: median([run[index] for run in measured
+                                 if run[0] == v and run[1] == command])
+                      for v in ("old", "new")} for index in (2, 3))
+        print(f"| `fleet {' '.join(command)}` (median) | {wall['old']:.3f} | {wall['new']:.3f} | "
+              f"{wall['new'] / wall['old']:.2f} | {cpu['old']:.3f} | {cpu['new']:.3f} | "
+              f"{cpu['new'] / cpu['old']:.2f} |")
+    floor = {(name, index): median([run[index] for run in measured if run[0] == name])
+             for name in ("python", "shiv") for index in (2, 3)}
+    print(f"floors on the same server (medians, wall / CPU): `python3 -c pass` "
+          f"{floor['python', 2]:.3f} / {floor['python', 3]:.3f} s; the new pyz with "
+          f"SHIV_INTERPRETER=1 running `-c pass` {floor['shiv', 2]:.3f} / {floor['shiv', 3]:.3f} s")
+    print(f"load average of the host after the runs: {os.getloadavg()[0]:.1f} "
+          f"({os.cpu_count()} cores)")
+    print("command: sudo FLEET_TEST_BRIDGE_SUBNET=... .venv/bin/python bench/startup.py "
+          + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from importlib import resources
-
 from fleet import __version__
 
 
 def build_id() -> str:
+    from importlib import resources  # here: every command imports this module, few ask
+
     try:
         return resources.files("fleet").joinpath("_build_id.txt").read_text("ascii").strip()
     except OSError:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -71,6 +73,48 @@ def test_http_get_gives_up_on_a_trickling_answer_at_its_timeout(tcp) -> None:
     with pytest.raises(AnswerTooSlow):
         http_get("blog.test", "/", timeout=1.0, port=tcp.getsockname()[1])
     assert time.monotonic() - start < 3
+
+
+def test_http_get_reads_a_chunked_body_and_one_framed_by_the_close(tcp) -> None:
+    serve(tcp, lambda c, _r: c.sendall(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"))
+    assert http_get("blog.test", "/", timeout=5, port=tcp.getsockname()[1]).body == "abcde"
+    serve(tcp, lambda c, _r: c.sendall(b"HTTP/1.0 503 Busy\r\nX-A: 1\r\n\r\nnot now"))
+    reply = http_get("blog.test", "/", timeout=5, port=tcp.getsockname()[1])
+    assert (reply.status, reply.body, reply.headers["x-a"]) == (503, "not now", "1")
+
+
+def test_http_get_answers_at_its_content_length_without_waiting_for_the_close(tcp) -> None:
+    def keep_open(conn: socket.socket, _request: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        time.sleep(3)
+
+    serve(tcp, keep_open)
+    start = time.monotonic()
+    assert http_get("blog.test", "/", timeout=5, port=tcp.getsockname()[1]).status == 204
+    assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize(("answer", "error", "text"), [
+    (b"", "RemoteDisconnected", "Remote end closed connection without response"),
+    (b"SSH-2.0-OpenSSH\r\n", "BadStatusLine", "SSH-2.0-OpenSSH"),
+    (b"SSH-2.0-OpenSSH\r\n\r\n", "BadStatusLine", "not an HTTP response"),
+])
+def test_http_get_names_a_missing_or_foreign_answer_as_an_oserror(tcp, answer, error,
+                                                                  text) -> None:
+    serve(tcp, lambda c, _r: c.sendall(answer))
+    with pytest.raises(OSError) as failure:
+        http_get("blog.test", "/", timeout=5, port=tcp.getsockname()[1])
+    assert failure.type.__name__ == error and text in str(failure.value)
+
+
+def test_http_get_over_plain_http_leaves_http_client_and_ssl_unimported() -> None:
+    code = ("import sys; import fleet.server.status, fleet.server.health, fleet.server.certs; "
+            "print(sorted(m for m in ('http.client', 'ssl') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.fixture

@@ -281,15 +281,25 @@ domains = ["alpha.test"]
 [apps.alpha.workers.tasks]
 command = "python worker.py"
 processes = 2
+[apps.beta]
+repo = "git://remote/beta.git"
+domains = ["beta.test"]
+[apps.beta.workers.mail]
+command = "python mail.py"
 """)
+    host.commands.clear()
     data = take_sample(host, cfg, NOW).to_json()
+    # Every app's workers from one `systemctl show`, not one per app.
+    shows = host.ran("systemctl")
+    assert len(shows) == 1 and {"fleet-alpha.worker.tasks@2.service",
+                                "fleet-beta.worker.mail@1.service"} <= set(shows[0])
     row = data["apps"]["alpha"]
     assert row["requests"] == 2 and row["5xx"] == 1 and row["5xx_share"] == 0.5
     assert row["p99_ms"] == 40.0 and row["state"] == "not deployed"
     assert row["workers"] == {"busy": 0, "idle": 0} and row["memory_bytes"] == 0
     assert data["window_seconds"] == 60 and data["time"] == NOW
     assert [(w["app"], w["name"], w["processes"]) for w in data["workers"]] == [
-        ("alpha", "tasks", 2)]
+        ("alpha", "tasks", 2), ("beta", "mail", 1)]
 
 
 # ----------------------------------------------------------------------- the timer's plan

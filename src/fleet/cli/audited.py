@@ -5,6 +5,10 @@ count is the AUDITED table below, so a new command is one line there. The apps' 
 and failed releases are read before and after the command; their difference is the audit
 line's "commits" and the deploy.succeeded / deploy.failed / rollback events. Nothing here may
 fail the command: a failure to write is a warning on stderr.
+
+Every command line passes through here, most of them (status, check, logs, top) not audited:
+what only an audited one needs (the session, the audit log, notifications) is imported by the
+functions that use it, so the looking commands start without it.
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fleet.cli.output import err
 from fleet.errors import EXIT_FAILED
 from fleet.host.machine import Host, LocalHost
-from fleet.host.session import Session
-from fleet.masking import mask_argv
-from fleet.server.audit import AppMark, AuditEntry, append, entry, marks, resolve_operator
-from fleet.server.notify import queue_event
+
+if TYPE_CHECKING:
+    from fleet.host.session import Session
+    from fleet.server.audit import AppMark, AuditEntry
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ def session_result(code: int, sessions: Sequence[Session]) -> str:
 def deploy_events(command: str, line: AuditEntry, before: dict[str, AppMark],
                   after: dict[str, AppMark]) -> list[tuple[str, str, str, dict[str, object]]]:
     """What the command did to each app's releases, as notification events."""
+    from fleet.server.audit import AppMark
+
     events: list[tuple[str, str, str, dict[str, object]]] = []
     for app in line.apps:
         old, new = before.get(app, AppMark()), after.get(app, AppMark())
@@ -107,6 +114,11 @@ def warn(what: str, exc: Exception) -> None:
 
 def record(host: Host, command: str, args: Sequence[str],
            before: dict[str, AppMark], code: int) -> None:
+    from fleet.host.session import Session
+    from fleet.masking import mask_argv
+    from fleet.server.audit import append, entry, marks, resolve_operator
+    from fleet.server.notify import queue_event
+
     words = [word for word in args if not word.startswith("-")]
     named = [words[1]] if AUDITED[command].names_app and len(words) > 1 else []
     after = marks(host)
@@ -128,6 +140,8 @@ def run_audited(args: Sequence[str], run: Callable[[], int]) -> int:
     command = audited_command(args)
     if command is None or os.geteuid() != 0:  # not root: refused before touching anything
         return run()
+    from fleet.server.audit import marks
+
     host = audit_host()
     try:
         before = marks(host)

@@ -108,13 +108,29 @@ def job_state(timer: UnitState, service: UnitState) -> str:
     return "waiting" if timer.active == "active" else "inactive"
 
 
-def background_status(host: Host, app: AppConfig) -> BackgroundStatus:
+def worker_instances(app: AppConfig) -> dict[str, list[str]]:
+    """Each worker's unit instances (one per process)."""
     paths = AppPaths(app.name)
-    instances = {w.name: [paths.worker_instance(w.name, i) for i in range(1, w.processes + 1)]
-                 for w in app.workers}
-    names = [n for group in instances.values() for n in group]
-    names += [paths.job_unit(j.name, kind) for j in app.jobs for kind in ("service", "timer")]
-    states = unit_states(host, names)
+    return {w.name: [paths.worker_instance(w.name, i) for i in range(1, w.processes + 1)]
+            for w in app.workers}
+
+
+def background_units(app: AppConfig) -> list[str]:
+    """Every unit the app's workers and jobs run as: what their status asks systemd about."""
+    paths = AppPaths(app.name)
+    names = [n for group in worker_instances(app).values() for n in group]
+    return names + [paths.job_unit(j.name, kind) for j in app.jobs
+                    for kind in ("service", "timer")]
+
+
+def background_status(host: Host, app: AppConfig,
+                      states: dict[str, UnitState] | None = None) -> BackgroundStatus:
+    """`states`: what systemd says of background_units(app), when the caller asked it already
+    (`fleet status` asks once for every app's units); otherwise one `systemctl show` here."""
+    paths = AppPaths(app.name)
+    instances = worker_instances(app)
+    if states is None:
+        states = unit_states(host, background_units(app))
     result = BackgroundStatus()
     for worker in app.workers:
         mine = [states[n] for n in instances[worker.name]]

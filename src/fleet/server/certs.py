@@ -11,7 +11,6 @@ import json
 import os
 import posixpath
 import re
-import ssl
 import tempfile
 import time
 from dataclasses import dataclass
@@ -137,6 +136,8 @@ def site_tls(host: Host, app: AppConfig, version: tuple[int, ...] | None) -> dic
 
 def keypair_problem(cert: bytes, key: bytes) -> str | None:
     """Why nginx could not serve this certificate with this key, or None."""
+    import ssl  # here only: `fleet status` imports this module and never needs ssl
+
     with tempfile.TemporaryDirectory(prefix="fleet-tls-") as tmp:
         cert_path, key_path = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
         for path, data in ((cert_path, cert), (key_path, key)):

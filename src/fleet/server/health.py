@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import http.client
 import time
 from dataclasses import dataclass
 
 from fleet.config.settings import AppConfig
 from fleet.errors import AnswerError
-from fleet.host.client import Reply, http_get
+from fleet.host.client import Reply, answer_errors, http_get
 from fleet.host.poll import poll
 
 
@@ -74,7 +73,7 @@ def check_app(app: AppConfig, site: str | None = None, *, timeout: float | None 
             return response.status, judge(app, response, site) or ""
         except AnswerError as exc:
             return None, str(exc)
-        except (OSError, http.client.HTTPException) as exc:
+        except answer_errors() as exc:
             return None, f"no response ({exc.__class__.__name__}: {exc})"
 
     status, problem = poll(attempt, lambda result: not result[1], timeout=wait,

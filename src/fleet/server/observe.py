@@ -2,8 +2,8 @@
 
 Cheap by design, since `fleet top` takes one a second: the Emperor's stats and /proc are
 read once for all apps, each app's live vassal answers on its own stats socket, its access
-log is read back over the last minute only (fleet.server.traffic), and its workers and jobs
-are one `systemctl show`. No request is sent to any app (`fleet status` does that).
+log is read back over the last minute only (fleet.server.traffic), and every app's workers
+and jobs are one `systemctl show`. No request is sent to any app (`fleet status` does that).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fleet.config.settings import AppConfig, Config
 from fleet.host import layout
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
-from fleet.server.background import background_status
+from fleet.server.background import background_status, background_units
 from fleet.server.status import (
     VassalStatus,
     WorkerInfo,
@@ -26,6 +26,7 @@ from fleet.server.status import (
     vassal_status,
 )
 from fleet.server.traffic import WINDOW, Traffic, access_log, recent
+from fleet.server.units import UnitState, unit_states
 
 
 @dataclass
@@ -110,12 +111,14 @@ def app_sample(host: Host, app: AppConfig, emperor: dict | None, rss: dict[int, 
                      live.respawns + sum(w.respawns for w in live.workers))
 
 
-def worker_samples(host: Host, app: AppConfig, rss: dict[int, int]) -> list[WorkerSample]:
+def worker_samples(host: Host, app: AppConfig, rss: dict[int, int],
+                   units: dict[str, UnitState] | None = None) -> list[WorkerSample]:
+    """`units`: what systemd says of the app's background units, when already asked."""
     if not app.workers:
         return []
     return [WorkerSample(app.name, w.name, w.state, w.processes, w.running, w.restarts,
                          w.release, sum(rss.get(pid, 0) for pid in w.pids))
-            for w in background_status(host, app).workers]
+            for w in background_status(host, app, units).workers]
 
 
 def take_sample(host: Host, config: Config, now: float | None = None,
@@ -125,5 +128,7 @@ def take_sample(host: Host, config: Config, now: float | None = None,
     emperor = read_emperor(host)
     rss = {p.pid: p.rss for p in host.processes()}
     apps = [app_sample(host, app, emperor, rss, now, window) for app in config.apps]
-    workers = [w for app in config.apps for w in worker_samples(host, app, rss)]
+    with_workers = [app for app in config.apps if app.workers]
+    units = unit_states(host, [u for app in with_workers for u in background_units(app)])
+    workers = [w for app in with_workers for w in worker_samples(host, app, rss, units)]
     return Sample(now, WINDOW, apps, workers)

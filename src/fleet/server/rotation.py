@@ -9,7 +9,6 @@ stays out of rotation until a check passes again.
 
 from __future__ import annotations
 
-import http.client
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from fleet.config.settings import FrontApp, as_app
 from fleet.host import layout
 from fleet.host.actions import Action
-from fleet.host.client import http_get
+from fleet.host.client import answer_errors, http_get
 from fleet.host.files import plan_file
 from fleet.host.machine import Host
 from fleet.host.poll import poll
@@ -105,7 +104,7 @@ def check_upstream(app: FrontApp, upstream: str, interval: float = 0.5) -> str |
             response = http_get(app.domains[0], app.health.path, timeout=5.0, address=address,
                                 port=int(port))
             return judge_reply(view, response.status, response.body)
-        except (OSError, http.client.HTTPException) as exc:
+        except answer_errors() as exc:
             return f"no response ({exc.__class__.__name__}: {exc})"
 
     return poll(attempt, lambda problem: problem is None, timeout=app.health.timeout,

@@ -10,26 +10,27 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.config.settings import Config, as_app
+from fleet.config.settings import AppConfig, Config, as_app
 from fleet.errors import AnswerError
 from fleet.host import layout
 from fleet.host.bounded import STATS_CAP, parse_json
 from fleet.host.client import http_get
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
-from fleet.server.background import BackgroundStatus, background_status
+from fleet.server.background import BackgroundStatus, background_status, background_units
 from fleet.server.backup_health import backups_of
 from fleet.server.certs import certificate_status, served_files
 from fleet.server.health import judge
 from fleet.server.logs import app_log_tail, last_error
 from fleet.server.resource_limits import cgroup_controllers
 from fleet.server.rotation import current, load_drained, marked_down
-from fleet.server.services import is_active
+from fleet.server.units import UnitState, unit_states
 from fleet.server.usage import LimitsStatus, Snapshot, limits_status
-from fleet.server.users import account
+from fleet.server.users import Account, accounts
 
 
 def read_stats(host: Host, path: str, timeout: float = 2.0) -> dict[str, Any]:
@@ -227,7 +228,12 @@ def never_served(host: Host, name: str) -> str:
 
 
 def app_status(host: Host, config: Config, name: str,
-               emperor: dict[str, Any] | None = None) -> AppStatus:
+               emperor: dict[str, Any] | None = None, rss: dict[int, int] | None = None,
+               units: dict[str, UnitState] | None = None,
+               vassal_files: list[str] | None = None) -> AppStatus:
+    """One app's row. What server_status reads once for every app it may pass in: every
+    process's RSS (`rss`), what systemd says of the app's workers' and jobs' units (`units`)
+    and the names in the vassal directory (`vassal_files`)."""
     app = config.app(name)
     assert app is not None
     link = host.state(AppPaths(name).current)
@@ -235,10 +241,11 @@ def app_status(host: Host, config: Config, name: str,
     result = AppStatus(name, release, list(app.domains), "not deployed", release)
     result.certificate = certificate_status(host, app)
     if app.workers or app.jobs:
-        result.background = background_status(host, app)
-    files = [f for f in host.listdir(layout.VASSALS_DIR)
-             if (vassal_owner(f) or ("", None))[0] == name]
-    result.vassals = [vassal_status(host, f, emperor) for f in files]
+        result.background = background_status(host, app, units)
+    if vassal_files is None:
+        vassal_files = host.listdir(layout.VASSALS_DIR)
+    files = [f for f in vassal_files if (vassal_owner(f) or ("", None))[0] == name]
+    result.vassals = [vassal_status(host, f, emperor, rss) for f in files]
     live = live_vassal(result.vassals, release)
     if live is None:
         result.problem = never_served(host, name)
@@ -286,8 +293,7 @@ class EmperorStatus:
         return data
 
 
-def emperor_status(host: Host, stats: dict[str, Any] | None) -> EmperorStatus:
-    active = is_active(host, layout.EMPEROR_UNIT_NAME)
+def emperor_status(active: bool, stats: dict[str, Any] | None) -> EmperorStatus:
     if stats is None:
         return EmperorStatus(active, problem="no answer on the Emperor's stats socket "
                                              + layout.EMPEROR_STATS)
@@ -331,43 +337,69 @@ class ServerStatus:
                 "emperor": self.emperor.to_json(), "nginx": {"active": self.nginx_active}}
 
 
+NGINX_UNIT = "nginx.service"
+# What `systemctl is-active` answers 0 for ("refreshing": systemd 256 and later).
+ACTIVE_STATES = ("active", "reloading", "refreshing")
+POOL_SIZE = 8  # apps looked at at once: their stats sockets and health requests are waits
+
+
 def server_status(host: Host, config: Config) -> ServerStatus:
+    """What is read for every app is read once: the Emperor's stats, one `systemctl show` for
+    the Emperor, nginx and every app's workers and jobs, one /proc scan, one listing of the
+    vassal directory and of the accounts. Then each app's own answers (its stats socket, a
+    health request through nginx) are waited for POOL_SIZE apps at a time, while the commands
+    (systemctl, getent, the backup schedule's systemd-analyze) run beside them; the rows keep
+    the config's order."""
     emperor = read_emperor(host)
-    apps = [app_status(host, config, a.name, emperor) for a in config.apps]
-    before = Snapshot(time.monotonic(), host.processes())
+    names = [a.name for a in config.apps]
+    with ThreadPoolExecutor(max_workers=min(POOL_SIZE, max(len(names), 1)) + 3) as pool:
+        asked = pool.submit(unit_states, host, [
+            layout.EMPEROR_UNIT_NAME, NGINX_UNIT,
+            *(u for a in config.apps for u in background_units(a))])
+        found = pool.submit(accounts, host, [a.owner for a in config.apps])
+        backups = pool.submit(backups_of, host, config)
+        scan = Snapshot(time.monotonic(), host.processes())
+        rss = {p.pid: p.rss for p in scan.processes}
+        vassal_files = host.listdir(layout.VASSALS_DIR)
+
+        def one(app: AppConfig) -> AppStatus:
+            units = asked.result() if app.workers or app.jobs else None
+            return app_status(host, config, app.name, emperor, rss, units, vassal_files)
+
+        apps = list(pool.map(one, config.apps))
+        units, owners, records = asked.result(), found.result(), backups.result()
     if any(a.cpu for a in config.apps):
         # Two /proc snapshots CPU_SAMPLE apart, after the per-app work: across a longer gap
-        # (seconds on a busy server) workers respawned meanwhile would count as idle.
+        # (seconds on a busy server) workers respawned meanwhile would count as idle, and
+        # the health requests status sends would count as the apps' own use.
+        before = Snapshot(time.monotonic(), host.processes())
         time.sleep(CPU_SAMPLE)
-        add_limits(host, config, apps, before, Snapshot(time.monotonic(), host.processes()))
+        add_limits(host, config, apps, owners, before,
+                   Snapshot(time.monotonic(), host.processes()))
     else:  # no cpu limit to compare with: status does not wait to measure cpu use
-        add_limits(host, config, apps, before, before)
-    add_backups(host, config, apps)
+        add_limits(host, config, apps, owners, scan, scan)
+    for status in apps:
+        status.backup = records.get(status.name)
     return ServerStatus(
         apps=apps,
         front=front_status(host, config),
-        emperor=emperor_status(host, emperor),
-        nginx_active=is_active(host, "nginx"),
+        emperor=emperor_status(units[layout.EMPEROR_UNIT_NAME].active in ACTIVE_STATES,
+                               emperor),
+        nginx_active=units[NGINX_UNIT].active in ACTIVE_STATES,
     )
-
-
-def add_backups(host: Host, config: Config, apps: list[AppStatus]) -> None:
-    """Each app's last backup, when the server uses backups."""
-    records = backups_of(host, config)
-    for status in apps:
-        status.backup = records.get(status.name)
 
 
 CPU_SAMPLE = 0.25  # seconds between the two /proc snapshots cpu use is computed from
 
 
-def add_limits(host: Host, config: Config, apps: list[AppStatus], before: Snapshot,
-               after: Snapshot) -> None:
+def add_limits(host: Host, config: Config, apps: list[AppStatus],
+               owners: dict[str, Account | None], before: Snapshot, after: Snapshot) -> None:
+    """Each app's use against its limits; `owners`: the apps' accounts (users.accounts)."""
     controllers = cgroup_controllers(host)
     for status in apps:
         app = config.app(status.name)
         assert app is not None
-        found = account(host, app.owner)
+        found = owners.get(app.owner)
         status.limits = limits_status(host, app, found.uid if found else None, before, after,
                                       controllers, sum(w.harakiri for w in status.workers),
                                       sum(w.respawns for w in status.workers))

@@ -45,12 +45,33 @@ class Group:
     members: tuple[str, ...]
 
 
-def account(host: Host, name: str) -> Account | None:
-    result = host.run(["getent", "passwd", name], check=False)
-    fields = result.stdout.strip().split(":")
-    if not result.ok or len(fields) < 7 or not fields[2].isdigit() or not fields[3].isdigit():
+def parse_account(line: str) -> Account | None:
+    """One `getent passwd` line (None: not one)."""
+    fields = line.strip().split(":")
+    if len(fields) < 7 or not fields[2].isdigit() or not fields[3].isdigit():
         return None
     return Account(fields[0], int(fields[2]), int(fields[3]), fields[4], fields[5], fields[6])
+
+
+def account(host: Host, name: str) -> Account | None:
+    result = host.run(["getent", "passwd", name], check=False)
+    return parse_account(result.stdout) if result.ok else None
+
+
+def accounts(host: Host, names: list[str]) -> dict[str, Account | None]:
+    """The accounts of these names from one `getent passwd` listing, not one process per name
+    (`fleet status` on many apps); a name the listing lacks is asked for on its own: an account
+    source that does not enumerate (LDAP) may still know it."""
+    if not names:
+        return {}
+    result = host.run(["getent", "passwd"], check=False)
+    listed = {}
+    for line in result.stdout.splitlines() if result.ok else []:
+        found = parse_account(line)
+        if found is not None:
+            listed.setdefault(found.name, found)  # the first source wins, as getent NAME
+    return {name: listed[name] if name in listed else account(host, name)
+            for name in dict.fromkeys(names)}
 
 
 def group(host: Host, name: str) -> Group | None:

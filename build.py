@@ -30,6 +30,12 @@ Why each step is the way it is:
    preamble sets sys.dont_write_bytecode before fleet is imported: a run never writes into
    the extraction afterwards (another Python version runs from source rather than adding
    its own bytecode to a shared root-owned directory).
+8. The zip's __main__.py is fleet's launcher (LAUNCHER), not shiv's: once this build is
+   extracted, it starts fleet from the extraction itself, as shiv's bootstrap would, without
+   the bootstrap's second read of the zip's directory and its imports (zipfile, compileall,
+   hashlib, runpy, subprocess...): about 50 ms of every start. The first run of a build, or
+   any SHIV_* variable but SHIV_ROOT, goes to shiv's bootstrap unchanged (it extracts, runs
+   the preamble, which also deletes other builds' extractions, and honours those variables).
 
 How fleet reads its build id at runtime: build.py writes it to fleet/_build_id.txt inside
 the pyz (absent from a source checkout), which works whatever the pyz file is called and
@@ -59,6 +65,7 @@ import sys
 import tempfile
 import time
 import venv
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -145,6 +152,47 @@ try:
 except Exception:
     pass
 '''
+
+
+# The zip's __main__.py (point 8). BUILD_ID, ROOT and ENTRY are filled in from the
+# environment.json shiv wrote. The same steps as shiv's bootstrap() for an extraction that
+# exists: the same directory (root, the pyz's resolved name and the build id), the same
+# site.addsitedir and sys.path order, the preamble's dont_write_bytecode, the entry point.
+LAUNCHER = """\
+# fleet's launcher (build.py LAUNCHER): start this build from its extraction when there is
+# one; anything else is shiv's bootstrap, as before.
+import os
+import sys
+
+
+def _site_packages():
+    if any(key.startswith("SHIV_") and key != "SHIV_ROOT" for key in os.environ):
+        return None  # shiv's switches (SHIV_INTERPRETER, SHIV_FORCE_EXTRACT...): shiv's job
+    root = os.path.expanduser(os.environ.get("SHIV_ROOT") or ROOT)
+    name = os.path.basename(os.path.realpath(sys.argv[0]))
+    path = os.path.join(root, name + "_" + BUILD_ID, "site-packages")
+    return path if os.path.isdir(path) else None  # shiv moves it into place when complete
+
+
+BUILD_ID, ROOT, ENTRY = %r, %r, %r
+_site = _site_packages()
+if _site is None:
+    import _bootstrap
+
+    _bootstrap.bootstrap()
+else:
+    import site
+
+    sys.dont_write_bytecode = True
+    _length = len(sys.path)
+    _index = next((i for i, p in enumerate(sys.path)
+                   if os.path.basename(p) in ("site-packages", "dist-packages")), None)
+    _index = _index or _length
+    site.addsitedir(_site)
+    sys.path = sys.path[:_index] + sys.path[_length:] + sys.path[_index:_length]
+    _module, _name = ENTRY.split(":")
+    sys.exit(getattr(__import__(_module, fromlist=[_name]), _name)())
+"""
 
 
 class BuildError(Exception):
@@ -293,8 +341,30 @@ def run_shiv(python: Path, work: Path, site_packages: Path, build_id: str, out: 
          "--output-file", tmp_out, "--python", SHEBANG, "--reproducible",
          "--build-id", build_id, "--root", SHIV_ROOT, "--preamble", preamble,
          "--compile-pyc"], env=env)  # fmt: skip
+    install_launcher(tmp_out)
     tmp_out.chmod(0o755)
     os.replace(tmp_out, out)
+
+
+def install_launcher(pyz: Path) -> None:
+    """Replace shiv's __main__.py by LAUNCHER (point 8): the zip is written anew, entry by
+    entry with the same names, order, dates, modes and compression, so it stays
+    reproducible."""
+    with zipfile.ZipFile(pyz) as old:
+        env = json.loads(old.read("environment.json"))
+        launcher = LAUNCHER % (env["build_id"], env["root"], env["entry_point"])
+        entries = [(info, launcher.encode() if info.filename == "__main__.py"
+                    else old.read(info)) for info in old.infolist()]
+    prefix = pyz.read_bytes().split(b"\n", 1)[0] + b"\n"  # the #! line
+    if not prefix.startswith(b"#!") or "__main__.py" not in {i.filename for i, _ in entries}:
+        raise BuildError(f"{pyz}: not the zipapp shiv writes (no #! line or __main__.py)")
+    new = pyz.with_name(pyz.name + ".launcher")
+    with new.open("wb") as fd:
+        fd.write(prefix)
+        with zipfile.ZipFile(fd, "w") as zf:
+            for info, data in entries:
+                zf.writestr(info, data)
+    os.replace(new, pyz)
 
 
 def build(out: Path) -> str:

@@ -174,6 +174,28 @@ def test_extraction_is_compiled_once_and_never_written_again(built: Built,
     assert sorted((p, p.stat().st_mtime_ns) for p in site.rglob("*")) == before
 
 
+def imported(proc: subprocess.CompletedProcess) -> set[str]:
+    """The modules a run imported (PYTHONPROFILEIMPORTTIME=1 lists them on stderr)."""
+    return {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
+def test_an_extracted_build_starts_without_shivs_bootstrap(built: Built, tmp_path: Path) -> None:
+    root = tmp_path / "shiv"
+    first = run_pyz(built.pyz, root, "--version", PYTHONPROFILEIMPORTTIME="1")
+    again = run_pyz(built.pyz, root, "--version", PYTHONPROFILEIMPORTTIME="1")
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout == again.stdout and built.build_id in again.stdout
+    # The first run extracts through shiv's bootstrap; the next starts from the extraction.
+    assert {"_bootstrap", "compileall"} <= imported(first)
+    assert not {"_bootstrap", "compileall", "hashlib"} & imported(again)
+    # shiv's switches still go to shiv: SHIV_INTERPRETER gives its interpreter.
+    proc = run_pyz(built.pyz, root, "-c", "import fleet; print(fleet.__file__)",
+                   SHIV_INTERPRETER="1", PYTHONPROFILEIMPORTTIME="1")
+    assert proc.returncode == 0 and str(root) in proc.stdout, proc.stderr
+    assert "_bootstrap" in imported(proc)
+
+
 @pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="no system python3")
 def test_runs_on_the_system_python(built: Built, tmp_path: Path) -> None:
     code = "import fleet, jinja2, rich, typer, virtualenv; print(fleet.__file__)"

@@ -151,9 +151,11 @@ class FakeHost:
         return sorted({k[len(prefix):].split("/")[0] for k in self.files
                        if k.startswith(prefix) and k != prefix})
 
-    def build_venv(self, path: str, python: str) -> None:
+    def build_venv(self, path: str, python: str, uv: str | None = None) -> None:
         self.mkdir(f"{path}/bin", 0o755, "root", "root")
         self.write(f"{path}/bin/python", b"", 0o755, "root", "root")
+        if uv is not None:  # a command, as LocalHost runs it
+            self.commands.append([uv, "venv", path])
 
     def own_tree(self, path: str, owner: str | None, group: str, modes: str) -> None:
         from fleet.host.machine import private_mode

@@ -258,7 +258,8 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
     """Root makes an empty venv and hands it to the app's user; pip, or uv when `uv` (its
     binary) is given, and every setup.py or build backend they run, runs contained as that
     user; then root takes the venv back, marks it complete, and only a complete venv is ever
-    used."""
+    used. A venv uv builds is made by `uv venv`: uv installs from outside it, so it gets no
+    pip or setuptools (seeding them cost more than uv's install of a changed requirement)."""
     if venv_ready(host, venv):
         return []
     paths = AppPaths(app.name)
@@ -274,7 +275,7 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
         actions.append(Remove(path=cache, why=f"a build cache not owned by {app.owner}"))
     actions += [MakeDir(path=BUILD_CACHE, mode=0o755), MakeDir(path=cache, mode=0o700,
                                                                owner=app.owner, group=app.owner),
-                BuildVenv(path=venv, python=SYSTEM_PYTHON),
+                BuildVenv(path=venv, python=SYSTEM_PYTHON, uv=uv),
                 OwnTree(path=venv, owner=app.owner, group=app.owner, modes="keep",
                         why="hand the new venv to the app's user for the build")]
     builder_env = pip_env(pip) if uv is None else uv_env(pip, cache, venv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from fleet.host.executor import perform
 from fleet.host.machine import UV_VENV_ENV, LocalHost, uv_venv_argv
 from fleet.server import uv as uv_tool
 from fleet.server.release import Dependencies, dependencies, plan_venv
-from tests.unit.fakehost import FakeHost
+from tests.unit.fakehost import FakeHost, build_parts
 from tests.unit.support import CONFIG, SHA_B1, config, run, server
 
 pytestmark = pytest.mark.usefixtures("healthy")
@@ -30,15 +31,18 @@ APP = AppConfig(name="blog", repo="git://x/blog.git", domains=("blog.test",))
 
 def build(deps: Dependencies, uv: str | None = UV,
           pip: PipSettings = PipSettings()) -> ContainedRun:
+    """The one contained run of a build (the build script: copy, install, and for uv its
+    cache made private), seen as the installer it runs: its argv, and the cwd the script
+    runs it from."""
     actions = plan_venv(FakeHost(), APP, "a" * 40, deps, VENV, pip, uv=uv)
-    copy, install, *rest = [a for a in actions if isinstance(a, ContainedRun)]
-    assert copy.argv[0] == "/bin/cp" and copy.argv[-1] == SRC
-    if uv is not None:  # uv's lock files come out 0644: made private to the app after
-        assert [a.argv for a in rest] == [("/bin/chmod", "-R", "o-rwx", "--", f"{CACHE}/uv")]
-        assert rest[0].user == "blog"
-    else:
-        assert rest == []
-    return install
+    (run_,) = [a for a in actions if isinstance(a, ContainedRun)]
+    parts = build_parts(list(run_.argv))
+    assert parts is not None and run_.cwd == "/"  # the script cds into the copy itself
+    code, src, cwd, private, installer = parts
+    assert code == "/srv/fleet/blog/releases/aaaaaaaaaaaa" and src == SRC
+    # uv's lock files come out 0644: made private to the app after
+    assert private == (f"{CACHE}/uv" if uv is not None else "")
+    return replace(run_, argv=tuple(installer), cwd=cwd)
 
 
 def test_uv_builds_start_from_an_empty_uv_venv_and_pip_builds_from_a_seeded_one() -> None:
@@ -153,8 +157,13 @@ def test_root_only_unpacks_a_hash_checked_wheel() -> None:
     assert all(f"--hash=sha256:{d}" in text for d in uv_tool.UV_SHA256)
 
 
+def installers(host: FakeHost) -> list[list[str]]:
+    """What the builds' contained runs installed with."""
+    return [parts[-1] for argv, *_ in host.contained if (parts := build_parts(argv))]
+
+
 def uv_runs(host: FakeHost) -> list[list[str]]:
-    return [argv for argv, *_ in host.contained if argv[0] == UV]
+    return [argv for argv in installers(host) if argv[0] == UV]
 
 
 UV_CONFIG = '[server]\nbuilder = "uv"\n' + CONFIG
@@ -180,7 +189,7 @@ def test_uv_that_cannot_be_installed_falls_back_to_pip_and_says_so() -> None:
     assert host.state(uv_tool.UV_TMP) is None and host.state(UV) is None
     assert not uv_runs(host) and outcome.apps["alpha"].health == "passed"
     assert not [c for c in host.commands if c[1:2] == ["venv"]]  # seeded venvs, for pip
-    pips = [argv for argv, *_ in host.contained if argv[1:4] == ["-I", "-m", "pip"]]
+    pips = [argv for argv in installers(host) if argv[1:4] == ["-I", "-m", "pip"]]
     assert len(pips) == 2
 
 

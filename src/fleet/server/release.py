@@ -25,8 +25,10 @@ from fleet.host.actions import (
     Symlink,
     WriteFile,
 )
-from fleet.host.layout import BUILD_CACHE, SYSTEM_PYTHON, AppPaths
+from fleet.host.files import plan_dir, plan_file
+from fleet.host.layout import BUILD_CACHE, BUILD_SCRIPT, LIB_DIR, SYSTEM_PYTHON, AppPaths
 from fleet.host.machine import Host
+from fleet.host.render import render
 from fleet.server.repo import git, has_path, read_blob
 from fleet.server.resource_limits import unit_limits
 
@@ -229,9 +231,10 @@ def uv_env(pip: PipSettings, cache: str, venv: str) -> tuple[tuple[str, str], ..
 
 def install_argv(deps: Dependencies, venv: str, src: str,
                  uv: str | None) -> tuple[tuple[str, ...], str]:
-    """The contained command that installs the dependencies from the build copy `src`, and
-    what it does: pip in the venv, or uv (`uv sync --frozen` for a uv.lock: the locked set,
-    without dev groups, the project installed as a copy since `src` is removed after)."""
+    """The command that installs the dependencies from the build copy `src` (run contained,
+    by the build script, after the copy), and what it does: pip in the venv, or uv (`uv sync
+    --frozen` for a uv.lock: the locked set, without dev groups, the project installed as a
+    copy since `src` is removed after)."""
     if uv is None:
         pip_cmd = (f"{venv}/bin/python", "-I", "-m", "pip", "install", "--no-input")
         if deps.kind == "requirements":
@@ -294,13 +297,18 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
         src = f"{cache}/src"
         if host.state(src) is not None:
             actions.append(Remove(path=src, why="a previous build's copy"))
-        actions.append(contained(("/bin/cp", "-R", "--", code, src), "copy the code to build it"))
+        actions += plan_dir(host, LIB_DIR, 0o755) + plan_file(
+            host, BUILD_SCRIPT, render("build"), 0o755, why="what an app's contained build runs")
         argv, why = install_argv(deps, venv, src, uv)
-        actions.append(contained(argv, why, src if deps.kind == "requirements" else "/"))
-        if uv is not None:  # uv makes its lock files 0644 whatever the umask: readable by
-            # the app only, like everything its build writes (the cache dir is 0700 anyway)
-            actions.append(contained(("/bin/chmod", "-R", "o-rwx", "--", f"{cache}/uv"),
-                                     "keep uv's cache private to the app"))
+        # uv makes its lock files 0644 whatever the umask: the script makes them readable by
+        # the app only, like everything its build writes (the cache dir is 0700 anyway).
+        private = f"{cache}/uv" if uv is not None else ""
+        cwd = src if deps.kind == "requirements" else "/"
+        # One contained run for the copy, the install and uv's chmod: each run is a
+        # transient unit systemd starts and collects (bench/README.md, "Containment").
+        actions.append(contained(("/bin/sh", BUILD_SCRIPT, code, src, cwd, private, *argv),
+                                 f"copy the code, {why}" + (", keep uv's cache private"
+                                                            if private else "")))
         actions.append(Remove(path=src, why="the build copy"))
     actions += secure(venv, app.owner)
     actions.append(WriteFile(path=f"{venv}/{VENV_MARKER}",

@@ -47,7 +47,7 @@ def build(deps: Dependencies, uv: str | None = UV,
 
 def test_uv_builds_start_from_an_empty_uv_venv_and_pip_builds_from_a_seeded_one() -> None:
     """uv installs from outside the venv: no pip or setuptools seeded (virtualenv's copy of
-    them cost more than uv's install of a changed requirement); pip needs its own copy."""
+    them was uv-only overhead); pip runs from inside the venv and needs its own copy."""
     for uv in (UV, None):
         actions = plan_venv(FakeHost(), APP, "a" * 40, Dependencies("requirements", "d"), VENV,
                             PipSettings(), uv=uv)

@@ -13,7 +13,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleet.errors import AnswerTooLarge, CommandError
+from fleet.host.layout import BUILD_SCRIPT
 from fleet.host.machine import FileState, ProcessInfo, RunResult, Span
+
+
+def build_parts(argv: Sequence[str]) -> tuple[str, str, str, str, list[str]] | None:
+    """A build's contained run (`/bin/sh BUILD_SCRIPT CODE SRC CWD PRIVATE INSTALLER...`) as
+    (code, src, cwd, private, installer argv); None for any other command."""
+    if list(argv[:2]) != ["/bin/sh", BUILD_SCRIPT]:
+        return None
+    code, src, cwd, private = argv[2:6]
+    return code, src, cwd, private, list(argv[6:])
 
 
 @dataclass
@@ -151,9 +161,11 @@ class FakeHost:
         return sorted({k[len(prefix):].split("/")[0] for k in self.files
                        if k.startswith(prefix) and k != prefix})
 
-    def build_venv(self, path: str, python: str) -> None:
+    def build_venv(self, path: str, python: str, uv: str | None = None) -> None:
         self.mkdir(f"{path}/bin", 0o755, "root", "root")
         self.write(f"{path}/bin/python", b"", 0o755, "root", "root")
+        if uv is not None:  # a command, as LocalHost runs it
+            self.commands.append([uv, "venv", path])
 
     def own_tree(self, path: str, owner: str | None, group: str, modes: str) -> None:
         from fleet.host.machine import private_mode
@@ -240,6 +252,8 @@ class FakeHost:
             return RunResult(1 if argv[-1] in self.bad_schedules else 0, "", "")
         if cmd == "nginx":
             return ok if self.nginx_ok else RunResult(1, "", "nginx: [emerg] bad config")
+        if (parts := build_parts(argv)) is not None:  # the copy, then the installer
+            return self.simulate(parts[-1])
         if cmd.endswith("/bin/python"):
             if "pip" in argv[1:4] and self.pip_fails:
                 return RunResult(1, "", "ERROR: No matching distribution found")

@@ -3,14 +3,18 @@ build and init steps that use them (issue 14, item 1)."""
 
 from __future__ import annotations
 
+import stat
+import subprocess
 import time
 from pathlib import Path
 
 from fleet.config.settings import AppConfig, PipSettings
 from fleet.host.actions import MASK, BuildVenv, ContainedRun, OwnTree, Run, WriteFile
+from fleet.host.layout import BUILD_SCRIPT
 from fleet.host.machine import LocalHost, contained_argv, env_file_text
+from fleet.host.render import render
 from fleet.server.release import Dependencies, plan_venv, python_version, venv_ready
-from tests.unit.fakehost import FakeHost
+from tests.unit.fakehost import FakeHost, build_parts
 
 VENV = "/srv/fleet/blog/venvs/abc"
 TOKEN = "https://user:s3cret@pypi.example.com/simple"
@@ -71,13 +75,19 @@ def test_pip_runs_contained_as_the_app_user_then_root_takes_the_venv() -> None:
     pip = PipSettings(index_url=TOKEN)
     actions = plan_venv(host, app, "a" * 40, Dependencies("requirements", "d"), VENV, pip)
     kinds = [type(a) for a in actions]
-    assert kinds.index(BuildVenv) < kinds.index(ContainedRun) < kinds.index(WriteFile)
-    copy, build = [a for a in actions if isinstance(a, ContainedRun)]
+    marker = next(a for a in actions if isinstance(a, WriteFile) and a.path.endswith("complete"))
+    assert kinds.index(BuildVenv) < kinds.index(ContainedRun) < actions.index(marker)
+    (build,) = [a for a in actions if isinstance(a, ContainedRun)]
+    parts = build_parts(build.argv)
+    assert parts is not None
+    code, src, cwd, private, installer = parts
     # pip builds local paths (`./pkg`, `-e .`) in place: never in the read-only release.
-    assert copy.argv[0] == "/bin/cp" and copy.argv[-1] == "/var/cache/fleet/blog/src"
-    assert build.user == "blog" and build.argv[:4] == (f"{VENV}/bin/python", "-I", "-m", "pip")
-    assert build.argv[-2:] == ("-r", "/var/cache/fleet/blog/src/requirements.txt")
-    assert build.cwd == "/var/cache/fleet/blog/src"
+    assert code == "/srv/fleet/blog/releases/aaaaaaaaaaaa"
+    assert src == cwd == "/var/cache/fleet/blog/src" and private == ""
+    assert build.user == "blog" and installer[:4] == [f"{VENV}/bin/python", "-I", "-m", "pip"]
+    assert installer[-2:] == ["-r", "/var/cache/fleet/blog/src/requirements.txt"]
+    (script,) = [a for a in actions if isinstance(a, WriteFile) and a.path == BUILD_SCRIPT]
+    assert script.owner == "root" and script.mode == 0o755  # root's, read-only to the app
     assert build.writable == (VENV, "/var/cache/fleet/blog")
     assert ("PIP_INDEX_URL", TOKEN) in build.env and TOKEN not in " ".join(build.argv)
     assert ("HOME", "/var/cache/fleet/blog") in build.env
@@ -96,9 +106,11 @@ def test_project_builds_from_a_private_copy() -> None:
     app = AppConfig(name="blog", repo="git://x/blog.git", domains=("blog.test",))
     actions = plan_venv(host, app, "a" * 40, Dependencies("project", "a" * 40), VENV,
                         PipSettings())
-    contained = [a for a in actions if isinstance(a, ContainedRun)]
-    assert contained[0].argv[0] == "/bin/cp"
-    assert contained[1].argv[-1] == "/var/cache/fleet/blog/src"
+    (build,) = [a for a in actions if isinstance(a, ContainedRun)]
+    parts = build_parts(build.argv)
+    assert parts is not None
+    _code, src, cwd, _private, installer = parts
+    assert installer[-1] == src == "/var/cache/fleet/blog/src" and cwd == "/"
 
 
 def test_a_timed_out_command_takes_its_whole_tree_with_it(tmp_path) -> None:
@@ -123,3 +135,42 @@ def running(pid: int) -> bool:
         return not Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z")
     except (OSError, IndexError):
         return False
+
+
+def build_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "build"
+    script.write_bytes(render("build"))
+    return subprocess.run(["/bin/sh", str(script), *args], capture_output=True, text=True,
+                          check=False)
+
+
+def test_the_build_script_copies_installs_from_cwd_then_makes_the_cache_private(
+        tmp_path: Path) -> None:
+    """templates/build, run by a real shell: the copy, the installer run from CWD (its exit
+    status is the build's), then PRIVATE made unreadable to others even when it failed."""
+    code, src, cache = tmp_path / "code", tmp_path / "src", tmp_path / "uv"
+    code.mkdir()
+    (code / "requirements.txt").write_text("flask\n")
+    (cache / "locks").mkdir(parents=True)
+    (cache / "locks" / "lock").write_text("")
+    (cache / "locks" / "lock").chmod(0o644)  # as uv makes them
+    out = tmp_path / "out"
+    done = build_script(tmp_path, str(code), str(src), str(src), str(cache),
+                        "/bin/sh", "-c", 'pwd > "$0"; cat requirements.txt >> "$0"; exit 3',
+                        str(out))
+    assert done.returncode == 3  # the installer's
+    assert out.read_text() == f"{src}\nflask\n"  # ran in the copy
+    assert (src / "requirements.txt").read_text() == "flask\n"
+    assert stat.S_IMODE((cache / "locks" / "lock").stat().st_mode) == 0o640
+    assert stat.S_IMODE((cache / "locks").stat().st_mode) & 0o007 == 0
+
+
+def test_the_build_script_runs_nothing_when_the_copy_fails(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = build_script(tmp_path, str(tmp_path / "missing"), str(tmp_path / "src"), "/", "",
+                        "/bin/sh", "-c", 'echo ran > "$0"', str(out))
+    assert done.returncode != 0 and not out.exists()
+    (tmp_path / "code").mkdir()
+    ok = build_script(tmp_path, str(tmp_path / "code"), str(tmp_path / "copy"), "/", "",
+                      "/bin/true")
+    assert ok.returncode == 0  # without PRIVATE: nothing made private, the installer's 0

@@ -3,13 +3,20 @@ command and environment each kind of app gets, and the fallbacks to pip."""
 
 from __future__ import annotations
 
+import os
+import stat
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
 from fleet.config.settings import AppConfig, PipSettings
-from fleet.host.actions import BuildVenv, ContainedRun, Move, Run
+from fleet.host.actions import BuildVenv, ContainedRun, Move, OwnTree, Run
+from fleet.host.executor import perform
+from fleet.host.machine import UV_VENV_ENV, LocalHost, uv_venv_argv
 from fleet.server import uv as uv_tool
 from fleet.server.release import Dependencies, dependencies, plan_venv
-from tests.unit.fakehost import FakeHost
+from tests.unit.fakehost import FakeHost, build_parts
 from tests.unit.support import CONFIG, SHA_B1, config, run, server
 
 pytestmark = pytest.mark.usefixtures("healthy")
@@ -24,15 +31,59 @@ APP = AppConfig(name="blog", repo="git://x/blog.git", domains=("blog.test",))
 
 def build(deps: Dependencies, uv: str | None = UV,
           pip: PipSettings = PipSettings()) -> ContainedRun:
+    """The one contained run of a build (the build script: copy, install, and for uv its
+    cache made private), seen as the installer it runs: its argv, and the cwd the script
+    runs it from."""
     actions = plan_venv(FakeHost(), APP, "a" * 40, deps, VENV, pip, uv=uv)
-    copy, install, *rest = [a for a in actions if isinstance(a, ContainedRun)]
-    assert copy.argv[0] == "/bin/cp" and copy.argv[-1] == SRC
-    if uv is not None:  # uv's lock files come out 0644: made private to the app after
-        assert [a.argv for a in rest] == [("/bin/chmod", "-R", "o-rwx", "--", f"{CACHE}/uv")]
-        assert rest[0].user == "blog"
-    else:
-        assert rest == []
-    return install
+    (run_,) = [a for a in actions if isinstance(a, ContainedRun)]
+    parts = build_parts(list(run_.argv))
+    assert parts is not None and run_.cwd == "/"  # the script cds into the copy itself
+    code, src, cwd, private, installer = parts
+    assert code == "/srv/fleet/blog/releases/aaaaaaaaaaaa" and src == SRC
+    # uv's lock files come out 0644: made private to the app after
+    assert private == (f"{CACHE}/uv" if uv is not None else "")
+    return replace(run_, argv=tuple(installer), cwd=cwd)
+
+
+def test_uv_builds_start_from_an_empty_uv_venv_and_pip_builds_from_a_seeded_one() -> None:
+    """uv installs from outside the venv: no pip or setuptools seeded (virtualenv's copy of
+    them was uv-only overhead); pip runs from inside the venv and needs its own copy."""
+    for uv in (UV, None):
+        actions = plan_venv(FakeHost(), APP, "a" * 40, Dependencies("requirements", "d"), VENV,
+                            PipSettings(), uv=uv)
+        (venv,) = [a for a in actions if isinstance(a, BuildVenv)]
+        assert venv.path == VENV and venv.python == "/usr/bin/python3" and venv.uv == uv
+        assert ("uv venv" in venv.describe()) == (uv is not None)
+        kinds = [type(a) for a in actions]  # made by root, then handed to the app's user
+        assert kinds.index(BuildVenv) < kinds.index(OwnTree) < kinds.index(ContainedRun)
+
+
+def test_uv_venv_reads_no_config_keeps_no_cache_and_downloads_no_python() -> None:
+    argv = uv_venv_argv(UV, VENV, "/usr/bin/python3")
+    assert argv[:2] == [UV, "venv"] and argv[-1] == VENV
+    assert argv[argv.index("--python") + 1] == "/usr/bin/python3"
+    for flag in ("--no-config", "--no-cache", "--no-project", "--no-python-downloads"):
+        assert flag in argv
+    assert "--seed" not in argv and UV_VENV_ENV == {"UV_PYTHON_DOWNLOADS": "never"}
+
+
+def test_localhost_makes_a_uv_venv_with_the_uv_binary_from_the_root_directory(
+        tmp_path: Path) -> None:
+    """The executor's BuildVenv with uv runs that binary (logged like any command), from
+    "/" with the clean environment: here a stand-in that records what it was given."""
+    record = tmp_path / "record"
+    fake_uv = tmp_path / "uv"
+    fake_uv.write_text(f'#!/bin/sh\n{{ pwd; echo "$UV_PYTHON_DOWNLOADS"; echo "$@"; }} > {record}\n'
+                       f'mkdir -p "$(eval echo \\${{$#}})/bin"\n')
+    fake_uv.chmod(fake_uv.stat().st_mode | stat.S_IXUSR)
+    logged: list[list[str]] = []
+    venv = tmp_path / "venv"
+    perform(LocalHost(logged.append), BuildVenv(path=str(venv), uv=str(fake_uv)))
+    cwd, downloads, args = record.read_text().splitlines()
+    assert cwd == "/" and downloads == "never"
+    assert args.split() == uv_venv_argv(str(fake_uv), str(venv), "/usr/bin/python3")[1:]
+    assert logged == [uv_venv_argv(str(fake_uv), str(venv), "/usr/bin/python3")]
+    assert venv.is_dir() and os.listdir(venv) == ["bin"]
 
 
 def test_requirements_install_with_uv_pip_contained_as_the_app() -> None:
@@ -106,8 +157,13 @@ def test_root_only_unpacks_a_hash_checked_wheel() -> None:
     assert all(f"--hash=sha256:{d}" in text for d in uv_tool.UV_SHA256)
 
 
+def installers(host: FakeHost) -> list[list[str]]:
+    """What the builds' contained runs installed with."""
+    return [parts[-1] for argv, *_ in host.contained if (parts := build_parts(argv))]
+
+
 def uv_runs(host: FakeHost) -> list[list[str]]:
-    return [argv for argv, *_ in host.contained if argv[0] == UV]
+    return [argv for argv in installers(host) if argv[0] == UV]
 
 
 UV_CONFIG = '[server]\nbuilder = "uv"\n' + CONFIG
@@ -119,6 +175,7 @@ def test_apply_installs_uv_once_and_builds_with_it() -> None:
     assert host.state(UV) is not None
     assert [s for s in session.steps if s.name == "uv" and s.actions]
     assert len(uv_runs(host)) == 2  # alpha's requirements, beta's project
+    assert len(host.ran(UV, "venv")) == 2  # their venvs: made by uv, nothing seeded
     session, _ = run(host, config(host, UV_CONFIG))
     assert not [s for s in session.steps if s.name == "uv" and s.actions]
 
@@ -131,7 +188,8 @@ def test_uv_that_cannot_be_installed_falls_back_to_pip_and_says_so() -> None:
     assert step.notes and "builds use pip" in step.notes[0]
     assert host.state(uv_tool.UV_TMP) is None and host.state(UV) is None
     assert not uv_runs(host) and outcome.apps["alpha"].health == "passed"
-    pips = [argv for argv, *_ in host.contained if argv[1:4] == ["-I", "-m", "pip"]]
+    assert not [c for c in host.commands if c[1:2] == ["venv"]]  # seeded venvs, for pip
+    pips = [argv for argv in installers(host) if argv[1:4] == ["-I", "-m", "pip"]]
     assert len(pips) == 2
 
 

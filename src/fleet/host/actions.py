@@ -135,13 +135,17 @@ class ContainedRun(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class BuildVenv(Action):
-    """Create a virtualenv with the system Python (done in-process with `virtualenv`)."""
+    """Create a virtualenv with the system Python: in-process with `virtualenv` (pip and
+    setuptools seeded, for pip to build with), or, when `uv` names its binary, an empty one
+    with `uv venv` (uv installs into it from outside: nothing to seed, copy and walk)."""
 
     path: str
     python: str = "/usr/bin/python3"
+    uv: str | None = None
 
     def describe(self) -> str:
-        return f"build virtualenv {self.path} with {self.python}"
+        how = " (uv venv: no pip, setuptools)" if self.uv else ""
+        return f"build virtualenv {self.path} with {self.python}{how}"
 
 
 @dataclass(frozen=True, kw_only=True)

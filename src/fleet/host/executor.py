@@ -45,7 +45,7 @@ def perform(host: Host, action: Action) -> None:
                            env=dict(action.env), writable=action.writable,
                            timeout=action.timeout, limits=action.limits)
     elif isinstance(action, BuildVenv):
-        host.build_venv(action.path, action.python)
+        host.build_venv(action.path, action.python, action.uv)
     elif isinstance(action, OwnTree):
         host.own_tree(action.path, action.owner, action.group, action.modes)
     elif isinstance(action, ExposeTree):

@@ -226,9 +226,9 @@ class FactsHost:
         self.forget()
         self.host.remove(path)
 
-    def build_venv(self, path: str, python: str) -> None:
+    def build_venv(self, path: str, python: str, uv: str | None = None) -> None:
         self.forget()
-        self.host.build_venv(path, python)
+        self.host.build_venv(path, python, uv)
 
     def own_tree(self, path: str, owner: str | None, group: str, modes: str) -> None:
         self.forget()

@@ -33,6 +33,8 @@ TIMERS_WANTS = f"{UNIT_DIR}/timers.target.wants"
 # runs) and after it (record it), and where it keeps those records.
 LIB_DIR = "/usr/local/lib/fleet"
 JOB_GATE = f"{LIB_DIR}/job-gate"
+# An app's build runs this as the app's user: copy the code, install (fleet.server.release).
+BUILD_SCRIPT = f"{LIB_DIR}/build"
 # cgroup v2 servers: the Emperor starts vassals through this (fleet.server.resource_limits).
 VASSAL_WRAPPER = f"{LIB_DIR}/vassal-wrapper"
 JOB_RECORDS = f"{STATE_DIR}/jobs"

@@ -169,7 +169,7 @@ class Host(Protocol):
         stops iterating; the command is then stopped."""
         ...
 
-    def build_venv(self, path: str, python: str) -> None: ...
+    def build_venv(self, path: str, python: str, uv: str | None = None) -> None: ...
 
     def own_tree(self, path: str, owner: str | None, group: str, modes: str) -> None: ...
 
@@ -383,7 +383,10 @@ class LocalHost:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
-    def build_venv(self, path: str, python: str) -> None:
+    def build_venv(self, path: str, python: str, uv: str | None = None) -> None:
+        if uv is not None:  # a command of its own: run() logs it
+            self.run(uv_venv_argv(uv, path, python), cwd="/", env=UV_VENV_ENV)
+            return
         if self.log_command:
             self.log_command(["virtualenv", path, "--python", python])
         build_venv(path, python)
@@ -648,3 +651,15 @@ def build_venv(path: str, python: str) -> None:
     from virtualenv import cli_run
 
     cli_run([path, "--python", python, "--no-periodic-update", "--quiet"], setup_logging=False)
+
+
+# uv as root only makes the venv: it runs the system Python to learn its version, reads no
+# config file (--no-config: not root's, not one in a directory an app controls), keeps no
+# cache, finds no project (--no-project) and never downloads a Python.
+UV_VENV_ENV = {"UV_PYTHON_DOWNLOADS": "never"}
+
+
+def uv_venv_argv(uv: str, path: str, python: str) -> list[str]:
+    """An empty venv (no pip, setuptools: uv installs into it from outside)."""
+    return [uv, "venv", "--no-config", "--no-cache", "--no-project", "--no-python-downloads",
+            "--quiet", "--python", python, path]

@@ -27,8 +27,10 @@ from fleet.host.actions import (
     WriteFile,
 )
 from fleet.host.facts import FactsHost, runs_binary
-from fleet.host.layout import BUILD_CACHE, SYSTEM_PYTHON, AppPaths
+from fleet.host.files import plan_dir, plan_file
+from fleet.host.layout import BUILD_CACHE, BUILD_SCRIPT, LIB_DIR, SYSTEM_PYTHON, AppPaths
 from fleet.host.machine import Host, RunResult
+from fleet.host.render import render
 from fleet.server.repo import git, has_path, read_blob
 from fleet.server.resource_limits import unit_limits
 
@@ -240,9 +242,10 @@ def uv_env(pip: PipSettings, cache: str, venv: str) -> tuple[tuple[str, str], ..
 
 def install_argv(deps: Dependencies, venv: str, src: str,
                  uv: str | None) -> tuple[tuple[str, ...], str]:
-    """The contained command that installs the dependencies from the build copy `src`, and
-    what it does: pip in the venv, or uv (`uv sync --frozen` for a uv.lock: the locked set,
-    without dev groups, the project installed as a copy since `src` is removed after)."""
+    """The command that installs the dependencies from the build copy `src` (run contained,
+    by the build script, after the copy), and what it does: pip in the venv, or uv (`uv sync
+    --frozen` for a uv.lock: the locked set, without dev groups, the project installed as a
+    copy since `src` is removed after)."""
     if uv is None:
         pip_cmd = (f"{venv}/bin/python", "-I", "-m", "pip", "install", "--no-input")
         if deps.kind == "requirements":
@@ -269,7 +272,9 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
     """Root makes an empty venv and hands it to the app's user; pip, or uv when `uv` (its
     binary) is given, and every setup.py or build backend they run, runs contained as that
     user; then root takes the venv back, marks it complete, and only a complete venv is ever
-    used."""
+    used. A venv uv builds is made by `uv venv`: uv installs from outside it, so it gets no
+    pip or setuptools (virtualenv copied about 1,000 files of them into every venv, for
+    root to hand over and take back, and nothing used them)."""
     if venv_ready(host, venv):
         return []
     paths = AppPaths(app.name)
@@ -285,7 +290,7 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
         actions.append(Remove(path=cache, why=f"a build cache not owned by {app.owner}"))
     actions += [MakeDir(path=BUILD_CACHE, mode=0o755), MakeDir(path=cache, mode=0o700,
                                                                owner=app.owner, group=app.owner),
-                BuildVenv(path=venv, python=SYSTEM_PYTHON),
+                BuildVenv(path=venv, python=SYSTEM_PYTHON, uv=uv),
                 OwnTree(path=venv, owner=app.owner, group=app.owner, modes="keep",
                         why="hand the new venv to the app's user for the build")]
     builder_env = pip_env(pip) if uv is None else uv_env(pip, cache, venv)
@@ -304,13 +309,18 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
         src = f"{cache}/src"
         if host.state(src) is not None:
             actions.append(Remove(path=src, why="a previous build's copy"))
-        actions.append(contained(("/bin/cp", "-R", "--", code, src), "copy the code to build it"))
+        actions += plan_dir(host, LIB_DIR, 0o755) + plan_file(
+            host, BUILD_SCRIPT, render("build"), 0o755, why="what an app's contained build runs")
         argv, why = install_argv(deps, venv, src, uv)
-        actions.append(contained(argv, why, src if deps.kind == "requirements" else "/"))
-        if uv is not None:  # uv makes its lock files 0644 whatever the umask: readable by
-            # the app only, like everything its build writes (the cache dir is 0700 anyway)
-            actions.append(contained(("/bin/chmod", "-R", "o-rwx", "--", f"{cache}/uv"),
-                                     "keep uv's cache private to the app"))
+        # uv makes its lock files 0644 whatever the umask: the script makes them readable by
+        # the app only, like everything its build writes (the cache dir is 0700 anyway).
+        private = f"{cache}/uv" if uv is not None else ""
+        cwd = src if deps.kind == "requirements" else "/"
+        # One contained run for the copy, the install and uv's chmod: each run is a
+        # transient unit systemd starts and collects (bench/README.md, "Containment").
+        actions.append(contained(("/bin/sh", BUILD_SCRIPT, code, src, cwd, private, *argv),
+                                 f"copy the code, {why}" + (", keep uv's cache private"
+                                                            if private else "")))
         actions.append(Remove(path=src, why="the build copy"))
     actions += secure(venv, app.owner)
     actions.append(WriteFile(path=f"{venv}/{VENV_MARKER}",

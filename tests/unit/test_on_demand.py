@@ -153,3 +153,27 @@ def test_apply_probes_a_sleeping_app_when_the_run_changed_it_or_the_emperor(
     host.write("/etc/uwsgi/emperor.ini", b"drifted\n", 0o644, "root", "root")
     _, outcome = run(host, config(host, ON_DEMAND + '[apps.alpha.env]\nMODE = "x"\n'))
     assert outcome.apps["alpha"].health == "passed" and healthy == ["alpha"] * 3
+
+
+def test_adding_another_app_leaves_a_sleeping_app_asleep(
+        healthy: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    host = server()
+    run(host, config(host, ON_DEMAND))
+    asleep = {"vassals": [{"id": "alpha@aaaaaaaaaaaa.ini", "pid": 0}], "blacklist": []}
+    monkeypatch.setattr(apply_mod, "read_emperor", lambda *_a, **_k: asleep)
+    more = ON_DEMAND + '[apps.beta]\nrepo = "git://remote/beta.git"\ndomains = ["beta.test"]\n'
+    session, outcome = run(host, config(host, more))
+    assert outcome.apps["beta"].health == "passed" and outcome.apps["alpha"].health == "sleeping"
+    assert healthy == ["alpha", "beta"], changed_steps(session)
+
+
+def test_apply_probes_a_sleeping_app_whose_socket_directory_was_recreated(
+        healthy: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    host = server()
+    run(host, config(host, ON_DEMAND))
+    asleep = {"vassals": [{"id": "alpha@aaaaaaaaaaaa.ini", "pid": 0}], "blacklist": []}
+    monkeypatch.setattr(apply_mod, "read_emperor", lambda *_a, **_k: asleep)
+    host.remove("/run/fleet/_on-demand")
+    session, outcome = run(host, config(host, ON_DEMAND))
+    assert "runtime directories" in changed_steps(session)
+    assert outcome.apps["alpha"].health == "passed" and healthy == ["alpha", "alpha"]

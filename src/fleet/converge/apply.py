@@ -280,6 +280,8 @@ def converge_tmpfiles(config: Config, session: Session, step: Step) -> set[str]:
     drift = [a for a in apps
              if plan_dir(host, AppPaths(a.name).run_dir, 0o750, a.owner, layout.NGINX_USER)]
     on_demand_drift = plan_dir(host, layout.ON_DEMAND_DIR, 0o750, "root", layout.NGINX_USER)
+    if on_demand_drift:
+        step.notes.append(ON_DEMAND_RECREATED)
     if actions or drift or on_demand_drift:
         actions.append(Run(argv=("systemd-tmpfiles", "--create", layout.TMPFILES),
                            why="create runtime directories"))
@@ -419,8 +421,23 @@ def finish_app(app: AppConfig, rollout: Rollout, session: Session, history: Hist
 # Server-wide steps whose changes cannot change how an unchanged app serves: an app's
 # site is its own step, and nginx reloads only after `nginx -t` passed. A change in any
 # other server-wide step (packages, the Emperor, nginx's own config, units) probes every app.
-HARMLESS_STEPS = frozenset({"nginx", "uv", "leftover temp files", "remove stale apps",
-                            "backups", "metrics", "audit and notifications"})
+HARMLESS_STEPS = frozenset({"fleet config", "nginx", "uv", "leftover temp files",
+                            "remove stale apps", "backups", "metrics", "audit and notifications"})
+
+
+ON_DEMAND_RECREATED = "the on-demand sockets' directory was missing"
+
+
+def may_touch(step: Step) -> bool:
+    """Whether a server-wide step's change can change how an unchanged on-demand app serves.
+    Runtime directories: only when the on-demand sockets' directory was recreated; an app
+    whose own run directory was gone is restarted (its own steps change), and another app's
+    new run directory changes nothing for it."""
+    if step.name in HARMLESS_STEPS:
+        return False
+    if step.name == "runtime directories":
+        return ON_DEMAND_RECREATED in step.notes
+    return True
 
 
 def left_asleep(app: AppConfig, rollout: Rollout, session: Session) -> bool:
@@ -430,7 +447,7 @@ def left_asleep(app: AppConfig, rollout: Rollout, session: Session) -> bool:
     if not app.on_demand or rollout.swapped or rollout.vassal_written is not None \
             or rollout.release is None or rollout.release != rollout.live:
         return False
-    if any(s.changed and (s.app == app.name or (s.app is None and s.name not in HARMLESS_STEPS))
+    if any(s.changed and (s.app == app.name or (s.app is None and may_touch(s)))
            for s in session.steps):
         return False
     emperor = read_emperor(session.host)

@@ -125,6 +125,8 @@ def test_status_leaves_a_sleeping_app_asleep(monkeypatch: pytest.MonkeyPatch) ->
     ({"vassals": [], "blacklist": []}, False),  # asleep and not yet listed
     ({"vassals": [{"id": "alpha@aaaaaaaaaaaa.ini", "pid": 42}], "blacklist": []}, True),
     (None, True),  # the Emperor's stats unreadable: asleep or failing cannot be told
+    ({"vassals": [], "blacklist": [{"id": "alpha@aaaaaaaaaaaa.ini", "attempt": 3}]},
+     True),  # throttled after failed starts
 ])
 def test_apply_leaves_an_unchanged_sleeping_app_asleep(
         healthy: list[str], monkeypatch: pytest.MonkeyPatch, emperor, probed: bool) -> None:

@@ -454,6 +454,8 @@ def left_asleep(app: AppConfig, rollout: Rollout, session: Session) -> bool:
     if emperor is None:  # cannot tell asleep from failing: probe
         return False
     filename = AppPaths(app.name).vassal_id(rollout.release)
+    if any(b.get("id") == filename for b in emperor.get("blacklist", [])):
+        return False  # throttled after failed starts: not asleep, probe it
     entry = next((v for v in emperor.get("vassals", []) if v.get("id") == filename), None)
     return is_sleeping(session.host, filename, entry)
 

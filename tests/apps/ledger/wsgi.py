@@ -4,6 +4,7 @@ client knows which rows any later snapshot must hold; GET /rows answers "COUNT M
 
 import os
 import sqlite3
+import time
 
 from flask import Flask
 
@@ -27,13 +28,23 @@ def health():
 
 @app.post("/rows")
 def add():
-    conn = db()
-    try:
-        row = conn.execute("INSERT INTO rows (body) VALUES (?)", ("x" * 200,)).lastrowid
-        conn.commit()
-    finally:
-        conn.close()
-    return str(row), 201, TEXT
+    # SQLite answers "database is locked" at once, without waiting out the timeout, in a few
+    # WAL cases (another connection opening or recovering the WAL index while the last one
+    # closes); with a connection per request and four writers, a careful app retries those.
+    for attempt in range(5):
+        try:
+            conn = db()
+            try:
+                row = conn.execute("INSERT INTO rows (body) VALUES (?)", ("x" * 200,)).lastrowid
+                conn.commit()
+            finally:
+                conn.close()
+            return str(row), 201, TEXT
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 @app.get("/rows")

@@ -142,12 +142,18 @@ def test_apply_leaves_an_unchanged_sleeping_app_asleep(
     assert (step.notes == ["asleep (on demand) and unchanged: not woken"]) is not probed
 
 
-def test_apply_probes_a_sleeping_app_when_the_run_changed_it_or_the_emperor(
-        healthy: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def deployed_asleep(monkeypatch: pytest.MonkeyPatch):
+    """A host with alpha deployed on demand, and the Emperor saying it sleeps."""
     host = server()
     run(host, config(host, ON_DEMAND))
     asleep = {"vassals": [{"id": "alpha@aaaaaaaaaaaa.ini", "pid": 0}], "blacklist": []}
     monkeypatch.setattr(apply_mod, "read_emperor", lambda *_a, **_k: asleep)
+    return host
+
+
+def test_apply_probes_a_sleeping_app_when_the_run_changed_it_or_the_emperor(
+        healthy: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    host = deployed_asleep(monkeypatch)
     # The app's own files changed (a new environment variable): probe it.
     _, outcome = run(host, config(host, ON_DEMAND + '[apps.alpha.env]\nMODE = "x"\n'))
     assert outcome.apps["alpha"].health == "passed" and healthy == ["alpha", "alpha"]
@@ -159,10 +165,7 @@ def test_apply_probes_a_sleeping_app_when_the_run_changed_it_or_the_emperor(
 
 def test_adding_another_app_leaves_a_sleeping_app_asleep(
         healthy: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    host = server()
-    run(host, config(host, ON_DEMAND))
-    asleep = {"vassals": [{"id": "alpha@aaaaaaaaaaaa.ini", "pid": 0}], "blacklist": []}
-    monkeypatch.setattr(apply_mod, "read_emperor", lambda *_a, **_k: asleep)
+    host = deployed_asleep(monkeypatch)
     more = ON_DEMAND + '[apps.beta]\nrepo = "git://remote/beta.git"\ndomains = ["beta.test"]\n'
     session, outcome = run(host, config(host, more))
     assert outcome.apps["beta"].health == "passed" and outcome.apps["alpha"].health == "sleeping"
@@ -171,10 +174,7 @@ def test_adding_another_app_leaves_a_sleeping_app_asleep(
 
 def test_apply_probes_a_sleeping_app_whose_socket_directory_was_recreated(
         healthy: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    host = server()
-    run(host, config(host, ON_DEMAND))
-    asleep = {"vassals": [{"id": "alpha@aaaaaaaaaaaa.ini", "pid": 0}], "blacklist": []}
-    monkeypatch.setattr(apply_mod, "read_emperor", lambda *_a, **_k: asleep)
+    host = deployed_asleep(monkeypatch)
     host.remove("/run/fleet/_on-demand")
     session, outcome = run(host, config(host, ON_DEMAND))
     assert "runtime directories" in changed_steps(session)

@@ -163,3 +163,16 @@ def test_the_apply_path_imports_no_rich_until_it_shows_text() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_the_apply_path_leaves_out_what_only_other_paths_need() -> None:
+    """A no-op apply pays for every module it imports (issue 19): what only HTTPS, `fleet
+    status`, a diff, an error's hint or a rotated log needs is imported where it is used."""
+    code = ("import sys, fleet.cli.dispatch, fleet.cli.converging, fleet.cli.fast, "
+            "fleet.server.audit, fleet.converge.apply; "
+            "print(sorted(set(sys.argv[1:]) & set(sys.modules)))")
+    later = ["http.client", "ssl", "email", "fleet.server.status", "fleet.server.observe",
+             "difflib", "secrets", "gzip"]
+    proc = subprocess.run([sys.executable, "-c", code, *later], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert proc.stdout.strip() == "[]"

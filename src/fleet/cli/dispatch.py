@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 
 from fleet.cli import fast
@@ -70,6 +69,8 @@ def run_command(args: Sequence[str]) -> int:
         return run_fast(quick) if quick is not None else run_typer(args)
     except FleetError as exc:
         if OPTIONS.debug or "--debug" in args:
+            import traceback
+
             traceback.print_exc()
         err.print(f"fleet: {exc}", markup=False, soft_wrap=True)
         return exc.exit_code

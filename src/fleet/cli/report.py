@@ -6,7 +6,6 @@ TOML, credentials in URLs. The plan is meant to be pasted into tickets and chat.
 
 from __future__ import annotations
 
-import difflib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +78,8 @@ def masked_diff(action: WriteFile) -> str:
         old_data = toml_data((action.old or b"").decode(errors="replace"))
         new_data = toml_data(action.content.decode(errors="replace"))
         before = action.path if action.old is not None else "/dev/null"
+        import difflib  # only when the stored config differs: a no-op shows no diff
+
         diff = "".join(difflib.unified_diff(masked_toml(old_data).splitlines(keepends=True),
                                             masked_toml(new_data).splitlines(keepends=True),
                                             before, action.path))

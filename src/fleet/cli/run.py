@@ -13,9 +13,9 @@ from fleet.config.envfile import app_environment
 from fleet.errors import FleetError
 from fleet.host.layout import AppPaths
 from fleet.server import units
+from fleet.server.emperor import ini_value
 from fleet.server.history import History
 from fleet.server.release import app_dir
-from fleet.server.status import ini_value
 
 
 @app.command(context_settings={"allow_interspersed_args": False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +28,8 @@ class Checker:
     def check_known(self, known: list[str]) -> None:
         for name in self.table:
             if name not in known:
+                import difflib  # only for an error's hint
+
                 close = difflib.get_close_matches(str(name), known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.fail(str(name), f"unknown key{hint}")

@@ -46,7 +46,7 @@ from fleet.server import certs, resource_limits, tls, units
 from fleet.server import repo as repo_res
 from fleet.server import uv as uv_tool
 from fleet.server.backup import stale_staging
-from fleet.server.emperor import wait_for_vassal
+from fleet.server.emperor import is_sleeping, read_emperor, wait_for_vassal
 from fleet.server.health import check_app
 from fleet.server.history import History
 from fleet.server.logs import app_log_tail
@@ -60,7 +60,6 @@ from fleet.server.nginx import (
 )
 from fleet.server.packages import plan_packages
 from fleet.server.services import is_active, plan_service
-from fleet.server.status import is_sleeping, read_emperor
 from fleet.server.users import user_exists
 
 

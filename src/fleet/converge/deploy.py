@@ -24,13 +24,12 @@ from fleet.host.machine import Host
 from fleet.host.poll import poll
 from fleet.host.render import render
 from fleet.host.session import Session, Step
-from fleet.server.emperor import vassal_entry, wait_until_gone
+from fleet.server.emperor import read_stats, vassal_entry, wait_until_gone
 from fleet.server.health import judge_reply
 from fleet.server.history import History
 from fleet.server.logs import app_log_tail
 from fleet.server.release import app_dir
 from fleet.server.resource_limits import unit_limits
-from fleet.server.status import read_stats
 
 
 def live_release_of(host: Host, app: str) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import shlex
 from dataclasses import dataclass, field
 
@@ -40,6 +39,8 @@ class WriteFile(Action):
         old = (self.old or b"").decode(errors="replace").splitlines(keepends=True)
         new = self.content.decode(errors="replace").splitlines(keepends=True)
         before = self.path if self.old is not None else "/dev/null"
+        import difflib  # only to show a diff: a no-op never does
+
         return "".join(difflib.unified_diff(old, new, before, self.path))
 
 

@@ -12,7 +12,6 @@ import grp
 import os
 import pwd
 import re
-import secrets
 import shlex
 import shutil
 import signal
@@ -376,7 +375,7 @@ class LocalHost:
             directory, name = os.path.split(path)
             trash = path
             if not is_trash_name(name):
-                trash = os.path.join(directory, TRASH_PREFIX + secrets.token_hex(4))
+                trash = os.path.join(directory, TRASH_PREFIX + os.urandom(4).hex())
                 os.rename(path, trash)
             shutil.rmtree(trash)  # fd-based on Linux: never follows a link inside
         else:

@@ -13,7 +13,6 @@ import base64
 import binascii
 import datetime
 import fcntl
-import gzip
 import hashlib
 import json
 import os
@@ -211,6 +210,8 @@ def log_texts(host: Host, path: str) -> Iterator[bytes]:
         if packed is None:
             return
         try:
+            import gzip  # only for rotated logs: a run that appends a record never needs it
+
             yield gzip.decompress(packed)
         except (OSError, EOFError, zlib.error):
             continue

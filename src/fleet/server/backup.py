@@ -11,7 +11,7 @@ recorded in /var/lib/fleet/backups/APP.json (backup_state).
 from __future__ import annotations
 
 import json
-import secrets
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +91,7 @@ def stale_staging(host: Host) -> list[Action]:
 def stage(host: Host, app: AppConfig) -> dict[str, Any]:
     """Copy the app's data (as the app's user) into staged_path(app), root-only; the manifest."""
     perform_all(host, plan_dir(host, STAGING_ROOT, 0o711))
-    work = f"{STAGING_ROOT}/.{app.name}-{secrets.token_hex(8)}"
+    work = f"{STAGING_ROOT}/.{app.name}-{os.urandom(8).hex()}"
     host.mkdir(work, 0o700, app.owner, app.owner)
     shared = AppPaths(app.name).shared
     # SQLite readers of a WAL database write its -shm file: the app's own data stays writable

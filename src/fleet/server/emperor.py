@@ -1,13 +1,52 @@
-"""The Emperor's own view of its vassals, from its stats socket."""
+"""The Emperor's own view of its vassals, from its stats socket (and a vassal ini's values).
+
+Kept apart from server/status.py, which gathers everything `fleet status` shows: apply and
+deploy need only this, and a no-op apply should not import the rest."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from fleet.errors import AnswerError
 from fleet.host import layout
+from fleet.host.bounded import STATS_CAP, parse_json
 from fleet.host.machine import Host
 from fleet.host.poll import wait_until
-from fleet.server.status import read_stats
+
+
+def read_stats(host: Host, path: str, timeout: float = 2.0) -> dict[str, Any]:
+    """uWSGI's stats server writes one JSON document and closes the connection. The socket's
+    directory is writable by the app, so the answer may be anyone's: it is read within
+    `timeout` and STATS_CAP bytes, and anything but a JSON object is an AnswerError."""
+    data = parse_json(host.ask_socket(path, timeout=timeout, cap=STATS_CAP))
+    if not isinstance(data, dict):
+        raise AnswerError("stats answer unreadable (not a JSON object)")
+    return data
+
+
+def ini_value(text: str, key: str) -> str | None:
+    """The last `key = value` of an ini (uWSGI lets a later line win)."""
+    value = None
+    for line in text.splitlines():
+        name, sep, rest = line.partition("=")
+        if sep and name.strip() == key:
+            value = rest.strip()
+    return value
+
+
+def is_sleeping(host: Host, filename: str, entry: dict[str, Any] | None) -> bool:
+    """An on-demand vassal (a .socket file beside its ini) without a process: the Emperor
+    holds its socket and starts it on the next request. Not a failure."""
+    if host.state(f"{layout.VASSALS_DIR}/{filename}{layout.ON_DEMAND_EXTENSION}") is None:
+        return False
+    return entry is None or int(entry.get("pid") or 0) <= 0
+
+
+def read_emperor(host: Host, path: str = layout.EMPEROR_STATS) -> dict[str, Any] | None:
+    try:
+        return read_stats(host, path)
+    except (OSError, ValueError):
+        return None
 
 
 def vassal_entry(stats: dict[str, Any], vassal_id: str) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from fleet.errors import ConfigError
 from fleet.host import layout
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
-from fleet.server.status import ini_value
+from fleet.server.emperor import ini_value
 
 LISTEN = "0A"
 

@@ -10,7 +10,6 @@ Debian 12's restic 0.14: `backup --json --host --tag`, `snapshots --json --tag`,
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,9 +85,11 @@ def plan_password(host: Host, settings: BackupSettings) -> list[Action]:
     one (the operator's copy, put back on a new server) is never replaced."""
     if host.state(settings.password_file) is not None:
         return []
+    from secrets import token_urlsafe  # here only: most runs make no password
+
     directory = settings.password_file.rsplit("/", 1)[0] or "/"
     return (plan_dir(host, directory, 0o700) if host.state(directory) is None else []) + \
-        plan_file(host, settings.password_file, (secrets.token_urlsafe(32) + "\n").encode(),
+        plan_file(host, settings.password_file, (token_urlsafe(32) + "\n").encode(),
                   0o600, secret=True, why="restic repository password (keep a copy!)")
 
 

@@ -17,13 +17,13 @@ from typing import Any
 from fleet.config.settings import AppConfig, Config, as_app
 from fleet.errors import AnswerError
 from fleet.host import layout
-from fleet.host.bounded import STATS_CAP, parse_json
 from fleet.host.client import http_get
 from fleet.host.layout import AppPaths
 from fleet.host.machine import Host
 from fleet.server.background import BackgroundStatus, background_status, background_units
 from fleet.server.backup_health import backups_of
 from fleet.server.certs import certificate_status, served_files
+from fleet.server.emperor import ini_value, is_sleeping, read_emperor, read_stats
 from fleet.server.health import judge
 from fleet.server.logs import app_log_tail, last_error
 from fleet.server.resource_limits import cgroup_controllers
@@ -31,16 +31,6 @@ from fleet.server.rotation import current, load_drained, marked_down
 from fleet.server.units import UnitState, unit_states
 from fleet.server.usage import LimitsStatus, Snapshot, limits_status
 from fleet.server.users import Account, accounts
-
-
-def read_stats(host: Host, path: str, timeout: float = 2.0) -> dict[str, Any]:
-    """uWSGI's stats server writes one JSON document and closes the connection. The socket's
-    directory is writable by the app, so the answer may be anyone's: it is read within
-    `timeout` and STATS_CAP bytes, and anything but a JSON object is an AnswerError."""
-    data = parse_json(host.ask_socket(path, timeout=timeout, cap=STATS_CAP))
-    if not isinstance(data, dict):
-        raise AnswerError("stats answer unreadable (not a JSON object)")
-    return data
 
 
 @dataclass
@@ -78,14 +68,6 @@ def vassal_owner(filename: str) -> tuple[str, str | None] | None:
     return app, (release if sep else None)
 
 
-def ini_value(text: str, key: str) -> str | None:
-    """The last `key = value` of an ini (uWSGI lets a later line win)."""
-    value = None
-    for line in text.splitlines():
-        name, sep, rest = line.partition("=")
-        if sep and name.strip() == key:
-            value = rest.strip()
-    return value
 
 
 @dataclass
@@ -108,12 +90,6 @@ class VassalStatus:
         return data
 
 
-def is_sleeping(host: Host, filename: str, entry: dict[str, Any] | None) -> bool:
-    """An on-demand vassal (a .socket file beside its ini) without a process: the Emperor
-    holds its socket and starts it on the next request. Not a failure."""
-    if host.state(f"{layout.VASSALS_DIR}/{filename}{layout.ON_DEMAND_EXTENSION}") is None:
-        return False
-    return entry is None or int(entry.get("pid") or 0) <= 0
 
 
 def vassal_status(host: Host, filename: str, emperor: dict[str, Any] | None,
@@ -269,11 +245,6 @@ def app_status(host: Host, config: Config, name: str,
     return result
 
 
-def read_emperor(host: Host, path: str = layout.EMPEROR_STATS) -> dict[str, Any] | None:
-    try:
-        return read_stats(host, path)
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass

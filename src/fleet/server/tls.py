@@ -4,15 +4,14 @@ backoff after the CA refused so repeated applies never burn its rate limits."""
 
 from __future__ import annotations
 
-import http.client
-import secrets
+import os
 import time
 from collections.abc import Callable, Sequence
 
 from fleet.config.settings import AppConfig, Config
 from fleet.errors import CommandError, FleetError, StepFailed
 from fleet.host.actions import Action, Remove, Run, Unknown, WriteFile
-from fleet.host.client import http_get
+from fleet.host.client import answer_errors, http_get
 from fleet.host.files import plan_absent, plan_dir, plan_file
 from fleet.host.machine import Host
 from fleet.host.poll import RealTime, poll
@@ -81,9 +80,9 @@ def challenge_problem(session: Session, app: AppConfig) -> str | None:
     """Serve a token from the webroot and fetch it through nginx with each domain as Host: the
     CA would fetch the same path. Why it failed, or None."""
     host = session.host
-    name = f"fleet-check-{secrets.token_hex(8)}"
+    name = f"fleet-check-{os.urandom(8).hex()}"
     path = f"{certs.ACME_WEBROOT}/.well-known/acme-challenge/{name}"
-    token = secrets.token_hex(16).encode()
+    token = os.urandom(16).hex().encode()
     for directory in (f"{certs.ACME_WEBROOT}/.well-known",
                       f"{certs.ACME_WEBROOT}/.well-known/acme-challenge"):
         session.act(plan_dir(host, directory, 0o755))
@@ -110,7 +109,7 @@ def fetch_until(domain: str, path: str, expected: bytes, wait: float = CHALLENGE
 def fetch_problem(domain: str, path: str, expected: bytes) -> str | None:
     try:
         reply = http_get(domain, path, timeout=10.0, user_agent="fleet-acme-check")
-    except (OSError, http.client.HTTPException) as exc:  # AnswerError is an OSError
+    except answer_errors() as exc:  # AnswerError is an OSError
         return f"no answer ({exc.__class__.__name__}: {exc})"
     if reply.status != 200 or reply.body.strip().encode() != expected:
         return f"HTTP {reply.status} without the challenge token"

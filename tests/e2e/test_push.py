@@ -69,6 +69,9 @@ def test_a_second_push_changes_nothing_on_any_host(cluster: Cluster) -> None:
         last = json.loads(server.run("tail -n 1 /var/log/fleet/audit.log", check=True).stdout)
         assert last["command"][1:] == ["apply", "fleet.toml", "--json", "--hold-changes"], last
         assert last["result"] == "ok", last
+        # its installed fleet was this zipapp already: the 9 MB were not sent again
+        pushed = server.run("readlink /var/lib/fleet/push/fleet.pyz", check=True).stdout
+        assert pushed.strip() == "/usr/local/bin/fleet"
 
 
 def test_an_unreachable_app_server_is_reported_and_the_others_converge(cluster: Cluster) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import re
 import tarfile
 import threading
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 
 from fleet.cli import app as cli
 from fleet.cluster.inventory import Server, load_inventory
-from fleet.cluster.push import Payload, groups, push
+from fleet.cluster.push import NEEDS_FLEET, Payload, groups, push
 from fleet.cluster.ssh import OpenSSH, Result, as_root
 
 FILE = """
@@ -31,6 +33,7 @@ repo = "https://git.example.com/blog.git"
 domains = ["blog.example.com"]
 """
 PAYLOAD = Payload(b"PYZ", b"#!/bin/sh\n")
+PAYLOAD_SHA = hashlib.sha256(b"PYZ").hexdigest()
 
 
 def report(changed: int = 0, failed: int = 0, error: str | None = None) -> dict:
@@ -70,6 +73,7 @@ class FakeSsh:
         self.calls: list[tuple[str, str]] = []
         self.log: list[tuple[str, str]] = []  # (server, verb)
         self.shares: dict[str, str] = {}
+        self.without_fleet: set[str] = set()  # servers whose installed fleet is another one
         self.lock = threading.Lock()
 
     def run(self, server: Server, command: str, input: bytes | None = None,
@@ -96,10 +100,16 @@ class FakeSsh:
         if input is not None:  # the copy: unpack the bundle to see the share
             with tarfile.open(fileobj=io.BytesIO(input)) as tar:
                 names = tar.getnames()
-                assert names == ["fleet.pyz", "bootstrap", "fleet.toml"]
                 member = tar.extractfile("fleet.toml")
                 assert member is not None
                 self.shares[server.name] = member.read().decode()
+            if names == ["bootstrap", "fleet.toml"]:  # fleet itself only where it differs
+                assert re.search(r" [0-9a-f]{64} /usr/local/bin/fleet \| sha256sum", command)
+                if server.name in self.without_fleet:
+                    return Result(NEEDS_FLEET, b"", "")
+            else:
+                assert names == ["fleet.pyz", "bootstrap", "fleet.toml"]
+                self.without_fleet.discard(server.name)
             return Result(0, b"", "")
         body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
         return Result(code, body, "bootstrap: installed\n")
@@ -132,6 +142,21 @@ def test_every_host_converges_and_gets_its_own_share() -> None:
     applied = [c for n, c in ssh.calls if n == "app1" and verb_of(c) == "apply"][-1]
     assert applied.endswith("sh bootstrap fleet.pyz apply fleet.toml --json")
     assert result.hosts[0].healthy == "1/1"
+
+
+def test_the_zipapp_goes_only_where_the_installed_fleet_is_another_one() -> None:
+    """A server answers the light copy (bootstrap and its share) with NEEDS_FLEET when its
+    installed fleet is not this zipapp (sha256): only that one gets the 9 MB, then applies."""
+    ssh = FakeSsh()
+    ssh.without_fleet = {"app2"}
+    result = run_push(ssh)
+    assert result.ok and ssh.order() == ["app1", "app2", "app3", "lb"]
+    copies = {name: [c for n, c in ssh.calls if n == name and verb_of(c) == "copy"]
+              for name in ("app1", "app2")}
+    assert len(copies["app1"]) == 1 and "ln -sfn /usr/local/bin/fleet" in copies["app1"][0]
+    assert f" {PAYLOAD_SHA} /usr/local/bin/fleet " in copies["app1"][0]
+    assert len(copies["app2"]) == 2 and "rm -f /var/lib/fleet/push/fleet.pyz" in copies["app2"][1]
+    assert not ssh.without_fleet  # the full copy carried fleet.pyz to app2
 
 
 def test_a_failing_canary_stops_everything_and_names_the_cause() -> None:

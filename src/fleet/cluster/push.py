@@ -21,6 +21,7 @@ many servers thus costs a few rounds of `parallel` hosts, not one round per batc
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from tomli_w import dumps
@@ -41,6 +43,8 @@ from fleet.host import layout
 from fleet.host.session import Status
 
 REMOTE_DIR = "/var/lib/fleet/push"  # root-only: the share holds the apps' env secrets
+INSTALLED_FLEET = "/usr/local/bin/fleet"  # where bootstrap installs the zipapp
+NEEDS_FLEET = 91  # the light copy's answer when the server's fleet is another one
 REMOTE_TIMEOUT = 3600.0
 PARALLEL = 10  # hosts at a time: each costs the operator's machine an ssh and a thread
 FAILED_STATES = ("failed", "unreachable")
@@ -150,6 +154,11 @@ class Payload:
     bootstrap: bytes
     operator: str = ""  # who pushes (user@host or --operator): each host's audit log names them
 
+    @cached_property
+    def pyz_sha256(self) -> str:
+        """Hashed once per push: a server whose installed fleet has it needs no copy."""
+        return hashlib.sha256(self.pyz).hexdigest()
+
 
 def operator_env(operator: str) -> str:
     """`FLEET_OPERATOR=... ` before the remote fleet: its audit lines name the operator."""
@@ -168,15 +177,14 @@ def chunks(items: list[Server], size: int) -> list[list[Server]]:
     return [items[start:start + size] for start in range(0, len(items), max(1, size))]
 
 
-def bundle(payload: Payload, share: str) -> bytes:
+def bundle(payload: Payload, share: str, *, with_fleet: bool = True) -> bytes:
     """One tar (extracted by the server's tar) instead of three copies: one round trip."""
     out = io.BytesIO()
+    files = [("bootstrap", payload.bootstrap), ("fleet.toml", share.encode())]
     with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data, mode in (("fleet.pyz", payload.pyz, 0o600),
-                                 ("bootstrap", payload.bootstrap, 0o600),
-                                 ("fleet.toml", share.encode(), 0o600)):
+        for name, data in [("fleet.pyz", payload.pyz)] * with_fleet + files:
             info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
             tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
 
@@ -229,11 +237,24 @@ def remote(transport: Transport, server: Server, args: str, timeout: float = REM
     return run.returncode, run.stdout, run.stderr
 
 
-def copy_bundle(transport: Transport, server: Server, data: bytes) -> tuple[str, str] | None:
-    """Unpack fleet, bootstrap and the share in REMOTE_DIR; None, or (status, error)."""
-    copy = transport.run(server, as_root(server, f"umask 077 && mkdir -p {REMOTE_DIR} && "
-                                                 f"tar -C {REMOTE_DIR} -xf -"),
-                         input=data, timeout=600)
+def copy_bundle(transport: Transport, server: Server, payload: Payload,
+                share: str) -> tuple[str, str] | None:
+    """Put fleet, bootstrap and the share in REMOTE_DIR; None, or (status, error).
+
+    The zipapp (about 9 MB) goes only to a server whose installed fleet is not this very
+    file (its sha256): elsewhere bootstrap and the share are sent, and fleet.pyz there
+    becomes a link to the installed fleet, which bootstrap then finds already installed. A
+    push of an unchanged fleet sends a few KB per host, in as many round trips as before."""
+    copy = transport.run(server, as_root(server, (
+        f"umask 077 && mkdir -p {REMOTE_DIR} && tar -C {REMOTE_DIR} -xf - && "
+        f"if printf '%s  %s\\n' {payload.pyz_sha256} {INSTALLED_FLEET} | "
+        f"sha256sum --check --status 2>/dev/null; "
+        f"then ln -sfn {INSTALLED_FLEET} {REMOTE_DIR}/fleet.pyz; else exit {NEEDS_FLEET}; fi")),
+        input=bundle(payload, share, with_fleet=False), timeout=600)
+    if copy.returncode == NEEDS_FLEET:
+        copy = transport.run(server, as_root(server, (
+            f"umask 077 && mkdir -p {REMOTE_DIR} && rm -f {REMOTE_DIR}/fleet.pyz && "
+            f"tar -C {REMOTE_DIR} -xf -")), input=bundle(payload, share), timeout=600)
     if copy.returncode == UNREACHABLE:
         return "unreachable", last_line(copy.stderr)
     if copy.returncode != 0:
@@ -258,8 +279,8 @@ class Gate:
         """Copy fleet to the front once per push (a front on an older fleet has no drain)."""
         with self.lock:
             if front.name not in self.copied:
-                failure = copy_bundle(self.transport, front,
-                                      bundle(self.payload, self.shares[front.name]))
+                failure = copy_bundle(self.transport, front, self.payload,
+                                      self.shares[front.name])
                 self.copied[front.name] = ": ".join(failure) if failure else None
             return self.copied[front.name]
 
@@ -349,7 +370,7 @@ def push_host(transport: Transport, server: Server, share: str, payload: Payload
     started = time.monotonic()
     flags = " --prune" if prune else ""
     try:
-        failure = copy_bundle(transport, server, bundle(payload, share))
+        failure = copy_bundle(transport, server, payload, share)
         if failure:
             result.status, result.error = failure
             return result

@@ -262,15 +262,16 @@ class FakeHost:
             return ok if self.nginx_ok else RunResult(1, "", "nginx: [emerg] bad config")
         if (parts := build_parts(argv)) is not None:  # the copy, then the installer
             return self.simulate(parts[-1])
+        if "--target" in argv and (cmd.endswith("/bin/python") or cmd == "/usr/bin/python3"):
+            if self.uv_fails:  # the uv wheel, unpacked
+                return RunResult(1, "", "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES")
+            target = argv[argv.index("--target") + 1]
+            self.mkdir(f"{target}/bin", 0o755, "root", "root")
+            self.write(f"{target}/bin/uv", b"", 0o755, "root", "root")
+            return ok
         if cmd.endswith("/bin/python"):
             if "pip" in argv[1:4] and self.pip_fails:
                 return RunResult(1, "", "ERROR: No matching distribution found")
-            if "--target" in argv:  # the uv wheel, unpacked
-                if self.uv_fails:
-                    return RunResult(1, "", "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES")
-                target = argv[argv.index("--target") + 1]
-                self.mkdir(f"{target}/bin", 0o755, "root", "root")
-                self.write(f"{target}/bin/uv", b"", 0o755, "root", "root")
             return ok
         if cmd.endswith("/bin/uv"):
             if self.pip_fails:

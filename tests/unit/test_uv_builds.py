@@ -148,12 +148,29 @@ def test_dependencies_notice_a_uv_lock_without_changing_the_venv_key() -> None:
     assert deps.venv_key("3.11") == Dependencies("project", SHA_B1).venv_key("3.11")
 
 
-def test_root_only_unpacks_a_hash_checked_wheel() -> None:
-    actions = uv_tool.plan_uv(FakeHost(), PipSettings(index_url=TOKEN))
+def test_root_only_unpacks_a_hash_checked_wheel_with_fleets_own_pip() -> None:
+    wheel = uv_tool.bundled_pip("3.11")
+    assert wheel and Path(wheel).is_file() and Path(wheel).name.startswith("pip-")
+    actions = uv_tool.plan_uv(FakeHost(), PipSettings(index_url=TOKEN), wheel)
+    assert not [a for a in actions if isinstance(a, (ContainedRun, BuildVenv))]  # no venv
+    (pip,) = [a for a in actions if isinstance(a, Run)]
+    # the system Python, isolated (-I: no environment, -S: no site-packages), runs pip from
+    # the wheel fleet carries
+    assert pip.argv[:4] == ("/usr/bin/python3", "-I", "-S", f"{wheel}/pip")
+    check_unpack_only(actions, pip)
+
+
+def test_without_a_bundled_pip_a_throwaway_venv_downloads_uv() -> None:
+    assert uv_tool.bundled_pip("") is None
+    actions = uv_tool.plan_uv(FakeHost(), PipSettings(index_url=TOKEN), None)
     assert not [a for a in actions if isinstance(a, ContainedRun)]
     (venv,) = [a for a in actions if isinstance(a, BuildVenv)]
     (pip,) = [a for a in actions if isinstance(a, Run)]
     assert pip.argv[0] == f"{venv.path}/bin/python" and pip.argv[1:4] == ("-I", "-m", "pip")
+    check_unpack_only(actions, pip)
+
+
+def check_unpack_only(actions: list, pip: Run) -> None:
     for flag in ("--require-hashes", "--only-binary=:all:", "--no-deps", "--target"):
         assert flag in pip.argv
     assert ("PIP_INDEX_URL", TOKEN) in pip.env

@@ -95,7 +95,7 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
             live = history.releases.get(rollout.live or "")
             seed = venv_seed(host, app, live.venv if live else None, rollout.venv,
                              version) if uv is not None else None
-            build_venv(session, step, app, rollout, deps, config.server.pip, uv, seed)
+            build_app_venv(session, step, app, rollout, deps, config.server.pip, uv, seed)
             if rollout.release not in history.releases and not session.check:
                 history.record(rollout.release, rollout.commit, venv=rollout.venv,
                                built=time.time())
@@ -107,9 +107,9 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
     return rollout
 
 
-def build_venv(session: Session, step: Step, app: AppConfig, rollout: Rollout,
-               deps: Dependencies, pip: PipSettings, uv: str | None,
-               seed: str | None) -> None:
+def build_app_venv(session: Session, step: Step, app: AppConfig, rollout: Rollout,
+                   deps: Dependencies, pip: PipSettings, uv: str | None,
+                   seed: str | None) -> None:
     """Build the release's venv; a failed build is removed (never reused). A build seeded
     from the previous venv that fails is tried once more from an empty venv in the same
     run: whatever in the copy made it fail, the fresh build is what it would have been

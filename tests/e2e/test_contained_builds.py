@@ -2,7 +2,8 @@
 `init` run contained as the app's user. One server; one apply of a healthy app beside three
 hostile ones: a project whose setup.py writes outside its venv and installs a .pth file, a
 repo with a pip.py beside requirements.txt whose init leaves processes behind, and an init
-that outlives its init_timeout.
+that outlives its init_timeout. Last, the healthy app's requirements change: uv builds the
+new venv from a copy of the live one (issue 19), installing and compiling only what changed.
 
 Not a provisioning test: its server starts from the provisioned tree (python3 and fleet's OS
 packages preinstalled, tests/harness/rootfs.py); bare servers are provisioned in test_apply,
@@ -10,6 +11,7 @@ test_operator, test_reliability, test_trixie and the push modules."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -32,6 +34,9 @@ SKIP = ("/etc/fleet", "/etc/nginx", "/etc/uwsgi", "/etc/systemd", "/etc/tmpfiles
         "/etc/subuid-", "/etc/subgid-", "/etc/.pwd.lock", "/etc/ld.so.cache", "/root/.cache",
         "/srv/fleet/calm/repo.git")  # fleet fetches the healthy app on every apply
 STATE: dict[str, object] = {}
+# The healthy app's requirements, then after its requirements change: six goes, idna comes.
+CALM_V1 = "flask==3.0.3\nsix==1.16.0\n"
+CALM_V2 = "flask==3.0.3\nidna==3.10\n"
 
 
 def fleet_toml(git_remote, hostile: bool) -> str:
@@ -96,7 +101,8 @@ def box(server_factory, git_remote, fleet_pyz):
             git_remote.create_repo(name, source=APPS / name)
     if "cb-calm" not in git_remote.repos_created:
         git_remote.create_repo("cb-calm", files={"wsgi.py": probe_source("v1"),
-                                                 "requirements.txt": "flask==3.0.3\n"})
+                                                 "requirements.txt": CALM_V1})
+    STATE["commit_calm"] = lambda files: git_remote.commit("cb-calm", files)
     server: BareServer = server_factory(provisioned=True)
     install_fleet(server, fleet_pyz)
     server.write_file("/root/calm.toml", fleet_toml(git_remote, hostile=False))
@@ -163,3 +169,61 @@ def test_rerun_changes_nothing_and_never_runs_the_pth_as_root(box, hostile_apply
     ran = set(box.run(["cat", "/srv/fleet/hbuild/shared/instance/pth-ran"]).stdout.split())
     assert "0" not in ran
     print(f"hostile apply took {STATE['apply_seconds']:.1f} s")
+
+
+def live_venv(box: BareServer, app: str) -> str:
+    """The venv of the app's live release, from its root-only history."""
+    live = box.run(["readlink", f"/srv/fleet/{app}/current"], check=True).stdout.strip()
+    history = json.loads(box.run(["cat", f"/var/lib/fleet/apps/{app}.json"], check=True).stdout)
+    (venv,) = [r["venv"] for r in history["releases"] if r["id"] == live.rsplit("/", 1)[-1]]
+    return venv
+
+
+# For each file given: the mtime of its .pyc, and whether that .pyc's recorded source mtime
+# and size are the .py's (what Python checks before it uses the .pyc).
+PYC_FACTS = r"""
+import importlib.util, os, sys
+for source in sys.argv[1:]:
+    pyc = importlib.util.cache_from_source(source)
+    with open(pyc, "rb") as f:
+        header = f.read(16)
+    st = os.stat(source)
+    valid = (int.from_bytes(header[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+             and int.from_bytes(header[12:16], "little") == st.st_size & 0xFFFFFFFF)
+    print(os.stat(pyc).st_mtime_ns, valid)
+"""
+
+
+def pyc_facts(box: BareServer, venv: str, *modules: str) -> list[str]:
+    sources = box.run(["sh", "-c", f"ls -d {venv}/lib/python3*/site-packages"],
+                      check=True).stdout.strip()
+    result = box.run(["python3", "-I", "-c", PYC_FACTS, *(f"{sources}/{m}" for m in modules)],
+                     check=True)
+    return result.stdout.splitlines()
+
+
+def test_a_requirements_change_builds_from_a_copy_of_the_live_venv(box, hostile_apply) -> None:
+    """The new venv starts as a copy of the live one (relocatable, built by uv): it gains
+    idna, loses six, its entry point runs, and the files it kept keep their compiled
+    bytecode (the .pyc not rewritten, still valid for the new path's source)."""
+    old = live_venv(box, "calm")
+    kept = ("flask/app.py", "werkzeug/routing/map.py")
+    before = pyc_facts(box, old, *kept)
+    git_remote_commit = STATE["commit_calm"]
+    assert callable(git_remote_commit)
+    git_remote_commit({"requirements.txt": CALM_V2})
+    run = fleet_json(box, "deploy", "calm")
+    assert run.returncode == 0, describe(run)
+    new = live_venv(box, "calm")
+    assert new != old
+    (step,) = [s for s in run.data["steps"] if s["name"] == "virtualenv" and s["app"] == "calm"]
+    assert any("into a copy of the previous venv" in a for a in step["actions"]), step
+    site = box.run(["sh", "-c", f"ls {new}/lib/python3*/site-packages"], check=True).stdout
+    assert "idna" in site.split() and "six.py" not in site.split(), site
+    assert not [n for n in site.split() if n.startswith("six-")], site
+    assert pyc_facts(box, new, *kept) == before, (before, "compiled again")
+    assert all(line.endswith(" True") for line in before), before
+    assert pyc_facts(box, new, "idna/core.py")[0].endswith(" True")  # the new one compiled
+    flask = box.run(["runuser", "-u", "calm", "--", f"{new}/bin/flask", "--version"])
+    assert flask.returncode == 0 and "Flask 3.0.3" in flask.stdout, flask
+    assert get(box, "calm.test")[1].startswith("calm v1")

@@ -18,12 +18,18 @@ from fleet.host.machine import FileState, ProcessInfo, RunResult, Span
 
 
 def build_parts(argv: Sequence[str]) -> tuple[str, str, str, str, list[str]] | None:
-    """A build's contained run (`/bin/sh BUILD_SCRIPT CODE SRC CWD PRIVATE INSTALLER...`) as
-    (code, src, cwd, private, installer argv); None for any other command."""
+    """A build's contained run (`/bin/sh BUILD_SCRIPT CODE SRC CWD PRIVATE SEED VENV
+    INSTALLER...`) as (code, src, cwd, private, installer argv); None for any other command."""
     if list(argv[:2]) != ["/bin/sh", BUILD_SCRIPT]:
         return None
     code, src, cwd, private = argv[2:6]
-    return code, src, cwd, private, list(argv[6:])
+    return code, src, cwd, private, list(argv[8:])
+
+
+def build_seed(argv: Sequence[str]) -> tuple[str, str]:
+    """A build's (seed, venv): the previous venv it copies in first, "" for none."""
+    assert list(argv[:2]) == ["/bin/sh", BUILD_SCRIPT]
+    return argv[6], argv[7]
 
 
 @dataclass
@@ -166,6 +172,8 @@ class FakeHost:
         self.write(f"{path}/bin/python", b"", 0o755, "root", "root")
         if uv is not None:  # a command, as LocalHost runs it
             self.commands.append([uv, "venv", path])
+            for part in ("lib", "lib/python3.11", "lib/python3.11/site-packages"):
+                self.mkdir(f"{path}/{part}", 0o755, "root", "root")
 
     def own_tree(self, path: str, owner: str | None, group: str, modes: str) -> None:
         from fleet.host.machine import private_mode
@@ -254,15 +262,16 @@ class FakeHost:
             return ok if self.nginx_ok else RunResult(1, "", "nginx: [emerg] bad config")
         if (parts := build_parts(argv)) is not None:  # the copy, then the installer
             return self.simulate(parts[-1])
+        if "--target" in argv and (cmd.endswith("/bin/python") or cmd == "/usr/bin/python3"):
+            if self.uv_fails:  # the uv wheel, unpacked
+                return RunResult(1, "", "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES")
+            target = argv[argv.index("--target") + 1]
+            self.mkdir(f"{target}/bin", 0o755, "root", "root")
+            self.write(f"{target}/bin/uv", b"", 0o755, "root", "root")
+            return ok
         if cmd.endswith("/bin/python"):
             if "pip" in argv[1:4] and self.pip_fails:
                 return RunResult(1, "", "ERROR: No matching distribution found")
-            if "--target" in argv:  # the uv wheel, unpacked
-                if self.uv_fails:
-                    return RunResult(1, "", "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES")
-                target = argv[argv.index("--target") + 1]
-                self.mkdir(f"{target}/bin", 0o755, "root", "root")
-                self.write(f"{target}/bin/uv", b"", 0o755, "root", "root")
             return ok
         if cmd.endswith("/bin/uv"):
             if self.pip_fails:

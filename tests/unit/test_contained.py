@@ -3,6 +3,7 @@ build and init steps that use them (issue 14, item 1)."""
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import time
@@ -155,7 +156,7 @@ def test_the_build_script_copies_installs_from_cwd_then_makes_the_cache_private(
     (cache / "locks" / "lock").write_text("")
     (cache / "locks" / "lock").chmod(0o644)  # as uv makes them
     out = tmp_path / "out"
-    done = build_script(tmp_path, str(code), str(src), str(src), str(cache),
+    done = build_script(tmp_path, str(code), str(src), str(src), str(cache), "", "",
                         "/bin/sh", "-c", 'pwd > "$0"; cat requirements.txt >> "$0"; exit 3',
                         str(out))
     assert done.returncode == 3  # the installer's
@@ -168,9 +169,47 @@ def test_the_build_script_copies_installs_from_cwd_then_makes_the_cache_private(
 def test_the_build_script_runs_nothing_when_the_copy_fails(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = build_script(tmp_path, str(tmp_path / "missing"), str(tmp_path / "src"), "/", "",
-                        "/bin/sh", "-c", 'echo ran > "$0"', str(out))
+                        "", "", "/bin/sh", "-c", 'echo ran > "$0"', str(out))
     assert done.returncode != 0 and not out.exists()
     (tmp_path / "code").mkdir()
     ok = build_script(tmp_path, str(tmp_path / "code"), str(tmp_path / "copy"), "/", "",
-                      "/bin/true")
+                      "", "", "/bin/true")
     assert ok.returncode == 0  # without PRIVATE: nothing made private, the installer's 0
+
+
+def test_the_build_script_seeds_the_venv_with_the_previous_ones_files_and_times(
+        tmp_path: Path) -> None:
+    """SEED's bin/ and lib/ are copied over the new venv before the installer runs, with
+    their times (a compiled file stays up to date with its source), links copied as links
+    (the new venv's own bin/python replaced), and nothing else of SEED: its completeness
+    marker must never make the new venv look finished."""
+    seed, venv = tmp_path / "seed", tmp_path / "venv"
+    site = seed / "lib" / "python3.11" / "site-packages" / "flask"
+    (site / "__pycache__").mkdir(parents=True)
+    (site / "app.py").write_text("x = 1\n")
+    (site / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"pyc")
+    (seed / "bin").mkdir()
+    (seed / "bin" / "flask").write_text("#!/bin/sh\n")
+    (seed / "bin" / "flask").chmod(0o750)
+    (seed / "bin" / "python").symlink_to("/usr/bin/python3")
+    (seed / ".fleet-complete").write_text("requirements d\n")
+    old = 1_600_000_000
+    for path in (site / "app.py", site / "__pycache__" / "app.cpython-311.pyc"):
+        os.utime(path, (old, old))
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to("/usr/bin/python3.11")
+    (venv / "pyvenv.cfg").write_text("relocatable = true\n")
+    (tmp_path / "code").mkdir()
+    out = tmp_path / "out"
+    done = build_script(tmp_path, str(tmp_path / "code"), str(tmp_path / "src"), "/", "",
+                        str(seed), str(venv), "/bin/sh", "-c", 'ls "$1" > "$0"', str(out),
+                        str(venv / "lib" / "python3.11" / "site-packages" / "flask"))
+    assert done.returncode == 0, done.stderr
+    assert out.read_text().split() == ["__pycache__", "app.py"]  # copied before the install
+    copied = venv / "lib" / "python3.11" / "site-packages" / "flask"
+    assert (copied / "app.py").stat().st_mtime == old
+    assert (copied / "__pycache__" / "app.cpython-311.pyc").stat().st_mtime == old
+    assert os.readlink(venv / "bin" / "python") == "/usr/bin/python3"
+    assert os.access(venv / "bin" / "flask", os.X_OK)
+    assert not (venv / ".fleet-complete").exists()
+    assert (venv / "pyvenv.cfg").read_text() == "relocatable = true\n"  # the new venv's

@@ -3,6 +3,7 @@ command and environment each kind of app gets, and the fallbacks to pip."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from dataclasses import replace
@@ -11,13 +12,20 @@ from pathlib import Path
 import pytest
 
 from fleet.config.settings import AppConfig, PipSettings
-from fleet.host.actions import BuildVenv, ContainedRun, Move, OwnTree, Run
+from fleet.host.actions import BuildVenv, ContainedRun, Move, OwnTree, Run, WriteFile
 from fleet.host.executor import perform
-from fleet.host.machine import UV_VENV_ENV, LocalHost, uv_venv_argv
+from fleet.host.machine import UV_VENV_ENV, LocalHost, RunResult, uv_venv_argv
 from fleet.server import uv as uv_tool
-from fleet.server.release import Dependencies, dependencies, plan_venv
-from tests.unit.fakehost import FakeHost, build_parts
-from tests.unit.support import CONFIG, SHA_B1, config, run, server
+from fleet.server.release import (
+    SEEDABLE,
+    VENV_MARKER,
+    Dependencies,
+    dependencies,
+    plan_venv,
+    venv_seed,
+)
+from tests.unit.fakehost import FakeHost, build_parts, build_seed
+from tests.unit.support import CONFIG, SHA_A2, SHA_B1, config, run, server
 
 pytestmark = pytest.mark.usefixtures("healthy")
 
@@ -140,12 +148,29 @@ def test_dependencies_notice_a_uv_lock_without_changing_the_venv_key() -> None:
     assert deps.venv_key("3.11") == Dependencies("project", SHA_B1).venv_key("3.11")
 
 
-def test_root_only_unpacks_a_hash_checked_wheel() -> None:
-    actions = uv_tool.plan_uv(FakeHost(), PipSettings(index_url=TOKEN))
+def test_root_only_unpacks_a_hash_checked_wheel_with_fleets_own_pip() -> None:
+    wheel = uv_tool.bundled_pip("3.11")
+    assert wheel and Path(wheel).is_file() and Path(wheel).name.startswith("pip-")
+    actions = uv_tool.plan_uv(FakeHost(), PipSettings(index_url=TOKEN), wheel)
+    assert not [a for a in actions if isinstance(a, (ContainedRun, BuildVenv))]  # no venv
+    (pip,) = [a for a in actions if isinstance(a, Run)]
+    # the system Python, isolated (-I: no environment, -S: no site-packages), runs pip from
+    # the wheel fleet carries
+    assert pip.argv[:4] == ("/usr/bin/python3", "-I", "-S", f"{wheel}/pip")
+    check_unpack_only(actions, pip)
+
+
+def test_without_a_bundled_pip_a_throwaway_venv_downloads_uv() -> None:
+    assert uv_tool.bundled_pip("") is None
+    actions = uv_tool.plan_uv(FakeHost(), PipSettings(index_url=TOKEN), None)
     assert not [a for a in actions if isinstance(a, ContainedRun)]
     (venv,) = [a for a in actions if isinstance(a, BuildVenv)]
     (pip,) = [a for a in actions if isinstance(a, Run)]
     assert pip.argv[0] == f"{venv.path}/bin/python" and pip.argv[1:4] == ("-I", "-m", "pip")
+    check_unpack_only(actions, pip)
+
+
+def check_unpack_only(actions: list, pip: Run) -> None:
     for flag in ("--require-hashes", "--only-binary=:all:", "--no-deps", "--target"):
         assert flag in pip.argv
     assert ("PIP_INDEX_URL", TOKEN) in pip.env
@@ -214,3 +239,138 @@ def test_a_cache_left_by_an_earlier_account_of_the_app_is_dropped_before_the_bui
     kept = plan_venv(host, APP, "a" * 40, Dependencies("requirements", "d"), VENV,
                      PipSettings(), uv=UV)
     assert [type(a).__name__ for a in kept if getattr(a, "path", None) == CACHE] == ["MakeDir"]
+
+
+# ---------------------------------------------------------------- seeded builds
+SEEDABLE_LINE = f"{SEEDABLE}\n".encode()
+PY = "3.11.2 (main) [GCC 12.2.0]"
+OLD = "/srv/fleet/blog/venvs/0123456789abcdef"
+NEW = "/srv/fleet/blog/venvs/fedcba9876543210"
+
+
+def built_venv(host: FakeHost, venv: str, marker: bytes = b"requirements d\n" + SEEDABLE_LINE,
+               python: str = "3.11") -> None:
+    """A venv as a finished uv build leaves it: root's, complete, packages for `python`."""
+    host.build_venv(venv, "/usr/bin/python3")
+    host.mkdir(f"{venv}/lib/python{python}/site-packages", 0o750, "root", "blog")
+    host.mkdir("/usr/bin", 0o755, "root", "root")
+    host.write("/usr/bin/python3", b"", 0o755, "root", "root")
+    host.write(f"{venv}/{VENV_MARKER}", marker, 0o640, "root", "blog")
+
+
+def test_a_uv_build_is_seeded_from_the_apps_complete_relocatable_live_venv() -> None:
+    host = FakeHost()
+    built_venv(host, OLD)
+    assert venv_seed(host, APP, OLD, NEW, PY) == OLD
+
+
+@pytest.mark.parametrize("why, live, setup", [
+    ("no live release", None, lambda h: None),
+    ("the new venv itself", NEW, lambda h: built_venv(h, NEW)),
+    ("another app's venv", "/srv/fleet/other/venvs/0123456789abcdef",
+     lambda h: built_venv(h, "/srv/fleet/other/venvs/0123456789abcdef")),
+    ("a path out of the app's venvs", "/srv/fleet/blog/venvs/../../other/venvs/0123456789abcdef",
+     lambda h: built_venv(h, "/srv/fleet/blog/venvs/../../other/venvs/0123456789abcdef")),
+    ("not a venv name fleet gives", "/srv/fleet/blog/venvs/abc", lambda h: built_venv(
+        h, "/srv/fleet/blog/venvs/abc")),
+    ("incomplete (no marker)", OLD, lambda h: (built_venv(h, OLD), h.remove(
+        f"{OLD}/{VENV_MARKER}"))),
+    ("built before venvs were relocatable", OLD, lambda h: built_venv(
+        h, OLD, marker=b"requirements d\n")),
+    ("built by pip", OLD, lambda h: built_venv(h, OLD, marker=b"requirements d\n")),
+    ("a marker the app wrote", OLD, lambda h: (built_venv(h, OLD), h.chown(
+        f"{OLD}/{VENV_MARKER}", 0o640, "blog", "blog"))),
+    ("another Python", OLD, lambda h: built_venv(h, OLD, python="3.13")),
+])
+def test_no_seed(why: str, live: str | None, setup) -> None:
+    host = FakeHost()
+    setup(host)
+    assert venv_seed(host, APP, live, NEW, PY) is None, why
+
+
+def test_a_seeded_uv_build_copies_the_seed_then_installs_exactly_the_new_set() -> None:
+    host = FakeHost()
+    actions = plan_venv(host, APP, "a" * 40, Dependencies("requirements", "d"), VENV,
+                        PipSettings(), uv=UV, seed=OLD)
+    (run_,) = [a for a in actions if isinstance(a, ContainedRun)]
+    assert build_seed(run_.argv) == (OLD, VENV)  # copied by the app's user, contained
+    assert run_.user == "blog" and run_.writable == (VENV, CACHE)  # the seed: read only
+    parts = build_parts(run_.argv)
+    assert parts is not None
+    assert parts[-1] == [UV, "pip", "install", "--upgrade", "--exact", "--python",
+                         f"{VENV}/bin/python", "-r", f"{SRC}/requirements.txt"]
+    kinds = [type(a) for a in actions]  # an empty relocatable venv first, root's after
+    assert kinds.index(BuildVenv) < kinds.index(ContainedRun) < len(kinds) - 2
+    assert actions[-2] == OwnTree(path=VENV, owner="root", group="blog", modes="private")
+    marker = actions[-1]
+    assert isinstance(marker, WriteFile) and marker.content == b"requirements d\n" + SEEDABLE_LINE
+    project = plan_venv(host, APP, "a" * 40, Dependencies("project", "a" * 40), VENV,
+                        PipSettings(), uv=UV, seed=OLD)
+    (run_,) = [a for a in project if isinstance(a, ContainedRun)]
+    assert build_parts(run_.argv)[-1][3:5] == ["--upgrade", "--exact"]  # type: ignore[index]
+    locked = plan_venv(host, APP, "a" * 40, Dependencies("project", "a" * 40, locked=True),
+                       VENV, PipSettings(), uv=UV, seed=OLD)
+    (run_,) = [a for a in locked if isinstance(a, ContainedRun)]
+    assert build_seed(run_.argv) == (OLD, VENV)
+    assert build_parts(run_.argv)[-1][:3] == [UV, "sync", "--frozen"]  # type: ignore[index]
+
+
+def test_unseeded_and_pip_builds_copy_nothing_and_pip_venvs_are_never_seeds() -> None:
+    for uv, seed in ((UV, None), (None, OLD)):
+        actions = plan_venv(FakeHost(), APP, "a" * 40, Dependencies("requirements", "d"), VENV,
+                            PipSettings(), uv=uv, seed=seed)
+        (run_,) = [a for a in actions if isinstance(a, ContainedRun)]
+        assert build_seed(run_.argv) == ("", "")
+        assert "--exact" not in run_.argv
+        marker = actions[-1]
+        assert isinstance(marker, WriteFile)
+        assert (SEEDABLE_LINE in marker.content) == (uv is not None)
+
+
+def requirements_change(host: FakeHost, text: bytes = b"flask\nsix\n") -> None:
+    host.repo_files[SHA_A2] = {"requirements.txt": text, "wsgi.py": b"app = 2\n"}
+    host.commits["git://remote/alpha.git"] = {"HEAD": SHA_A2, "main": SHA_A2}
+
+
+def alpha_builds(host: FakeHost) -> list[list[str]]:
+    return [argv for argv, *_ in host.contained
+            if build_parts(argv) and argv[2].startswith("/srv/fleet/alpha/")]
+
+
+def test_apply_seeds_a_changed_requirements_build_from_the_live_venv() -> None:
+    host = server()
+    cfg = config(host, UV_CONFIG)
+    run(host, cfg)
+    (first,) = alpha_builds(host)
+    assert build_seed(first) == ("", "")  # nothing to start from
+    live_venv = json.loads(host.read("/var/lib/fleet/apps/alpha.json") or b"")[
+        "releases"][0]["venv"]
+    requirements_change(host)
+    _session, outcome = run(host, cfg)
+    assert outcome.apps["alpha"].health == "passed"
+    second = alpha_builds(host)[1]
+    seed, venv = build_seed(second)
+    assert seed == live_venv and venv != live_venv and venv.startswith("/srv/fleet/alpha/")
+    assert "--exact" in second
+
+
+def test_a_seeded_build_that_fails_is_built_again_from_an_empty_venv() -> None:
+    host = server()
+    cfg = config(host, UV_CONFIG)
+    run(host, cfg)
+    requirements_change(host)
+
+    def seeded_fails(_host: FakeHost, argv: list[str]):
+        if build_parts(argv) and argv[2].startswith("/srv/fleet/alpha/") and argv[6]:
+            return RunResult(1, "", "error: failed to copy the seed")
+        return None
+
+    host.handlers.append(seeded_fails)
+    session, outcome = run(host, cfg)
+    assert outcome.apps["alpha"].health == "passed"
+    builds = alpha_builds(host)[1:]
+    assert [bool(build_seed(b)[0]) for b in builds] == [True, False]
+    (step,) = [s for s in session.steps if s.name == "virtualenv" and s.app == "alpha"]
+    assert any("built again from an empty venv" in n for n in step.notes), step.notes
+    removed = [a for a in session.side_actions if getattr(a, "why", "") == "failed build"]
+    assert len(removed) == 1

@@ -59,6 +59,7 @@ from fleet.server.nginx import (
     worker_pids,
 )
 from fleet.server.packages import plan_packages
+from fleet.server.release import python_minor, python_version
 from fleet.server.services import is_active, plan_service
 from fleet.server.users import user_exists
 
@@ -153,7 +154,10 @@ def builder(config: Config, session: Session) -> str | None:
         return None
     with session.step("uv") as step:
         try:
-            session.apply(step, uv_tool.plan_uv(session.host, config.server.pip))
+            host = session.host
+            wheel = None if host.state(uv_tool.UV_BIN) is not None \
+                else uv_tool.bundled_pip(python_minor(python_version(host)))
+            session.apply(step, uv_tool.plan_uv(host, config.server.pip, wheel))
         except (FleetError, OSError) as exc:
             session.act(uv_tool.cleanup(session.host))
             step.notes.append(f"uv {uv_tool.UV_VERSION} could not be installed, builds use pip: "

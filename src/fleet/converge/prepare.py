@@ -9,11 +9,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from fleet.config.envfile import app_environment
-from fleet.config.settings import APP_DEFAULTS, AppConfig, Config
+from fleet.config.settings import APP_DEFAULTS, AppConfig, Config, PipSettings
 from fleet.converge import sites
 from fleet.converge.deploy import live_release
 from fleet.converge.rollout import Rollout
-from fleet.errors import FleetError, StepFailed
+from fleet.errors import CommandError, FleetError, StepFailed
 from fleet.host import layout
 from fleet.host.actions import Action, OwnTree, Remove, Unknown
 from fleet.host.facts import FactsHost
@@ -27,6 +27,7 @@ from fleet.server import certs, resource_limits
 from fleet.server import repo as repo_res
 from fleet.server.history import History
 from fleet.server.release import (
+    Dependencies,
     app_dir,
     check_repo_paths,
     dependencies,
@@ -35,6 +36,7 @@ from fleet.server.release import (
     python_version,
     release_id,
     twin_release,
+    venv_seed,
 )
 from fleet.server.users import creates_user, plan_user
 
@@ -88,14 +90,12 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
             session.apply(step, plan_release(host, app, rollout.commit, rollout.release))
         with session.step("virtualenv", app.name) as step:
             deps = dependencies(host, app, rollout.commit)
-            rollout.venv = paths.venv(deps.venv_key(python_version(host)))
-            try:
-                session.apply(step, plan_venv(host, app, rollout.commit, deps, rollout.venv,
-                                              config.server.pip, rollout.release, uv))
-            except Exception:
-                if not session.check and host.state(rollout.venv) is not None:
-                    session.act([Remove(path=rollout.venv, why="failed build")])  # never reused
-                raise
+            version = python_version(host)
+            rollout.venv = paths.venv(deps.venv_key(version))
+            live = history.releases.get(rollout.live or "")
+            seed = venv_seed(host, app, live.venv if live else None, rollout.venv,
+                             version) if uv is not None else None
+            build_app_venv(session, step, app, rollout, deps, config.server.pip, uv, seed)
             if rollout.release not in history.releases and not session.check:
                 history.record(rollout.release, rollout.commit, venv=rollout.venv,
                                built=time.time())
@@ -105,6 +105,36 @@ def prepare_app(config: Config, app: AppConfig, session: Session, history: Histo
 
     guarded(rollout, steps)
     return rollout
+
+
+def build_app_venv(session: Session, step: Step, app: AppConfig, rollout: Rollout,
+                   deps: Dependencies, pip: PipSettings, uv: str | None,
+                   seed: str | None) -> None:
+    """Build the release's venv; a failed build is removed (never reused). A build seeded
+    from the previous venv that fails is tried once more from an empty venv in the same
+    run: whatever in the copy made it fail, the fresh build is what it would have been
+    without seeding, and its failure is the app's."""
+    host = session.host
+    assert rollout.commit and rollout.venv
+
+    def attempt(seed: str | None) -> None:
+        try:
+            session.apply(step, plan_venv(host, app, rollout.commit or "", deps,
+                                          rollout.venv or "", pip, rollout.release, uv, seed))
+        except Exception:
+            if not session.check and host.state(rollout.venv or "") is not None:
+                session.act([Remove(path=rollout.venv or "", why="failed build")])
+            raise
+
+    if seed is None:
+        attempt(None)
+        return
+    try:
+        attempt(seed)
+    except CommandError as exc:
+        step.notes.append(f"the build seeded from {seed} failed ({exc}); "
+                          "built again from an empty venv")
+        attempt(None)
 
 
 def reown(app: AppConfig) -> list[Action]:

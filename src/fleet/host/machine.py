@@ -659,6 +659,8 @@ UV_VENV_ENV = {"UV_PYTHON_DOWNLOADS": "never"}
 
 
 def uv_venv_argv(uv: str, path: str, python: str) -> list[str]:
-    """An empty venv (no pip, setuptools: uv installs into it from outside)."""
+    """An empty venv (no pip, setuptools: uv installs into it from outside). Relocatable:
+    the entry points uv installs into it (bin/flask) start `python` beside themselves, not
+    this path, so a copy of the venv elsewhere works and can seed the app's next build."""
     return [uv, "venv", "--no-config", "--no-cache", "--no-project", "--no-python-downloads",
-            "--quiet", "--python", python, path]
+            "--relocatable", "--quiet", "--python", python, path]

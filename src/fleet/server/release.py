@@ -7,6 +7,7 @@ run never leaves something half-built that a later run would trust.
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -35,6 +36,9 @@ from fleet.server.repo import git, has_path, read_blob
 from fleet.server.resource_limits import unit_limits
 
 VENV_MARKER = ".fleet-complete"
+# The marker's second line for a venv uv built relocatable: a copy of it may seed the app's
+# next build (venvs built before have no such line and are never copied).
+SEEDABLE = "seedable uv-relocatable"
 ARCHIVE_PREFIX = "fleet-archive-"  # git archive's tar of a build, inside the mirror
 PIP_ENV = (("PIP_DISABLE_PIP_VERSION_CHECK", "1"), ("PIP_NO_INPUT", "1"),
            ("PIP_ROOT_USER_ACTION", "ignore"))
@@ -241,24 +245,58 @@ def uv_env(pip: PipSettings, cache: str, venv: str) -> tuple[tuple[str, str], ..
 
 
 def install_argv(deps: Dependencies, venv: str, src: str,
-                 uv: str | None) -> tuple[tuple[str, ...], str]:
+                 uv: str | None, seeded: bool = False) -> tuple[tuple[str, ...], str]:
     """The command that installs the dependencies from the build copy `src` (run contained,
     by the build script, after the copy), and what it does: pip in the venv, or uv (`uv sync
     --frozen` for a uv.lock: the locked set, without dev groups, the project installed as a
-    copy since `src` is removed after)."""
+    copy since `src` is removed after). Into a venv `seeded` with the previous one's
+    packages, `uv pip install` resolves as into an empty one (--upgrade: installed versions
+    are not preferred) and removes what the new set does not hold (--exact); `uv sync` is
+    exact already."""
     if uv is None:
         pip_cmd = (f"{venv}/bin/python", "-I", "-m", "pip", "install", "--no-input")
         if deps.kind == "requirements":
             return (*pip_cmd, "-r", f"{src}/requirements.txt"), "install requirements.txt"
         return (*pip_cmd, src), "install the project"
+    uv_pip = (uv, "pip", "install", *(("--upgrade", "--exact") if seeded else ()),
+              "--python", f"{venv}/bin/python")
+    how = " into a copy of the previous venv" if seeded else ""
     if deps.kind == "requirements":
-        return ((uv, "pip", "install", "--python", f"{venv}/bin/python",
-                 "-r", f"{src}/requirements.txt"), "install requirements.txt with uv")
+        return ((*uv_pip, "-r", f"{src}/requirements.txt"),
+                f"install requirements.txt with uv{how}")
     if deps.locked:
         return ((uv, "sync", "--frozen", "--no-dev", "--no-editable", "--project", src),
-                "install the project and its uv.lock with uv")
-    return (uv, "pip", "install", "--python", f"{venv}/bin/python", src), \
-        "install the project with uv"
+                f"install the project and its uv.lock with uv{how}")
+    return (*uv_pip, src), f"install the project with uv{how}"
+
+
+def python_minor(version: str) -> str:
+    """"3.11" of sys.version's "3.11.2 (main, ...)": the lib/pythonX.Y a venv installs into."""
+    return ".".join(version.split()[0].split(".")[:2]) if version.split() else ""
+
+
+def venv_seed(host: Host, app: AppConfig, live_venv: str | None, venv: str,
+              version: str) -> str | None:
+    """The venv a new uv build of `app` may start from: the one its live release runs in,
+    when it is that app's own (a venv directory of its own, by the name fleet gives it: no
+    other app's can be named), complete, built relocatable by uv (the marker root wrote says
+    so) and for the same Python (lib/pythonX.Y). Else None: a fresh build. Read from file
+    facts and the root-owned marker only: nothing in the venv is run or followed."""
+    paths = AppPaths(app.name)
+    if not live_venv or live_venv == venv:
+        return None
+    parent, _, key = live_venv.rpartition("/")
+    if parent != paths.venvs or not re.fullmatch(r"[0-9a-f]{16}", key):
+        return None
+    marker = host.state(f"{live_venv}/{VENV_MARKER}")
+    if marker is None or marker.kind != "file" or marker.owner != "root" \
+            or not venv_ready(host, live_venv):
+        return None
+    if SEEDABLE not in (host.read(f"{live_venv}/{VENV_MARKER}") or b"").decode(
+            errors="replace").splitlines():
+        return None
+    site = host.state(f"{live_venv}/lib/python{python_minor(version)}/site-packages")
+    return live_venv if site is not None and site.kind == "dir" else None
 
 
 def build_cache(app: AppConfig) -> str:
@@ -268,13 +306,15 @@ def build_cache(app: AppConfig) -> str:
 
 def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv: str,
               pip: PipSettings, release: str | None = None,
-              uv: str | None = None) -> list[Action]:
+              uv: str | None = None, seed: str | None = None) -> list[Action]:
     """Root makes an empty venv and hands it to the app's user; pip, or uv when `uv` (its
     binary) is given, and every setup.py or build backend they run, runs contained as that
     user; then root takes the venv back, marks it complete, and only a complete venv is ever
     used. A venv uv builds is made by `uv venv`: uv installs from outside it, so it gets no
     pip or setuptools (virtualenv copied about 1,000 files of them into every venv, for
-    root to hand over and take back, and nothing used them)."""
+    root to hand over and take back, and nothing used them). `seed` (uv only, see
+    venv_seed): the build first copies that venv's packages in, as the app's user, so that
+    only what changed is installed and compiled."""
     if venv_ready(host, venv):
         return []
     paths = AppPaths(app.name)
@@ -311,19 +351,22 @@ def plan_venv(host: Host, app: AppConfig, commit: str, deps: Dependencies, venv:
             actions.append(Remove(path=src, why="a previous build's copy"))
         actions += plan_dir(host, LIB_DIR, 0o755) + plan_file(
             host, BUILD_SCRIPT, render("build"), 0o755, why="what an app's contained build runs")
-        argv, why = install_argv(deps, venv, src, uv)
+        seed = seed if uv is not None else None
+        argv, why = install_argv(deps, venv, src, uv, seeded=seed is not None)
         # uv makes its lock files 0644 whatever the umask: the script makes them readable by
         # the app only, like everything its build writes (the cache dir is 0700 anyway).
         private = f"{cache}/uv" if uv is not None else ""
         cwd = src if deps.kind == "requirements" else "/"
         # One contained run for the copy, the install and uv's chmod: each run is a
         # transient unit systemd starts and collects (bench/README.md, "Containment").
-        actions.append(contained(("/bin/sh", BUILD_SCRIPT, code, src, cwd, private, *argv),
+        actions.append(contained(("/bin/sh", BUILD_SCRIPT, code, src, cwd, private,
+                                  seed or "", venv if seed else "", *argv),
                                  f"copy the code, {why}" + (", keep uv's cache private"
                                                             if private else "")))
         actions.append(Remove(path=src, why="the build copy"))
     actions += secure(venv, app.owner)
+    seedable = f"{SEEDABLE}\n" if uv is not None else ""
     actions.append(WriteFile(path=f"{venv}/{VENV_MARKER}",
-                             content=f"{deps.kind} {deps.digest}\n".encode(),
+                             content=f"{deps.kind} {deps.digest}\n{seedable}".encode(),
                              mode=0o640, owner="root", group=app.owner))
     return actions

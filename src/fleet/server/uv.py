@@ -1,11 +1,12 @@
 """uv, the builder of the apps' venvs: installed by root as an unpacked, hash-checked wheel,
 and run only contained, as each app's user.
 
-Root never runs code from PyPI: a root-made throwaway venv's pip (virtualenv's bundled copy)
-downloads the pinned wheel, checks its sha256 (--require-hashes) and unpacks it with
---target (a wheel is never built or executed when unpacked). The binary lands at a
-root-owned, versioned path; the directory is renamed into place last, so a killed install
-leaves only a temporary directory the next one removes.
+Root never runs code from PyPI: pip, the copy bundled with fleet (virtualenv's embedded
+wheel, run from the wheel file by the system Python, isolated: -I -S), downloads the pinned
+wheel, checks its sha256 (--require-hashes) and unpacks it with --target (a wheel is never
+built or executed when unpacked). The binary lands at a root-owned, versioned path; the
+directory is renamed into place last, so a killed install leaves only a temporary directory
+the next one removes.
 """
 
 from __future__ import annotations
@@ -35,8 +36,20 @@ def installer_env(pip: PipSettings) -> tuple[tuple[str, str], ...]:
     return (*pip_env(pip), ("PIP_NO_CACHE_DIR", "1"))
 
 
-def plan_uv(host: Host, pip: PipSettings) -> list[Action]:
-    """Nothing when the pinned uv is in place; else download, verify and unpack its wheel."""
+def bundled_pip(python_minor: str) -> str | None:
+    """The pip wheel fleet carries (virtualenv's embedded one, the pip every venv virtualenv
+    makes is seeded from) for that Python, as a real file of fleet's extraction; None when
+    there is none. pip runs from a wheel file (`python PIP.whl/pip`): no throwaway venv, whose
+    making copied pip and setuptools (about 1,000 files) for one download."""
+    from virtualenv.seed.wheels.embed import get_embed_wheel
+
+    wheel = get_embed_wheel("pip", python_minor) if python_minor else None
+    return str(wheel.path) if wheel is not None and wheel.path.is_file() else None
+
+
+def plan_uv(host: Host, pip: PipSettings, pip_wheel: str | None = None) -> list[Action]:
+    """Nothing when the pinned uv is in place; else download, verify and unpack its wheel,
+    with fleet's own pip (`pip_wheel`, see bundled_pip) or, without one, a throwaway venv's."""
     if host.state(UV_BIN) is not None:
         return []
     venv, target, requirements = f"{UV_TMP}/venv", f"{UV_TMP}/wheel", f"{UV_TMP}/requirements.txt"
@@ -45,19 +58,22 @@ def plan_uv(host: Host, pip: PipSettings) -> list[Action]:
         actions.append(Remove(path=UV_TMP, why="left by an interrupted install"))
     if host.state(UV_DIR) is not None:
         actions.append(Remove(path=UV_DIR, why="incomplete: no uv binary"))
+    actions.append(MakeDir(path=UV_TMP, mode=0o700))
+    if pip_wheel is None:
+        actions.append(BuildVenv(path=venv, python=SYSTEM_PYTHON))
+    pip_cmd = (SYSTEM_PYTHON, "-I", "-S", f"{pip_wheel}/pip") if pip_wheel \
+        else (f"{venv}/bin/python", "-I", "-m", "pip")
     actions += [
-        MakeDir(path=UV_TMP, mode=0o700),
-        BuildVenv(path=venv, python=SYSTEM_PYTHON),
         WriteFile(path=requirements, mode=0o600,
                   content=render("uv-requirements.txt.j2", version=UV_VERSION,
                                  digests=UV_SHA256)),
-        Run(argv=(f"{venv}/bin/python", "-I", "-m", "pip", "install", "--no-input", "--no-deps",
+        Run(argv=(*pip_cmd, "install", "--no-input", "--no-deps",
                   "--only-binary=:all:", "--require-hashes", "--target", target,
                   "-r", requirements),
             why=f"download uv {UV_VERSION}, check its sha256 and unpack the wheel (no code runs)",
             env=installer_env(pip), cwd="/", timeout=600),
         Move(src=target, dest=UV_DIR),
-        Remove(path=UV_TMP, why="the installer venv"),
+        Remove(path=UV_TMP, why="the installer's files"),
     ]
     return actions
 

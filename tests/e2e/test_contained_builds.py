@@ -113,6 +113,20 @@ def box(server_factory, git_remote, fleet_pyz):
     return server
 
 
+def test_uv_is_one_binary_fleet_unpacked_without_pip(box) -> None:
+    """The first apply installed uv with fleet's own download (FetchWheel): the directory
+    holds the binary alone, root-owned. pip --target, as before, would have left the wheel's
+    package, uvx and dist-info beside it."""
+    uv_dir = "/usr/local/lib/fleet/uv-0.13.9"
+    listing = box.run(["find", uv_dir, "-printf", "%P %U %m %y\n"], check=True).stdout
+    assert sorted(listing.splitlines()) == [" 0 755 d", "bin 0 755 d", "bin/uv 0 755 f"], \
+        listing
+    leftovers = box.run(["sh", "-c", "ls -a /usr/local/lib/fleet"], check=True).stdout
+    assert ".uv-0.13.9.tmp" not in leftovers.split(), leftovers
+    version = box.run(["runuser", "-u", "nobody", "--", f"{uv_dir}/bin/uv", "--version"])
+    assert version.returncode == 0 and version.stdout.startswith("uv 0.13.9"), version
+
+
 @pytest.fixture(scope="module")
 def hostile_apply(box: BareServer):
     before, readable = snapshot(box), world_readable(box)

@@ -61,6 +61,7 @@ class FakeHost:
     nginx_ok: bool = True
     pip_fails: bool = False
     uv_fails: bool = False  # installing uv fails (builds fall back to pip)
+    fetched: list[tuple[tuple[str, ...], str, str, str, str]] = field(default_factory=list)
     contained: list[tuple[list[str], str, str, tuple[str, ...]]] = field(default_factory=list)
     procs: list[ProcessInfo] = field(default_factory=list)  # what /proc shows
     sockets: dict[str, bytes] = field(default_factory=dict)  # unix socket -> what it answers
@@ -167,6 +168,21 @@ class FakeHost:
         return sorted({k[len(prefix):].split("/")[0] for k in self.files
                        if k.startswith(prefix) and k != prefix})
 
+    def fetch_wheel(self, indexes: tuple[str, ...], project: str, filename: str, sha256: str,
+                    member: str, dest: str, tmp: str, cert: str | None,
+                    timeout: float) -> None:
+        """Recorded in `fetched`; writes `dest` as the real one does (`uv_fails`: a mismatch)."""
+        self.fetched.append((indexes, filename, sha256, member, dest))
+        if self.uv_fails:
+            from fleet.host.fetch import FetchError
+
+            raise FetchError(f"{indexes[0]}{filename}: sha256 0000 is not the pinned {sha256}")
+        parent = dest.rsplit("/", 1)[0]
+        for part in (parent.rsplit("/", 1)[0], parent):
+            if self.state(part) is None:
+                self.mkdir(part, 0o755, "root", "root")
+        self.write(dest, b"", 0o755, "root", "root")
+
     def build_venv(self, path: str, python: str, uv: str | None = None) -> None:
         self.mkdir(f"{path}/bin", 0o755, "root", "root")
         self.write(f"{path}/bin/python", b"", 0o755, "root", "root")
@@ -262,13 +278,6 @@ class FakeHost:
             return ok if self.nginx_ok else RunResult(1, "", "nginx: [emerg] bad config")
         if (parts := build_parts(argv)) is not None:  # the copy, then the installer
             return self.simulate(parts[-1])
-        if "--target" in argv and (cmd.endswith("/bin/python") or cmd == "/usr/bin/python3"):
-            if self.uv_fails:  # the uv wheel, unpacked
-                return RunResult(1, "", "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES")
-            target = argv[argv.index("--target") + 1]
-            self.mkdir(f"{target}/bin", 0o755, "root", "root")
-            self.write(f"{target}/bin/uv", b"", 0o755, "root", "root")
-            return ok
         if cmd.endswith("/bin/python"):
             if "pip" in argv[1:4] and self.pip_fails:
                 return RunResult(1, "", "ERROR: No matching distribution found")

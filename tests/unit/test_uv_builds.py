@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from fleet.config.settings import AppConfig, PipSettings
-from fleet.host.actions import BuildVenv, ContainedRun, Move, OwnTree, Run, WriteFile
+from fleet.host.actions import (
+    BuildVenv,
+    ContainedRun,
+    FetchWheel,
+    Move,
+    OwnTree,
+    Run,
+    WriteFile,
+)
 from fleet.host.executor import perform
 from fleet.host.machine import UV_VENV_ENV, LocalHost, RunResult, uv_venv_argv
 from fleet.server import uv as uv_tool
@@ -148,38 +156,48 @@ def test_dependencies_notice_a_uv_lock_without_changing_the_venv_key() -> None:
     assert deps.venv_key("3.11") == Dependencies("project", SHA_B1).venv_key("3.11")
 
 
-def test_root_only_unpacks_a_hash_checked_wheel_with_fleets_own_pip() -> None:
-    wheel = uv_tool.bundled_pip("3.11")
-    assert wheel and Path(wheel).is_file() and Path(wheel).name.startswith("pip-")
-    actions = uv_tool.plan_uv(FakeHost(), PipSettings(index_url=TOKEN), wheel)
-    assert not [a for a in actions if isinstance(a, (ContainedRun, BuildVenv))]  # no venv
-    (pip,) = [a for a in actions if isinstance(a, Run)]
-    # the system Python, isolated (-I: no environment, -S: no site-packages), runs pip from
-    # the wheel fleet carries
-    assert pip.argv[:4] == ("/usr/bin/python3", "-I", "-S", f"{wheel}/pip")
-    check_unpack_only(actions, pip)
-
-
-def test_without_a_bundled_pip_a_throwaway_venv_downloads_uv() -> None:
-    assert uv_tool.bundled_pip("") is None
-    actions = uv_tool.plan_uv(FakeHost(), PipSettings(index_url=TOKEN), None)
-    assert not [a for a in actions if isinstance(a, ContainedRun)]
-    (venv,) = [a for a in actions if isinstance(a, BuildVenv)]
-    (pip,) = [a for a in actions if isinstance(a, Run)]
-    assert pip.argv[0] == f"{venv.path}/bin/python" and pip.argv[1:4] == ("-I", "-m", "pip")
-    check_unpack_only(actions, pip)
-
-
-def check_unpack_only(actions: list, pip: Run) -> None:
-    for flag in ("--require-hashes", "--only-binary=:all:", "--no-deps", "--target"):
-        assert flag in pip.argv
-    assert ("PIP_INDEX_URL", TOKEN) in pip.env
+def test_root_fetches_the_pinned_wheel_itself_and_runs_nothing() -> None:
+    """No pip, no venv, no command at all: fleet downloads the file of the server's machine,
+    checks its pinned sha256 and unpacks only the binary, then renames the directory into
+    place."""
+    pip = PipSettings(index_url=TOKEN, extra_index_urls=("https://mirror.test/simple",),
+                      cert="/etc/ca.pem")
+    actions = uv_tool.plan_uv(FakeHost(), pip, "x86_64")
+    assert not [a for a in actions if isinstance(a, (Run, ContainedRun, BuildVenv))]
+    (fetch,) = [a for a in actions if isinstance(a, FetchWheel)]
+    filename, sha256 = uv_tool.UV_WHEELS["x86_64"]
+    assert (fetch.filename, fetch.sha256) == (filename, sha256)
+    assert "x86_64" in filename and filename.startswith(f"uv-{uv_tool.UV_VERSION}-")
+    assert fetch.indexes == (TOKEN, "https://mirror.test/simple") and fetch.cert == "/etc/ca.pem"
+    assert fetch.member == f"uv-{uv_tool.UV_VERSION}.data/scripts/uv"
+    assert fetch.dest == f"{uv_tool.UV_TMP}/wheel/bin/uv" and fetch.tmp == uv_tool.UV_TMP
+    text = fetch.describe()
+    assert "s3cret" not in text and "https://********@pypi.example.com/simple" in text
+    assert "check its sha256" in text and "unpack only" in text
     (move,) = [a for a in actions if isinstance(a, Move)]
-    assert move.dest == uv_tool.UV_DIR  # renamed into place last
-    requirements = [a for a in actions if getattr(a, "path", "").endswith("requirements.txt")]
-    text = requirements[0].content.decode()
-    assert f"uv=={uv_tool.UV_VERSION}" in text
-    assert all(f"--hash=sha256:{d}" in text for d in uv_tool.UV_SHA256)
+    assert (move.src, move.dest) == (f"{uv_tool.UV_TMP}/wheel", uv_tool.UV_DIR)
+    kinds = [type(a) for a in actions]
+    assert kinds.index(FetchWheel) < kinds.index(Move)  # renamed into place last
+    aarch64 = uv_tool.plan_uv(FakeHost(), PipSettings(), "aarch64")
+    (fetch,) = [a for a in aarch64 if isinstance(a, FetchWheel)]
+    assert "aarch64" in fetch.filename and fetch.sha256 == uv_tool.UV_WHEELS["aarch64"][1]
+    assert fetch.indexes == ("https://pypi.org/simple/",)
+
+
+def test_a_machine_without_a_pinned_wheel_is_named() -> None:
+    with pytest.raises(uv_tool.NoWheel, match="'riscv64'"):
+        uv_tool.plan_uv(FakeHost(), PipSettings(), "riscv64")
+
+
+def test_an_unknown_machine_falls_back_to_pip_and_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(uv_tool, "UV_WHEELS", {})
+    host = server()
+    session, outcome = run(host, config(host, UV_CONFIG))
+    (step,) = [s for s in session.steps if s.name == "uv"]
+    assert step.notes and "builds use pip" in step.notes[0] and "no uv" in step.notes[0]
+    assert not host.fetched and host.state(UV) is None and not uv_runs(host)
+    assert outcome.apps["alpha"].health == "passed"
 
 
 def installers(host: FakeHost) -> list[list[str]]:
@@ -199,6 +217,7 @@ def test_apply_installs_uv_once_and_builds_with_it() -> None:
     session, _ = run(host, config(host, UV_CONFIG))
     assert host.state(UV) is not None
     assert [s for s in session.steps if s.name == "uv" and s.actions]
+    assert len(host.fetched) == 1 and host.fetched[0][-1] == f"{uv_tool.UV_TMP}/wheel/bin/uv"
     assert len(uv_runs(host)) == 2  # alpha's requirements, beta's project
     assert len(host.ran(UV, "venv")) == 2  # their venvs: made by uv, nothing seeded
     session, _ = run(host, config(host, UV_CONFIG))

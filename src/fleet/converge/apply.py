@@ -9,6 +9,7 @@ nginx, every app's health check, and the retirement of replaced releases.
 from __future__ import annotations
 
 import contextlib
+import os
 import posixpath
 import threading
 from collections.abc import Callable
@@ -59,7 +60,6 @@ from fleet.server.nginx import (
     worker_pids,
 )
 from fleet.server.packages import plan_packages
-from fleet.server.release import python_minor, python_version
 from fleet.server.services import is_active, plan_service
 from fleet.server.users import user_exists
 
@@ -154,10 +154,9 @@ def builder(config: Config, session: Session) -> str | None:
         return None
     with session.step("uv") as step:
         try:
-            host = session.host
-            wheel = None if host.state(uv_tool.UV_BIN) is not None \
-                else uv_tool.bundled_pip(python_minor(python_version(host)))
-            session.apply(step, uv_tool.plan_uv(host, config.server.pip, wheel))
+            # fleet runs on the server: its machine is this process's
+            session.apply(step, uv_tool.plan_uv(session.host, config.server.pip,
+                                                os.uname().machine))
         except (FleetError, OSError) as exc:
             session.act(uv_tool.cleanup(session.host))
             step.notes.append(f"uv {uv_tool.UV_VERSION} could not be installed, builds use pip: "

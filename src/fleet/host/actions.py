@@ -198,3 +198,29 @@ class Move(Action):
 
     def describe(self) -> str:
         return f"move {self.src} -> {self.dest}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchWheel(Action):
+    """Download `filename` of `project` from the first index that lists it, check its sha256
+    against the pin and write only its `member` to `dest` (0755): done in fleet's process
+    (fleet.host.fetch), so nothing from the index, nor pip, runs. `tmp` holds the download."""
+
+    project: str
+    version: str
+    filename: str
+    sha256: str
+    member: str
+    dest: str
+    tmp: str
+    indexes: tuple[str, ...]
+    cert: str | None = None
+    timeout: float = 600
+
+    def describe(self) -> str:
+        from fleet.masking import mask_urls
+
+        where = ", then ".join(mask_urls(i) for i in self.indexes)
+        return (f"download {self.project} {self.version} ({self.filename}) from {where}, "
+                f"check its sha256 ({self.sha256[:12]}...), unpack only its {self.member} "
+                f"-> {self.dest} (no code runs)")

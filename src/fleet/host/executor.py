@@ -11,6 +11,7 @@ from fleet.host.actions import (
     BuildVenv,
     ContainedRun,
     ExposeTree,
+    FetchWheel,
     MakeDir,
     Move,
     OwnTree,
@@ -50,6 +51,9 @@ def perform(host: Host, action: Action) -> None:
         host.own_tree(action.path, action.owner, action.group, action.modes)
     elif isinstance(action, ExposeTree):
         host.expose_tree(action.home, action.path)
+    elif isinstance(action, FetchWheel):
+        host.fetch_wheel(action.indexes, action.project, action.filename, action.sha256,
+                         action.member, action.dest, action.tmp, action.cert, action.timeout)
     elif isinstance(action, Unknown):
         raise TypeError(f"cannot perform an undecided step: {action.what}")
     else:  # pragma: no cover - a new action type without an executor branch

@@ -230,6 +230,13 @@ class FactsHost:
         self.forget()
         self.host.build_venv(path, python, uv)
 
+    def fetch_wheel(self, indexes: tuple[str, ...], project: str, filename: str, sha256: str,
+                    member: str, dest: str, tmp: str, cert: str | None,
+                    timeout: float) -> None:
+        self.forget()
+        self.host.fetch_wheel(indexes, project, filename, sha256, member, dest, tmp, cert,
+                              timeout)
+
     def own_tree(self, path: str, owner: str | None, group: str, modes: str) -> None:
         self.forget()
         self.host.own_tree(path, owner, group, modes)

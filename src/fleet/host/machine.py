@@ -170,6 +170,10 @@ class Host(Protocol):
 
     def build_venv(self, path: str, python: str, uv: str | None = None) -> None: ...
 
+    def fetch_wheel(self, indexes: tuple[str, ...], project: str, filename: str, sha256: str,
+                    member: str, dest: str, tmp: str, cert: str | None,
+                    timeout: float) -> None: ...
+
     def own_tree(self, path: str, owner: str | None, group: str, modes: str) -> None: ...
 
     def expose_tree(self, home: str, path: str) -> None: ...
@@ -389,6 +393,20 @@ class LocalHost:
         if self.log_command:
             self.log_command(["virtualenv", path, "--python", python])
         build_venv(path, python)
+
+    def fetch_wheel(self, indexes: tuple[str, ...], project: str, filename: str, sha256: str,
+                    member: str, dest: str, tmp: str, cert: str | None,
+                    timeout: float) -> None:
+        """fleet.host.fetch.fetch_wheel, in this process (imported here: only an install of
+        uv needs urllib, ssl and zipfile); logged like a command, without credentials."""
+        from fleet.host.fetch import fetch_wheel
+        from fleet.masking import mask_urls
+
+        if self.log_command:
+            self.log_command(["fetch-wheel", filename, "sha256=" + sha256, member, dest,
+                              *(mask_urls(i) for i in indexes)])
+        fetch_wheel(indexes, project, filename, sha256, member, dest, tmp, cert=cert,
+                    timeout=timeout)
 
     def run_contained(self, argv: Sequence[str], *, user: str, cwd: str = "/",
                       env: Mapping[str, str] | None = None, writable: Sequence[str] = (),

@@ -138,7 +138,7 @@ def open_url(opener: urllib.request.OpenerDirector, req: urllib.request.Request,
     except urllib.error.HTTPError as exc:
         exc.close()
         raise FetchError(f"{url}: HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         raise FetchError(f"{url}: {reason}") from None
 

@@ -51,7 +51,7 @@ class Route:
     body: bytes
     content_type: str = "application/octet-stream"
     status: int = 200
-    length: int | None = None  # Content-Length to claim; None: the body's
+    length: int | None = None  # Content-Length to claim; None: the body's; -1: no header
 
 
 @dataclass
@@ -87,8 +87,9 @@ def serve(index: Index, context: ssl.SSLContext | None = None) -> Iterator[Index
                 return
             self.send_response(route.status)
             self.send_header("Content-Type", route.content_type)
-            self.send_header("Content-Length", str(route.length if route.length is not None
-                                                   else len(route.body)))
+            if route.length != -1:  # -1: none, the body ends when the connection closes
+                self.send_header("Content-Length", str(route.length if route.length is not None
+                                                       else len(route.body)))
             self.end_headers()
             self.wfile.write(route.body)
 
@@ -257,6 +258,12 @@ def test_the_size_cap(index: Index, place: Place) -> None:
     with pytest.raises(FetchError, match="over the cap of 1000"):
         place.fetch((f"{index.url}/simple",), cap=1000)
     assert place.files() == [".uv.tmp"]
+    index.routes[f"/f/{NAME}"] = Route(GOOD, length=-1)  # no length: counted while read
+    with pytest.raises(FetchError, match="over the cap of 1000 bytes"):
+        place.fetch((f"{index.url}/simple",), cap=1000)
+    assert place.files() == [".uv.tmp"]
+    place.fetch((f"{index.url}/simple",))  # without a length, under the cap: whole
+    assert installed(place)
 
 
 def test_a_wheel_without_the_binary(index: Index, place: Place) -> None:

@@ -16,6 +16,7 @@ host lock, no port shared with other sessions' servers.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -108,7 +109,8 @@ def main() -> None:
     for builder, runs in times.items():
         print(f"{builder} rounds (cold, deploy): "
               + ", ".join(f"({c:.1f}, {d:.1f})" for c, d in runs))
-    print("command: sudo FLEET_TEST_BRIDGE_SUBNET=10.213.71.0/24 .venv/bin/python "
+    subnet = os.environ.get("FLEET_TEST_BRIDGE_SUBNET", "10.213.71.0/24")
+    print(f"command: sudo FLEET_TEST_BRIDGE_SUBNET={subnet} .venv/bin/python "
           f"bench/builds.py --rounds {args.rounds}")
 
 

@@ -41,6 +41,7 @@ from fleet.server.rotation import (
     marked_down,
     plan_drained,
 )
+from fleet.server.services import is_active
 
 FRONT_DIR = f"{layout.NGINX_DIR}/conf.d"
 FRONT_PREFIX = "fleet-front-"
@@ -102,7 +103,14 @@ def converge_front(config: Config, session: Session, rollouts: dict[str, Rollout
     changed |= reload_pending(host)  # files a killed run wrote and never reloaded
     if changed:
         with session.step("nginx (front)") as step:
+            reloads = is_active(host, "nginx") and not session.check
+            before = worker_pids(host) if reloads else set()
             apply_reload(session, step, changed=True)
+            # `nginx -s reload` returns before the new configuration answers: until the old
+            # workers are gone one may still serve with the old upstreams, door controls or
+            # drained servers. A run (or a drain) that returns has its front live.
+            if before and not wait_workers_gone(host, before):
+                step.notes.append("old nginx workers still run after 60 s (long requests)")
     return changed
 
 
@@ -137,11 +145,7 @@ def rotate(config: Config, session: Session,
     changes = update(drained)
     with session.step("rotation state") as step:
         session.apply(step, plan_drained(session.host, drained))
-    before = worker_pids(session.host)
-    if converge_front(config, session, {}) and not session.check:
-        with session.step("old nginx workers finish") as step:
-            if not wait_workers_gone(session.host, before):
-                step.notes.append("some still run after 60 s (long requests)")
+    converge_front(config, session, {})  # returns once the old workers are gone
     return changes
 
 

@@ -222,8 +222,10 @@ def sync_repo(app: AppConfig, session: Session, step: Step, history: History,
             return None
         return commit
     commit = repo_res.up_to_date(host, paths.repo, wanted, advertised) if existed else None
-    if existed and commit is None:
-        repo_res.fetch(host, app.repo, paths.repo, timeout)
+    if existed and commit is None and (removed := repo_res.fetch(host, app.repo, paths.repo,
+                                                                 timeout)):
+            step.notes.append(f"removed {len(removed)} stale git lock(s) of a killed run: "
+                              + ", ".join(p.removeprefix(paths.repo + "/") for p in removed))
     commit = commit or repo_res.resolve(host, paths.repo, wanted)
     step.notes.append(f"commit {commit[:12]}" + (" (pinned by a rollback)" if pin else ""))
     return commit

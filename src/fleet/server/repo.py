@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from fleet.errors import FleetError
+from fleet.errors import CommandError, FleetError
 from fleet.host.actions import Action, Move, Remove, Run
 from fleet.host.machine import Host
 from fleet.masking import RepoUrl, mask_urls, split_credentials
@@ -22,6 +22,7 @@ GIT_ENV = (("GIT_TERMINAL_PROMPT", "0"), ("GIT_ASKPASS", "/bin/false"))
 GIT_TIMEOUT = 900.0  # [server] git_timeout
 REF_CHECKS = 8  # remotes asked at once: each is mostly waiting on the network
 SHA_RE = re.compile(r"[0-9a-f]{40}")
+LOCK_EXISTS_RE = re.compile(r"Unable to create '[^']*\.lock': File exists")
 # A shell function git runs as `HELPER get`: printf is a dash builtin, so the values are
 # expanded inside the shell and appear on no command line.
 CREDENTIAL_HELPER = ('!f() { test "$1" = get || return 0; printf \'username=%s\\npassword=%s\\n\' '
@@ -120,10 +121,31 @@ def up_to_date(host: Host, repo: str, wanted: str | None, advertised: str | None
     return local if local == known else None
 
 
-def fetch(host: Host, url: str, repo: str, timeout: float = GIT_TIMEOUT) -> None:
-    """Refresh the mirror. Not a change of the server's state: only of fleet's cache of it."""
-    host.run(git(repo, "fetch", "--prune", "--quiet", "origin"),
-             env=dict(git_env(split_credentials(url), timeout)), timeout=timeout)
+def fetch(host: Host, url: str, repo: str, timeout: float = GIT_TIMEOUT) -> list[str]:
+    """Refresh the mirror. Not a change of the server's state: only of fleet's cache of it.
+
+    A git killed mid-fetch (a killed fleet run) leaves its `*.lock` files, and every later
+    fetch refuses ("Unable to create ... .lock: File exists"). Only fleet touches the mirror
+    and fleet's runs hold the host lock one at a time, so a lock found here is stale: it is
+    removed and the fetch retried once. Returns the lock files removed."""
+    argv = git(repo, "fetch", "--prune", "--quiet", "origin")
+    env = dict(git_env(split_credentials(url), timeout))
+    result = host.run(argv, check=False, env=env, timeout=timeout)
+    if result.ok:
+        return []
+    removed = stale_locks(host, repo) if LOCK_EXISTS_RE.search(result.stderr) else []
+    if not removed:
+        raise CommandError(argv, result.returncode, result.stdout, result.stderr)
+    host.run(["rm", "-f", "--", *removed])
+    host.run(argv, env=env, timeout=timeout)
+    return removed
+
+
+def stale_locks(host: Host, repo: str) -> list[str]:
+    """git's lock files in the mirror (refs, packed-refs, config, HEAD, shallow). git refuses
+    ref names ending in .lock, and find follows no symlink: nothing the remote chose."""
+    found = host.run(["find", repo, "-xdev", "-type", "f", "-name", "*.lock"], check=False)
+    return [line for line in found.stdout.splitlines() if line.startswith(f"{repo}/")]
 
 
 def resolve(host: Host, repo: str, ref: str | None) -> str:

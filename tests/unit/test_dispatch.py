@@ -108,12 +108,14 @@ FAST_LINES = [
     ["plan"],
     ["--verbose", "--quiet", "apply", "--prune", "--check"],
     ["-v", "-v", "plan", "--prune", "dir/x.toml"],
+    ["apply", "fleet.toml", "--json", "--hold-changes"],  # what fleet push runs
 ]
 TYPER_LINES = [
     [], ["apply", "--help"], ["-h", "apply"], ["apply", "a.toml", "b.toml"],
     ["apply", "--no-prune"], ["plan", "--check"], ["apply", "--", "-f.toml"],
     ["apply", "--json", "--json"], ["apply", "-v"], ["status"], ["apply", "--jsn"],
-    ["apply", ""], ["--version", "apply"], ["apply", "-"], ["apply", "--hold-changes", "--json"],
+    ["apply", ""], ["--version", "apply"], ["apply", "-"], ["apply", "--hold-changes", "--check"],
+    ["plan", "--hold-changes"], ["apply", "--hold-changes", "--hold-changes"],
 ]
 
 

@@ -1,12 +1,13 @@
-"""`fleet apply` and `fleet plan` without typer: the command lines a server's operator and its
-scripts run most (and a no-op apply should cost little more than its own work), parsed here,
-so that they do not import typer and build its command tree first.
+"""`fleet apply` and `fleet plan` without typer: the command lines a server's operator, its
+scripts and `fleet push` (`apply --hold-changes` on every server) run most, and a no-op apply
+should cost little more than its own work. They are parsed here, so that they do not import
+typer and build its command tree first.
 
 Only the plain forms are taken: global flags before the command, then at most one FILE and
 the command's own flags, in any order. Anything else (--help, `--`, an unknown or repeated
-word, a FILE that starts with a dash, `--no-prune`) returns None and goes to typer, which
-says what is wrong or shows the help as always. A unit test runs each accepted form through
-typer too and expects the same call of do_apply.
+word, a FILE that starts with a dash, `--no-prune`, --check with --hold-changes) returns
+None and goes to typer, which says what is wrong or shows the help as always. A unit test
+runs each accepted form through typer too and expects the same call of do_apply.
 """
 
 from __future__ import annotations
@@ -18,19 +19,22 @@ from pathlib import Path
 # The global options (fleet.cli.common.main_options) and each command's flags.
 GLOBAL_FLAGS = {"-v": "verbose", "--verbose": "verbose", "-q": "quiet", "--quiet": "quiet",
                 "--debug": "debug"}
-COMMAND_FLAGS = {"apply": {"--json": "json_out", "--prune": "prune", "--check": "check"},
+COMMAND_FLAGS = {"apply": {"--json": "json_out", "--prune": "prune", "--check": "check",
+                           "--hold-changes": "hold"},
                  "plan": {"--json": "json_out", "--prune": "prune"}}
 
 
 @dataclass(frozen=True)
 class ApplyLine:
-    """A parsed `fleet [-v|-q|--debug] apply|plan [FILE] [--json] [--prune] [--check]`."""
+    """A parsed `fleet [-v|-q|--debug] apply|plan [FILE] [--json] [--prune] [--check]
+    [--hold-changes]`."""
 
     options: frozenset[str]  # verbose, quiet, debug
     file: Path | None
     prune: bool
     check: bool
     json_out: bool
+    hold: bool
 
 
 def parse(args: Sequence[str]) -> ApplyLine | None:
@@ -51,9 +55,11 @@ def parse(args: Sequence[str]) -> ApplyLine | None:
             files.append(word)
         else:
             return None
+    if {"check", "hold"} <= flags:
+        return None  # typer says that these two do not go together
     return ApplyLine(options=frozenset(options), file=Path(files[0]) if files else None,
                      prune="prune" in flags, check=command == "plan" or "check" in flags,
-                     json_out="json_out" in flags)
+                     json_out="json_out" in flags, hold="hold" in flags)
 
 
 def command(args: Sequence[str]) -> Callable[[], int] | None:
@@ -69,6 +75,7 @@ def command(args: Sequence[str]) -> Callable[[], int] | None:
         OPTIONS.verbose = "verbose" in line.options
         OPTIONS.quiet = "quiet" in line.options
         OPTIONS.debug = "debug" in line.options
-        return do_apply(line.file, prune=line.prune, check=line.check, json_out=line.json_out)
+        return do_apply(line.file, prune=line.prune, check=line.check, json_out=line.json_out,
+                        hold=line.hold)
 
     return run

@@ -12,9 +12,10 @@ from fleet.cli import converging
 from fleet.cli.audited import session_result
 from fleet.cli.converging import run_converge, run_held
 from fleet.config.store import desired_state
+from fleet.host.machine import RunResult
 from fleet.host.session import Session, Status
 from tests.unit.fakehost import FakeHost
-from tests.unit.support import CONFIG, Quiet, fleet_main, server
+from tests.unit.support import CONFIG, SHA_A1, SHA_A2, Quiet, fleet_main, server
 
 pytestmark = pytest.mark.usefixtures("healthy")
 
@@ -85,3 +86,34 @@ def test_as_text_a_held_server_says_nothing_was_applied(monkeypatch, capsys) -> 
     out = capsys.readouterr().out
     assert code == 0 and "steps would change" in out
     assert "held: nothing applied (--hold-changes)" in out
+
+
+def test_the_apply_acts_on_the_refs_its_plan_saw(monkeypatch, capsys) -> None:
+    """A commit pushed to an app's remote between the plan and the apply of one
+    --hold-changes run does not slip in as "no change": the apply uses the plan's answers
+    (and the remotes are asked once per run, not once per walk)."""
+    host = server()
+    assert converge_json(monkeypatch, capsys, host, hold=False)[0] == 0
+    alpha = "git://remote/alpha.git"
+    fetched: list[str] = []
+
+    def remote_moves_after_answering(fake: FakeHost, argv: list[str]) -> RunResult | None:
+        if "ls-remote" in argv and argv[-1] == alpha:
+            answer = fake.simulate(argv)
+            fake.commits[alpha] = {"HEAD": SHA_A2, "main": SHA_A2}  # pushed right after
+            return answer
+        if "fetch" in argv:
+            fetched.append(argv[4])
+        elif "rev-parse" in argv and argv[4].endswith("/alpha/repo.git") and not fetched:
+            return RunResult(0, SHA_A1 + "\n", "")  # the mirror knows A2 once fetched
+        return None
+
+    host.handlers.append(remote_moves_after_answering)
+    host.commands.clear()
+    code, report = converge_json(monkeypatch, capsys, host, hold=True)
+    assert code == 0 and report["held"] is False and report["changed"] == 0, report
+    assert not fetched
+    assert len([c for c in host.commands if "ls-remote" in c]) == 2  # alpha, beta: once
+    # The next run sees the new commit and would change: held, with its plan.
+    code, report = converge_json(monkeypatch, capsys, host, hold=True)
+    assert code == 0 and report["held"] is True and report["changed"] > 0

@@ -1,13 +1,16 @@
 """What every command that changes the server ends with: check, converge, print the result.
 
 Apart from common.py so that the commands that only look (status, check, logs, --version)
-do not load converge's steps and the step reporter.
+do not load converge's steps and the step reporter. The steps (fleet.converge.apply) are
+imported once the remotes' ref checks are under way (fleet.converge.refs): the network
+answers while Python loads them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fleet.cli.basics import OPTIONS, local_host, locked_state, read_input, require_root
 from fleet.cli.output import out, print_json
@@ -15,7 +18,7 @@ from fleet.cli.report import SilentReporter, TextReporter, print_summary, summar
 from fleet.config.envfile import check_env_files
 from fleet.config.htpasswd import check_auth_files
 from fleet.config.store import Desired, plan_store
-from fleet.converge.apply import Outcome, converge
+from fleet.converge.refs import RefChecks
 from fleet.errors import EXIT_FAILED, EXIT_OK
 from fleet.host.actions import Action
 from fleet.host.facts import FactsHost
@@ -24,6 +27,9 @@ from fleet.server.certs import check_tls_files
 from fleet.server.ports import check_ports
 from fleet.server.release import know_python_version
 from fleet.server.users import check_identities
+
+if TYPE_CHECKING:
+    from fleet.converge.apply import Outcome
 
 
 def do_apply(file: Path | None, *, prune: bool, check: bool, json_out: bool,
@@ -53,11 +59,12 @@ def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str
     join the "fleet config" step; `first` are files a command already validated (an htpasswd
     file, an env file) that the checks below must see, so they are written before them."""
     host = FactsHost(local_host())  # facts gathered once per run, not once per app
+    refs = RefChecks(host, desired.config, only=only, check=check)
     know_python_version(host)
     session = Session(host, reporter(json_out, show_diffs=check), check=check)
     session.act(first)
     check_config(host, desired)
-    outcome = walk(desired, session, only=only, pre_actions=pre_actions)
+    outcome = walk(desired, session, only=only, pre_actions=pre_actions, refs=refs)
     return finish(desired, session, outcome, json_out=json_out, check=check, extra=extra)
 
 
@@ -68,14 +75,16 @@ def run_held(desired: Desired, *, json_out: bool) -> int:
     change and, when it would not, runs the apply's checks (health, the fronts' upstreams)
     right away, where plan-then-apply took two starts. Both runs hold the one run lock, so
     nothing changes between the decision and the apply; they share the run's facts, which
-    a plan never changes. A host that would change (or whose plan failed) is left untouched
-    and answers with its plan, marked held: push takes it out of the fronts' rotation first,
-    then applies."""
+    a plan never changes, and the remotes' answers: the apply acts on the refs the plan saw
+    (a commit pushed in between waits for the next push, never slips in as "no change").
+    A host that would change (or whose plan failed) is left untouched and answers with its
+    plan, marked held: push takes it out of the fronts' rotation first, then applies."""
     host = FactsHost(local_host())
+    refs = RefChecks(host, desired.config, only=None, check=True)  # for both walks
     know_python_version(host)
     planned = Session(host, SilentReporter(), check=True)
     check_config(host, desired)
-    outcome = walk(desired, planned)
+    outcome = walk(desired, planned, refs=refs)
     counts = planned.counts()
     if counts["changed"] or counts["failed"] or outcome.aborted is not None:
         code = finish(desired, planned, outcome, json_out=json_out, check=True,
@@ -84,7 +93,7 @@ def run_held(desired: Desired, *, json_out: bool) -> int:
             out.print("held: nothing applied (--hold-changes); `fleet plan` shows the changes")
         return code
     session = Session(host, reporter(json_out), check=False)
-    outcome = walk(desired, session)
+    outcome = walk(desired, session, refs=refs)
     return finish(desired, session, outcome, json_out=json_out, check=False,
                   extra={"held": False})
 
@@ -99,13 +108,15 @@ def check_config(host: FactsHost, desired: Desired) -> None:
 
 
 def walk(desired: Desired, session: Session, *, only: set[str] | None = None,
-         pre_actions: Sequence[Action] = ()) -> Outcome:
+         pre_actions: Sequence[Action] = (), refs: RefChecks | None = None) -> Outcome:
     """The stored state's step, then every step of converge (or of its plan)."""
+    from fleet.converge.apply import Outcome, converge  # see the module's docstring
+
     outcome = Outcome()
     try:
         with session.step("fleet config") as step:
             session.apply(step, [*plan_store(session.host, desired), *pre_actions])
-        outcome = converge(desired.config, session, only=only)
+        outcome = converge(desired.config, session, only=only, refs=refs)
     except Exception as exc:  # a step failed in a way the session could not attribute
         if not session.steps or session.steps[-1].error is None:
             raise

@@ -13,7 +13,6 @@ from tomli_w import dumps
 
 from fleet.cli.output import out, real_console, style
 from fleet.config.parse import parse_toml
-from fleet.converge.apply import Outcome
 from fleet.errors import ConfigError
 from fleet.host import layout
 from fleet.host.actions import MASK, Action, Unknown, WriteFile
@@ -23,6 +22,8 @@ from fleet.masking import mask_urls
 if TYPE_CHECKING:  # rich itself is imported where text is shown: --json never loads it
     from rich.console import Console, RenderableType
     from rich.live import Live
+
+    from fleet.converge.apply import Outcome
 
 UNDECIDED = "unknown"  # label of a plan step whose actions depend on earlier steps
 UNDECIDED_NOTE = "decided when the steps before it have run"

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fleet.config.settings import AppConfig, Config
@@ -25,6 +23,7 @@ from fleet.converge.metrics import converge_metrics
 from fleet.converge.notify import converge_notify
 from fleet.converge.prepare import guarded, prepare_app, render_site, warm_git
 from fleet.converge.processes import converge_processes
+from fleet.converge.refs import RefChecks
 from fleet.converge.rollout import Rollout
 from fleet.converge.tcp_switch import restore_live
 from fleet.errors import FleetError, StepFailed
@@ -44,7 +43,6 @@ from fleet.host.render import render
 from fleet.host.session import Session, Step
 from fleet.masking import mask_urls
 from fleet.server import certs, resource_limits, tls, units
-from fleet.server import repo as repo_res
 from fleet.server import uv as uv_tool
 from fleet.server.backup import stale_staging
 from fleet.server.emperor import is_sleeping, read_emperor, wait_for_vassal
@@ -71,12 +69,14 @@ class Outcome:
 
 
 def converge(config: Config, session: Session, *, only: set[str] | None = None,
-             health: bool = True) -> Outcome:
-    """Converge every app (or just `only`), isolating each app's failure from the others."""
+             health: bool = True, refs: RefChecks | None = None) -> Outcome:
+    """Converge every app (or just `only`), isolating each app's failure from the others.
+    `refs`: the remotes' answers a caller asked for earlier (fleet.converge.refs)."""
     outcome = Outcome()
     selected = [a for a in config.apps if only is None or a.name in only]
     histories = {a.name: History.load(session.host, a.name) for a in selected}
-    refs = ask_refs_early(config, selected, session)  # the network, while the steps go on
+    if refs is None:  # the network, while the steps go on
+        refs = RefChecks(session.host, config, only=only, check=session.check)
     with contextlib.suppress(StepFailed):  # housekeeping: recorded as failed, apps go on
         sweep_temp_files(config, session)
     with contextlib.suppress(StepFailed):
@@ -93,7 +93,7 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
                           + plan_dir(session.host, layout.STATE_DIR, 0o755)
                           + plan_dir(session.host, layout.STATE_APPS, 0o700))
         uv = builder(config, session) if selected else None
-        advertised = refs()
+        advertised = refs.answers()
         warm_git(session, selected, histories, advertised)
         for app in selected:
             outcome.apps[app.name] = prepare_app(config, app, session, histories[app.name], uv,
@@ -163,47 +163,6 @@ def builder(config: Config, session: Session) -> str | None:
                               + mask_urls(str(exc).splitlines()[0] if str(exc) else repr(exc)))
             return None
     return uv_tool.UV_BIN
-
-
-def advertised_refs(config: Config, selected: list[AppConfig],
-                    session: Session) -> dict[str, str | None]:
-    """What each remote of the apps with a mirror advertises, asked once per remote and in
-    parallel (a plan asks every app's remote, mirror or not): apps whose ref did not move
-    need no fetch."""
-    asked = [a.repo for a in selected
-             if session.check or session.host.state(AppPaths(a.name).repo) is not None]
-    return repo_res.remote_refs(session.host, asked, config.server.git_timeout)
-
-
-def ask_refs_early(config: Config, selected: list[AppConfig],
-                   session: Session) -> Callable[[], dict[str, str | None]]:
-    """advertised_refs, started in a thread now when git is installed already, so that the
-    remotes' answers (the one wait on the network of a no-op apply) come in while the first
-    steps (packages, directories, uv) run; the returned function waits for them. Without git
-    (a first run installs it in the packages step) they are asked when the function is
-    called. The questions only read: nothing the steps do in between changes their answers."""
-    if not selected or session.host.state(repo_res.GIT_BIN) is None:
-        return lambda: advertised_refs(config, selected, session)
-    answer: dict[str, dict[str, str | None]] = {}
-    failure: list[BaseException] = []
-
-    def ask() -> None:
-        try:
-            answer["refs"] = advertised_refs(config, selected, session)
-        except BaseException as exc:  # raised where the answer is read, as if asked there
-            failure.append(exc)
-
-    # A daemon thread: a run that stops early (a failed step, Ctrl-C) does not wait for it.
-    thread = threading.Thread(target=ask, name="fleet-ls-remote", daemon=True)
-    thread.start()
-
-    def wait() -> dict[str, str | None]:
-        thread.join()
-        if failure:
-            raise failure[0]
-        return answer["refs"]
-
-    return wait
 
 
 def written_dirs(host: Host, config: Config) -> list[str]:

@@ -20,6 +20,9 @@ def main() -> None:
     if args == ["--version"]:
         print(version_line())
         sys.exit(EXIT_OK)
+    from fleet.cli.fast import prefetch_refs
+
+    prefetch_refs(args)  # `fleet apply`: the remotes asked while the rest of fleet loads
     from fleet.cli.dispatch import run  # typer, rich and the command modules
 
     sys.exit(run(args))

@@ -72,7 +72,13 @@ def locked_state(host: Host, source: str | None = None, text: str | None = None,
     """Hold fleet's run lock, then load the stored state (merged with an operator's file, if
     any): read under the lock, the state cannot change between reading and acting on it.
     Waiting for another run says so on stderr."""
-    with run_lock(layout.LOCK_FILE, wait=LOCK_WAIT, on_wait=lambda m: err.print(m)):
+    def waiting(message: str) -> None:
+        from fleet.converge.refs import drop_prefetched
+
+        err.print(message)
+        drop_prefetched()  # that run may move the remotes' refs on: ask them afresh
+
+    with run_lock(layout.LOCK_FILE, wait=LOCK_WAIT, on_wait=waiting):
         yield desired_state(host, source, text, prune=prune)
 
 

@@ -59,7 +59,7 @@ def run_converge(desired: Desired, *, json_out: bool, check: bool, only: set[str
     join the "fleet config" step; `first` are files a command already validated (an htpasswd
     file, an env file) that the checks below must see, so they are written before them."""
     host = FactsHost(local_host())  # facts gathered once per run, not once per app
-    refs = RefChecks(host, desired.config, only=only, check=check)
+    refs = RefChecks.for_run(host, desired.config, only=only, check=check)
     know_python_version(host)
     session = Session(host, reporter(json_out, show_diffs=check), check=check)
     session.act(first)
@@ -80,7 +80,7 @@ def run_held(desired: Desired, *, json_out: bool) -> int:
     A host that would change (or whose plan failed) is left untouched and answers with its
     plan, marked held: push takes it out of the fronts' rotation first, then applies."""
     host = FactsHost(local_host())
-    refs = RefChecks(host, desired.config, only=None, check=True)  # for both walks
+    refs = RefChecks.for_run(host, desired.config, only=None, check=True)  # for both walks
     know_python_version(host)
     planned = Session(host, SilentReporter(), check=True)
     check_config(host, desired)

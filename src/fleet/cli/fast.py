@@ -79,3 +79,14 @@ def command(args: Sequence[str]) -> Callable[[], int] | None:
                         hold=line.hold)
 
     return run
+
+
+def prefetch_refs(args: Sequence[str]) -> None:
+    """For a plain apply or plan, start asking the apps' remotes now (fleet.converge.refs):
+    the network answers while Python loads the rest of fleet. Not with -v, which lists
+    every command as it runs."""
+    line = parse(args)
+    if line is not None and not line.options & {"verbose", "debug"}:
+        from fleet.converge.refs import prefetch
+
+        prefetch(line.file, check=line.check or line.hold)  # a held apply plans first

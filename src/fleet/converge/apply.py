@@ -76,7 +76,7 @@ def converge(config: Config, session: Session, *, only: set[str] | None = None,
     selected = [a for a in config.apps if only is None or a.name in only]
     histories = {a.name: History.load(session.host, a.name) for a in selected}
     if refs is None:  # the network, while the steps go on
-        refs = RefChecks(session.host, config, only=only, check=session.check)
+        refs = RefChecks.for_run(session.host, config, only=only, check=session.check)
     with contextlib.suppress(StepFailed):  # housekeeping: recorded as failed, apps go on
         sweep_temp_files(config, session)
     with contextlib.suppress(StepFailed):

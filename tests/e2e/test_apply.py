@@ -3,6 +3,7 @@ add-app, reboot, unknown hosts. One server is shared by the module, in order."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -66,8 +67,6 @@ def first_apply(box: BareServer):
 
 
 def test_bootstrap_provisions_apps_with_their_own_dependencies(box, first_apply) -> None:
-    import json
-
     assert first_apply.returncode == 0, first_apply.stdout[-4000:] + first_apply.stderr[-4000:]
     data = json.loads(first_apply.stdout)  # nothing but JSON on stdout
     assert data["failed"] == 0 and data["changed"] > 0
@@ -124,6 +123,16 @@ def test_second_apply_changes_nothing_and_restarts_nothing(box, first_apply) -> 
     assert service_pids(box) == before
     text = fleet(box, "apply")
     assert "0 changed" in text.stdout and "Nothing changed" in text.stdout, text.stdout
+    # After a run, a no-op renders nothing (issue 19): every file's text comes from root's
+    # render cache, and jinja2 is never imported.
+    timed = box.run(["python3", "-X", "importtime", "/usr/local/bin/fleet", "apply", "--json"])
+    assert timed.returncode == 0 and json.loads(timed.stdout)["changed"] == 0, timed.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in timed.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "fleet.host.render_cache" in imported and "jinja2" not in imported, timed.stderr
+    cache = box.run(["stat", "-c", "%U %a", "/var/cache/fleet/_render",
+                     "/var/cache/fleet/_render/renders.marshal"], check=True).stdout.split()
+    assert cache == ["root", "700", "root", "600"]
 
 
 def test_unknown_host_gets_no_app_content(box, first_apply) -> None:

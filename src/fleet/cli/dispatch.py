@@ -19,6 +19,7 @@ from fleet.cli.audited import run_audited
 from fleet.cli.basics import OPTIONS
 from fleet.cli.output import err
 from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, FleetError
+from fleet.host import render_cache
 
 # Command name -> the fleet.cli module that defines it (a unit test keeps this complete).
 # Listed in module order: registering all of them keeps --help in its usual order.
@@ -57,8 +58,12 @@ def register(modules: Sequence[str]) -> None:
 
 def run(args: Sequence[str]) -> int:
     """Run one command line; a command that changes the server also leaves its audit line
-    (fleet.cli.audited)."""
-    return run_audited(args, lambda: run_command(args))
+    (fleet.cli.audited). What it rendered is kept for the next run (host/render_cache.py),
+    unless its input was bad: then nothing on the server is touched, that file neither."""
+    code = run_audited(args, lambda: run_command(args))
+    if code != EXIT_INVALID:
+        render_cache.save()
+    return code
 
 
 def run_command(args: Sequence[str]) -> int:

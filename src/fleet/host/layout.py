@@ -62,6 +62,10 @@ NGINX_USER = "www-data"
 SYSTEM_PYTHON = "/usr/bin/python3"
 # Each app's private build cache (pip cache, HOME of its builds): BUILD_CACHE/NAME, 0700.
 BUILD_CACHE = "/var/cache/fleet"
+# What a run rendered, for the next run to skip jinja2 (fleet.host.render_cache): root
+# only, 0700 dir, 0600 file. The leading "_" keeps it apart from app names.
+RENDER_CACHE_DIR = f"{BUILD_CACHE}/_render"
+RENDER_CACHE = f"{RENDER_CACHE_DIR}/renders.marshal"
 UWSGI_BIN = "/usr/bin/uwsgi-core"
 # logrotate: nginx-common ships /etc/logrotate.d/nginx but does not depend on it.
 BASE_PACKAGES = ("nginx", "uwsgi-core", "uwsgi-plugin-python3", "python3-venv", "git",

@@ -8,7 +8,8 @@ Every run renders the files it compares (a no-op apply too), and compiling a tem
 most of its cost: the zipapp carries its templates compiled (build.py calls
 `compile_templates` into `_data/compiled`, compiled from the same files in the same build,
 and shiv byte-compiles them with the rest), so a run only imports them. A source checkout
-has no compiled copy and compiles as it renders.
+has no compiled copy and compiles as it renders. A build also remembers what it rendered
+(render_cache.py): a run whose contexts are all as before renders nothing, imports no jinja2.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from fleet.host import render_cache
 
 if TYPE_CHECKING:
     import jinja2
@@ -81,7 +84,18 @@ def systemd_exec_quote(value: str) -> str:
 
 
 def render(template: str, **context: Any) -> bytes:
-    return environment().get_template(template).render(**context).encode()
+    """The template's text: what this build rendered for the same context before, when the
+    render cache knows it (render_cache.py), so that a run with nothing new needs no jinja2."""
+    cache = render_cache.current()
+    digest = None if cache is None else render_cache.key(template, context)
+    if digest is not None:
+        known = cache.get(digest)
+        if known is not None:
+            return known
+    content = environment().get_template(template).render(**context).encode()
+    if digest is not None:
+        cache.put(digest, content)
+    return content
 
 
 def compile_templates(target: str) -> None:

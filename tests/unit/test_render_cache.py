@@ -182,7 +182,31 @@ def test_a_damaged_or_foreign_file_is_a_cold_cache_and_is_replaced(tmp_path: Pat
     assert cache.get("k1") is None
     cache.put("k2", b"two")
     cache.save()
-    assert RenderCache(path, "b", today=1).load().entries == {"k2": [b"two", 1]}
+    assert RenderCache(path, "b", today=1).load().entries == {"k2": [b"two", 1, ""]}
+
+
+def test_a_rotated_secret_leaves_the_cache_with_the_run_that_renders_the_new_one(
+        tmp_path: Path) -> None:
+    """Entries of the templates that hold the apps' environment are dropped when a run renders
+    that template and does not use them; other templates' entries age out as usual."""
+    path = str(tmp_path / "_render" / "renders.marshal")
+    first = RenderCache(path, "b", today=1)
+    first.put("env-old", b"TOKEN=old\n", "app.env.j2")
+    first.put("env-other-app", b"X=1\n", "units.env.j2")
+    first.put("site", b"server {}\n", "site.conf.j2")
+    first.save()
+    rotated = RenderCache(path, "b", today=1).load()
+    rotated.put("env-new", b"TOKEN=new\n", "app.env.j2")  # renders app.env.j2 only
+    assert rotated.get("site", "site.conf.j2") == b"server {}\n"
+    rotated.save()
+    kept = RenderCache(path, "b", today=1).load().entries
+    assert set(kept) == {"env-new", "env-other-app", "site"}
+    assert b"old" not in Path(path).read_bytes()
+    unchanged = RenderCache(path, "b", today=1).load()  # a no-op: the same entries, no write
+    for digest, entry in kept.items():
+        assert unchanged.get(digest, entry[2]) == entry[0]
+    unchanged.save()
+    assert not unchanged.changed
 
 
 def test_a_file_or_directory_others_could_write_is_not_used(tmp_path: Path) -> None:

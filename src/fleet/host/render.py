@@ -89,12 +89,12 @@ def render(template: str, **context: Any) -> bytes:
     cache = render_cache.current()
     digest = None if cache is None else render_cache.key(template, context)
     if digest is not None:
-        known = cache.get(digest)
+        known = cache.get(digest, template)
         if known is not None:
             return known
     content = environment().get_template(template).render(**context).encode()
     if digest is not None:
-        cache.put(digest, content)
+        cache.put(digest, content, template)
     return content
 
 

@@ -43,9 +43,14 @@ from typing import Any
 
 from fleet.host import layout
 
-FORMAT = 1
+FORMAT = 2
 KEEP_DAYS = 14
 MAX_ENTRIES = 8192
+# Templates whose text holds the apps' secrets (their environment): a run that renders one
+# drops that template's entries it did not use, so a rotated secret's old text leaves the
+# cache with the run that writes the new one, not KEEP_DAYS later. A run that renders only
+# some apps' (a deploy) drops the others' too: the next full run renders those once more.
+SECRET_TEMPLATES = frozenset({"app.env.j2", "units.env.j2"})
 
 # The dataclasses a context may hold, by module.qualname: reviewed (see the module docstring).
 VETTED = frozenset(f"fleet.config.settings.{name}" for name in (
@@ -176,27 +181,42 @@ class RenderCache:
         self.path = path
         self.stamp = (FORMAT, build, sys.hexversion)
         self.today = int(time.time() // 86400) if today is None else today
-        self.entries: dict[str, list] = {}  # key -> [rendered bytes, day last used]
+        self.entries: dict[str, list] = {}  # key -> [rendered bytes, day last used, template]
         self.changed = False
+        self.used: set[str] = set()  # keys this run rendered or found
+        self.templates: set[str] = set()  # templates this run rendered or found
 
     def load(self) -> RenderCache:
         self.entries = read(self.path, self.stamp)
         return self
 
-    def get(self, digest: str) -> bytes | None:
+    def get(self, digest: str, template: str = "") -> bytes | None:
         entry = self.entries.get(digest)
         if entry is None:
             return None
+        self.used.add(digest)
+        self.templates.add(template)
         if entry[1] != self.today:
             entry[1] = self.today
             self.changed = True
         return entry[0]
 
-    def put(self, digest: str, content: bytes) -> None:
-        self.entries[digest] = [content, self.today]
+    def put(self, digest: str, content: bytes, template: str = "") -> None:
+        self.entries[digest] = [content, self.today, template]
+        self.used.add(digest)
+        self.templates.add(template)
         self.changed = True
 
+    def drop_superseded(self) -> None:
+        """The entries of the secret templates this run rendered that it did not use."""
+        rendered = SECRET_TEMPLATES & self.templates
+        stale = [k for k, e in self.entries.items() if e[2] in rendered and k not in self.used]
+        for digest in stale:
+            del self.entries[digest]
+        self.changed |= bool(stale)
+
     def save(self) -> None:
+        self.drop_superseded()
         if self.changed:
             write(self.path, self.stamp, bounded(self.entries, self.today))
             self.changed = False
@@ -231,8 +251,9 @@ def read(path: str, stamp: tuple) -> dict[str, list]:
         return {}
     entries = {}
     for digest, entry in data[1].items():
-        if (type(digest) is str and type(entry) is list and len(entry) == 2
-                and type(entry[0]) is bytes and type(entry[1]) is int):
+        if (type(digest) is str and type(entry) is list and len(entry) == 3
+                and type(entry[0]) is bytes and type(entry[1]) is int
+                and type(entry[2]) is str):
             entries[digest] = entry
     return entries
 

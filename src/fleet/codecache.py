@@ -11,16 +11,17 @@ text only when the cache does not hold it, and runs exactly what `exec(text)` wo
 out, into the same globals and namespace).
 
 The cache is one marshal file per build and Python (marshal is the format of .pyc files and
-as version-bound, hence the key), root-only under /var/cache/fleet/.code; it is loaded only
+as version-bound, hence the key), root-only under /var/cache/fleet/_code; it is loaded only
 when root owns it and its directory and nobody else can write them (loading it runs its
-code), written at exit by a root run that compiled something new, atomically. Anything
+code), written atomically at the end of a root run that compiled something new (the command
+line calls `save`, as it does the render cache's, and not after bad input: exit 2 leaves the
+server untouched). Anything
 unexpected (no file, another owner, a corrupt or foreign one) means compiling as Python
 would: never an error. A source checkout (no build id) does not use it at all.
 """
 
 from __future__ import annotations
 
-import atexit
 import builtins
 import dataclasses
 import marshal
@@ -30,7 +31,7 @@ import sys
 from pathlib import Path
 from types import CodeType
 
-CODE_DIR = "/var/cache/fleet/.code"  # not an app's build cache: app names start [a-z]
+CODE_DIR = "/var/cache/fleet/_code"  # not an app's build cache: app names start [a-z]
 FORMAT = 1  # bumped when the file's layout changes
 
 
@@ -101,8 +102,17 @@ def install(build_id: str, directory: str = CODE_DIR) -> CodeCache:
         builtins.exec(source, *args, **kwargs)  # type: ignore[arg-type]
 
     dataclasses.exec = cached_exec  # type: ignore[attr-defined]  # a module global: its `exec`
-    atexit.register(cache.save)
+    INSTALLED[:] = [cache]
     return cache
+
+
+INSTALLED: list[CodeCache] = []  # this process's, once installed
+
+
+def save() -> None:
+    """Write this process's cache if it compiled something new (the end of a run)."""
+    for cache in INSTALLED:
+        cache.save()
 
 
 def install_for_this_build() -> None:

@@ -17,7 +17,8 @@ ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="the cache is written b
 
 # A fresh Python: install the cache, make dataclasses as fleet's modules do, use them, and
 # say what it compiled. __future__ annotations here, as in every fleet module.
-INSTALL = 'cache = codecache.install("b1d", sys.argv[1])\nloaded = len(cache.codes)'
+INSTALL = ('cache = codecache.install("b1d", sys.argv[1])\nloaded = len(cache.codes)\n'
+           "import atexit\natexit.register(codecache.save)")  # as the command line's end
 PROGRAM = """
 from __future__ import annotations
 import dataclasses, inspect, json, sys
@@ -131,3 +132,21 @@ def test_a_source_checkout_uses_no_cache() -> None:
 
     assert not Path(codecache.__file__).with_name("_build_id.txt").exists()
     assert "exec" not in vars(dataclasses)
+
+
+def test_the_command_line_saves_it_at_the_end_unless_the_input_was_bad(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from fleet.cli import dispatch
+
+    saves: list[str] = []
+
+    class Recorded:
+        def save(self) -> None:
+            saves.append("saved")
+
+    monkeypatch.setattr(codecache, "INSTALLED", [Recorded()])
+    assert dispatch.run(["apply", "/nonexistent/fleet.toml"]) == 2
+    assert saves == []  # bad input touches nothing, this cache neither
+    assert dispatch.run(["init", "-"]) == 0
+    assert saves == ["saved"]
+    capsys.readouterr()

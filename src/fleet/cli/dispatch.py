@@ -14,6 +14,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from fleet import codecache
 from fleet.cli import fast
 from fleet.cli.audited import run_audited
 from fleet.cli.basics import OPTIONS
@@ -58,11 +59,13 @@ def register(modules: Sequence[str]) -> None:
 
 def run(args: Sequence[str]) -> int:
     """Run one command line; a command that changes the server also leaves its audit line
-    (fleet.cli.audited). What it rendered is kept for the next run (host/render_cache.py),
-    unless its input was bad: then nothing on the server is touched, that file neither."""
+    (fleet.cli.audited). What it rendered and compiled is kept for the next run
+    (host/render_cache.py, fleet/codecache.py), unless its input was bad: then nothing on the
+    server is touched, those files neither."""
     code = run_audited(args, lambda: run_command(args))
     if code != EXIT_INVALID:
         render_cache.save()
+        codecache.save()
     return code
 
 

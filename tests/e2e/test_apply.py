@@ -125,6 +125,8 @@ def test_second_apply_changes_nothing_and_restarts_nothing(box, first_apply) -> 
     assert "0 changed" in text.stdout and "Nothing changed" in text.stdout, text.stdout
     # After a run, a no-op renders nothing (issue 19): every file's text comes from root's
     # render cache, and jinja2 is never imported.
+    code_files = "stat -c '%U %a %Y %n' /var/cache/fleet/_code /var/cache/fleet/_code/*"
+    code_before = box.run(["sh", "-c", code_files], check=True).stdout
     timed = box.run(["python3", "-X", "importtime", "/usr/local/bin/fleet", "apply", "--json"])
     assert timed.returncode == 0 and json.loads(timed.stdout)["changed"] == 0, timed.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in timed.stderr.splitlines()
@@ -133,6 +135,10 @@ def test_second_apply_changes_nothing_and_restarts_nothing(box, first_apply) -> 
     cache = box.run(["stat", "-c", "%U %a", "/var/cache/fleet/_render",
                      "/var/cache/fleet/_render/renders.marshal"], check=True).stdout.split()
     assert cache == ["root", "700", "root", "600"]
+    # The dataclasses' compiled methods came from root's code cache: nothing new to write.
+    assert box.run(["sh", "-c", code_files], check=True).stdout == code_before
+    assert [line.split()[:2] for line in code_before.splitlines()] == [["root", "700"],
+                                                                       ["root", "600"]]
 
 
 def test_unknown_host_gets_no_app_content(box, first_apply) -> None:

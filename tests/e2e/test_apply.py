@@ -125,7 +125,7 @@ def test_second_apply_changes_nothing_and_restarts_nothing(box, first_apply) -> 
     assert "0 changed" in text.stdout and "Nothing changed" in text.stdout, text.stdout
     # After a run, a no-op renders nothing (issue 19): every file's text comes from root's
     # render cache, and jinja2 is never imported.
-    code_files = "stat -c '%U %a %Y %n' /var/cache/fleet/_code /var/cache/fleet/_code/*"
+    code_files = "stat -c '%U %a %i %n' /var/cache/fleet/_code /var/cache/fleet/_code/*"
     code_before = box.run(["sh", "-c", code_files], check=True).stdout
     timed = box.run(["python3", "-X", "importtime", "/usr/local/bin/fleet", "apply", "--json"])
     assert timed.returncode == 0 and json.loads(timed.stdout)["changed"] == 0, timed.stderr

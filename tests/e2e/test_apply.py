@@ -139,6 +139,11 @@ def test_second_apply_changes_nothing_and_restarts_nothing(box, first_apply) -> 
     assert box.run(["sh", "-c", code_files], check=True).stdout == code_before
     assert [line.split()[:2] for line in code_before.splitlines()] == [["root", "700"],
                                                                        ["root", "600"]]
+    # git is asked only where the refs point: what it said about each commit is kept.
+    verbose = box.run(["/usr/local/bin/fleet", "-v", "apply", "--json"])
+    gits = [line for line in verbose.stderr.splitlines() if line.startswith("$ git")]
+    assert verbose.returncode == 0 and gits, verbose.stderr[-3000:]
+    assert all(" ls-remote " in line for line in gits), gits
 
 
 def test_unknown_host_gets_no_app_content(box, first_apply) -> None:

@@ -334,6 +334,10 @@ class FakeHost:
         if args[0] == "archive":
             self.write(args[3], args[4].encode(), 0o644, "root", "root")
             return RunResult(0, "", "")
+        if args[0] == "cat-file" and args[-1].endswith("^{commit}"):
+            sha = args[-1].removesuffix("^{commit}")  # the mirror has the commit once fetched
+            known = sha in refs.values() or sha in self.repo_files
+            return RunResult(0, "", "") if known else RunResult(128, "", "fatal: bad object")
         if args[0] in ("show", "cat-file"):
             sha, _, path = args[-1].partition(":")
             path = posixpath.normpath(path)

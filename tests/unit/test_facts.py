@@ -189,7 +189,8 @@ def test_a_failing_fact_raises_when_checked() -> None:
 
 
 def moving_mirror(host: FakeHost, url: str, old: str) -> dict[str, bool]:
-    """The mirror of `url` resolves its refs to `old` until a fetch brings the remote's."""
+    """The mirror of `url` resolves its refs to `old`, and has no newer commit, until a fetch
+    brings the remote's."""
     fetched = {"done": False}
 
     def handler(fake: FakeHost, argv: list[str]) -> RunResult | None:
@@ -202,6 +203,9 @@ def moving_mirror(host: FakeHost, url: str, old: str) -> dict[str, bool]:
             fetched["done"] = True
         elif "rev-parse" in argv and not fetched["done"]:
             return RunResult(0, old + "\n", "")
+        elif ("cat-file" in argv and argv[-1].endswith("^{commit}") and not fetched["done"]
+              and argv[-1] != f"{old}^{{commit}}"):
+            return RunResult(128, "", "fatal: bad object")  # not fetched yet
         return None
 
     host.handlers.append(handler)
@@ -275,8 +279,8 @@ def test_git_reads_are_asked_once_per_app_warm_up_included() -> None:
     run(host, cfg)
     host.commands.clear()
     run(host, cfg)
-    reads = [tuple(c) for c in host.ran("git") if "rev-parse" in c or "show" in c]
-    assert len(reads) == len(set(reads)) == 20  # a ref and a requirements file per app
+    reads = [tuple(c) for c in host.ran("git") if "cat-file" in c or "show" in c]
+    assert len(reads) == len(set(reads)) == 20  # the commit and a requirements file per app
 
 
 def test_a_fetch_forgets_the_remembered_ref() -> None:

@@ -20,7 +20,7 @@ from fleet.cli.audited import run_audited
 from fleet.cli.basics import OPTIONS
 from fleet.cli.output import err
 from fleet.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, FleetError
-from fleet.host import render_cache
+from fleet.host import git_answers, render_cache
 
 # Command name -> the fleet.cli module that defines it (a unit test keeps this complete).
 # Listed in module order: registering all of them keeps --help in its usual order.
@@ -65,6 +65,7 @@ def run(args: Sequence[str]) -> int:
     code = run_audited(args, lambda: run_command(args))
     if code != EXIT_INVALID:
         render_cache.save()
+        git_answers.save()
         codecache.save()
     return code
 

@@ -9,7 +9,9 @@ before the app steps read them (converge.prepare.warm_git).
 A remembered answer is dropped as soon as anything could have changed it: any change through
 the host (a file written, a directory made, ...) and any command that is not a known read
 (useradd, apt-get, git fetch, systemctl restart, ...) forget everything. Reads of other kinds
-(nginx -t, systemctl show, git ls-remote) pass through uncached and forget nothing.
+(nginx -t, systemctl show, git ls-remote) pass through uncached and forget nothing. git's
+answers about a commit's content never change and are also kept between runs
+(fleet.host.git_answers).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping, Sequence
 
+from fleet.host import git_answers
 from fleet.host.layout import EMPEROR_UNIT_NAME
 from fleet.host.machine import FileState, Host, ProcessInfo, RunResult
 
@@ -181,6 +184,15 @@ class FactsHost:
             if line is not None:
                 return RunResult(0, line, "")
             # Not listed: an account source that does not enumerate (LDAP) may still know it.
+        if git_answers.immutable(argv):  # about a commit's content: kept between runs
+            kept = git_answers.current()
+            known = kept.get(argv) if kept is not None else None
+            if known is not None:
+                return RunResult(0, known, "")
+            result = self.host.run(list(argv), check=False, cwd=cwd, timeout=timeout)
+            if kept is not None and result.ok:
+                kept.put(argv, result.stdout)
+            return result
         return self.host.run(list(argv), check=False, cwd=cwd, timeout=timeout)
 
     # Reads pass through.

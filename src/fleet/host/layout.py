@@ -66,6 +66,8 @@ BUILD_CACHE = "/var/cache/fleet"
 # only, 0700 dir, 0600 file. The leading "_" keeps it apart from app names.
 RENDER_CACHE_DIR = f"{BUILD_CACHE}/_render"
 RENDER_CACHE = f"{RENDER_CACHE_DIR}/renders.marshal"
+# git's answers about commits (fleet.host.git_answers), beside the renders, the same kind.
+GIT_ANSWERS = f"{RENDER_CACHE_DIR}/git.marshal"
 UWSGI_BIN = "/usr/bin/uwsgi-core"
 # logrotate: nginx-common ships /etc/logrotate.d/nginx but does not depend on it.
 BASE_PACKAGES = ("nginx", "uwsgi-core", "uwsgi-plugin-python3", "python3-venv", "git",

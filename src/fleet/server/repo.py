@@ -107,18 +107,18 @@ def remote_refs(host: Host, urls: Iterable[str],
 
 
 def up_to_date(host: Host, repo: str, wanted: str | None, advertised: str | None) -> str | None:
-    """The commit the mirror already resolves `wanted` to, when the remote advertises that
-    same commit for it (`advertised`: its ls-remote output): no fetch needed then."""
+    """The commit the remote advertises for `wanted` (`advertised`: its ls-remote output),
+    when the mirror already has it: no fetch needed then."""
     if advertised is None:
         return None
     known = parse_ls_remote(advertised, wanted)
-    if known is None:
+    if known is None or not SHA_RE.fullmatch(known):
         return None
-    try:
-        local = resolve(host, repo, wanted)
-    except FleetError:
-        return None
-    return local if local == known else None
+    # The mirror holds that commit: nothing to fetch to deploy it (fleet exports commits,
+    # never refs, so a mirror ref that lags does not matter). Asked about the commit, not the
+    # ref: the answer never changes and is kept between runs (fleet.host.git_answers).
+    present = host.run(git(repo, "cat-file", "-e", f"{known}^{{commit}}"), check=False)
+    return known if present.ok else None
 
 
 def fetch(host: Host, url: str, repo: str, timeout: float = GIT_TIMEOUT) -> list[str]:

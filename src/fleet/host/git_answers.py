@@ -1,0 +1,103 @@
+"""git's answers about a commit's content, kept between runs (FactsHost asks here first).
+
+A no-op apply asks each app's mirror about the commit it deploys: is it there (`cat-file -e
+SHA^{commit}`), are the paths root acts on plain directories (`ls-tree SHA -- PATH`), what
+are its requirements (`show SHA:requirements.txt`). At 100 apps those 300 git starts were
+about 0.6 s of a 1.4 s no-op. A commit is named by the hash of its content, so a positive
+answer about one never changes: it is kept, keyed by the exact command, and asked once per
+commit (and build) instead of once per run. Only answers that exit 0 are kept (a failure may
+mean the commit is not fetched yet), and only for reads naming a full commit id (`immutable`),
+never a ref, which moves.
+
+The file is the render cache's kind (render_cache.read/write: root-only, 0600 in a 0700
+directory, marshal, this build's only, replaced atomically at the end of a run that added
+entries, not after bad input; entries unused for 14 days go). A source checkout has none.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Sequence
+
+from fleet.host import layout, render_cache
+
+# The object a kept read names: a full commit id, alone, with a path in it, or peeled.
+OBJECT_RE = re.compile(r"[0-9a-f]{40}(:[^\n]*|\^\{commit\}|\^\{tree\})?")
+KEPT_SUBCOMMANDS = ("ls-tree", "show", "cat-file")
+
+
+def immutable(argv: Sequence[str]) -> bool:
+    """`git [-c X] [-C REPO] ls-tree|show|cat-file [OPTIONS] SHA[:PATH] [-- PATH]`: a read
+    whose answer is fixed by the commit id."""
+    if not argv or argv[0] != "git":
+        return False
+    index = 1
+    while index < len(argv) and argv[index] in ("-c", "-C"):
+        index += 2
+    if index >= len(argv) or argv[index] not in KEPT_SUBCOMMANDS:
+        return False
+    rest = list(argv[index + 1:])
+    head = rest[:rest.index("--")] if "--" in rest else rest
+    options = [a for a in head if a.startswith("-")]
+    objects = [a for a in head if not a.startswith("-")]
+    return (all(o in ("--full-tree", "-e") for o in options) and len(objects) == 1
+            and OBJECT_RE.fullmatch(objects[0]) is not None)
+
+
+class GitAnswers:
+    """One run's view of the kept answers (stdout of reads that exited 0)."""
+
+    def __init__(self, cache: render_cache.RenderCache) -> None:
+        self.cache = cache
+        self.lock = threading.Lock()  # warm_git asks from several threads
+
+    def get(self, argv: Sequence[str]) -> str | None:
+        with self.lock:
+            known = self.cache.get(key(argv), "git")
+        return None if known is None else known.decode("utf-8", "surrogateescape")
+
+    def put(self, argv: Sequence[str], stdout: str) -> None:
+        with self.lock:
+            self.cache.put(key(argv), stdout.encode("utf-8", "surrogateescape"), "git")
+
+    def save(self) -> None:
+        with self.lock:
+            self.cache.save()
+
+
+def key(argv: Sequence[str]) -> str:
+    return "\0".join(argv)
+
+
+_current: list[GitAnswers | None] = []
+_deciding = threading.Lock()
+
+
+def current() -> GitAnswers | None:
+    """This process's kept answers (loaded on the first git read); None in a source checkout
+    or when not root."""
+    if not _current:
+        with _deciding:
+            if not _current:
+                _current.append(start())
+    return _current[0]
+
+
+def start() -> GitAnswers | None:
+    build = render_cache.build_id()
+    if build is None or os.geteuid() != 0:
+        return None
+    return GitAnswers(render_cache.RenderCache(layout.GIT_ANSWERS, build).load())
+
+
+def save() -> None:
+    """Write them back if this run added any (the end of a run: fleet.cli.dispatch)."""
+    if _current and _current[0] is not None:
+        _current[0].save()
+
+
+def use(answers: GitAnswers | None) -> None:
+    """Make `answers` this process's (tests; None: none kept)."""
+    _current[:] = [answers]

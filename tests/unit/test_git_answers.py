@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from fleet.host import git_answers
+from fleet.host.facts import FactsHost
 from fleet.host.git_answers import GitAnswers, immutable
 from fleet.host.render_cache import RenderCache
 from tests.unit.support import SHA_A1, SHA_A2, changed_steps, config, run, server
@@ -63,7 +64,7 @@ def test_a_later_run_asks_git_nothing_about_a_commit_it_knows(kept: GitAnswers,
     assert len([c for c in host.ran("git") if "ls-remote" in c]) == 1  # the ref: asked
 
 
-def test_a_moved_ref_is_still_fetched_and_a_failure_is_not_kept(kept: GitAnswers) -> None:
+def test_a_moved_ref_is_still_fetched_and_its_absence_is_not_kept(kept: GitAnswers) -> None:
     host = server()
     cfg = config(host)
     run(host, cfg)
@@ -71,13 +72,32 @@ def test_a_moved_ref_is_still_fetched_and_a_failure_is_not_kept(kept: GitAnswers
     fetched = moving_mirror(host, "git://remote/alpha.git", SHA_A1)
     _, outcome = run(host, cfg)
     assert fetched["done"] and outcome.apps["alpha"].commit == SHA_A2
-    # "the mirror lacks A2" was true before the fetch only: not kept, only what exits 0.
+    # "the mirror lacks A2" was true before the fetch only: not kept.
     key = git_answers.key([*GIT[:4], "/srv/fleet/alpha/repo.git", "cat-file", "-e",
                            f"{SHA_A2}^{{commit}}"])
-    assert key not in kept.cache.entries
-    run(host, cfg)  # the next run finds A2 in the mirror: that answer is kept
-    assert kept.cache.entries[key][0] == b""
+    answer = kept.get(key.split("\0"))  # asked again once fetched: present, and kept
+    assert answer is not None and answer.returncode == 0
     assert all(e[2] == "git" for e in kept.cache.entries.values())
+
+
+def test_a_path_missing_from_a_commit_the_mirror_has_is_kept_too(kept: GitAnswers) -> None:
+    """"path does not exist in SHA" is also what git says when SHA is not there: kept only
+    once the mirror is known to hold the commit."""
+    host = server()
+    cfg = config(host)
+    run(host, cfg)
+    run(host, cfg)
+    missing = [*GIT[:4], "/srv/fleet/alpha/repo.git", "cat-file", "-e", f"{SHA_A1}:uv.lock"]
+    facts = FactsHost(host)
+    assert not facts.run(missing, check=False).ok
+    answer = kept.get(missing)
+    assert answer is not None and answer.returncode != 0  # kept: A1 is in the mirror
+    gone = [*GIT[:4], "/srv/fleet/alpha/repo.git", "cat-file", "-e", f"{'d' * 40}:uv.lock"]
+    assert not FactsHost(host).run(gone, check=False).ok
+    assert kept.get(gone) is None  # that commit is not there: not a fact about it
+    host.commands.clear()
+    assert not FactsHost(host).run(missing, check=False).ok
+    assert host.commands == []  # the next run's answer came from the kept one
 
 
 def test_a_source_checkout_keeps_nothing() -> None:

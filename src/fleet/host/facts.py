@@ -188,12 +188,22 @@ class FactsHost:
             kept = git_answers.current()
             known = kept.get(argv) if kept is not None else None
             if known is not None:
-                return RunResult(0, known, "")
+                return known
             result = self.host.run(list(argv), check=False, cwd=cwd, timeout=timeout)
-            if kept is not None and result.ok:
-                kept.put(argv, result.stdout)
+            if kept is not None and (result.ok or self._has_commit(argv, timeout)):
+                kept.put(argv, result)
             return result
         return self.host.run(list(argv), check=False, cwd=cwd, timeout=timeout)
+
+    def _has_commit(self, argv: tuple[str, ...], timeout: float | None) -> bool:
+        """Whether the mirror `argv` reads holds the commit it names (a failure about it is
+        then a fact about its content, not about what was fetched)."""
+        commit = git_answers.commit_of(argv)
+        sub = argv.index(git_subcommand(argv) or "")  # `git -c X -C REPO` before it
+        if "-C" not in argv[:sub] or argv[sub:] == ("cat-file", "-e", f"{commit}^{{commit}}"):
+            return False
+        return self.run([*argv[:sub], "cat-file", "-e", f"{commit}^{{commit}}"], check=False,
+                        timeout=timeout).ok
 
     # Reads pass through.
     def read(self, path: str) -> bytes | None:

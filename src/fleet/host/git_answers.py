@@ -3,11 +3,13 @@
 A no-op apply asks each app's mirror about the commit it deploys: is it there (`cat-file -e
 SHA^{commit}`), are the paths root acts on plain directories (`ls-tree SHA -- PATH`), what
 are its requirements (`show SHA:requirements.txt`). At 100 apps those 300 git starts were
-about 0.6 s of a 1.4 s no-op. A commit is named by the hash of its content, so a positive
-answer about one never changes: it is kept, keyed by the exact command, and asked once per
-commit (and build) instead of once per run. Only answers that exit 0 are kept (a failure may
-mean the commit is not fetched yet), and only for reads naming a full commit id (`immutable`),
-never a ref, which moves.
+about 0.6 s of a 1.4 s no-op. A commit is named by the hash of its content, so what git says
+about one never changes once the mirror has it: the answer is kept, keyed by the exact
+command, and asked once per commit (and build) instead of once per run. Only reads naming a
+full commit id (`immutable`) are kept, never a ref, which moves; and a failure ("path does not
+exist in SHA", which git also says when SHA itself is missing) only when the mirror has the
+commit (FactsHost asks `cat-file -e SHA^{commit}`, itself kept), since a commit not fetched yet
+may have that path.
 
 The file is the render cache's kind (render_cache.read/write: root-only, 0600 in a 0700
 directory, marshal, this build's only, replaced atomically at the end of a run that added
@@ -16,12 +18,14 @@ entries, not after bad input; entries unused for 14 days go). A source checkout 
 
 from __future__ import annotations
 
+import marshal
 import os
 import re
 import threading
 from collections.abc import Sequence
 
 from fleet.host import layout, render_cache
+from fleet.host.machine import RunResult
 
 # The object a kept read names: a full commit id, alone, with a path in it, or peeled.
 OBJECT_RE = re.compile(r"[0-9a-f]{40}(:[^\n]*|\^\{commit\}|\^\{tree\})?")
@@ -46,21 +50,35 @@ def immutable(argv: Sequence[str]) -> bool:
             and OBJECT_RE.fullmatch(objects[0]) is not None)
 
 
+def commit_of(argv: Sequence[str]) -> str:
+    """The commit id an `immutable` read names."""
+    return next(a[:40] for a in argv if OBJECT_RE.fullmatch(a))
+
+
 class GitAnswers:
-    """One run's view of the kept answers (stdout of reads that exited 0)."""
+    """One run's view of the kept answers (exit status, stdout, stderr of each read)."""
 
     def __init__(self, cache: render_cache.RenderCache) -> None:
         self.cache = cache
         self.lock = threading.Lock()  # warm_git asks from several threads
 
-    def get(self, argv: Sequence[str]) -> str | None:
+    def get(self, argv: Sequence[str]) -> RunResult | None:
         with self.lock:
             known = self.cache.get(key(argv), "git")
-        return None if known is None else known.decode("utf-8", "surrogateescape")
+        if known is None:
+            return None
+        try:
+            code, stdout, stderr = marshal.loads(known)
+        except (ValueError, EOFError, TypeError):
+            return None
+        if type(code) is not int or type(stdout) is not str or type(stderr) is not str:
+            return None
+        return RunResult(code, stdout, stderr)
 
-    def put(self, argv: Sequence[str], stdout: str) -> None:
+    def put(self, argv: Sequence[str], result: RunResult) -> None:
+        answer = marshal.dumps((result.returncode, result.stdout, result.stderr))
         with self.lock:
-            self.cache.put(key(argv), stdout.encode("utf-8", "surrogateescape"), "git")
+            self.cache.put(key(argv), answer, "git")
 
     def save(self) -> None:
         with self.lock:

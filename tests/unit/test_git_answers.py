@@ -101,8 +101,8 @@ def test_a_path_missing_from_a_commit_the_mirror_has_is_kept_too(kept: GitAnswer
 
 
 def test_a_source_checkout_keeps_nothing() -> None:
-    git_answers._current.clear()
+    git_answers.PROCESS.forget()
     try:
         assert git_answers.current() is None  # no build id beside the code
     finally:
-        git_answers._current.clear()
+        git_answers.PROCESS.forget()

@@ -293,7 +293,7 @@ def cache_on(tmp_path: Path):
     cache = RenderCache(str(tmp_path / "_render" / "renders.marshal"), "test-build").load()
     render_cache.use(cache)
     yield cache
-    render_cache._current.clear()
+    render_cache.PROCESS.forget()
 
 
 def test_a_warm_apply_writes_what_jinja2_renders_without_importing_it(

@@ -89,20 +89,6 @@ def key(argv: Sequence[str]) -> str:
     return "\0".join(argv)
 
 
-_current: list[GitAnswers | None] = []
-_deciding = threading.Lock()
-
-
-def current() -> GitAnswers | None:
-    """This process's kept answers (loaded on the first git read); None in a source checkout
-    or when not root."""
-    if not _current:
-        with _deciding:
-            if not _current:
-                _current.append(start())
-    return _current[0]
-
-
 def start() -> GitAnswers | None:
     build = render_cache.build_id()
     if build is None or os.geteuid() != 0:
@@ -110,12 +96,13 @@ def start() -> GitAnswers | None:
     return GitAnswers(render_cache.RenderCache(layout.GIT_ANSWERS, build).load())
 
 
+PROCESS: render_cache.PerProcess[GitAnswers] = render_cache.PerProcess(start)
+current = PROCESS.current
+use = PROCESS.use
+
+
 def save() -> None:
     """Write them back if this run added any (the end of a run: fleet.cli.dispatch)."""
-    if _current and _current[0] is not None:
-        _current[0].save()
-
-
-def use(answers: GitAnswers | None) -> None:
-    """Make `answers` this process's (tests; None: none kept)."""
-    _current[:] = [answers]
+    answers = PROCESS.slot[0] if PROCESS.slot else None
+    if answers is not None:
+        answers.save()

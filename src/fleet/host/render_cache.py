@@ -38,11 +38,13 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path, PosixPath, PurePosixPath
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fleet.host import layout
 
+T = TypeVar("T")
 FORMAT = 2
 KEEP_DAYS = 14
 MAX_ENTRIES = 8192
@@ -295,18 +297,29 @@ def build_id() -> str | None:
     return text or None
 
 
-_current: list[RenderCache | None] = []  # empty: not decided yet in this process
-_deciding = threading.Lock()
+class PerProcess(Generic[T]):
+    """A cache's one instance in this process: made by `make` on first use (None: no cache
+    here, a source checkout or not root), written back by `save` at the end of the run."""
 
+    def __init__(self, make: Callable[[], T | None]) -> None:
+        self.make = make
+        self.slot: list[T | None] = []  # empty: not decided yet
+        self.lock = threading.Lock()  # the first use may come from several threads
 
-def current() -> RenderCache | None:
-    """This process's cache: loaded on the first render, saved by `save` at the end of the
-    run; None in a source checkout or when not root (RENDER_CACHE is root's)."""
-    if not _current:
-        with _deciding:
-            if not _current:
-                _current.append(start())
-    return _current[0]
+    def current(self) -> T | None:
+        if not self.slot:
+            with self.lock:
+                if not self.slot:
+                    self.slot.append(self.make())
+        return self.slot[0]
+
+    def use(self, value: T | None) -> None:
+        """Make `value` this process's (tests; None: no cache)."""
+        self.slot[:] = [value]
+
+    def forget(self) -> None:
+        """Decide again on next use (tests)."""
+        self.slot.clear()
 
 
 def start() -> RenderCache | None:
@@ -316,13 +329,14 @@ def start() -> RenderCache | None:
     return RenderCache(layout.RENDER_CACHE, build).load()
 
 
+PROCESS: PerProcess[RenderCache] = PerProcess(start)
+current = PROCESS.current
+use = PROCESS.use
+
+
 def save() -> None:
     """Write this process's cache back if it rendered anything new (the end of a run: the
     command line calls it, fleet.cli.dispatch)."""
-    if _current and _current[0] is not None:
-        _current[0].save()
-
-
-def use(cache: RenderCache | None) -> None:
-    """Make `cache` this process's (tests; None: no cache)."""
-    _current[:] = [cache]
+    cache = PROCESS.slot[0] if PROCESS.slot else None
+    if cache is not None:
+        cache.save()
